@@ -1,0 +1,121 @@
+# Declarations of the parts of libzmq 4.3 (zmq.h) that pyzmq-wiring uses.
+# One extern block, all nogil: every call may be made with the GIL released.
+
+cdef extern from "zmq.h" nogil:
+    enum:
+        ZMQ_VERSION_MAJOR
+        ZMQ_VERSION_MINOR
+        ZMQ_VERSION_PATCH
+
+    # error numbers libzmq adds to errno
+    enum:
+        EAGAIN
+        EINTR
+        EINVAL
+        EFSM
+        ETERM
+        EADDRINUSE
+        EADDRNOTAVAIL
+
+    # socket types
+    enum:
+        ZMQ_PUB
+        ZMQ_SUB
+        ZMQ_PUSH
+        ZMQ_PULL
+        ZMQ_XPUB
+        ZMQ_XSUB
+        ZMQ_PAIR
+
+    # socket options
+    enum:
+        ZMQ_LINGER
+        ZMQ_SNDHWM
+        ZMQ_RCVHWM
+        ZMQ_SUBSCRIBE
+        ZMQ_UNSUBSCRIBE
+        ZMQ_RCVMORE
+        ZMQ_SNDTIMEO
+        ZMQ_RCVTIMEO
+        ZMQ_LAST_ENDPOINT
+        ZMQ_XPUB_NODROP
+        ZMQ_XPUB_VERBOSE
+        ZMQ_EVENTS
+        ZMQ_FD
+        ZMQ_TCP_KEEPALIVE
+        ZMQ_TCP_KEEPALIVE_IDLE
+        ZMQ_TCP_KEEPALIVE_INTVL
+        ZMQ_TCP_KEEPALIVE_CNT
+        ZMQ_HEARTBEAT_IVL
+        ZMQ_HEARTBEAT_TIMEOUT
+        ZMQ_HEARTBEAT_TTL
+        ZMQ_RECONNECT_IVL
+        ZMQ_RECONNECT_IVL_MAX
+        ZMQ_IMMEDIATE
+        ZMQ_CURVE_SERVER
+        ZMQ_CURVE_PUBLICKEY
+        ZMQ_CURVE_SECRETKEY
+        ZMQ_CURVE_SERVERKEY
+        ZMQ_ZAP_DOMAIN
+
+    # send/recv flags and poll events
+    enum:
+        ZMQ_DONTWAIT
+        ZMQ_SNDMORE
+        ZMQ_POLLIN
+        ZMQ_POLLOUT
+
+    # context options
+    enum:
+        ZMQ_IO_THREADS
+        ZMQ_MAX_SOCKETS
+        ZMQ_BLOCKY
+
+    int zmq_errno()
+    const char *zmq_strerror(int errnum)
+    void zmq_version(int *major, int *minor, int *patch)
+    int zmq_has(const char *capability)
+
+    void *zmq_ctx_new()
+    int zmq_ctx_term(void *context)
+    int zmq_ctx_shutdown(void *context)
+    int zmq_ctx_set(void *context, int option, int optval)
+
+    ctypedef struct zmq_msg_t:
+        unsigned char _[64]     # opaque; zmq.h has the real layout
+    ctypedef void zmq_free_fn(void *data, void *hint)
+
+    int zmq_msg_init(zmq_msg_t *msg)
+    int zmq_msg_init_size(zmq_msg_t *msg, size_t size)
+    int zmq_msg_init_data(zmq_msg_t *msg, void *data, size_t size,
+                          zmq_free_fn *ffn, void *hint)
+    int zmq_msg_send(zmq_msg_t *msg, void *s, int flags)
+    int zmq_msg_recv(zmq_msg_t *msg, void *s, int flags)
+    int zmq_msg_close(zmq_msg_t *msg)
+    int zmq_msg_copy(zmq_msg_t *dest, zmq_msg_t *src)
+    void *zmq_msg_data(zmq_msg_t *msg)
+    size_t zmq_msg_size(const zmq_msg_t *msg)
+    int zmq_msg_more(const zmq_msg_t *msg)
+
+    void *zmq_socket(void *context, int type)
+    int zmq_close(void *s)
+    int zmq_setsockopt(void *s, int option, const void *optval, size_t optvallen)
+    int zmq_getsockopt(void *s, int option, void *optval, size_t *optvallen)
+    int zmq_bind(void *s, const char *addr)
+    int zmq_connect(void *s, const char *addr)
+    int zmq_unbind(void *s, const char *addr)
+    int zmq_disconnect(void *s, const char *addr)
+    int zmq_send(void *s, const void *buf, size_t len, int flags)
+    int zmq_recv(void *s, void *buf, size_t len, int flags)
+
+    ctypedef struct zmq_pollitem_t:
+        void *socket
+        int fd
+        short events
+        short revents
+    int zmq_poll(zmq_pollitem_t *items, int nitems, long timeout)
+
+    int zmq_proxy_steerable(void *frontend, void *backend, void *capture, void *control)
+
+    int zmq_curve_keypair(char *z85_public_key, char *z85_secret_key)
+    int zmq_curve_public(char *z85_public_key, const char *z85_secret_key)

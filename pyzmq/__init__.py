@@ -1,0 +1,21 @@
+"""pyzmq-wiring: the ØMQ 0.3 wiring API over libzmq 4.3.
+
+    import pyzmq
+    with pyzmq.ZMQ("localhost") as zmq:           # a running zmq_server
+        eid = zmq.create_exchange("E", pyzmq.SCOPE_GLOBAL, "127.0.0.1:5555")
+        zmq.create_queue("Q", pyzmq.SCOPE_LOCAL)
+        zmq.bind("E", "Q")
+        zmq.send(eid, b"hello")
+        assert zmq.receive() == b"hello"
+"""
+
+from pyzmq.errors import Error, Timeout
+from pyzmq._zmq import Frame, libzmq_version as zmq_version
+from pyzmq.wiring import (ZMQ, SCOPE_LOCAL, SCOPE_GLOBAL,
+                          STYLE_DATA_DISTRIBUTION, STYLE_LOAD_BALANCING)
+
+__version__ = "0.1.0"
+
+__all__ = ["ZMQ", "Error", "Timeout", "Frame", "SCOPE_LOCAL", "SCOPE_GLOBAL",
+           "STYLE_DATA_DISTRIBUTION", "STYLE_LOAD_BALANCING", "zmq_version",
+           "__version__"]

@@ -1,0 +1,318 @@
+"""The wiring API: named exchanges and queues, bound by name, as in ØMQ 0.3.
+
+``ZMQ`` keeps the names, scopes and bindings of one instance and asks the
+directory (``zmq_server``) about global names; the sockets and the hot path
+(``send``, ``receive`` and their batch forms) live in the C core,
+``pyzmq._zmq.Engine``, which ``ZMQ`` extends.
+"""
+
+import atexit
+import threading
+import weakref
+from dataclasses import dataclass, field
+
+from pyzmq import _zmq
+from pyzmq.errors import Error
+from pyzmq.location import parse_location
+from pyzmq.protocol import validate_name
+
+SCOPE_LOCAL = 0
+SCOPE_GLOBAL = 2
+_SCOPE_NAMES = {SCOPE_LOCAL: "local", SCOPE_GLOBAL: "global"}
+
+STYLE_DATA_DISTRIBUTION = _zmq.STYLE_DATA_DISTRIBUTION
+STYLE_LOAD_BALANCING = _zmq.STYLE_LOAD_BALANCING
+_STYLE_NAMES = {STYLE_DATA_DISTRIBUTION: "data distribution",
+                STYLE_LOAD_BALANCING: "load balancing"}
+
+_KIND_CODE = {"exchange": "E", "queue": "Q"}
+_KIND_NAME = {"E": "exchange", "Q": "queue"}
+
+_live = weakref.WeakSet()
+
+
+@dataclass
+class _Object:
+    kind: str                 # "exchange" or "queue"
+    id: int
+    name: str
+    scope: int
+    location: str             # as the user gave it
+    style: int = STYLE_DATA_DISTRIBUTION
+    address: str = None       # "IP:port" registered in the directory (global only)
+    bound_to: list = field(default_factory=list)
+
+    def describe(self):
+        where = f" at {self.address}" if self.address else ""
+        return f"{self.name}({_SCOPE_NAMES[self.scope]}{where})"
+
+
+def _check_name(name, what):
+    if not isinstance(name, str):
+        raise TypeError(f"{what} name must be a str, not {type(name).__name__}")
+    validate_name(name)
+
+
+def _check_scope(scope):
+    if isinstance(scope, bool) or not isinstance(scope, int):
+        raise TypeError(f"scope must be pyzmq.SCOPE_LOCAL or pyzmq.SCOPE_GLOBAL, "
+                        f"not {type(scope).__name__}")
+    if scope not in _SCOPE_NAMES:
+        raise ValueError(f"unknown scope {scope}: use pyzmq.SCOPE_LOCAL or pyzmq.SCOPE_GLOBAL")
+
+
+def _check_seconds(value, what):
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{what} must be a number of seconds, not {type(value).__name__}")
+    if not value >= 0:
+        raise ValueError(f"{what} must be >= 0 seconds, not {value!r}")
+    return float(value)
+
+
+class ZMQ(_zmq.Engine):
+    """One wiring instance: its exchanges, queues and bindings.
+
+    ``ZMQ("host[:port]")`` connects to the directory ``zmq_server`` (default
+    port 5682) so global names work; ``ZMQ()`` is standalone (local scope
+    only).  An instance belongs to the thread that created it.
+
+    Keyword arguments:
+      timeout: seconds to wait for the directory (connect and each request).
+      hwm: high-water mark, in messages, of each binding's pipe (and of each
+        queue's incoming side); send blocks when a bound queue is full.
+      linger: seconds close() lets queued outgoing messages drain.
+      bind_timeout: seconds bind() waits for a remote exchange's owner to
+        confirm the binding.
+    """
+
+    def __init__(self, hostname=None, *, timeout=5.0, hwm=1000, linger=1.0,
+                 bind_timeout=10.0):
+        self._timeout = _check_seconds(timeout, "timeout")
+        self._bind_timeout = _check_seconds(bind_timeout, "bind_timeout")
+        linger = _check_seconds(linger, "linger")
+        if isinstance(hwm, bool) or not isinstance(hwm, int):
+            raise TypeError(f"hwm must be an int, not {type(hwm).__name__}")
+        if hwm < 0:
+            raise ValueError(f"hwm must be >= 0 (0: no limit), not {hwm}")
+        self._configure(hwm, int(linger * 1000))
+        self._objects = {}
+        self._exchange_ids = {}
+        self._bindings = []
+        self._directory = None
+        if hostname is not None:
+            if not isinstance(hostname, str):
+                raise TypeError(f"hostname must be a str such as 'localhost:5682', "
+                                f"not {type(hostname).__name__}")
+            from pyzmq.directory import DirectoryClient
+            self._directory = DirectoryClient(hostname, timeout=self._timeout)
+        _live.add(self)
+
+    # ---- context manager, closing -----------------------------------------
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def close(self):
+        """Remove this instance's global names from the directory and close
+        its sockets (outgoing messages get `linger` seconds to drain).
+        Idempotent; any other call afterwards raises pyzmq.Error."""
+        if self.closed:
+            return
+        self._check_usable()
+        self._shutdown()
+
+    def _shutdown(self):
+        directory, self._directory = self._directory, None
+        try:
+            if directory is not None:
+                for obj in self._objects.values():
+                    if obj.address is not None:
+                        try:
+                            directory.unregister(obj.name)
+                        except Error:
+                            pass    # the directory drops them with the connection anyway
+                directory.close()
+        finally:
+            self._close()
+            _live.discard(self)
+
+    def __del__(self):
+        try:
+            if not self.closed:
+                self._shutdown()
+        except Exception:
+            pass
+
+    # ---- creating ---------------------------------------------------------
+
+    def create_exchange(self, name, scope=SCOPE_LOCAL, location="", *,
+                        style=STYLE_DATA_DISTRIBUTION):
+        """Create (or get) the exchange `name`; returns its id for send().
+
+        SCOPE_GLOBAL registers it in the directory, listening at `location`
+        ('host:port', 'eth0:5555', '*:port' or '' for any interface and port).
+        style: STYLE_DATA_DISTRIBUTION (every bound queue gets a copy, the
+        default) or STYLE_LOAD_BALANCING (each message goes to one bound queue
+        with room, round-robin).
+        """
+        if isinstance(style, bool) or not isinstance(style, int):
+            raise TypeError(f"style must be pyzmq.STYLE_DATA_DISTRIBUTION or "
+                            f"pyzmq.STYLE_LOAD_BALANCING, not {type(style).__name__}")
+        if style not in _STYLE_NAMES:
+            raise ValueError(f"unknown exchange style {style}")
+        return self._create("exchange", name, scope, location, style)
+
+    def create_queue(self, name, scope=SCOPE_LOCAL, location=""):
+        """Create (or get) the queue `name`; returns its id.
+
+        receive() takes messages from every queue of this instance.
+        SCOPE_GLOBAL registers it in the directory, listening at `location`.
+        """
+        return self._create("queue", name, scope, location, STYLE_DATA_DISTRIBUTION)
+
+    def _create(self, kind, name, scope, location, style):
+        self._check_usable()
+        _check_name(name, kind)
+        _check_scope(scope)
+        if not isinstance(location, str):
+            raise TypeError(f"location must be a str such as 'eth0:5555', not "
+                            f"{type(location).__name__}")
+        if scope == SCOPE_LOCAL and location:
+            raise ValueError(f"{kind} {name!r}: a location is only meaningful for "
+                             "SCOPE_GLOBAL objects (local ones do not listen)")
+        old = self._objects.get(name)
+        if old is not None:
+            if (old.kind, old.scope, old.location, old.style) == (kind, scope, location, style):
+                return old.id
+            raise Error(f"{name!r} already exists in this instance as a "
+                        f"{_SCOPE_NAMES[old.scope]} {old.kind}"
+                        + (f" at {old.location!r}" if old.location else "")
+                        + "; a name can be created again only with the same arguments")
+        if scope == SCOPE_GLOBAL:
+            if self._directory is None:
+                raise Error(f"{kind} {name!r}: SCOPE_GLOBAL needs the directory; create "
+                            "the instance with pyzmq.ZMQ('host[:port]') of a running zmq_server")
+            where = parse_location(location)
+        if kind == "exchange":
+            oid = self._new_exchange(style)
+        else:
+            oid = self._new_queue()
+        obj = _Object(kind, oid, name, scope, location, style)
+        if scope == SCOPE_GLOBAL:
+            obj.address = self._publish(obj, where)
+        self._objects[name] = obj
+        return oid
+
+    def _publish(self, obj, where):
+        """Listen at the location and register the object in the directory."""
+        listen = self._exchange_listen if obj.kind == "exchange" else self._queue_listen
+        try:
+            bound = listen(obj.id, where.endpoint)
+        except Error as e:
+            raise Error(f"{obj.kind} {obj.name!r}: cannot listen at {obj.location!r} "
+                        f"({e})", e.errno) from None
+        address = where.advertised(bound, self._directory.local_ip)
+        try:
+            self._directory.register(_KIND_CODE[obj.kind], obj.name, address)
+        except BaseException:
+            if obj.kind == "exchange":
+                self._exchange_unlisten(obj.id)
+            else:
+                self._queue_unlisten(obj.id, bound)
+            raise
+        return address
+
+    # ---- binding ----------------------------------------------------------
+
+    def bind(self, exchange_name, queue_name):
+        """Wire exchange `exchange_name` to queue `queue_name`.
+
+        Either may be this instance's own object or a global name owned by
+        another process or box; at least one must be this instance's own, or
+        both global.  No message goes through the directory: the binder
+        connects to the global side's listener.  Once bind() returns, every
+        message sent on the exchange reaches the queue.  Binding a pair
+        twice does nothing the second time.
+        """
+        self._check_usable()
+        _check_name(exchange_name, "exchange")
+        _check_name(queue_name, "queue")
+        ex = self._own(exchange_name, "exchange")
+        q = self._own(queue_name, "queue")
+        if (exchange_name, queue_name) in self._bindings:
+            return
+        ex_addr = None if ex else self._lookup(exchange_name, "exchange")
+        q_addr = None if q else self._lookup(queue_name, "queue")
+        if ex and q:
+            self._exchange_connect(ex.id, self._queue_endpoint(q.id))
+        elif ex:
+            self._exchange_connect(ex.id, f"tcp://{q_addr}")
+        elif q:
+            self._queue_subscribe(q.id, f"tcp://{ex_addr}", self._bind_timeout)
+        else:
+            self._relay(f"tcp://{ex_addr}", f"tcp://{q_addr}", self._bind_timeout)
+        self._bindings.append((exchange_name, queue_name))
+
+    def _own(self, name, kind):
+        obj = self._objects.get(name)
+        if obj is None:
+            return None
+        if obj.kind != kind:
+            raise Error(f"{name!r} is a {obj.kind} of this instance, not a {kind}")
+        return obj
+
+    def _lookup(self, name, kind):
+        if self._directory is None:
+            raise Error(f"unknown {kind} {name!r}: it is not in this instance, and "
+                        "this instance has no directory to look global names up in")
+        code, address, _key = self._directory.lookup(name)
+        if _KIND_NAME.get(code) != kind:
+            raise Error(f"global name {name!r} is a {_KIND_NAME.get(code, code)}, not a {kind}")
+        return address
+
+    # ---- looking at it ----------------------------------------------------
+
+    @property
+    def exchanges(self):
+        """{name: id} of this instance's exchanges."""
+        return {o.name: o.id for o in self._objects.values() if o.kind == "exchange"}
+
+    @property
+    def queues(self):
+        """{name: id} of this instance's queues."""
+        return {o.name: o.id for o in self._objects.values() if o.kind == "queue"}
+
+    @property
+    def bindings(self):
+        """[(exchange name, queue name)] made by this instance's bind()."""
+        return list(self._bindings)
+
+    def __repr__(self):
+        if self.closed:
+            return "<pyzmq.ZMQ closed>"
+        directory = self._directory.address if self._directory else None
+        exchanges = ", ".join(o.describe() for o in self._objects.values() if o.kind == "exchange")
+        queues = ", ".join(o.describe() for o in self._objects.values() if o.kind == "queue")
+        bindings = ", ".join(f"{e}->{q}" for e, q in self._bindings)
+        return (f"<pyzmq.ZMQ directory={directory} exchanges=[{exchanges}] "
+                f"queues=[{queues}] bindings=[{bindings}]>")
+
+
+def _close_all_at_exit():
+    """Close every live instance, then give lingering messages their time."""
+    lingers = [0.0]
+    for inst in list(_live):
+        try:
+            inst._shutdown()
+        except Exception:
+            pass
+    # zmq_ctx_term waits for lingering sockets; never let it hold exit forever
+    t = threading.Thread(target=_zmq._term_context, daemon=True, name="pyzmq-wiring exit")
+    t.start()
+    t.join(5.0)
+
+
+atexit.register(_close_all_at_exit)

@@ -1,0 +1,1153 @@
+# cython: language_level=3
+"""The C core of pyzmq-wiring: exchanges and queues as libzmq sockets.
+
+This module knows sockets, not names.  ``pyzmq.wiring`` turns names, scopes,
+locations and the directory into calls of the ``_``-prefixed methods here;
+``send``/``receive`` and their batch forms are the hot path and stay in C.
+
+Socket map (see docs/design.md):
+
+* a queue is one PULL socket bound to an inproc endpoint (and, for a global
+  queue, to its TCP location), plus one SUB socket per remote global exchange
+  bound to it;
+* an exchange is one PUSH socket per queue it connects to, plus, for a global
+  exchange, one XPUB socket listening at its location for remote binders.
+"""
+
+from libc.stdlib cimport malloc, realloc, free
+from libc.string cimport memcmp, memcpy
+from libc.math cimport ceil
+from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
+from cpython.bytes cimport (PyBytes_FromStringAndSize, PyBytes_AS_STRING,
+                            PyBytes_GET_SIZE, PyBytes_CheckExact)
+from cpython.buffer cimport (PyObject_GetBuffer, PyBuffer_Release, PyBUF_ANY_CONTIGUOUS,
+                             PyBUF_WRITABLE, PyBUF_FORMAT, PyBUF_ND)
+from cpython.exc cimport PyErr_CheckSignals
+from cpython.list cimport PyList_New, PyList_Append
+from cpython.object cimport PyObject
+from cpython.pythread cimport PyThread_get_thread_ident
+from cpython.ref cimport Py_INCREF
+
+from libzmq cimport *
+
+cdef extern from "zerocopy.h":
+    ctypedef struct zw_loan:
+        pass
+    void zw_give_back(void *data, void *hint) nogil
+    zw_loan *zw_lend(object obj)
+    void zw_cancel(zw_loan *loan)
+    long zw_collect()
+    long zw_outstanding
+
+import os
+import threading
+
+from pyzmq.errors import Error, Timeout
+
+# Two-frame messages are never data: data is always one frame.  A binder asks
+# the owner of a global exchange to prove its subscription is live by
+# subscribing to SYNC_PREFIX + nonce; the owner answers with the two frames
+# [topic, b""], which every receiver recognises by their shape and drops.
+SYNC_PREFIX = b"\xffpyzmq-wiring-sync:"
+cdef bytes _SYNC_PREFIX = SYNC_PREFIX
+
+# Bytes objects at least this large are lent to libzmq instead of copied.
+ZERO_COPY_MIN = 65536
+cdef Py_ssize_t _zero_copy_min = ZERO_COPY_MIN
+
+# The owner looks at its global exchanges' listeners (attaching new binders,
+# answering their syncs) whenever it waits, and on the fast path after this
+# many sends or receives or this many seconds, whichever comes first.
+DEF SERVICE_EVERY = 256
+DEF SERVICE_AFTER = 0.001
+
+
+# --------------------------------------------------------------------------
+# errors: the one place libzmq failures become Python exceptions
+
+cdef int _raise_errno(str what, int err) except -1:
+    raise Error(f"{what}: {zmq_strerror(err).decode()}", err)
+
+
+cdef int _raise_zmq(str what) except -1:
+    return _raise_errno(what, zmq_errno())
+
+
+def libzmq_version():
+    """The version of the libzmq this extension is linked against, as 'X.Y.Z'."""
+    cdef int major, minor, patch
+    zmq_version(&major, &minor, &patch)
+    return f"{major}.{minor}.{patch}"
+
+
+def has(capability):
+    """Whether libzmq was built with a capability such as 'curve' or 'ipc'."""
+    return bool(zmq_has(capability.encode()))
+
+
+# --------------------------------------------------------------------------
+# the process-wide libzmq context, shared by every instance (inproc works
+# between instances); made again after fork, since a context does not
+# survive one.
+
+cdef void *_ctx = NULL
+cdef long _ctx_pid = 0
+
+
+cdef void *_context() except NULL:
+    global _ctx, _ctx_pid
+    cdef long pid = os.getpid()
+    if _ctx == NULL or _ctx_pid != pid:
+        _ctx = zmq_ctx_new()
+        if _ctx == NULL:
+            _raise_zmq("cannot create a libzmq context")
+        _ctx_pid = pid
+    return _ctx
+
+
+def _term_context():
+    """Terminate the shared context (waits for lingering sockets). For exit."""
+    global _ctx
+    cdef void *ctx = _ctx
+    if ctx == NULL or _ctx_pid != os.getpid():
+        return
+    _ctx = NULL
+    with nogil:
+        zmq_ctx_term(ctx)
+
+
+def _collect_loans():
+    """Release the bytes objects libzmq has finished sending; returns how many."""
+    return zw_collect()
+
+
+def _loans_outstanding():
+    return zw_outstanding
+
+
+# --------------------------------------------------------------------------
+# time
+
+cdef inline double _now() noexcept nogil:
+    cdef timespec ts
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return ts.tv_sec + ts.tv_nsec * 1e-9
+
+
+cdef double _deadline(object timeout) except -2.0:
+    """-1.0 for 'wait forever', else the monotonic time to give up at."""
+    if timeout is None:
+        return -1.0
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+        raise TypeError(f"timeout must be a number of seconds or None, not {type(timeout).__name__}")
+    cdef double t = timeout
+    if not t >= 0:
+        raise ValueError(f"timeout must be >= 0 seconds, not {timeout!r}")
+    return _now() + t
+
+
+cdef inline long _ms_left(double deadline) noexcept nogil:
+    if deadline < 0:
+        return -1
+    cdef double left = deadline - _now()
+    if left <= 0:
+        return 0
+    return <long>ceil(left * 1000.0)
+
+
+# --------------------------------------------------------------------------
+# received messages without a copy
+
+cdef class Frame:
+    """A received message still held by libzmq: a read-only buffer, no copy.
+
+    Use ``memoryview(frame)``, ``bytes(frame)`` or ``len(frame)``.
+    """
+    cdef zmq_msg_t msg
+    cdef Py_ssize_t shape[1]
+    cdef readonly int queue_id
+
+    def __cinit__(self):
+        zmq_msg_init(&self.msg)
+
+    def __dealloc__(self):
+        zmq_msg_close(&self.msg)
+
+    def __len__(self):
+        return zmq_msg_size(&self.msg)
+
+    def __bytes__(self):
+        return PyBytes_FromStringAndSize(<char *>zmq_msg_data(&self.msg),
+                                         zmq_msg_size(&self.msg))
+
+    def __getbuffer__(self, Py_buffer *view, int flags):
+        if flags & PyBUF_WRITABLE:
+            raise BufferError("a received Frame is read-only")
+        self.shape[0] = zmq_msg_size(&self.msg)
+        view.buf = zmq_msg_data(&self.msg)
+        view.len = self.shape[0]
+        view.readonly = 1
+        view.itemsize = 1
+        view.format = NULL
+        if flags & PyBUF_FORMAT:
+            view.format = b"B"
+        view.ndim = 1
+        view.shape = self.shape if (flags & PyBUF_ND) else NULL
+        view.strides = NULL
+        view.suboffsets = NULL
+        view.internal = NULL
+        view.obj = self
+
+    def __releasebuffer__(self, Py_buffer *view):
+        pass
+
+    def __eq__(self, other):
+        if isinstance(other, Frame):
+            other = bytes(other)
+        try:
+            return bytes(self) == bytes(memoryview(other))
+        except TypeError:
+            return NotImplemented
+
+    def __hash__(self):
+        return hash(bytes(self))
+
+    def __repr__(self):
+        return f"<pyzmq.Frame {len(self)} bytes>"
+
+
+# --------------------------------------------------------------------------
+# the engine
+
+cdef struct ExchangeSlot:
+    void *xpub          # listener for remote binders (global exchange), or NULL
+    void **pushes       # one PUSH per queue this exchange connects to
+    int npush
+    int style           # STYLE_DATA_DISTRIBUTION or STYLE_LOAD_BALANCING
+    int next            # load balancing: the push to try first
+    unsigned int sends  # fast-path sends since the listener was serviced
+
+cdef struct QueueSlot:
+    void **socks        # [0] is the PULL; then one SUB per remote exchange
+    int nsock
+    int next            # fairness: the socket to try first
+
+STYLE_DATA_DISTRIBUTION = 0
+STYLE_LOAD_BALANCING = 1
+
+cdef long _engine_serial = 0
+
+
+cdef int _grow(void ***arr, int n) except -1:
+    cdef void **p = <void **>realloc(arr[0], (n + 1) * sizeof(void *))
+    if p == NULL:
+        raise MemoryError()
+    arr[0] = p
+    return 0
+
+
+cdef class Engine:
+    """Sockets of one wiring instance; used by one thread, the one that made it."""
+
+    cdef ExchangeSlot *ex
+    cdef int nex
+    cdef QueueSlot *qs
+    cdef int nq
+    cdef int next_q                 # fairness: the queue to try first
+    cdef zmq_pollitem_t *items      # every input socket, then every listener
+    cdef int nitems
+    cdef int ninputs
+    cdef zmq_pollitem_t *sitems     # scratch for send waits
+    cdef int sitems_cap
+    cdef unsigned int recvs         # fast-path receives since listeners were serviced
+    cdef double serviced_at         # when listeners were last serviced
+    cdef readonly bint closed
+    cdef long owner
+    cdef int _hwm
+    cdef int _linger_ms
+    cdef object stash               # messages read while a bind waited: (qid, bytes)
+    cdef Py_ssize_t nstash
+    cdef dict pending_syncs         # eid -> [topic, ...] still to answer
+    cdef str prefix                 # inproc endpoint prefix of this instance
+    cdef object _relays             # running relay threads (both sides remote)
+
+    def __cinit__(self, *args, **kwargs):
+        global _engine_serial
+        _context()
+        self.owner = PyThread_get_thread_ident()
+        self._hwm = 1000
+        self._linger_ms = 1000
+        self.stash = __import__("collections").deque()
+        self.pending_syncs = {}
+        self._relays = []
+        _engine_serial += 1
+        self.prefix = f"inproc://pyzmq-wiring/{os.getpid()}/{_engine_serial}"
+
+    def __dealloc__(self):
+        self._close_all()
+
+    # ---- configuration, checks -------------------------------------------
+
+    def _configure(self, int hwm, int linger_ms):
+        if hwm < 0:
+            raise ValueError(f"hwm must be >= 0, not {hwm}")
+        self._hwm = hwm
+        self._linger_ms = linger_ms
+
+    cdef inline int _check(self) except -1:
+        if self.closed:
+            raise Error("this ZMQ instance is closed")
+        if PyThread_get_thread_ident() != self.owner:
+            raise Error("this ZMQ instance belongs to the thread that created it; "
+                        "make one instance per thread")
+        return 0
+
+    def _check_usable(self):
+        self._check()
+
+    cdef ExchangeSlot *_exchange(self, Py_ssize_t eid) except NULL:
+        if eid < 1 or eid > self.nex:
+            raise ValueError(f"unknown exchange id {eid}")
+        return &self.ex[eid - 1]
+
+    cdef QueueSlot *_queue(self, Py_ssize_t qid) except NULL:
+        if qid < 1 or qid > self.nq:
+            raise ValueError(f"unknown queue id {qid}")
+        return &self.qs[qid - 1]
+
+    cdef void *_socket(self, int kind, int linger_ms, int hwm) except NULL:
+        cdef void *s = zmq_socket(_context(), kind)
+        if s == NULL:
+            _raise_zmq("cannot create a socket")
+        zmq_setsockopt(s, ZMQ_LINGER, &linger_ms, sizeof(int))
+        zmq_setsockopt(s, ZMQ_SNDHWM, &hwm, sizeof(int))
+        zmq_setsockopt(s, ZMQ_RCVHWM, &hwm, sizeof(int))
+        return s
+
+    cdef int _rebuild_items(self) except -1:
+        """Lay out the poll set: every queue socket, then every listener."""
+        cdef int n = 0, i, j
+        for i in range(self.nq):
+            n += self.qs[i].nsock
+        cdef int ninputs = n
+        for i in range(self.nex):
+            if self.ex[i].xpub != NULL:
+                n += 1
+        cdef zmq_pollitem_t *items = <zmq_pollitem_t *>realloc(
+            self.items, (n + 1) * sizeof(zmq_pollitem_t))
+        if items == NULL:
+            raise MemoryError()
+        self.items = items
+        n = 0
+        for i in range(self.nq):
+            for j in range(self.qs[i].nsock):
+                items[n].socket = self.qs[i].socks[j]
+                items[n].fd = 0
+                items[n].events = ZMQ_POLLIN
+                n += 1
+        for i in range(self.nex):
+            if self.ex[i].xpub != NULL:
+                items[n].socket = self.ex[i].xpub
+                items[n].fd = 0
+                items[n].events = ZMQ_POLLIN
+                n += 1
+        self.nitems = n
+        self.ninputs = ninputs
+        return 0
+
+    # ---- building exchanges and queues (called by pyzmq.wiring) -----------
+
+    def _new_exchange(self, int style=0):
+        self._check()
+        if style not in (0, 1):
+            raise ValueError(f"unknown exchange style {style}")
+        cdef ExchangeSlot *p = <ExchangeSlot *>realloc(
+            self.ex, (self.nex + 1) * sizeof(ExchangeSlot))
+        if p == NULL:
+            raise MemoryError()
+        self.ex = p
+        p = &self.ex[self.nex]
+        p.xpub = NULL
+        p.pushes = NULL
+        p.npush = 0
+        p.style = style
+        p.next = 0
+        p.sends = 0
+        self.nex += 1
+        return self.nex
+
+    def _exchange_listen(self, Py_ssize_t eid, str endpoint):
+        """Make exchange eid listen for remote binders at a TCP endpoint."""
+        self._check()
+        cdef ExchangeSlot *e = self._exchange(eid)
+        if e.xpub != NULL:
+            raise Error(f"exchange {eid} already listens")
+        cdef void *s = self._socket(ZMQ_XPUB, self._linger_ms, self._hwm)
+        cdef int one = 1
+        zmq_setsockopt(s, ZMQ_XPUB_NODROP, &one, sizeof(int))
+        try:
+            endpoint = _bind(s, endpoint)
+        except BaseException:
+            zmq_close(s)
+            raise
+        e.xpub = s
+        self._rebuild_items()
+        return endpoint
+
+    def _exchange_unlisten(self, Py_ssize_t eid):
+        """Undo _exchange_listen (its registration failed)."""
+        cdef ExchangeSlot *e = self._exchange(eid)
+        if e.xpub != NULL:
+            zmq_close(e.xpub)
+            e.xpub = NULL
+            self.pending_syncs.pop(eid, None)
+            self._rebuild_items()
+
+    def _exchange_connect(self, Py_ssize_t eid, str endpoint):
+        """Give exchange eid a new PUSH connected to a queue's endpoint."""
+        self._check()
+        cdef ExchangeSlot *e = self._exchange(eid)
+        cdef void *s = self._socket(ZMQ_PUSH, self._linger_ms, self._hwm)
+        cdef bytes ep = endpoint.encode()
+        if zmq_connect(s, ep) != 0:
+            err = zmq_errno()
+            zmq_close(s)
+            _raise_errno(f"cannot connect to {endpoint}", err)
+        _grow(&e.pushes, e.npush)
+        e.pushes[e.npush] = s
+        e.npush += 1
+        if self.sitems_cap < e.npush + 1:
+            self._grow_sitems(e.npush + 1)
+
+    cdef int _grow_sitems(self, int n) except -1:
+        n = n + self.nitems + 8
+        cdef zmq_pollitem_t *p = <zmq_pollitem_t *>realloc(self.sitems, n * sizeof(zmq_pollitem_t))
+        if p == NULL:
+            raise MemoryError()
+        self.sitems = p
+        self.sitems_cap = n
+        return 0
+
+    def _new_queue(self):
+        """A queue: a PULL bound to this instance's inproc endpoint for it."""
+        self._check()
+        cdef QueueSlot *p = <QueueSlot *>realloc(self.qs, (self.nq + 1) * sizeof(QueueSlot))
+        if p == NULL:
+            raise MemoryError()
+        self.qs = p
+        cdef int qid = self.nq + 1
+        cdef void *s = self._socket(ZMQ_PULL, 0, self._hwm)
+        try:
+            _bind(s, self._queue_endpoint(qid))
+        except BaseException:
+            zmq_close(s)
+            raise
+        p = &self.qs[self.nq]
+        p.socks = NULL
+        p.nsock = 0
+        p.next = 0
+        _grow(&p.socks, 0)
+        p.socks[0] = s
+        p.nsock = 1
+        self.nq += 1
+        self._rebuild_items()
+        return qid
+
+    def _queue_endpoint(self, Py_ssize_t qid):
+        return f"{self.prefix}/q{qid}"
+
+    def _queue_listen(self, Py_ssize_t qid, str endpoint):
+        """Make queue qid's PULL also listen at a TCP endpoint."""
+        self._check()
+        cdef QueueSlot *q = self._queue(qid)
+        return _bind(q.socks[0], endpoint)
+
+    def _queue_unlisten(self, Py_ssize_t qid, str endpoint):
+        """Undo _queue_listen (its registration failed)."""
+        cdef QueueSlot *q = self._queue(qid)
+        cdef bytes ep = endpoint.encode()
+        zmq_unbind(q.socks[0], ep)
+
+    def _queue_subscribe(self, Py_ssize_t qid, str endpoint, timeout):
+        """Bind a remote global exchange, listening at endpoint, to queue qid.
+
+        Connects a SUB, subscribes to everything and then to a unique sync
+        topic, and returns once the exchange's owner has answered the sync:
+        from then on every message the exchange sends reaches this queue.
+        """
+        self._check()
+        self._queue(qid)
+        cdef double deadline = _deadline(timeout)
+        cdef void *s = self._socket(ZMQ_SUB, 0, self._hwm)
+        try:
+            self._subscribe_and_sync(s, endpoint, qid, deadline)
+        except BaseException:
+            zmq_close(s)
+            raise
+        cdef QueueSlot *q = &self.qs[qid - 1]
+        _grow(&q.socks, q.nsock)
+        q.socks[q.nsock] = s
+        q.nsock += 1
+        self._rebuild_items()
+
+    cdef int _subscribe_and_sync(self, void *s, str endpoint, Py_ssize_t qid,
+                                 double deadline) except -1:
+        cdef bytes topic = _SYNC_PREFIX + os.urandom(16)
+        cdef bytes ep = endpoint.encode()
+        if zmq_connect(s, ep) != 0:
+            _raise_zmq(f"cannot connect to {endpoint}")
+        zmq_setsockopt(s, ZMQ_SUBSCRIBE, b"", 0)
+        zmq_setsockopt(s, ZMQ_SUBSCRIBE, <char *>topic, len(topic))
+        cdef zmq_pollitem_t item
+        cdef zmq_msg_t msg
+        cdef int rc, more
+        cdef bytes first
+        while True:
+            # answer our own listeners' syncs too: we may be waiting on one
+            # of our own exchanges through TCP
+            self._service()
+            item.socket = s
+            item.fd = 0
+            item.events = ZMQ_POLLIN
+            item.revents = 0
+            if self._wait(&item, 1, deadline, 0.05) == 0:
+                if deadline >= 0 and _now() >= deadline:
+                    raise Timeout(f"the exchange at {endpoint} did not confirm the "
+                                  "binding in time (is its owner alive and "
+                                  "calling receive() or send()?)")
+                continue
+            while True:
+                zmq_msg_init(&msg)
+                rc = zmq_msg_recv(&msg, s, ZMQ_DONTWAIT)
+                if rc < 0:
+                    zmq_msg_close(&msg)
+                    if zmq_errno() == EAGAIN:
+                        break
+                    _raise_zmq(f"receiving from {endpoint}")
+                more = zmq_msg_more(&msg)
+                if not more:
+                    # data published after our subscription took effect
+                    self.stash.append((qid, PyBytes_FromStringAndSize(
+                        <char *>zmq_msg_data(&msg), zmq_msg_size(&msg))))
+                    self.nstash += 1
+                    zmq_msg_close(&msg)
+                    continue
+                first = PyBytes_FromStringAndSize(<char *>zmq_msg_data(&msg),
+                                                  zmq_msg_size(&msg))
+                zmq_msg_close(&msg)
+                _drop_rest(s)
+                if first == topic:
+                    zmq_setsockopt(s, ZMQ_UNSUBSCRIBE, <char *>topic, len(topic))
+                    return 0
+
+    # ---- the owner's duty: let binders in, answer their syncs -------------
+
+    cdef int _service(self) except -1:
+        """Read every listener's subscriptions; answer sync requests."""
+        cdef int i, rc
+        cdef zmq_msg_t msg
+        cdef const char *data
+        cdef size_t size, plen = len(_SYNC_PREFIX)
+        for i in range(self.nex):
+            if self.ex[i].xpub == NULL:
+                continue
+            self.ex[i].sends = 0
+            while True:
+                zmq_msg_init(&msg)
+                rc = zmq_msg_recv(&msg, self.ex[i].xpub, ZMQ_DONTWAIT)
+                if rc < 0:
+                    zmq_msg_close(&msg)
+                    break
+                data = <const char *>zmq_msg_data(&msg)
+                size = zmq_msg_size(&msg)
+                if size > plen + 1 and data[0] == 1 and memcmp(data + 1, <char *>_SYNC_PREFIX, plen) == 0:
+                    self.pending_syncs.setdefault(i + 1, []).append(
+                        PyBytes_FromStringAndSize(data + 1, size - 1))
+                zmq_msg_close(&msg)
+        if self.pending_syncs:
+            self._answer_syncs()
+        self.recvs = 0
+        self.serviced_at = _now()
+        return 0
+
+    cdef int _answer_syncs(self) except -1:
+        cdef bytes topic
+        cdef void *s
+        for eid in list(self.pending_syncs):
+            topics = self.pending_syncs[eid]
+            s = self.ex[<int>eid - 1].xpub
+            while topics:
+                topic = topics[0]
+                if zmq_send(s, <char *>topic, len(topic), ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0:
+                    break   # a subscriber is full; try again on the next service
+                zmq_send(s, b"", 0, ZMQ_DONTWAIT)
+                topics.pop(0)
+            if not topics:
+                del self.pending_syncs[eid]
+        return 0
+
+    def _service_now(self):
+        self._check()
+        self._service()
+
+    # ---- waiting ----------------------------------------------------------
+
+    cdef int _wait(self, zmq_pollitem_t *items, int n, double deadline,
+                   double slice_s) except -1:
+        """Poll with the GIL released until something is ready (returns >0)
+        or the deadline passes (0).  Signals are checked on EINTR, so Ctrl-C
+        raises KeyboardInterrupt here.  slice_s > 0 caps one poll's length."""
+        cdef int rc, err
+        cdef long ms, cap
+        while True:
+            ms = _ms_left(deadline)
+            if slice_s > 0:
+                cap = <long>(slice_s * 1000)
+                if ms < 0 or ms > cap:
+                    ms = cap
+            with nogil:
+                rc = zmq_poll(items, n, ms)
+            if rc >= 0:
+                return rc
+            err = zmq_errno()
+            if err != EINTR:
+                _raise_errno("poll", err)
+            PyErr_CheckSignals()
+
+    # ---- send -------------------------------------------------------------
+
+    def send(self, Py_ssize_t eid, msg, timeout=None, bint block=True):
+        """Send msg (bytes or any contiguous buffer) on exchange eid.
+
+        Fan-out: every queue bound to the exchange gets one copy; with no
+        bound queue the message is dropped.  Blocks while a bound queue is
+        at its high-water mark, up to timeout seconds (None: no limit),
+        then raises pyzmq.Timeout.  With block=False returns False instead of
+        waiting.  Returns True once sent.
+        """
+        self._check()
+        cdef ExchangeSlot *e = self._exchange(eid)
+        cdef const char *data
+        cdef Py_ssize_t size
+        cdef Py_buffer view
+        cdef int rc
+        cdef void *only
+        if PyBytes_CheckExact(msg):
+            data = PyBytes_AS_STRING(msg)
+            size = PyBytes_GET_SIZE(msg)
+            if size >= _zero_copy_min:
+                return self._send_lent(e, msg, data, size, timeout, block)
+            # fast path: one socket, room in its pipe
+            if e.xpub == NULL and e.npush == 1:
+                only = e.pushes[0]
+            elif e.npush == 0:
+                only = e.xpub
+                if only == NULL:
+                    return True     # nothing bound: dropped, as documented
+                e.sends += 1
+                if e.sends >= SERVICE_EVERY or _now() - self.serviced_at > SERVICE_AFTER:
+                    self._service()
+            else:
+                only = NULL
+            if only != NULL:
+                rc = zmq_send(only, data, size, ZMQ_DONTWAIT)
+                if rc >= 0:
+                    return True
+                if zmq_errno() != EAGAIN:
+                    _raise_zmq(f"send on exchange {eid}")
+            return self._send_slow(e, data, size, timeout, block, NULL)
+        _get_buffer(msg, &view)
+        try:
+            return self._send_slow(e, <const char *>view.buf, view.len, timeout, block, NULL)
+        finally:
+            PyBuffer_Release(&view)
+
+    cdef object _send_lent(self, ExchangeSlot *e, object msg, const char *data,
+                           Py_ssize_t size, object timeout, bint block):
+        """Send a large bytes object without copying it."""
+        zw_collect()
+        cdef zmq_msg_t zm
+        cdef zw_loan *loan = zw_lend(msg)
+        if loan == NULL:
+            raise MemoryError()
+        if zmq_msg_init_data(&zm, <void *>data, size, zw_give_back, loan) != 0:
+            zw_cancel(loan)
+            _raise_zmq("cannot wrap the message")
+        try:
+            return self._send_slow(e, data, size, timeout, block, &zm)
+        finally:
+            zmq_msg_close(&zm)   # drops our reference; libzmq keeps its copies
+
+    cdef object _send_slow(self, ExchangeSlot *e, const char *data, Py_ssize_t size,
+                           object timeout, bint block, zmq_msg_t *shared):
+        """Every case but the one-socket fast path: several bound queues,
+        load balancing, or waiting for room."""
+        cdef double deadline = 0.0 if not block else _deadline(timeout)
+        cdef int i, n, rc, ready
+        cdef zmq_pollitem_t *it
+        if e.npush == 0 and e.xpub == NULL:
+            return True
+        if self.sitems_cap < e.npush + self.nitems + 1:
+            self._grow_sitems(e.npush + 1)
+        if e.style == 1 and e.npush > 0:
+            return self._send_balanced(e, data, size, deadline, shared)
+        # Fan-out is all or nothing: wait until every PUSH has room, then send
+        # to the listener (which waits for room itself), then to the PUSHes.
+        while True:
+            n = 0
+            for i in range(e.npush):
+                self.sitems[n].socket = e.pushes[i]
+                self.sitems[n].fd = 0
+                self.sitems[n].events = ZMQ_POLLOUT
+                self.sitems[n].revents = 0
+                n += 1
+            if n == 0:
+                break
+            # can all of them take it now?
+            ready = 0
+            for i in range(n):
+                if _can_send(self.sitems[i].socket):
+                    ready += 1
+            if ready == n:
+                break
+            if deadline == 0.0 or (deadline > 0 and _now() >= deadline):
+                return self._would_block(block)
+            # wait, and keep the listeners served meanwhile
+            n = self._add_listeners(n)
+            self._wait(self.sitems, n, deadline, 0)
+            self._service()
+        if e.xpub != NULL:
+            if not self._send_listener(e.xpub, data, size, deadline, shared):
+                return self._would_block(block)
+        for i in range(e.npush):
+            rc = _send_one(e.pushes[i], data, size, shared, ZMQ_DONTWAIT)
+            if rc < 0:
+                _raise_zmq("send")
+        return True
+
+    cdef object _would_block(self, bint block):
+        if not block:
+            return False
+        raise Timeout("send timed out: a bound queue stayed full (high-water mark)")
+
+    cdef int _add_listeners(self, int n) except -1:
+        cdef int i
+        for i in range(self.nex):
+            if self.ex[i].xpub != NULL:
+                self.sitems[n].socket = self.ex[i].xpub
+                self.sitems[n].fd = 0
+                self.sitems[n].events = ZMQ_POLLIN
+                self.sitems[n].revents = 0
+                n += 1
+        return n
+
+    cdef bint _send_listener(self, void *s, const char *data, Py_ssize_t size,
+                             double deadline, zmq_msg_t *shared) except -1:
+        """Send on an XPUB: NODROP makes it refuse while any subscriber is full,
+        and libzmq reports no POLLOUT for XPUB, so wait in short sleeps of
+        blocking sends, serving listeners in between."""
+        cdef int rc, err, ms
+        cdef long left
+        rc = _send_one(s, data, size, shared, ZMQ_DONTWAIT)
+        if rc >= 0:
+            return True
+        while True:
+            err = zmq_errno()
+            if err == EINTR:
+                PyErr_CheckSignals()
+            elif err != EAGAIN:
+                _raise_errno("send", err)
+            left = _ms_left(deadline)
+            if left == 0:
+                return False
+            ms = 100 if (left < 0 or left > 100) else <int>left
+            zmq_setsockopt(s, ZMQ_SNDTIMEO, &ms, sizeof(int))
+            with nogil:
+                rc = _send_one(s, data, size, shared, 0)
+            ms = -1
+            zmq_setsockopt(s, ZMQ_SNDTIMEO, &ms, sizeof(int))
+            if rc >= 0:
+                return True
+            self._service()
+
+    cdef object _send_balanced(self, ExchangeSlot *e, const char *data, Py_ssize_t size,
+                               double deadline, zmq_msg_t *shared):
+        """Load balancing: the next bound queue, round-robin, that has room."""
+        cdef int i, k, n
+        while True:
+            for k in range(e.npush):
+                i = (e.next + k) % e.npush
+                if _send_one(e.pushes[i], data, size, shared, ZMQ_DONTWAIT) >= 0:
+                    e.next = (i + 1) % e.npush
+                    return True
+                if zmq_errno() != EAGAIN:
+                    _raise_zmq("send")
+            if deadline == 0.0 or (deadline > 0 and _now() >= deadline):
+                return self._would_block(deadline != 0.0)
+            for i in range(e.npush):
+                self.sitems[i].socket = e.pushes[i]
+                self.sitems[i].fd = 0
+                self.sitems[i].events = ZMQ_POLLOUT
+                self.sitems[i].revents = 0
+            n = self._add_listeners(e.npush)
+            self._wait(self.sitems, n, deadline, 0)
+            self._service()
+
+    def send_many(self, Py_ssize_t eid, messages, timeout=None):
+        """Send every message of an iterable on exchange eid, in order.
+
+        The same as calling send() for each, without a Python call per
+        message.  timeout bounds each wait for room; returns the count sent.
+        """
+        self._check()
+        cdef ExchangeSlot *e = self._exchange(eid)
+        cdef void *only = NULL
+        cdef Py_ssize_t n = 0
+        cdef int rc
+        if e.xpub == NULL and e.npush == 1 and e.style == 0:
+            only = e.pushes[0]
+        for m in messages:
+            if only != NULL and PyBytes_CheckExact(m) and PyBytes_GET_SIZE(m) < _zero_copy_min:
+                rc = zmq_send(only, PyBytes_AS_STRING(m), PyBytes_GET_SIZE(m), ZMQ_DONTWAIT)
+                if rc >= 0:
+                    n += 1
+                    continue
+                if zmq_errno() != EAGAIN:
+                    _raise_zmq(f"send on exchange {eid}")
+            self.send(eid, m, timeout)
+            n += 1
+        return n
+
+    # ---- receive ----------------------------------------------------------
+
+    cdef int _try_receive(self, zmq_msg_t *msg) except -2:
+        """One non-blocking pass over the queues, fairly.  Returns the queue
+        id of a message now in msg, or 0 when every queue is empty."""
+        cdef int k, j, qi, si, rc, err
+        cdef QueueSlot *q
+        cdef int nq = self.nq
+        for k in range(nq):
+            qi = self.next_q + k
+            if qi >= nq:
+                qi -= nq
+            q = &self.qs[qi]
+            j = 0
+            while j < q.nsock:
+                si = q.next + j
+                if si >= q.nsock:
+                    si -= q.nsock
+                rc = zmq_msg_recv(msg, q.socks[si], ZMQ_DONTWAIT)
+                if rc < 0:
+                    err = zmq_errno()
+                    if err == EAGAIN:
+                        j += 1
+                        continue
+                    _raise_errno("receive", err)
+                if zmq_msg_more(msg):
+                    # a sync answer meant for another binder, not data: drop
+                    # it and look at the same socket again
+                    _drop_rest(q.socks[si])
+                    continue
+                q.next = si + 1 if si + 1 < q.nsock else 0
+                self.next_q = qi + 1 if qi + 1 < nq else 0
+                return qi + 1
+        return 0
+
+    cdef int _receive_msg(self, zmq_msg_t *msg, double deadline) except -2:
+        """Wait for a message on any queue; its queue id, or 0 on timeout."""
+        cdef int qid
+        if self.nitems > self.ninputs:
+            self.recvs += 1
+            if self.recvs >= SERVICE_EVERY or _now() - self.serviced_at > SERVICE_AFTER:
+                self._service()
+        qid = self._try_receive(msg)
+        if qid:
+            return qid
+        if self.nq == 0 and deadline != 0.0:
+            raise Error("receive() would wait forever: this instance has no queue")
+        while True:
+            if self.nitems > self.ninputs:
+                self._service()
+            qid = self._try_receive(msg)
+            if qid:
+                return qid
+            if deadline == 0.0:
+                return 0
+            if deadline > 0 and _now() >= deadline:
+                return 0
+            self._wait(self.items, self.nitems, deadline, 0)
+
+    def receive(self, timeout=None, bint block=True, bint copy=True):
+        """The next message from any of this instance's queues, as bytes.
+
+        Fair across queues; order is kept per (exchange, queue) pair.  Waits
+        up to timeout seconds (None: no limit) and raises pyzmq.Timeout;
+        block=False returns None at once when nothing is there.  copy=False
+        returns a Frame (a buffer backed by libzmq's message, no copy).
+        """
+        self._check()
+        cdef zmq_msg_t msg
+        cdef int qid
+        cdef double deadline
+        if self.nstash:
+            return self._from_stash(copy)[1]
+        if copy:
+            zmq_msg_init(&msg)
+            deadline = _deadline(timeout) if block else 0.0
+            try:
+                qid = self._receive_msg(&msg, deadline)
+                if qid == 0:
+                    return self._nothing(block, timeout)
+                return PyBytes_FromStringAndSize(<char *>zmq_msg_data(&msg), zmq_msg_size(&msg))
+            finally:
+                zmq_msg_close(&msg)
+        return self._receive_frame(timeout, block)
+
+    cdef object _nothing(self, bint block, object timeout):
+        if not block:
+            return None
+        raise Timeout(f"no message arrived within {timeout} s")
+
+    cdef object _receive_frame(self, object timeout, bint block):
+        cdef Frame f = Frame.__new__(Frame)
+        cdef double deadline = _deadline(timeout) if block else 0.0
+        cdef int qid = self._receive_msg(&f.msg, deadline)
+        if qid == 0:
+            return self._nothing(block, timeout)
+        f.queue_id = qid
+        return f
+
+    cdef tuple _from_stash(self, bint copy):
+        cdef tuple item = self.stash.popleft()
+        self.nstash -= 1
+        if copy:
+            return item
+        cdef Frame f = Frame.__new__(Frame)
+        cdef bytes b = item[1]
+        zmq_msg_close(&f.msg)
+        zmq_msg_init_size(&f.msg, len(b))
+        memcpy(zmq_msg_data(&f.msg), <char *>b, len(b))
+        f.queue_id = item[0]
+        return (item[0], f)
+
+    def receive2(self, timeout=None, bint block=True, bint copy=True):
+        """Like receive(), but returns (queue_id, message); None with
+        block=False when nothing is there."""
+        self._check()
+        cdef zmq_msg_t msg
+        cdef int qid
+        if self.nstash:
+            return self._from_stash(copy)
+        if not copy:
+            f = self._receive_frame(timeout, block)
+            return None if f is None else ((<Frame>f).queue_id, f)
+        zmq_msg_init(&msg)
+        try:
+            qid = self._receive_msg(&msg, _deadline(timeout) if block else 0.0)
+            if qid == 0:
+                return self._nothing(block, timeout)
+            return (qid, PyBytes_FromStringAndSize(<char *>zmq_msg_data(&msg), zmq_msg_size(&msg)))
+        finally:
+            zmq_msg_close(&msg)
+
+    def receive_many(self, Py_ssize_t max_count, timeout=None):
+        """Up to max_count messages: waits (up to timeout) for the first,
+        then takes whatever else is already there.  Returns a list."""
+        self._check()
+        if max_count < 1:
+            raise ValueError(f"max_count must be >= 1, not {max_count}")
+        cdef list out = []
+        cdef zmq_msg_t msg
+        cdef int qid
+        while self.nstash and len(out) < max_count:
+            out.append(self._from_stash(True)[1])
+        zmq_msg_init(&msg)
+        try:
+            if not out:
+                qid = self._receive_msg(&msg, _deadline(timeout))
+                if qid == 0:
+                    raise Timeout(f"no message arrived within {timeout} s")
+                out.append(PyBytes_FromStringAndSize(<char *>zmq_msg_data(&msg), zmq_msg_size(&msg)))
+            while len(out) < max_count:
+                qid = self._try_receive(&msg)
+                if qid == 0:
+                    break
+                out.append(PyBytes_FromStringAndSize(<char *>zmq_msg_data(&msg), zmq_msg_size(&msg)))
+        finally:
+            zmq_msg_close(&msg)
+        return out
+
+    # ---- relays: binding two remote global objects --------------------------
+
+    def _relay(self, str exchange_endpoint, str queue_endpoint, timeout):
+        """Bind a remote exchange to a remote queue through this process.
+
+        A SUB on the exchange's listener (synced as in _queue_subscribe) and a
+        PUSH to the queue, joined by zmq_proxy_steerable in a thread of its
+        own until this instance closes."""
+        self._check()
+        cdef double deadline = _deadline(timeout)
+        cdef _Relay relay = _Relay()
+        relay.n = len(self._relays)
+        try:
+            relay.sub = self._socket(ZMQ_SUB, 0, self._hwm)
+            relay.push = self._socket(ZMQ_PUSH, self._linger_ms, self._hwm)
+            relay.ctl = self._socket(ZMQ_PAIR, 0, 0)
+            relay.ctl_peer = self._socket(ZMQ_PAIR, 0, 0)
+            ep = f"{self.prefix}/relay{relay.n}".encode()
+            if zmq_bind(relay.ctl, ep) != 0 or zmq_connect(relay.ctl_peer, ep) != 0:
+                _raise_zmq("cannot set up the relay's control pair")
+            ep = queue_endpoint.encode()
+            if zmq_connect(relay.push, ep) != 0:
+                _raise_zmq(f"cannot connect to {queue_endpoint}")
+            self._subscribe_and_sync(relay.sub, exchange_endpoint, 0, deadline)
+        except BaseException:
+            relay.close_sockets()
+            raise
+        # data that arrived while syncing was stashed under queue id 0
+        keep = __import__("collections").deque()
+        for qid, m in self.stash:
+            if qid == 0:
+                _send_one(relay.push, <char *>m, len(m), NULL, 0)
+            else:
+                keep.append((qid, m))
+        self.stash = keep
+        self.nstash = len(keep)
+        relay.thread = threading.Thread(target=relay.run, daemon=True,
+                                        name=f"pyzmq-wiring relay {exchange_endpoint} -> {queue_endpoint}")
+        relay.thread.start()
+        self._relays.append(relay)
+
+    # ---- closing ----------------------------------------------------------
+
+    def _close(self):
+        """Close every socket (outgoing ones linger to deliver what is queued)."""
+        if self.closed:
+            return
+        self._close_all()
+
+    cdef void _close_all(self) noexcept:
+        cdef int i, j
+        if self.closed:
+            return
+        self.closed = True
+        if self._relays:
+            for relay in self._relays:
+                (<_Relay>relay).stop()
+            self._relays = []
+        for i in range(self.nex):
+            if self.ex[i].xpub != NULL:
+                zmq_close(self.ex[i].xpub)
+            for j in range(self.ex[i].npush):
+                zmq_close(self.ex[i].pushes[j])
+            free(self.ex[i].pushes)
+        for i in range(self.nq):
+            for j in range(self.qs[i].nsock):
+                zmq_close(self.qs[i].socks[j])
+            free(self.qs[i].socks)
+        free(self.ex)
+        free(self.qs)
+        free(self.items)
+        free(self.sitems)
+        self.ex = NULL
+        self.qs = NULL
+        self.items = NULL
+        self.sitems = NULL
+        self.nex = self.nq = self.nitems = self.ninputs = 0
+
+    def _counts(self):
+        """(exchanges, queues, sockets per queue) for repr and tests."""
+        return (self.nex, self.nq, [self.qs[i].nsock for i in range(self.nq)])
+
+
+cdef class _Relay:
+    """A proxy thread forwarding one remote exchange to one remote queue."""
+    cdef void *sub
+    cdef void *push
+    cdef void *ctl          # read by the proxy
+    cdef void *ctl_peer     # written by the owner to stop it
+    cdef int n
+    cdef object thread
+
+    def run(self):
+        with nogil:
+            zmq_proxy_steerable(self.sub, self.push, NULL, self.ctl)
+
+    cdef void stop(self) noexcept:
+        if self.thread is not None:
+            zmq_send(self.ctl_peer, b"TERMINATE", 9, 0)
+            self.thread.join(5)
+            self.thread = None
+        self.close_sockets()
+
+    cdef void close_sockets(self) noexcept:
+        for s in (<size_t>self.sub, <size_t>self.push, <size_t>self.ctl, <size_t>self.ctl_peer):
+            if s:
+                zmq_close(<void *>s)
+        self.sub = self.push = self.ctl = self.ctl_peer = NULL
+
+
+# --------------------------------------------------------------------------
+# small helpers
+
+cdef str _bind(void *s, str endpoint):
+    """Bind s and return the endpoint libzmq actually bound (ports resolved)."""
+    cdef bytes ep = endpoint.encode()
+    if zmq_bind(s, ep) != 0:
+        err = zmq_errno()
+        _raise_errno(f"cannot listen at {endpoint}", err)
+    cdef char buf[256]
+    cdef size_t n = sizeof(buf)
+    if zmq_getsockopt(s, ZMQ_LAST_ENDPOINT, buf, &n) != 0:
+        _raise_zmq("cannot read the bound endpoint")
+    return buf[:n - 1].decode() if n > 0 else endpoint
+
+
+cdef int _get_buffer(object msg, Py_buffer *view) except -1:
+    if isinstance(msg, str):
+        raise TypeError("messages are bytes, not str: encode the text first "
+                        "(e.g. msg.encode())")
+    try:
+        PyObject_GetBuffer(msg, view, PyBUF_ANY_CONTIGUOUS)
+    except BufferError as e:
+        raise TypeError(f"message must be a contiguous buffer: {e}") from None
+    except TypeError:
+        raise TypeError(f"message must be bytes, bytearray, memoryview or another "
+                        f"contiguous buffer, not {type(msg).__name__}") from None
+    return 0
+
+
+cdef inline int _send_one(void *s, const char *data, Py_ssize_t size,
+                          zmq_msg_t *shared, int flags) noexcept nogil:
+    """Send one copy: a reference to the shared message when there is one
+    (large messages, no copy), else copy data."""
+    cdef zmq_msg_t m
+    cdef int rc
+    if shared == NULL:
+        return zmq_send(s, data, size, flags)
+    zmq_msg_init(&m)
+    zmq_msg_copy(&m, shared)
+    rc = zmq_msg_send(&m, s, flags)
+    if rc < 0:
+        zmq_msg_close(&m)
+    return rc
+
+
+cdef inline bint _can_send(void *s) noexcept:
+    cdef int events = 0
+    cdef size_t n = sizeof(int)
+    zmq_getsockopt(s, ZMQ_EVENTS, &events, &n)
+    return (events & ZMQ_POLLOUT) != 0
+
+
+cdef inline void _drop_rest(void *s) noexcept:
+    """Read and discard the remaining frames of a multi-frame message."""
+    cdef zmq_msg_t m
+    cdef int more = 1
+    while more:
+        zmq_msg_init(&m)
+        if zmq_msg_recv(&m, s, ZMQ_DONTWAIT) < 0:
+            zmq_msg_close(&m)
+            return
+        more = zmq_msg_more(&m)
+        zmq_msg_close(&m)

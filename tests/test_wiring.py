@@ -1,0 +1,306 @@
+"""The wiring API end to end: real processes, a real zmq_server, real TCP."""
+
+import pytest
+
+import pyzmq
+from peers import Peer
+
+# A process owning a global queue QG: prints every message's count and a
+# running check that the messages came in order.
+QUEUE_OWNER = """
+import sys, pyzmq
+zmq = pyzmq.ZMQ(sys.argv[1])
+zmq.create_queue(sys.argv[2], pyzmq.SCOPE_GLOBAL, "127.0.0.1:0")
+print("READY", flush=True)
+n = int(sys.argv[3])
+expected = 0
+for i in range(n):
+    m = zmq.receive(timeout=20)
+    if m != str(expected).encode():
+        print("OUT OF ORDER", expected, m[:20], flush=True)
+        sys.exit(1)
+    expected += 1
+print("GOT", expected, flush=True)
+zmq.close()
+"""
+
+# A process owning a global exchange EG and a global control queue CTL: when a
+# message arrives on CTL it sends that many numbered messages on EG.
+EXCHANGE_OWNER = """
+import sys, pyzmq
+zmq = pyzmq.ZMQ(sys.argv[1])
+eid = zmq.create_exchange("EG", pyzmq.SCOPE_GLOBAL, "127.0.0.1:0")
+zmq.create_queue("CTL", pyzmq.SCOPE_GLOBAL, "127.0.0.1:0")
+print("READY", flush=True)
+n = int(zmq.receive(timeout=20))
+for i in range(n):
+    zmq.send(eid, str(i).encode())
+print("SENT", n, flush=True)
+zmq.receive(timeout=20)   # stay until told
+zmq.close()
+"""
+
+# The seed's latency test, local side: global queue QL and global exchange EL;
+# echoes every message back.
+ECHO = """
+import sys, pyzmq
+zmq = pyzmq.ZMQ(sys.argv[1])
+eid = zmq.create_exchange("EL", pyzmq.SCOPE_GLOBAL, "127.0.0.1:0")
+zmq.create_queue("QL", pyzmq.SCOPE_GLOBAL, "127.0.0.1:0")
+print("READY", flush=True)
+while True:
+    m = zmq.receive()
+    if m == b"stop":
+        break
+    zmq.send(eid, m)
+zmq.close()
+print("BYE", flush=True)
+"""
+
+
+def test_local_to_local_in_one_instance():
+    with pyzmq.ZMQ() as zmq:
+        eid = zmq.create_exchange("E")
+        zmq.create_queue("Q")
+        zmq.bind("E", "Q")
+        for i in range(1000):
+            zmq.send(eid, b"%d" % i)
+        assert [zmq.receive(timeout=1) for _ in range(1000)] == [b"%d" % i for i in range(1000)]
+
+
+def test_seed_example_with_global_exchange(directory):
+    with pyzmq.ZMQ(directory) as zmq:
+        eid = zmq.create_exchange("E", pyzmq.SCOPE_GLOBAL, "127.0.0.1:0")
+        zmq.create_queue("Q", pyzmq.SCOPE_LOCAL)
+        zmq.bind("E", "Q")
+        zmq.send(eid, b"hello")
+        assert zmq.receive(timeout=5) == b"hello"
+
+
+def test_buffers_of_every_kind_are_sent():
+    with pyzmq.ZMQ() as zmq:
+        eid = zmq.create_exchange("E")
+        zmq.create_queue("Q")
+        zmq.bind("E", "Q")
+        big = bytes(range(256)) * 1024          # 256 KiB: the zero-copy path
+        for msg in (b"", b"x", bytearray(b"ba"), memoryview(b"mv"), big,
+                    memoryview(bytearray(big))):
+            zmq.send(eid, msg)
+            assert zmq.receive(timeout=1) == bytes(msg)
+
+
+def test_local_exchange_to_remote_global_queue_keeps_order(directory):
+    n = 100_000
+    with Peer(QUEUE_OWNER, directory, "QG", n) as owner:
+        owner.expect("READY")
+        with pyzmq.ZMQ(directory) as zmq:
+            eid = zmq.create_exchange("E")
+            zmq.bind("E", "QG")
+            for i in range(n):
+                zmq.send(eid, str(i).encode())
+            assert owner.expect("GOT", timeout=60) == str(n)
+        assert owner.wait() == 0
+
+
+def test_remote_global_exchange_to_local_queue(directory):
+    with Peer(EXCHANGE_OWNER, directory) as owner:
+        owner.expect("READY")
+        with pyzmq.ZMQ(directory) as zmq:
+            zmq.create_queue("Q")
+            zmq.bind("EG", "Q")
+            ctl = zmq.create_exchange("C")
+            zmq.bind("C", "CTL")
+            zmq.send(ctl, b"500")
+            got = [zmq.receive(timeout=10) for _ in range(500)]
+            assert got == [str(i).encode() for i in range(500)]
+            owner.expect("SENT")
+            zmq.send(ctl, b"bye")
+        assert owner.wait() == 0
+
+
+def test_fan_out_to_three_queues_one_remote(directory):
+    with Peer(QUEUE_OWNER, directory, "QR", 50) as owner:
+        owner.expect("READY")
+        with pyzmq.ZMQ(directory) as zmq:
+            eid = zmq.create_exchange("E")
+            qids = [zmq.create_queue(f"Q{i}") for i in range(2)]
+            zmq.bind("E", "Q0")
+            zmq.bind("E", "Q1")
+            zmq.bind("E", "QR")
+            for i in range(50):
+                zmq.send(eid, str(i).encode())
+            got = {q: [] for q in qids}
+            for _ in range(100):
+                qid, m = zmq.receive2(timeout=5)
+                got[qid].append(m)
+            for q in qids:
+                assert got[q] == [str(i).encode() for i in range(50)]
+            assert owner.expect("GOT") == "50"
+
+
+def test_fan_out_to_three_local_queues():
+    with pyzmq.ZMQ() as zmq:
+        eid = zmq.create_exchange("E")
+        qids = [zmq.create_queue(f"Q{i}") for i in range(3)]
+        for i in range(3):
+            zmq.bind("E", f"Q{i}")
+        zmq.send(eid, b"one")
+        got = sorted(zmq.receive2(timeout=1) for _ in range(3))
+        assert got == [(q, b"one") for q in qids]
+        assert zmq.receive(block=False) is None
+
+
+def test_receive_is_fair_across_queues():
+    with pyzmq.ZMQ() as zmq:
+        for i in range(3):
+            eid = zmq.create_exchange(f"E{i}")
+            zmq.create_queue(f"Q{i}")
+            zmq.bind(f"E{i}", f"Q{i}")
+            for j in range(100):
+                zmq.send(eid, b"%d" % i)
+        first = [zmq.receive(timeout=1) for _ in range(30)]
+        assert sorted(first.count(b"%d" % i) for i in range(3)) == [10, 10, 10]
+
+
+def test_latency_pattern_loses_nothing(directory):
+    """The seed's latency test: 10,000 round trips, every reply arrives."""
+    with Peer(ECHO, directory) as echo:
+        echo.expect("READY")
+        with pyzmq.ZMQ(directory) as zmq:
+            eid = zmq.create_exchange("ER")
+            zmq.create_queue("QR")
+            zmq.bind("EL", "QR")
+            zmq.bind("ER", "QL")
+            for i in range(10_000):
+                msg = b"%d" % i
+                zmq.send(eid, msg)
+                assert zmq.receive(timeout=5) == msg
+            zmq.send(eid, b"stop")
+        echo.expect("BYE")
+
+
+def test_fresh_binds_are_live_when_bind_returns(directory):
+    """Bind, send at once, expect the reply: 200 fresh instances in a row."""
+    with Peer(ECHO, directory) as echo:
+        echo.expect("READY")
+        for i in range(200):
+            with pyzmq.ZMQ(directory) as zmq:
+                eid = zmq.create_exchange("ER")
+                zmq.create_queue(f"QR{i}")
+                zmq.bind("EL", f"QR{i}")
+                zmq.bind("ER", "QL")
+                zmq.send(eid, b"ping %d" % i)
+                assert zmq.receive(timeout=5) == b"ping %d" % i
+        with pyzmq.ZMQ(directory) as zmq:
+            eid = zmq.create_exchange("ER")
+            zmq.bind("ER", "QL")
+            zmq.send(eid, b"stop")
+        echo.expect("BYE")
+
+
+def test_both_sides_remote_are_relayed_by_the_binder(directory):
+    with Peer(QUEUE_OWNER, directory, "QG", 100) as qowner, Peer(EXCHANGE_OWNER, directory) as eowner:
+        qowner.expect("READY")
+        eowner.expect("READY")
+        with pyzmq.ZMQ(directory) as zmq:
+            zmq.bind("EG", "QG")
+            ctl = zmq.create_exchange("C")
+            zmq.bind("C", "CTL")
+            zmq.send(ctl, b"100")
+            assert qowner.expect("GOT", timeout=20) == "100"
+            zmq.send(ctl, b"bye")
+        assert eowner.wait() == 0
+
+
+def test_names_are_reused_with_same_arguments():
+    with pyzmq.ZMQ() as zmq:
+        assert zmq.create_exchange("E") == zmq.create_exchange("E")
+        assert zmq.create_queue("Q") == zmq.create_queue("Q")
+        zmq.bind("E", "Q")
+        zmq.bind("E", "Q")         # twice: still one copy per message
+        zmq.send(zmq.exchanges["E"], b"once")
+        assert zmq.receive(timeout=1) == b"once"
+        assert zmq.receive(block=False) is None
+
+
+def test_repr_lists_objects_and_bindings():
+    with pyzmq.ZMQ() as zmq:
+        zmq.create_exchange("E")
+        zmq.create_queue("Q")
+        zmq.bind("E", "Q")
+        r = repr(zmq)
+        assert "E(local)" in r and "Q(local)" in r and "E->Q" in r
+    assert repr(zmq) == "<pyzmq.ZMQ closed>"
+
+
+def test_close_frees_global_names_for_another_process(directory):
+    zmq = pyzmq.ZMQ(directory)
+    zmq.create_queue("SHARED", pyzmq.SCOPE_GLOBAL, "127.0.0.1:0")
+    zmq.close()
+    zmq.close()                   # idempotent
+    code = """
+import sys, pyzmq
+z = pyzmq.ZMQ(sys.argv[1])
+z.create_queue("SHARED", pyzmq.SCOPE_GLOBAL, "127.0.0.1:0")
+print("OK", flush=True)
+"""
+    with Peer(code, directory) as p:
+        p.expect("OK")
+        assert p.wait() == 0
+
+
+def test_send_blocks_at_the_high_water_mark_and_times_out():
+    with pyzmq.ZMQ(hwm=10) as zmq:
+        eid = zmq.create_exchange("E")
+        zmq.create_queue("Q")
+        zmq.bind("E", "Q")
+        sent = 0
+        with pytest.raises(pyzmq.Timeout):
+            for sent in range(10_000):
+                zmq.send(eid, b"x", timeout=0.2)
+        assert 10 <= sent < 100          # both pipe ends hold up to hwm each
+        assert zmq.send(eid, b"x", block=False) is False
+        got = 0
+        while zmq.receive(block=False) is not None:
+            got += 1
+        assert got == sent               # nothing dropped
+        assert zmq.send(eid, b"after", timeout=1) is True
+        assert zmq.receive(timeout=1) == b"after"
+
+
+def test_unbound_exchange_drops_messages():
+    with pyzmq.ZMQ() as zmq:
+        eid = zmq.create_exchange("E")
+        zmq.create_queue("Q")
+        assert zmq.send(eid, b"nobody hears this") is True
+        zmq.bind("E", "Q")
+        assert zmq.receive(block=False) is None
+
+
+def test_zero_copy_receive_returns_a_frame():
+    with pyzmq.ZMQ() as zmq:
+        eid = zmq.create_exchange("E")
+        zmq.create_queue("Q")
+        zmq.bind("E", "Q")
+        payload = b"z" * 100_000
+        zmq.send(eid, payload)
+        frame = zmq.receive(timeout=1, copy=False)
+        assert isinstance(frame, pyzmq.Frame)
+        assert len(frame) == len(payload)
+        view = memoryview(frame)
+        assert view.readonly and view.tobytes() == payload
+        assert bytes(frame) == payload
+
+
+def test_batch_calls():
+    with pyzmq.ZMQ() as zmq:
+        eid = zmq.create_exchange("E")
+        zmq.create_queue("Q")
+        zmq.bind("E", "Q")
+        assert zmq.send_many(eid, [b"%d" % i for i in range(500)]) == 500
+        got = []
+        while len(got) < 500:
+            got += zmq.receive_many(128, timeout=1)
+        assert got == [b"%d" % i for i in range(500)]
+        with pytest.raises(pyzmq.Timeout):
+            zmq.receive_many(10, timeout=0.05)
