@@ -47,6 +47,10 @@ class _Object:
         return f"{self.name}({_SCOPE_NAMES[self.scope]}{where})"
 
 
+def _a(noun):
+    return ("an " if noun[:1] in "aeiou" else "a ") + noun
+
+
 def _check_name(name, what):
     if not isinstance(name, str):
         raise TypeError(f"{what} name must be a str, not {type(name).__name__}")
@@ -261,7 +265,7 @@ class ZMQ(_zmq.Engine):
         if obj is None:
             return None
         if obj.kind != kind:
-            raise Error(f"{name!r} is a {obj.kind} of this instance, not a {kind}")
+            raise Error(f"{name!r} is {_a(obj.kind)} of this instance, not {_a(kind)}")
         return obj
 
     def _lookup(self, name, kind):
@@ -270,7 +274,7 @@ class ZMQ(_zmq.Engine):
                         "this instance has no directory to look global names up in")
         code, address, _key = self._directory.lookup(name)
         if _KIND_NAME.get(code) != kind:
-            raise Error(f"global name {name!r} is a {_KIND_NAME.get(code, code)}, not a {kind}")
+            raise Error(f"global name {name!r} is {_a(_KIND_NAME.get(code, code))}, not {_a(kind)}")
         return address
 
     # ---- looking at it ----------------------------------------------------

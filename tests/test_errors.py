@@ -1,0 +1,215 @@
+"""Every documented error: the right type, a message that names the problem."""
+
+import socket
+import time
+
+import pytest
+
+import pyzmq
+from peers import Peer
+
+
+@pytest.fixture
+def zmq():
+    with pyzmq.ZMQ() as z:
+        yield z
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_error_hierarchy():
+    assert issubclass(pyzmq.Timeout, pyzmq.Error)
+    assert issubclass(pyzmq.Timeout, TimeoutError)
+    assert pyzmq.Error("x", 11).errno == 11
+
+
+def test_version_and_constants():
+    assert pyzmq.__version__
+    assert pyzmq.zmq_version().startswith("4.")
+    assert pyzmq.SCOPE_LOCAL != pyzmq.SCOPE_GLOBAL
+
+
+@pytest.mark.parametrize("name", [None, 1, b"E"])
+def test_name_of_wrong_type(zmq, name):
+    with pytest.raises(TypeError, match="name must be a str"):
+        zmq.create_exchange(name)
+    with pytest.raises(TypeError, match="name must be a str"):
+        zmq.create_queue(name)
+
+
+@pytest.mark.parametrize("name", ["", "a\nb", "x" * 300])
+def test_bad_name(zmq, name):
+    with pytest.raises(ValueError):
+        zmq.create_exchange(name)
+
+
+def test_unknown_scope(zmq):
+    with pytest.raises(ValueError, match="unknown scope 7"):
+        zmq.create_queue("Q", 7)
+    with pytest.raises(TypeError, match="scope"):
+        zmq.create_queue("Q", "global")
+
+
+def test_global_without_directory(zmq):
+    with pytest.raises(pyzmq.Error, match="pass|ZMQ\\('host"):
+        zmq.create_exchange("E", pyzmq.SCOPE_GLOBAL, "127.0.0.1:0")
+
+
+def test_location_for_local_object(zmq):
+    with pytest.raises(ValueError, match="only meaningful for SCOPE_GLOBAL"):
+        zmq.create_queue("Q", pyzmq.SCOPE_LOCAL, "127.0.0.1:5555")
+
+
+@pytest.mark.parametrize("location", ["127.0.0.1:notaport", "127.0.0.1:70000",
+                                      "no-such-host.invalid:5555", "a:b:c", "1.2.3.4 :5"])
+def test_malformed_location(directory, location):
+    with pyzmq.ZMQ(directory) as zmq:
+        with pytest.raises(ValueError, match="location|port"):
+            zmq.create_exchange("E", pyzmq.SCOPE_GLOBAL, location)
+
+
+def test_location_in_use(directory):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        with pyzmq.ZMQ(directory) as zmq:
+            with pytest.raises(pyzmq.Error, match="cannot listen") as e:
+                zmq.create_queue("Q", pyzmq.SCOPE_GLOBAL, f"127.0.0.1:{port}")
+            assert e.value.errno is not None
+            # the failed name is not half-created: it can be created elsewhere
+            zmq.create_queue("Q", pyzmq.SCOPE_GLOBAL, "127.0.0.1:0")
+
+
+def test_same_name_other_arguments(zmq):
+    zmq.create_exchange("E")
+    with pytest.raises(pyzmq.Error, match="'E' already exists"):
+        zmq.create_queue("E")
+
+
+def test_unknown_exchange_id(zmq):
+    with pytest.raises(ValueError, match="unknown exchange id 99"):
+        zmq.send(99, b"x")
+    with pytest.raises(ValueError, match="unknown exchange id 0"):
+        zmq.send(0, b"x")
+    with pytest.raises(TypeError):
+        zmq.send("E", b"x")
+
+
+def test_message_types(zmq):
+    eid = zmq.create_exchange("E")
+    with pytest.raises(TypeError, match="not str"):
+        zmq.send(eid, "text")
+    with pytest.raises(TypeError, match="not int"):
+        zmq.send(eid, 5)
+    with pytest.raises(TypeError, match="contiguous"):
+        zmq.send(eid, memoryview(b"abcdef")[::2])
+
+
+def test_bind_unknown_names(zmq):
+    zmq.create_exchange("E")
+    with pytest.raises(pyzmq.Error, match="unknown queue 'nope'"):
+        zmq.bind("E", "nope")
+
+
+def test_bind_global_name_of_the_other_kind(directory):
+    with pyzmq.ZMQ(directory) as owner, pyzmq.ZMQ(directory) as zmq:
+        owner.create_queue("GQ", pyzmq.SCOPE_GLOBAL, "127.0.0.1:0")
+        zmq.create_queue("Q")
+        with pytest.raises(pyzmq.Error, match="'GQ' is a queue, not an exchange"):
+            zmq.bind("GQ", "Q")
+
+
+def test_bind_unknown_global_name(directory):
+    with pyzmq.ZMQ(directory) as zmq:
+        zmq.create_queue("Q")
+        with pytest.raises(pyzmq.Error, match="'nope'"):
+            zmq.bind("nope", "Q")
+
+
+def test_bind_kinds_swapped(directory):
+    with pyzmq.ZMQ(directory) as zmq:
+        zmq.create_exchange("E")
+        zmq.create_queue("Q", pyzmq.SCOPE_GLOBAL, "127.0.0.1:0")
+        with pytest.raises(pyzmq.Error, match="'Q' is a queue of this instance, not an exchange"):
+            zmq.bind("Q", "E")
+
+
+def test_duplicate_global_name_from_another_process(directory):
+    code = """
+import sys, pyzmq
+z = pyzmq.ZMQ(sys.argv[1])
+z.create_exchange("TAKEN", pyzmq.SCOPE_GLOBAL, "127.0.0.1:0")
+print("READY", flush=True)
+sys.stdin.readline()
+"""
+    with Peer(code, directory) as p:
+        p.expect("READY")
+        with pyzmq.ZMQ(directory) as zmq:
+            with pytest.raises(pyzmq.Error, match="TAKEN"):
+                zmq.create_exchange("TAKEN", pyzmq.SCOPE_GLOBAL, "127.0.0.1:0")
+            with pytest.raises(pyzmq.Error, match="TAKEN"):
+                zmq.create_queue("TAKEN", pyzmq.SCOPE_GLOBAL, "127.0.0.1:0")
+
+
+def test_unreachable_directory_fails_in_bounded_time():
+    port = free_port()
+    t = time.monotonic()
+    with pytest.raises(pyzmq.Error, match=str(port)):
+        pyzmq.ZMQ(f"127.0.0.1:{port}", timeout=1.0)
+    assert time.monotonic() - t < 3.0
+
+
+def test_directory_gone(directory_server):
+    zmq = pyzmq.ZMQ(directory_server.address, timeout=1.0)
+    directory_server.stop()
+    zmq.create_queue("Q")
+    with pytest.raises(pyzmq.Error, match="directory"):
+        zmq.create_queue("G", pyzmq.SCOPE_GLOBAL, "127.0.0.1:0")
+    zmq.close()
+
+
+@pytest.mark.parametrize("hostname,exc", [(5, TypeError), ("", ValueError),
+                                          ("host:port", ValueError), ("h:99999", ValueError)])
+def test_malformed_hostname(hostname, exc):
+    with pytest.raises(exc):
+        pyzmq.ZMQ(hostname)
+
+
+def test_calls_after_close():
+    zmq = pyzmq.ZMQ()
+    eid = zmq.create_exchange("E")
+    zmq.close()
+    for call in (lambda: zmq.send(eid, b"x"), zmq.receive, lambda: zmq.create_queue("Q"),
+                 lambda: zmq.bind("E", "Q")):
+        with pytest.raises(pyzmq.Error, match="closed"):
+            call()
+
+
+def test_receive_timeout(zmq):
+    zmq.create_queue("Q")
+    t = time.monotonic()
+    with pytest.raises(pyzmq.Timeout, match="0.2"):
+        zmq.receive(timeout=0.2)
+    assert 0.15 < time.monotonic() - t < 2.0
+    assert zmq.receive(block=False) is None
+    with pytest.raises(ValueError):
+        zmq.receive(timeout=-1)
+    with pytest.raises(TypeError):
+        zmq.receive(timeout="1")
+
+
+def test_receive_without_queue_does_not_hang(zmq):
+    with pytest.raises(pyzmq.Error, match="no queue"):
+        zmq.receive()
+
+
+def test_bad_constructor_arguments():
+    with pytest.raises(ValueError):
+        pyzmq.ZMQ(hwm=-1)
+    with pytest.raises(TypeError):
+        pyzmq.ZMQ(timeout="soon")

@@ -1,0 +1,130 @@
+"""Ctrl-C during a blocking call, and instances in threads."""
+
+import signal
+import threading
+import time
+
+import pytest
+
+import pyzmq
+from peers import Peer
+
+BLOCKED_IN_RECEIVE = """
+import time, pyzmq
+zmq = pyzmq.ZMQ()
+eid = zmq.create_exchange("E")
+zmq.create_queue("Q")
+zmq.bind("E", "Q")
+print("WAITING", flush=True)
+t = time.monotonic()
+try:
+    zmq.receive()
+except KeyboardInterrupt:
+    print("INTERRUPTED %.3f" % (time.monotonic() - t), flush=True)
+# still usable
+zmq.send(eid, b"again")
+assert zmq.receive(timeout=1) == b"again"
+print("USABLE", flush=True)
+"""
+
+BLOCKED_IN_SEND = """
+import time, pyzmq
+zmq = pyzmq.ZMQ(hwm=5)
+eid = zmq.create_exchange("E")
+zmq.create_queue("Q")
+zmq.bind("E", "Q")
+print("WAITING", flush=True)
+try:
+    while True:
+        zmq.send(eid, b"x")
+except KeyboardInterrupt:
+    print("INTERRUPTED", flush=True)
+n = 0
+while zmq.receive(block=False) is not None:
+    n += 1
+print("DRAINED", n, flush=True)
+"""
+
+
+def _interrupt(code):
+    with Peer(code) as p:
+        p.expect("WAITING")
+        time.sleep(0.3)                # let it block for real
+        t = time.monotonic()
+        p.proc.send_signal(signal.SIGINT)
+        line = p.expect("INTERRUPTED", timeout=5)
+        elapsed = time.monotonic() - t
+        return p, line, elapsed
+
+
+def test_sigint_interrupts_receive_within_a_second():
+    with Peer(BLOCKED_IN_RECEIVE) as p:
+        p.expect("WAITING")
+        time.sleep(0.3)
+        t = time.monotonic()
+        p.proc.send_signal(signal.SIGINT)
+        p.expect("INTERRUPTED", timeout=5)
+        assert time.monotonic() - t < 1.0
+        p.expect("USABLE")
+        assert p.wait() == 0
+
+
+def test_sigint_interrupts_a_send_blocked_at_the_high_water_mark():
+    with Peer(BLOCKED_IN_SEND) as p:
+        p.expect("WAITING")
+        time.sleep(0.3)
+        t = time.monotonic()
+        p.proc.send_signal(signal.SIGINT)
+        p.expect("INTERRUPTED", timeout=5)
+        assert time.monotonic() - t < 1.0
+        assert int(p.expect("DRAINED")) >= 5
+        assert p.wait() == 0
+
+
+def test_instance_belongs_to_its_thread():
+    zmq = pyzmq.ZMQ()
+    eid = zmq.create_exchange("E")
+    zmq.create_queue("Q")
+    errors = []
+
+    def other():
+        for call in (lambda: zmq.send(eid, b"x"), zmq.receive, lambda: zmq.bind("E", "Q"),
+                     zmq.close):
+            try:
+                call()
+            except pyzmq.Error as e:
+                errors.append(str(e))
+
+    t = threading.Thread(target=other)
+    t.start()
+    t.join()
+    assert len(errors) == 4 and all("thread" in e for e in errors)
+    zmq.close()
+
+
+def test_instances_side_by_side_in_threads(directory):
+    """Four threads, each its own instance: a ring over global queues."""
+    n_threads, n_msgs = 4, 5000
+    ready = threading.Barrier(n_threads)
+    results = {}
+
+    def worker(i):
+        with pyzmq.ZMQ(directory) as zmq:
+            zmq.create_queue(f"T{i}", pyzmq.SCOPE_GLOBAL, "127.0.0.1:0")
+            eid = zmq.create_exchange(f"X{i}")
+            ready.wait(10)
+            zmq.bind(f"X{i}", f"T{(i + 1) % n_threads}")
+            for k in range(n_msgs):
+                zmq.send(eid, b"%d:%d" % (i, k))
+            got = [zmq.receive(timeout=10) for _ in range(n_msgs)]
+            results[i] = got
+            ready.wait(10)     # stay alive until everyone has received
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(n_threads)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    for i in range(n_threads):
+        sender = (i - 1) % n_threads
+        assert results[i] == [b"%d:%d" % (sender, k) for k in range(n_msgs)]
