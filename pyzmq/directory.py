@@ -1,0 +1,453 @@
+"""The client of the name directory (``zmq_server``), see docs/directory.md.
+
+A :class:`DirectoryClient` keeps one TCP connection to the directory.  It
+remembers the names it registered and a background thread watches the
+connection: when the directory goes away the thread reconnects (every half
+second, until :meth:`DirectoryClient.close`) and registers those names again,
+so a restarted ``zmq_server`` is repopulated without the application doing
+anything.
+"""
+
+import logging
+import math
+import socket
+import threading
+import time
+import weakref
+
+from pyzmq import protocol as p
+from pyzmq.errors import Error, Timeout
+
+log = logging.getLogger("pyzmq.directory")
+
+PING_INTERVAL = 1.0   # seconds between liveness PINGs on an idle connection
+RETRY_INTERVAL = 0.5  # seconds between reconnection attempts
+DROP_GRACE = 0.2      # seconds between losing a connection and the first reconnection attempt,
+                      # so that a live server has seen the old one close (and freed its names)
+
+
+class DirectoryError(Error):
+    """The directory refused a request.  ``code`` is the protocol error code."""
+
+    def __init__(self, message, code):
+        super().__init__(message)
+        self.code = code
+
+
+class _Unreachable(Error):
+    """A connection attempt failed; ``reason`` says why in a few words."""
+
+    def __init__(self, message, reason):
+        super().__init__(message)
+        self.reason = reason
+
+
+class _UnreachableTimeout(_Unreachable, Timeout):
+    pass
+
+
+class _Lost(Exception):
+    """The connection broke (EOF, reset, garbage); the request may be retried."""
+
+
+class _Garbage(_Lost):
+    """The peer sent bytes that are not a valid reply."""
+
+
+def parse_hostname(hostname):
+    """Split ``"host"``, ``"host:port"`` or ``"[v6]:port"`` into ``(host, port)``.
+
+    The port defaults to 5682.  Raises TypeError for a non-str and ValueError,
+    saying what is wrong, for a malformed string.
+    """
+    if not isinstance(hostname, str):
+        raise TypeError(f"directory hostname must be a str such as 'host:5682', not {type(hostname).__name__}")
+    text = hostname.strip()
+    if not text:
+        raise ValueError("directory hostname is empty; expected 'host' or 'host:port'")
+    if text.startswith("["):
+        host, bracket, rest = text[1:].partition("]")
+        if not bracket or not host or (rest and not rest.startswith(":")):
+            raise ValueError(f"directory hostname {hostname!r} is malformed; expected '[ipv6]:port'")
+        port_text = rest[1:] if rest else None
+    elif text.count(":") > 1:
+        raise ValueError(f"directory hostname {hostname!r}: write an IPv6 address in brackets, e.g. '[::1]:5682'")
+    else:
+        host, colon, port_text = text.partition(":")
+        if not colon:
+            port_text = None
+        if not host:
+            raise ValueError(f"directory hostname {hostname!r} has no host")
+    if any(ch.isspace() or ch in "/@" for ch in host):
+        raise ValueError(f"directory hostname {hostname!r} has an invalid host {host!r}")
+    if port_text is None:
+        return host, p.DEFAULT_PORT
+    if not (port_text.isascii() and port_text.isdigit()) or not 1 <= int(port_text) <= 65535:
+        raise ValueError(f"directory hostname {hostname!r}: port {port_text!r} is not a number from 1 to 65535")
+    return host, int(port_text)
+
+
+def _recv_exactly(sock, n, deadline):
+    chunks = []
+    while n:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise socket.timeout("timed out")
+        sock.settimeout(remaining)
+        chunk = sock.recv(n)
+        if not chunk:
+            raise _Lost("the directory closed the connection")
+        chunks.append(chunk)
+        n -= len(chunk)
+    return b"".join(chunks)
+
+
+def _exchange(sock, request, deadline):
+    """Send one request and return the decoded reply.
+
+    Raises _Lost when the connection breaks, socket.timeout past ``deadline``.
+    """
+    frame = p.encode_frame(p.encode_request(request))
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        raise socket.timeout("timed out")
+    sock.settimeout(remaining)
+    try:
+        sock.sendall(frame)
+        header = _recv_exactly(sock, p.HEADER_SIZE, deadline)
+        body = _recv_exactly(sock, p.body_length(header), deadline)
+        return p.decode_reply(body)
+    except socket.timeout:
+        raise
+    except p.ProtocolError as exc:
+        raise _Garbage(f"the directory sent a malformed reply ({exc})") from None
+    except OSError as exc:
+        raise _Lost(exc.strerror or str(exc)) from None
+
+
+class DirectoryClient:
+    """A connection to the directory at ``hostname`` ("host" or "host:port").
+
+    Connecting (and every later request) is bounded by ``timeout`` seconds;
+    an unreachable directory raises :class:`pyzmq.errors.Error` naming it.
+    Safe to share between threads.
+    """
+
+    def __init__(self, hostname, timeout=5.0):
+        self._host, self._port = parse_hostname(hostname)
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+            raise TypeError(f"timeout must be a number of seconds, not {type(timeout).__name__}")
+        if not (timeout > 0 and math.isfinite(timeout)):
+            raise ValueError(f"timeout must be a positive, finite number of seconds, not {timeout!r}")
+        self.timeout = float(timeout)
+        self.address = f"[{self._host}]:{self._port}" if ":" in self._host else f"{self._host}:{self._port}"
+        self.reconnects = 0
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
+        self._sock = None
+        self._local_ip = None
+        self._closed = False
+        self._last_failure = None
+        self._names = {}  # name -> (kind, address, key) registered by this client
+        self._stop = threading.Event()   # set by close(): the keeper must exit
+        self._wake = threading.Event()   # set to make the keeper act now
+        self._dropped_at = 0.0
+
+        sock = self._open(time.monotonic() + self.timeout)
+        self._install(sock)
+        self._keeper = threading.Thread(target=_keep_alive, args=(weakref.ref(self), self._stop, self._wake),
+                                        name=f"pyzmq-directory-{self.address}", daemon=True)
+        self._keeper.start()
+
+    # -- public API --------------------------------------------------------
+
+    @property
+    def connected(self):
+        """True while the connection to the directory is up."""
+        return self._sock is not None and not self._closed
+
+    @property
+    def local_ip(self):
+        """This host's IP address on the route to the directory."""
+        return self._local_ip
+
+    @property
+    def closed(self):
+        return self._closed
+
+    def register(self, kind, name, address, key=""):
+        """Publish global ``name`` as an object of ``kind`` ("E" or "Q") at ``address``.
+
+        ``key`` is the owner's CURVE public key in Z85, or "".  Registering a
+        name this client already holds replaces its record.  The name is
+        registered again automatically after a reconnection.
+        """
+        request = p.Register(p.validate_kind(kind), p.validate_name(name),
+                             p.validate_address(address), p.validate_key(key))
+        self._request(request, name, on_ok=lambda: self._names.__setitem__(name, (kind, address, key)))
+
+    def lookup(self, name):
+        """Return ``(kind, address, key)`` of global object ``name``."""
+        reply = self._request(p.Lookup(p.validate_name(name)), name)
+        return reply.kind, reply.address, reply.key
+
+    def unregister(self, name):
+        """Withdraw global ``name``, which this client must have registered."""
+        p.validate_name(name)
+        with self._lock:
+            was_mine = self._names.pop(name, None) is not None
+            if was_mine and self._sock is None and not self._closed:
+                return  # its connection is gone, and the directory dropped it with it
+        try:
+            self._request(p.Unregister(name), name)
+        except DirectoryError as exc:
+            # After a reconnection the name was simply not registered again.
+            if not (was_mine and exc.code == p.NOT_FOUND):
+                raise
+
+    def ping(self):
+        """Check that the directory answers; raise Error if it does not."""
+        self._request(p.Ping(), None)
+
+    def names(self):
+        """The names this client has registered, sorted."""
+        with self._lock:
+            return sorted(self._names)
+
+    def close(self):
+        """Close the connection and stop the background thread.  Idempotent.
+
+        Waits for a request in flight in another thread (at most its timeout).
+        """
+        self._stop.set()
+        self._wake.set()
+        with self._lock:
+            self._closed = True
+            if self._sock is not None:
+                self._sock.close()
+                self._sock = None
+            self._cond.notify_all()
+        if self._keeper is not threading.current_thread():
+            self._keeper.join(1.0)  # it is a daemon: do not hold up an exit for a slow connect
+
+    def __del__(self):
+        # Dropped without close(): stop the keeper; the socket closes with its object.
+        if hasattr(self, "_wake"):
+            self._stop.set()
+            self._wake.set()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __repr__(self):
+        state = "closed" if self._closed else "connected" if self._sock else "reconnecting"
+        return f"<DirectoryClient {self.address} {state}>"
+
+    # -- requests ----------------------------------------------------------
+
+    def _request(self, request, name, on_ok=None):
+        """Send ``request``, retrying on a fresh connection if the link breaks, all
+        within ``timeout``; return the reply, or raise Error.  ``on_ok`` runs
+        under the lock after a successful reply."""
+        deadline = time.monotonic() + self.timeout
+        if not self._lock.acquire(timeout=self.timeout):
+            raise Timeout(f"the directory client for {self.address} stayed busy for {self.timeout:g} s")
+        try:
+            while True:
+                if self._closed:
+                    raise Error(f"the directory client for {self.address} is closed")
+                if self._sock is None:
+                    self._wait_connected(deadline)
+                    continue
+                try:
+                    reply = _exchange(self._sock, request, deadline)
+                except socket.timeout:
+                    self._drop("no reply in time")
+                    raise Timeout(f"the directory at {self.address} did not answer within "
+                                  f"{self.timeout:g} s") from None
+                except _Lost as exc:
+                    self._drop(str(exc))
+                    continue  # a fresh connection is a fresh start: retry on it
+                reply = self._check_reply(request, reply, name)
+                if on_ok is not None:
+                    on_ok()
+                return reply
+        finally:
+            self._lock.release()
+
+    def _wait_connected(self, deadline):
+        """With the lock held, wait for the keeper thread to reconnect."""
+        remaining = deadline - time.monotonic()
+        if remaining > 0:
+            self._cond.wait_for(lambda: self._sock is not None or self._closed, remaining)
+        if self._sock is None and not self._closed:
+            raise Error(f"the directory at {self.address} is gone ({self._last_failure}); "
+                        "reconnecting in the background")
+
+    def _check_reply(self, request, reply, name):
+        if isinstance(reply, p.ErrorReply):
+            raise DirectoryError(self._error_text(request, reply, name), reply.code)
+        expected = p.Found if isinstance(request, p.Lookup) else p.Pong if isinstance(request, p.Ping) else p.Ok
+        if not isinstance(reply, expected):
+            self._drop(f"unexpected reply {type(reply).__name__}")
+            raise Error(f"the directory at {self.address} answered {type(reply).__name__} "
+                        f"to {type(request).__name__.upper()}")
+        return reply
+
+    def _error_text(self, request, reply, name):
+        code = reply.code
+        if code == p.DUPLICATE:
+            return f"global name {name!r} is already registered by another process"
+        if code == p.NOT_FOUND and isinstance(request, p.Lookup):
+            return f"no global object named {name!r} in the directory at {self.address}"
+        if code == p.NOT_FOUND:
+            return f"cannot unregister {name!r}: no global object of that name in the directory at {self.address}"
+        if code == p.NOT_OWNER:
+            return f"cannot unregister {name!r}: it is registered by another process"
+        if code == p.LIMIT:
+            return f"the directory at {self.address} refused {name!r}: {reply.message}"
+        what = p.ERROR_NAMES.get(code, f"error {code}")
+        return f"the directory at {self.address} answered {what}: {reply.message}"
+
+    # -- connection management ---------------------------------------------
+
+    def _open(self, deadline):
+        """Connect and say HELLO; return the socket.  Touches no shared state."""
+        try:
+            sock = socket.create_connection((self._host, self._port),
+                                            timeout=max(0.001, deadline - time.monotonic()))
+        except socket.timeout:
+            reason = f"no answer within {self.timeout:g} s"
+            raise _UnreachableTimeout(f"cannot reach the directory at {self.address}: {reason}", reason) from None
+        except OSError as exc:
+            reason = exc.strerror or str(exc)
+            raise _Unreachable(f"cannot reach the directory at {self.address}: {reason}", reason) from None
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            reply = _exchange(sock, p.Hello(), deadline)
+        except socket.timeout:
+            sock.close()
+            raise Timeout(f"the directory at {self.address} accepted the connection but did not answer "
+                          f"HELLO within {self.timeout:g} s") from None
+        except _Garbage as exc:
+            sock.close()
+            raise Error(f"the server at {self.address} does not speak the directory protocol: {exc}") from None
+        except (_Lost, OSError) as exc:
+            sock.close()
+            raise Error(f"cannot talk to the directory at {self.address}: {exc}") from None
+        if not isinstance(reply, p.Ok):
+            sock.close()
+            detail = reply.message if isinstance(reply, p.ErrorReply) else type(reply).__name__
+            raise Error(f"the directory at {self.address} refused this client: {detail}")
+        return sock
+
+    def _install(self, sock):
+        """With the lock held (or before the keeper exists), adopt a fresh connection."""
+        self._sock = sock
+        self._local_ip = sock.getsockname()[0]
+        self._last_failure = None
+
+    def _drop(self, why):
+        """With the lock held, forget a broken connection; the keeper will reconnect."""
+        if self._sock is not None:
+            log.info("lost the directory at %s: %s", self.address, why)
+            try:
+                self._sock.close()
+            except OSError:
+                pass
+            self._sock = None
+            self._dropped_at = time.monotonic()
+            self._wake.set()
+        self._last_failure = why
+
+    def _reconnect(self):
+        """One reconnection attempt from the keeper thread.  Returns True when connected."""
+        try:
+            sock = self._open(time.monotonic() + self.timeout)
+        except Error as exc:
+            self._last_failure = getattr(exc, "reason", str(exc))
+            return False
+        with self._lock:
+            if self._closed:
+                sock.close()
+                return False
+            self._install(sock)
+            self._reregister()
+            if self._sock is not None:
+                self.reconnects += 1
+                log.warning("reconnected to the directory at %s; registered %d name(s) again",
+                            self.address, len(self._names))
+            self._cond.notify_all()
+            return self._sock is not None
+
+    def _reregister(self):
+        """With the lock held, register every remembered name on the new connection."""
+        for name, (kind, address, key) in list(self._names.items()):
+            try:
+                reply = _exchange(self._sock, p.Register(kind, name, address, key),
+                                  time.monotonic() + self.timeout)
+            except (socket.timeout, _Lost) as exc:
+                self._drop(f"while registering names again: {exc or 'timed out'}")
+                return
+            if isinstance(reply, p.ErrorReply):
+                del self._names[name]
+                why = ("another process registered it while the connection was down"
+                       if reply.code == p.DUPLICATE else reply.message)
+                log.warning("global name %r is no longer registered by this process: the directory at %s "
+                            "refused it on reconnection (%s)", name, self.address, why)
+
+    def _ping_idle(self):
+        """From the keeper thread: PING if nobody is using the connection."""
+        if not self._lock.acquire(timeout=0.1):
+            return  # a request is in flight: the connection is being exercised anyway
+        try:
+            if self._sock is None or self._closed:
+                return
+            try:
+                reply = _exchange(self._sock, p.Ping(), time.monotonic() + self.timeout)
+            except socket.timeout:
+                self._drop("no answer to PING")
+                return
+            except _Lost as exc:
+                self._drop(str(exc))
+                return
+            if not isinstance(reply, p.Pong):
+                self._drop(f"unexpected reply {type(reply).__name__} to PING")
+        finally:
+            self._lock.release()
+
+
+
+def _keep_alive(ref, stop, wake):
+    """Body of the keeper thread: PING while connected, reconnect while not.
+
+    It holds the client only weakly between rounds, so a client dropped
+    without close() is collected and the thread ends.
+    """
+    delay = PING_INTERVAL
+    while True:
+        wake.wait(delay)
+        wake.clear()
+        if stop.is_set():
+            return
+        client = ref()
+        if client is None or client._closed:
+            return
+        try:
+            if client._sock is None:
+                grace = client._dropped_at + DROP_GRACE - time.monotonic()
+                if grace > 0:
+                    stop.wait(grace)
+                    if stop.is_set():
+                        return
+                delay = PING_INTERVAL if client._reconnect() else RETRY_INTERVAL
+            else:
+                client._ping_idle()
+                delay = PING_INTERVAL if client._sock is not None else 0
+        except Exception:  # never let the keeper die silently
+            log.exception("directory keeper for %s failed", client.address)
+            delay = RETRY_INTERVAL
+        del client

@@ -1,0 +1,483 @@
+"""DirectoryClient against a real zmq_server process over real TCP."""
+
+import gc
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import pytest
+
+from pyzmq import protocol as p
+from pyzmq.directory import DirectoryClient, DirectoryError, parse_hostname
+from pyzmq.errors import Error, Timeout
+from pyzmq.testing import ServerProcess
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+KEY = "rq:rM>}U?@Lns47E1%kR.o@n%FcmmsL/@{H8]yf7"  # a Z85 CURVE public key (40 characters)
+
+
+def wait_until(predicate, timeout, interval=0.05):
+    """Poll ``predicate`` until it is true or ``timeout`` passes; return its last value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value or time.monotonic() >= deadline:
+            return value
+        time.sleep(interval)
+
+
+def is_free(client, name):
+    try:
+        client.lookup(name)
+    except DirectoryError as exc:
+        return exc.code == p.NOT_FOUND
+    return False
+
+
+def is_registered(client, name):
+    try:
+        client.lookup(name)
+        return True
+    except Error:
+        return False
+
+
+def child_env():
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [REPO_ROOT, env.get("PYTHONPATH")]))
+    return env
+
+
+@pytest.fixture
+def client(directory):
+    with DirectoryClient(directory, timeout=3.0) as c:
+        yield c
+
+
+# -- basics -------------------------------------------------------------------
+
+def test_register_lookup_unregister_round_trip(client):
+    client.register("E", "orders", "127.0.0.1:5555")
+    client.register("Q", "jobs", "10.0.0.7:6000", key=KEY)
+    assert client.lookup("orders") == ("E", "127.0.0.1:5555", "")
+    assert client.lookup("jobs") == ("Q", "10.0.0.7:6000", KEY)
+    assert client.names() == ["jobs", "orders"]
+    client.unregister("orders")
+    with pytest.raises(Error, match="no global object named 'orders'"):
+        client.lookup("orders")
+    assert client.lookup("jobs") == ("Q", "10.0.0.7:6000", KEY)
+    assert client.names() == ["jobs"]
+
+
+def test_unicode_name_round_trip(client):
+    client.register("E", "prix-€-日本", "[::1]:7000")
+    assert client.lookup("prix-€-日本") == ("E", "[::1]:7000", "")
+
+
+def test_reregister_by_owner_replaces_record(client):
+    client.register("E", "svc", "127.0.0.1:1000")
+    client.register("Q", "svc", "127.0.0.1:2000")
+    assert client.lookup("svc") == ("Q", "127.0.0.1:2000", "")
+
+
+def test_ping_and_properties(client, directory):
+    client.ping()
+    assert client.connected
+    assert client.address == directory
+    assert client.local_ip == "127.0.0.1"
+
+
+def test_lookup_unknown_name_error_text(client, directory):
+    with pytest.raises(DirectoryError) as info:
+        client.lookup("E")
+    assert str(info.value) == f"no global object named 'E' in the directory at {directory}"
+    assert info.value.code == p.NOT_FOUND
+    assert isinstance(info.value, Error)
+
+
+def test_invalid_arguments_are_refused_before_sending(client):
+    with pytest.raises(ValueError, match="kind"):
+        client.register("X", "n", "127.0.0.1:1")
+    with pytest.raises(ValueError, match="wildcard"):
+        client.register("E", "n", "0.0.0.0:1")
+    with pytest.raises(ValueError, match="255"):
+        client.register("E", "n" * 256, "127.0.0.1:1")
+    with pytest.raises(ValueError, match="Z85"):
+        client.register("E", "n", "127.0.0.1:1", key="short")
+    with pytest.raises(TypeError):
+        client.lookup(b"bytes")
+    client.ping()  # the connection is untouched
+
+
+# -- ownership ----------------------------------------------------------------
+
+def test_duplicate_from_second_connection_is_refused(directory, client):
+    client.register("E", "E", "127.0.0.1:5555")
+    with DirectoryClient(directory, timeout=3.0) as other:
+        with pytest.raises(DirectoryError) as info:
+            other.register("E", "E", "127.0.0.1:6666")
+        assert str(info.value) == "global name 'E' is already registered by another process"
+        assert info.value.code == p.DUPLICATE
+        assert other.names() == []
+    assert client.lookup("E") == ("E", "127.0.0.1:5555", "")
+
+
+def test_only_the_owner_may_unregister(directory, client):
+    client.register("Q", "mine", "127.0.0.1:5555")
+    with DirectoryClient(directory, timeout=3.0) as other:
+        with pytest.raises(DirectoryError, match="cannot unregister 'mine': it is registered by another process") as info:
+            other.unregister("mine")
+        assert info.value.code == p.NOT_OWNER
+        with pytest.raises(DirectoryError, match="no global object") as info:
+            other.unregister("nobody")
+        assert info.value.code == p.NOT_FOUND
+    assert client.lookup("mine") == ("Q", "127.0.0.1:5555", "")
+    client.unregister("mine")
+    assert is_free(client, "mine")
+
+
+def test_names_vanish_when_connection_closes(directory, client):
+    owner = DirectoryClient(directory, timeout=3.0)
+    owner.register("E", "short-lived", "127.0.0.1:5555")
+    owner.register("Q", "short-lived-q", "127.0.0.1:5556")
+    assert is_registered(client, "short-lived")
+    owner.close()
+    assert wait_until(lambda: is_free(client, "short-lived") and is_free(client, "short-lived-q"), 5.0)
+    # ... and someone else may take them now.
+    client.register("E", "short-lived", "127.0.0.1:7777")
+
+
+def test_names_vanish_when_owner_process_is_killed(directory, client):
+    code = textwrap.dedent(f"""
+        import sys, time
+        from pyzmq.directory import DirectoryClient
+        c = DirectoryClient({directory!r}, timeout=3.0)
+        c.register("E", "doomed", "127.0.0.1:5555")
+        print("registered", flush=True)
+        time.sleep(60)
+    """)
+    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env=child_env())
+    try:
+        ready = []
+        reader = threading.Thread(target=lambda: ready.append(child.stdout.readline()), daemon=True)
+        reader.start()
+        reader.join(10.0)
+        assert ready == ["registered\n"], "child did not register"
+        assert client.lookup("doomed") == ("E", "127.0.0.1:5555", "")
+        child.send_signal(signal.SIGKILL)
+        child.wait(5.0)
+        started = time.monotonic()
+        assert wait_until(lambda: is_free(client, "doomed"), 10.0), "name still held 10 s after SIGKILL"
+        print(f"name freed {time.monotonic() - started:.3f} s after SIGKILL")
+    finally:
+        child.kill()
+        child.wait()
+
+
+# -- logs ---------------------------------------------------------------------
+
+def test_server_logs_registration_and_removal(directory_server):
+    with DirectoryClient(directory_server.address, timeout=3.0) as c:
+        c.register("E", "logged", "127.0.0.1:5555")
+        port = c._sock.getsockname()[1]
+        peer = f"127.0.0.1:{port}"
+        line = directory_server.wait_for_log(r"registered 'logged'", 5.0)
+        assert line == f"zmq_server: registered 'logged' kind E at 127.0.0.1:5555 by {peer}"
+        c.unregister("logged")
+        line = directory_server.wait_for_log(r"removed 'logged'", 5.0)
+        assert line == f"zmq_server: removed 'logged' kind E at 127.0.0.1:5555 by {peer} (unregistered)"
+
+
+# -- connecting ---------------------------------------------------------------
+
+@pytest.mark.parametrize("hostname, error", [
+    ("", ValueError),
+    ("   ", ValueError),
+    (":5682", ValueError),
+    ("host:", ValueError),
+    ("host:0", ValueError),
+    ("host:65536", ValueError),
+    ("host:http", ValueError),
+    ("host:-1", ValueError),
+    ("a:b:c", ValueError),
+    ("[::1", ValueError),
+    ("[::1]x", ValueError),
+    ("user@host:1", ValueError),
+    (None, TypeError),
+    (5682, TypeError),
+    (b"localhost:5682", TypeError),
+])
+def test_malformed_hostname(hostname, error):
+    with pytest.raises(error, match="hostname"):
+        DirectoryClient(hostname, timeout=1.0)
+
+
+@pytest.mark.parametrize("timeout, error", [(0, ValueError), (-1, ValueError), (float("nan"), ValueError),
+                                            (float("inf"), ValueError), ("5", TypeError), (None, TypeError)])
+def test_bad_timeout(directory, timeout, error):
+    with pytest.raises(error, match="timeout"):
+        DirectoryClient(directory, timeout=timeout)
+
+
+def test_unregister_during_outage_succeeds(directory_server):
+    """With the connection gone the directory no longer holds the name: nothing to wait for."""
+    client = DirectoryClient(directory_server.address, timeout=0.5)
+    try:
+        client.register("E", "fleeting", "127.0.0.1:5555")
+        directory_server.kill()
+        assert wait_until(lambda: not client.connected, 3.0)
+        client.unregister("fleeting")
+        assert client.names() == []
+        directory_server.start()
+        assert wait_until(lambda: client.connected, 5.0)
+        assert is_free(client, "fleeting")
+    finally:
+        client.close()
+
+
+def test_parse_hostname():
+    assert parse_hostname("localhost") == ("localhost", 5682)
+    assert parse_hostname("10.1.2.3:99") == ("10.1.2.3", 99)
+    assert parse_hostname("[::1]:7000") == ("::1", 7000)
+    assert parse_hostname("[::1]") == ("::1", 5682)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_refused_connection_fails_fast_naming_the_address():
+    address = f"127.0.0.1:{free_port()}"
+    started = time.monotonic()
+    with pytest.raises(Error, match=f"cannot reach the directory at {address}"):
+        DirectoryClient(address, timeout=2.0)
+    assert time.monotonic() - started < 1.0
+
+
+def test_silent_directory_times_out_within_timeout():
+    """A listener that accepts TCP but never answers HELLO: bounded by the timeout."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        address = f"127.0.0.1:{silent.getsockname()[1]}"
+        started = time.monotonic()
+        with pytest.raises(Timeout, match=f"directory at {address}.*did not answer HELLO"):
+            DirectoryClient(address, timeout=0.7)
+        elapsed = time.monotonic() - started
+        print(f"silent directory: failed after {elapsed:.3f} s (timeout 0.7 s)")
+        assert 0.6 < elapsed < 1.5
+
+
+def test_unroutable_directory_fails_within_timeout():
+    # 10.255.255.1 is normally unroutable (SYN dropped) or unreachable at once;
+    # a sandbox may even put a proxy there.  In every case the constructor must
+    # give up within its timeout with an Error naming the address.
+    started = time.monotonic()
+    with pytest.raises(Error, match="10.255.255.1:5682"):
+        DirectoryClient("10.255.255.1", timeout=1.0)
+    elapsed = time.monotonic() - started
+    print(f"unroutable directory: failed after {elapsed:.3f} s (timeout 1 s)")
+    assert elapsed < 2.0
+
+
+def test_foreign_server_is_reported():
+    """Something that is not a zmq_server (here: an HTTP-like banner) is named as such."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+
+        def fake_http():
+            conn, _ = listener.accept()
+            with conn:
+                conn.sendall(b"HTTP/1.1 400 Bad Request\r\n\r\n")
+                time.sleep(0.5)
+
+        threading.Thread(target=fake_http, daemon=True).start()
+        address = f"127.0.0.1:{listener.getsockname()[1]}"
+        with pytest.raises(Error, match=f"server at {address} does not speak the directory protocol"):
+            DirectoryClient(address, timeout=2.0)
+
+
+def test_request_to_a_stalled_directory_times_out():
+    """The directory answers HELLO then goes silent: a request gives up in time."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    conns = []
+
+    def fake_server():
+        conn, _ = listener.accept()
+        conns.append(conn)
+        header = conn.recv(4, socket.MSG_WAITALL)
+        conn.recv(p.body_length(header), socket.MSG_WAITALL)
+        conn.sendall(p.encode_frame(p.encode_reply(p.Ok())))
+        # ...and never answer again.
+
+    thread = threading.Thread(target=fake_server, daemon=True)
+    thread.start()
+    try:
+        client = DirectoryClient(f"127.0.0.1:{listener.getsockname()[1]}", timeout=0.8)
+        started = time.monotonic()
+        with pytest.raises(Timeout, match="did not answer within 0.8 s"):
+            client.lookup("anything")
+        assert time.monotonic() - started < 1.5
+        client.close()
+    finally:
+        listener.close()
+        for conn in conns:
+            conn.close()
+
+
+# -- resilience ---------------------------------------------------------------
+
+def test_server_restart_client_reconnects_and_reregisters(directory_server):
+    owner = DirectoryClient(directory_server.address, timeout=2.0)
+    try:
+        owner.register("E", "survivor", "127.0.0.1:5555")
+        owner.register("Q", "survivor-q", "127.0.0.1:5556", key=KEY)
+        directory_server.kill()
+        assert wait_until(lambda: not owner.connected, 3.0), "client did not notice the server died"
+        directory_server.start()  # same port
+        started = time.monotonic()
+        with DirectoryClient(directory_server.address, timeout=2.0) as observer:
+            assert wait_until(lambda: is_registered(observer, "survivor-q"), 5.0), \
+                "names were not registered again after the restart"
+            print(f"re-registered {time.monotonic() - started:.3f} s after restart")
+            assert observer.lookup("survivor") == ("E", "127.0.0.1:5555", "")
+            assert observer.lookup("survivor-q") == ("Q", "127.0.0.1:5556", KEY)
+        assert owner.connected and owner.reconnects >= 1
+        owner.unregister("survivor")  # still the owner on the new connection
+    finally:
+        owner.close()
+
+
+def test_request_during_outage_fails_within_timeout_then_recovers(directory_server):
+    client = DirectoryClient(directory_server.address, timeout=0.8)
+    try:
+        client.register("E", "patient", "127.0.0.1:5555")
+        directory_server.kill()
+        started = time.monotonic()
+        with pytest.raises(Error, match=f"directory at {directory_server.address} is gone"):
+            client.lookup("patient")
+        assert time.monotonic() - started < 1.5
+        directory_server.start()
+        assert wait_until(lambda: client.connected, 5.0)
+        assert client.lookup("patient") == ("E", "127.0.0.1:5555", "")
+    finally:
+        client.close()
+
+
+def test_request_rides_over_a_quick_restart(directory_server):
+    """A request sent on a dead connection is retried on a fresh one within its timeout."""
+    client = DirectoryClient(directory_server.address, timeout=5.0)
+    try:
+        client.register("E", "rider", "127.0.0.1:5555")
+        directory_server.kill()
+        directory_server.start()
+        assert client.lookup("rider") == ("E", "127.0.0.1:5555", "")
+    finally:
+        client.close()
+
+
+def test_taken_name_is_dropped_on_reregistration(directory_server, caplog):
+    first = DirectoryClient(directory_server.address, timeout=2.0)
+    try:
+        first.register("E", "contested", "127.0.0.1:1111")
+        directory_server.kill()
+        assert wait_until(lambda: not first.connected, 3.0)
+        # Hold the keeper back while another process takes the name.
+        with first._lock:
+            directory_server.start()
+            thief = DirectoryClient(directory_server.address, timeout=2.0)
+            thief.register("E", "contested", "127.0.0.1:3333")
+        try:
+            assert wait_until(lambda: first.connected, 5.0)
+            assert wait_until(lambda: "contested" not in first.names(), 2.0)
+            assert thief.lookup("contested") == ("E", "127.0.0.1:3333", "")
+            assert any("contested" in r.getMessage() and r.levelname == "WARNING" for r in caplog.records)
+        finally:
+            thief.close()
+    finally:
+        first.close()
+
+
+def test_close_is_idempotent_and_stops_the_thread(directory):
+    client = DirectoryClient(directory, timeout=1.0)
+    keeper = client._keeper
+    assert keeper.daemon and keeper.is_alive()
+    client.close()
+    client.close()
+    assert not keeper.is_alive()
+    assert not client.connected and client.closed
+    with pytest.raises(Error, match="closed"):
+        client.ping()
+
+
+def test_dropped_client_is_collected_and_its_thread_ends(directory):
+    client = DirectoryClient(directory, timeout=1.0)
+    keeper = client._keeper
+    del client
+    gc.collect()
+    keeper.join(3.0)
+    assert not keeper.is_alive()
+
+
+def test_client_does_not_keep_the_interpreter_alive(directory):
+    code = f"from pyzmq.directory import DirectoryClient; c = DirectoryClient({directory!r}); c.register('E', 'x', '127.0.0.1:1')"
+    result = subprocess.run([sys.executable, "-c", code], env=child_env(), timeout=10, capture_output=True)
+    assert result.returncode == 0, result.stderr
+
+
+def test_concurrent_requests_from_many_threads(client):
+    errors = []
+
+    def worker(n):
+        try:
+            for i in range(50):
+                name = f"t{n}-{i}"
+                client.register("E", name, f"127.0.0.1:{1000 + i}")
+                assert client.lookup(name) == ("E", f"127.0.0.1:{1000 + i}", "")
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert not errors
+    assert len(client.names()) == 400
+
+
+# -- the server process -------------------------------------------------------
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_server_exits_cleanly_on_signal(sig):
+    server = ServerProcess().start()
+    with DirectoryClient(server.address, timeout=2.0) as c:
+        c.register("E", "bye", "127.0.0.1:5555")
+        os.kill(server.pid, sig)
+        assert server._proc.wait(5.0) == 0
+    assert server.wait_for_log("zmq_server: stopped", 1.0)
+
+
+def test_server_command_line():
+    env = child_env()
+    out = subprocess.run([sys.executable, "-m", "pyzmq.server", "--help"], env=env, capture_output=True,
+                         text=True, timeout=10)
+    assert out.returncode == 0 and "--port" in out.stdout
+    out = subprocess.run([sys.executable, "-m", "pyzmq.server", "--port", "70000"], env=env,
+                         capture_output=True, text=True, timeout=10)
+    assert out.returncode == 2 and "70000" in out.stderr
+
+
+def test_server_reports_a_port_in_use(directory_server):
+    with pytest.raises(Error, match="exited with status 1"):
+        ServerProcess(port=directory_server.port, ready_timeout=5).start()
