@@ -251,7 +251,7 @@ class ZMQ(_zmq.Engine):
         ex_addr = None if ex else self._lookup(exchange_name, "exchange")
         q_addr = None if q else self._lookup(queue_name, "queue")
         if ex and q:
-            self._exchange_connect(ex.id, self._queue_endpoint(q.id))
+            self._exchange_connect(ex.id, self._queue_connectable(q.id))
         elif ex:
             self._exchange_connect(ex.id, f"tcp://{q_addr}")
         elif q:

@@ -228,7 +228,8 @@ cdef struct ExchangeSlot:
     unsigned int sends  # fast-path sends since the listener was serviced
 
 cdef struct QueueSlot:
-    void **socks        # [0] is the PULL; then one SUB per remote exchange
+    void *pull          # fed by PUSHes (local exchanges, remote binders), or NULL
+    void **socks        # the PULL if any, and one SUB per remote exchange
     int nsock
     int next            # fairness: the socket to try first
 
@@ -261,6 +262,8 @@ cdef class Engine:
     cdef int sitems_cap
     cdef unsigned int recvs         # fast-path receives since listeners were serviced
     cdef double serviced_at         # when listeners were last serviced
+    cdef int rcvtimeo               # RCVTIMEO last set on the only input socket
+    cdef int single_qid             # the queue of the only input socket
     cdef readonly bint closed
     cdef long owner
     cdef int _hwm
@@ -353,6 +356,12 @@ cdef class Engine:
                 n += 1
         self.nitems = n
         self.ninputs = ninputs
+        self.rcvtimeo = -2          # unknown: set again before blocking
+        self.single_qid = 0
+        if ninputs == 1:
+            for i in range(self.nq):
+                if self.qs[i].nsock:
+                    self.single_qid = i + 1
         return 0
 
     # ---- building exchanges and queues (called by pyzmq.wiring) -----------
@@ -429,44 +438,60 @@ cdef class Engine:
         return 0
 
     def _new_queue(self):
-        """A queue: a PULL bound to this instance's inproc endpoint for it."""
+        """A queue, with no socket yet: its PULL is made when something will
+        push to it (a local exchange, or its global listener), and a queue fed
+        only by remote exchanges has just their SUBs."""
         self._check()
         cdef QueueSlot *p = <QueueSlot *>realloc(self.qs, (self.nq + 1) * sizeof(QueueSlot))
         if p == NULL:
             raise MemoryError()
         self.qs = p
-        cdef int qid = self.nq + 1
-        cdef void *s = self._socket(ZMQ_PULL, 0, self._hwm)
-        try:
-            _bind(s, self._queue_endpoint(qid))
-        except BaseException:
-            zmq_close(s)
-            raise
         p = &self.qs[self.nq]
         p.socks = NULL
         p.nsock = 0
         p.next = 0
-        _grow(&p.socks, 0)
-        p.socks[0] = s
-        p.nsock = 1
+        p.pull = NULL
         self.nq += 1
+        return self.nq
+
+    cdef void *_queue_pull(self, Py_ssize_t qid) except NULL:
+        """Queue qid's PULL, bound to its inproc endpoint; made on first use."""
+        cdef QueueSlot *q = self._queue(qid)
+        if q.pull != NULL:
+            return q.pull
+        cdef void *s = self._socket(ZMQ_PULL, 0, self._hwm)
+        try:
+            _bind(s, self._queue_endpoint(qid))
+            _grow(&q.socks, q.nsock)
+        except BaseException:
+            zmq_close(s)
+            raise
+        q.socks[q.nsock] = s
+        q.nsock += 1
+        q.pull = s
         self._rebuild_items()
-        return qid
+        return s
 
     def _queue_endpoint(self, Py_ssize_t qid):
         return f"{self.prefix}/q{qid}"
 
+    def _queue_connectable(self, Py_ssize_t qid):
+        """The inproc endpoint a local exchange connects to for queue qid."""
+        self._check()
+        self._queue_pull(qid)
+        return self._queue_endpoint(qid)
+
     def _queue_listen(self, Py_ssize_t qid, str endpoint):
         """Make queue qid's PULL also listen at a TCP endpoint."""
         self._check()
-        cdef QueueSlot *q = self._queue(qid)
-        return _bind(q.socks[0], endpoint)
+        return _bind(self._queue_pull(qid), endpoint)
 
     def _queue_unlisten(self, Py_ssize_t qid, str endpoint):
         """Undo _queue_listen (its registration failed)."""
         cdef QueueSlot *q = self._queue(qid)
         cdef bytes ep = endpoint.encode()
-        zmq_unbind(q.socks[0], ep)
+        if q.pull != NULL:
+            zmq_unbind(q.pull, ep)
 
     def _queue_subscribe(self, Py_ssize_t qid, str endpoint, timeout):
         """Bind a remote global exchange, listening at endpoint, to queue qid.
@@ -856,26 +881,63 @@ cdef class Engine:
     cdef int _receive_msg(self, zmq_msg_t *msg, double deadline) except -2:
         """Wait for a message on any queue; its queue id, or 0 on timeout."""
         cdef int qid
-        if self.nitems > self.ninputs:
+        cdef bint listeners = self.nitems > self.ninputs
+        if listeners:
             self.recvs += 1
             if self.recvs >= SERVICE_EVERY or _now() - self.serviced_at > SERVICE_AFTER:
                 self._service()
         qid = self._try_receive(msg)
-        if qid:
+        if qid or deadline == 0.0:
             return qid
-        if self.nq == 0 and deadline != 0.0:
-            raise Error("receive() would wait forever: this instance has no queue")
+        if self.ninputs == 0:
+            return self._wait_unbound(deadline)
+        if self.ninputs == 1 and not listeners:
+            return self._wait_one(msg, deadline)
         while True:
-            if self.nitems > self.ninputs:
+            self._wait(self.items, self.nitems, deadline, 0)
+            if listeners:
                 self._service()
             qid = self._try_receive(msg)
             if qid:
                 return qid
-            if deadline == 0.0:
-                return 0
             if deadline > 0 and _now() >= deadline:
                 return 0
-            self._wait(self.items, self.nitems, deadline, 0)
+
+    cdef int _wait_one(self, zmq_msg_t *msg, double deadline) except -2:
+        """The only input socket, no listener to serve: block in zmq_msg_recv
+        itself, which wakes sooner than a poll followed by a receive."""
+        cdef void *s = self.items[0].socket
+        cdef int rc, err, ms
+        while True:
+            ms = <int>_ms_left(deadline)
+            if ms != self.rcvtimeo:
+                zmq_setsockopt(s, ZMQ_RCVTIMEO, &ms, sizeof(int))
+                self.rcvtimeo = ms
+            with nogil:
+                rc = zmq_msg_recv(msg, s, 0)
+            if rc >= 0:
+                if zmq_msg_more(msg):
+                    _drop_rest(s)       # a sync answer for another binder
+                    continue
+                return self.single_qid
+            err = zmq_errno()
+            if err == EINTR:
+                PyErr_CheckSignals()
+            elif err != EAGAIN:
+                _raise_errno("receive", err)
+            elif deadline >= 0 and _now() >= deadline:
+                return 0
+
+    cdef int _wait_unbound(self, double deadline) except -2:
+        """No queue has a socket yet: nothing can arrive before another call
+        of this thread binds one."""
+        if deadline < 0:
+            if self.nq == 0:
+                raise Error("receive() would wait forever: this instance has no queue")
+            raise Error("receive() would wait forever: no queue of this instance "
+                        "is bound or global")
+        __import__("time").sleep(max(0.0, deadline - _now()))
+        return 0
 
     def receive(self, timeout=None, bint block=True, bint copy=True):
         """The next message from any of this instance's queues, as bytes.
