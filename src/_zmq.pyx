@@ -30,6 +30,18 @@ from cpython.ref cimport Py_INCREF
 
 from libzmq cimport *
 
+cdef extern from "poll.h" nogil:
+    struct pollfd:
+        int fd
+        short events
+        short revents
+    int poll(pollfd *fds, unsigned long nfds, int timeout)
+    enum:
+        POLLIN
+
+cdef extern from "errno.h":
+    int errno
+
 cdef extern from "zerocopy.h":
     ctypedef struct zw_loan:
         pass
@@ -256,6 +268,7 @@ cdef class Engine:
     cdef int nq
     cdef int next_q                 # fairness: the queue to try first
     cdef zmq_pollitem_t *items      # every input socket, then every listener
+    cdef pollfd *fds                # their libzmq signalling fds, same order
     cdef int nitems
     cdef int ninputs
     cdef zmq_pollitem_t *sitems     # scratch for send waits
@@ -354,6 +367,16 @@ cdef class Engine:
                 items[n].fd = 0
                 items[n].events = ZMQ_POLLIN
                 n += 1
+        cdef pollfd *fds = <pollfd *>realloc(self.fds, (n + 1) * sizeof(pollfd))
+        if fds == NULL:
+            raise MemoryError()
+        self.fds = fds
+        cdef size_t fdlen
+        for i in range(n):
+            fdlen = sizeof(int)
+            zmq_getsockopt(items[i].socket, ZMQ_FD, &fds[i].fd, &fdlen)
+            fds[i].events = POLLIN
+            fds[i].revents = 0
         self.nitems = n
         self.ninputs = ninputs
         self.rcvtimeo = -2          # unknown: set again before blocking
@@ -893,15 +916,39 @@ cdef class Engine:
             return self._wait_unbound(deadline)
         if self.ninputs == 1 and not listeners:
             return self._wait_one(msg, deadline)
+        cdef int i, rc
+        cdef bint serve
         while True:
-            self._wait(self.items, self.nitems, deadline, 0)
+            # every socket was just tried, so its pending commands were
+            # processed: its fd turns readable only when something new comes
+            rc = self._poll_fds(deadline)
             if listeners:
-                self._service()
+                serve = False
+                for i in range(self.ninputs, self.nitems):
+                    serve = serve or self.fds[i].revents != 0
+                if serve:
+                    self._service()
             qid = self._try_receive(msg)
             if qid:
                 return qid
-            if deadline > 0 and _now() >= deadline:
+            if rc == 0 and deadline >= 0 and _now() >= deadline:
                 return 0
+
+    cdef int _poll_fds(self, double deadline) except -1:
+        """poll() on the sockets' signalling fds with the GIL released;
+        cheaper than zmq_poll, which asks every socket for its events
+        before and after.  Signals are checked on EINTR."""
+        cdef int rc, err, ms
+        while True:
+            ms = <int>_ms_left(deadline)
+            with nogil:
+                rc = poll(self.fds, self.nitems, ms)
+            if rc >= 0:
+                return rc
+            err = errno
+            if err != EINTR:
+                raise OSError(err, "poll failed")
+            PyErr_CheckSignals()
 
     cdef int _wait_one(self, zmq_msg_t *msg, double deadline) except -2:
         """The only input socket, no listener to serve: block in zmq_msg_recv
@@ -1110,6 +1157,8 @@ cdef class Engine:
         free(self.ex)
         free(self.qs)
         free(self.items)
+        free(self.fds)
+        self.fds = NULL
         free(self.sitems)
         self.ex = NULL
         self.qs = NULL
