@@ -71,6 +71,8 @@ cdef Py_ssize_t _zero_copy_min = ZERO_COPY_MIN
 # answering their syncs) whenever it waits, and on the fast path after this
 # many sends or receives or this many seconds, whichever comes first.
 DEF SERVICE_EVERY = 256
+DEF HEARTBEAT_IVL_MS = 1000
+DEF HEARTBEAT_TIMEOUT_MS = 3000
 DEF SERVICE_AFTER = 0.001
 
 
@@ -338,6 +340,11 @@ cdef class Engine:
         zmq_setsockopt(s, ZMQ_LINGER, &linger_ms, sizeof(int))
         zmq_setsockopt(s, ZMQ_SNDHWM, &hwm, sizeof(int))
         zmq_setsockopt(s, ZMQ_RCVHWM, &hwm, sizeof(int))
+        # a peer host that goes silent (no FIN) is dropped after
+        # HEARTBEAT_TIMEOUT; connecting sides then reconnect on their own
+        cdef int ivl = HEARTBEAT_IVL_MS, tmo = HEARTBEAT_TIMEOUT_MS
+        zmq_setsockopt(s, ZMQ_HEARTBEAT_IVL, &ivl, sizeof(int))
+        zmq_setsockopt(s, ZMQ_HEARTBEAT_TIMEOUT, &tmo, sizeof(int))
         return s
 
     cdef int _rebuild_items(self) except -1:
