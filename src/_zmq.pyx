@@ -641,9 +641,31 @@ cdef class Engine:
                 del self.pending_syncs[eid]
         return 0
 
-    def _service_now(self):
+    def serve(self, timeout):
+        """Let remote binders in for `timeout` seconds without sending or
+        receiving: attaches them to this instance's global exchanges and
+        confirms their bind().  (receive() and send() do this too while they
+        wait; serve() is for an owner with nothing else to wait on.)"""
         self._check()
-        self._service()
+        cdef double deadline = _deadline(timeout)
+        if timeout is None:
+            raise TypeError("serve() needs a timeout in seconds")
+        cdef int i, rc, ms
+        cdef int nl = self.nitems - self.ninputs
+        while True:
+            self._service()
+            ms = <int>_ms_left(deadline)
+            if ms == 0:
+                return
+            if nl == 0:
+                __import__("time").sleep(ms / 1000.0)
+                return
+            with nogil:
+                rc = poll(self.fds + self.ninputs, nl, ms)
+            if rc < 0:
+                if errno != EINTR:
+                    raise OSError(errno, "poll failed")
+                PyErr_CheckSignals()
 
     # ---- waiting ----------------------------------------------------------
 
