@@ -750,7 +750,14 @@ cdef class Engine:
         if zmq_msg_init_data(&zm, <void *>data, size, zw_give_back, loan) != 0:
             zw_cancel(loan)
             _raise_zmq("cannot wrap the message")
+        cdef void *only = NULL
+        if e.style == 0 and e.xpub == NULL and e.npush == 1:
+            only = e.pushes[0]
+        elif e.npush == 0:
+            only = e.xpub
         try:
+            if only != NULL and _send_one(only, data, size, &zm, ZMQ_DONTWAIT) >= 0:
+                return True
             return self._send_slow(e, data, size, timeout, block, &zm)
         finally:
             zmq_msg_close(&zm)   # drops our reference; libzmq keeps its copies
