@@ -1202,6 +1202,26 @@ cdef class Engine:
         self.sitems = NULL
         self.nex = self.nq = self.nitems = self.ninputs = 0
 
+    def _fds(self, Py_ssize_t eid=0):
+        """The libzmq signalling fds an event loop should watch to wait for a
+        receive (every queue socket and listener) or, with eid, for room to
+        send on that exchange (its PUSHes and every listener).  An fd turns
+        readable when its socket has news; a non-blocking call on that socket
+        (or serve(0) for listeners) then takes the news in."""
+        self._check()
+        cdef int first = self.ninputs if eid else 0
+        cdef list out = [self.fds[i].fd for i in range(first, self.nitems)]
+        cdef ExchangeSlot *e
+        cdef int fd, i
+        cdef size_t n
+        if eid:
+            e = self._exchange(eid)
+            for i in range(e.npush):
+                n = sizeof(int)
+                zmq_getsockopt(e.pushes[i], ZMQ_FD, &fd, &n)
+                out.append(fd)
+        return out
+
     def _counts(self):
         """(exchanges, queues, sockets per queue) for repr and tests."""
         return (self.nex, self.nq, [self.qs[i].nsock for i in range(self.nq)])

@@ -1,0 +1,147 @@
+"""asyncio flavour of the wiring API: ``await zmq.receive()``, ``await zmq.send()``.
+
+    import asyncio, pyzmq.asyncio
+
+    async def main():
+        with pyzmq.asyncio.ZMQ() as zmq:
+            eid = zmq.create_exchange("E")
+            zmq.create_queue("Q")
+            zmq.bind("E", "Q")
+            await zmq.send(eid, b"hi")
+            print(await zmq.receive())
+
+    asyncio.run(main())
+
+The instance belongs to the thread of its event loop.  Waiting is driven by
+libzmq's signalling fds registered with the running loop (``add_reader``):
+no busy polling and no helper thread.  Each await first tries the call
+without blocking; only when that would block does it wait for one of the
+fds to turn readable, then tries again.  Any number of tasks may await at
+once; cancelling one loses nothing (a message is only taken by a task that
+then returns it).
+"""
+
+import asyncio
+
+from pyzmq import wiring
+from pyzmq.errors import Timeout
+
+
+class ZMQ(wiring.ZMQ):
+    """A wiring instance whose send/receive are coroutines.  The blocking
+    forms stay available as ``send_now``/``receive_now`` (non-blocking)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._watched = {}          # fd -> loop it is registered with
+        self._waiters = set()       # futures woken when any watched fd is readable
+
+    # ---- waiting on the loop ---------------------------------------------
+
+    def _wake(self):
+        for fut in self._waiters:
+            if not fut.done():
+                fut.set_result(None)
+        self._waiters.clear()
+        self._unwatch()
+
+    def _pass_on(self):
+        """After a call succeeded, let the other waiters try again: libzmq's
+        fds signal news once, so a message left behind (or room left) would
+        otherwise wake nobody."""
+        if self._waiters:
+            self._wake()
+
+    def _unwatch(self):
+        for fd, loop in self._watched.items():
+            loop.remove_reader(fd)
+        self._watched.clear()
+
+    async def _readable(self, deadline, eid=0):
+        """Until one of the instance's fds is readable (or the deadline)."""
+        loop = asyncio.get_running_loop()
+        for fd in self._fds(eid):
+            if fd not in self._watched:
+                loop.add_reader(fd, self._wake)
+                self._watched[fd] = loop
+        fut = loop.create_future()
+        self._waiters.add(fut)
+        try:
+            if deadline is None:
+                await fut
+            else:
+                left = deadline - loop.time()
+                if left <= 0:
+                    raise Timeout("timed out")
+                await asyncio.wait_for(fut, left)
+        except asyncio.TimeoutError:
+            raise Timeout("timed out") from None
+        finally:
+            self._waiters.discard(fut)
+            if not self._waiters:
+                self._unwatch()
+
+    @staticmethod
+    def _deadline(timeout):
+        if timeout is None:
+            return None
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+            raise TypeError(f"timeout must be a number of seconds or None, not {type(timeout).__name__}")
+        if not timeout >= 0:
+            raise ValueError(f"timeout must be >= 0 seconds, not {timeout!r}")
+        return asyncio.get_running_loop().time() + timeout
+
+    # ---- the coroutines ---------------------------------------------------
+
+    async def receive(self, timeout=None, copy=True):
+        """The next message from any queue; pyzmq.Timeout after timeout s."""
+        deadline = self._deadline(timeout)
+        while True:
+            self.serve(0)          # let binders of our global exchanges in
+            msg = self.receive_now(copy=copy)
+            if msg is not None:
+                self._pass_on()
+                return msg
+            try:
+                await self._readable(deadline)
+            except Timeout:
+                raise Timeout(f"no message arrived within {timeout} s") from None
+
+    async def receive2(self, timeout=None, copy=True):
+        """(queue_id, message), as receive()."""
+        deadline = self._deadline(timeout)
+        while True:
+            self.serve(0)
+            item = wiring.ZMQ.receive2(self, block=False, copy=copy)
+            if item is not None:
+                self._pass_on()
+                return item
+            try:
+                await self._readable(deadline)
+            except Timeout:
+                raise Timeout(f"no message arrived within {timeout} s") from None
+
+    async def send(self, eid, msg, timeout=None):
+        """Send; waits (without blocking the loop) while a bound queue is full."""
+        deadline = self._deadline(timeout)
+        while True:
+            if wiring.ZMQ.send(self, eid, msg, block=False):
+                self._pass_on()
+                return True
+            try:
+                await self._readable(deadline, eid)
+            except Timeout:
+                raise Timeout("send timed out: a bound queue stayed full "
+                              "(high-water mark)") from None
+
+    def receive_now(self, copy=True):
+        """A message if one is there, else None; never waits."""
+        return wiring.ZMQ.receive(self, block=False, copy=copy)
+
+    def send_now(self, eid, msg):
+        """Send if there is room (True), else False; never waits."""
+        return wiring.ZMQ.send(self, eid, msg, block=False)
+
+    def close(self):
+        self._unwatch()
+        super().close()
