@@ -30,6 +30,11 @@ _KIND_NAME = {"E": "exchange", "Q": "queue"}
 
 _live = weakref.WeakSet()
 
+# Global objects owned by instances of this process, by registered address:
+# a binder in this process connects to them through inproc, not TCP.
+_here = {}                  # "IP:port" -> (weakref to owner, inproc endpoint)
+_here_lock = threading.Lock()
+
 
 @dataclass
 class _Object:
@@ -68,9 +73,13 @@ def _check_scope(scope):
 def _check_seconds(value, what):
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{what} must be a number of seconds, not {type(value).__name__}")
-    if not value >= 0:
+    try:
+        seconds = float(value)
+    except OverflowError:
+        raise ValueError(f"{what} of {value} seconds is too large") from None
+    if not seconds >= 0:
         raise ValueError(f"{what} must be >= 0 seconds, not {value!r}")
-    return float(value)
+    return seconds
 
 
 class ZMQ(_zmq.Engine):
@@ -96,8 +105,10 @@ class ZMQ(_zmq.Engine):
         linger = _check_seconds(linger, "linger")
         if isinstance(hwm, bool) or not isinstance(hwm, int):
             raise TypeError(f"hwm must be an int, not {type(hwm).__name__}")
-        if hwm < 0:
-            raise ValueError(f"hwm must be >= 0 (0: no limit), not {hwm}")
+        if not 0 <= hwm < 2**31:
+            raise ValueError(f"hwm must be from 0 (no limit) to 2**31-1 messages, not {hwm}")
+        if linger > 86400:
+            raise ValueError(f"linger must be at most a day (86400 s), not {linger}")
         self._configure(hwm, int(linger * 1000))
         self._objects = {}
         self._exchange_ids = {}
@@ -140,6 +151,9 @@ class ZMQ(_zmq.Engine):
                             pass    # the directory drops them with the connection anyway
                 directory.close()
         finally:
+            with _here_lock:
+                for address in [a for a, (ref, _) in _here.items() if ref() is self]:
+                    del _here[address]
             self._close()
             _live.discard(self)
 
@@ -227,6 +241,10 @@ class ZMQ(_zmq.Engine):
             else:
                 self._queue_unlisten(obj.id, bound)
             raise
+        inproc = (self._exchange_inproc(obj.id) if obj.kind == "exchange"
+                  else self._queue_endpoint(obj.id))
+        with _here_lock:
+            _here[address] = (weakref.ref(self), inproc)
         return address
 
     # ---- binding ----------------------------------------------------------
@@ -253,11 +271,13 @@ class ZMQ(_zmq.Engine):
         if ex and q:
             self._exchange_connect(ex.id, self._queue_connectable(q.id))
         elif ex:
-            self._exchange_connect(ex.id, f"tcp://{q_addr}")
+            self._exchange_connect(ex.id, _endpoint(q_addr))
         elif q:
-            self._queue_subscribe(q.id, f"tcp://{ex_addr}", self._bind_timeout)
+            self._queue_subscribe(q.id, _endpoint(ex_addr), self._bind_timeout,
+                                  _owner_here(ex_addr))
         else:
-            self._relay(f"tcp://{ex_addr}", f"tcp://{q_addr}", self._bind_timeout)
+            self._relay(_endpoint(ex_addr), _endpoint(q_addr), self._bind_timeout,
+                        _owner_here(ex_addr))
         self._bindings.append((exchange_name, queue_name))
 
     def _own(self, name, kind):
@@ -303,6 +323,27 @@ class ZMQ(_zmq.Engine):
         bindings = ", ".join(f"{e}->{q}" for e, q in self._bindings)
         return (f"<pyzmq.ZMQ directory={directory} exchanges=[{exchanges}] "
                 f"queues=[{queues}] bindings=[{bindings}]>")
+
+
+def _here_entry(address):
+    """(owner, inproc endpoint) when a live instance of this process owns a
+    global address, else (None, None)."""
+    with _here_lock:
+        ref, inproc = _here.get(address, (None, None))
+    owner = ref() if ref else None
+    if owner is None or owner.closed:
+        return None, None
+    return owner, inproc
+
+
+def _owner_here(address):
+    return _here_entry(address)[0]
+
+
+def _endpoint(address):
+    """Where to connect for a global object: inproc when an instance of this
+    process owns it, else TCP."""
+    return _here_entry(address)[1] or f"tcp://{address}"
 
 
 def _close_all_at_exit():

@@ -16,7 +16,8 @@ Socket map (see docs/design.md):
 
 from libc.stdlib cimport malloc, realloc, free
 from libc.string cimport memcmp, memcpy
-from libc.math cimport ceil
+from libc.math cimport ceil, INFINITY
+from cpython.pyport cimport PY_SSIZE_T_MAX
 from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
 from cpython.bytes cimport (PyBytes_FromStringAndSize, PyBytes_AS_STRING,
                             PyBytes_GET_SIZE, PyBytes_CheckExact)
@@ -71,8 +72,7 @@ cdef Py_ssize_t _zero_copy_min = ZERO_COPY_MIN
 # answering their syncs) whenever it waits, and on the fast path after this
 # many sends or receives or this many seconds, whichever comes first.
 DEF SERVICE_EVERY = 256
-DEF HEARTBEAT_IVL_MS = 1000
-DEF HEARTBEAT_TIMEOUT_MS = 3000
+DEF MAX_WAIT_S = 86400.0        # one wait at most; longer timeouts loop
 DEF SERVICE_AFTER = 0.001
 
 
@@ -154,9 +154,15 @@ cdef double _deadline(object timeout) except -2.0:
         return -1.0
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
         raise TypeError(f"timeout must be a number of seconds or None, not {type(timeout).__name__}")
-    cdef double t = timeout
+    cdef double t
+    try:
+        t = timeout
+    except OverflowError:
+        t = INFINITY if timeout > 0 else -INFINITY
     if not t >= 0:
         raise ValueError(f"timeout must be >= 0 seconds, not {timeout!r}")
+    if t == INFINITY:
+        return -1.0
     return _now() + t
 
 
@@ -166,6 +172,8 @@ cdef inline long _ms_left(double deadline) noexcept nogil:
     cdef double left = deadline - _now()
     if left <= 0:
         return 0
+    if left > MAX_WAIT_S:
+        return <long>(MAX_WAIT_S * 1000)   # callers loop until the deadline
     return <long>ceil(left * 1000.0)
 
 
@@ -251,6 +259,17 @@ STYLE_DATA_DISTRIBUTION = 0
 STYLE_LOAD_BALANCING = 1
 
 cdef long _engine_serial = 0
+
+
+cdef Py_ssize_t _id(object o, str what) except? -1:
+    """An exchange or queue id from the user: TypeError if not an integer,
+    ValueError if no such id could exist."""
+    cdef Py_ssize_t v
+    try:
+        v = o
+    except OverflowError:
+        raise ValueError(f"unknown {what} id {o}") from None
+    return v
 
 
 cdef int _grow(void ***arr, int n) except -1:
@@ -340,11 +359,16 @@ cdef class Engine:
         zmq_setsockopt(s, ZMQ_LINGER, &linger_ms, sizeof(int))
         zmq_setsockopt(s, ZMQ_SNDHWM, &hwm, sizeof(int))
         zmq_setsockopt(s, ZMQ_RCVHWM, &hwm, sizeof(int))
-        # a peer host that goes silent (no FIN) is dropped after
-        # HEARTBEAT_TIMEOUT; connecting sides then reconnect on their own
-        cdef int ivl = HEARTBEAT_IVL_MS, tmo = HEARTBEAT_TIMEOUT_MS
-        zmq_setsockopt(s, ZMQ_HEARTBEAT_IVL, &ivl, sizeof(int))
-        zmq_setsockopt(s, ZMQ_HEARTBEAT_TIMEOUT, &tmo, sizeof(int))
+        # An idle connection to a host that vanished (no FIN) is dropped by
+        # TCP keepalive after about 5 s; connecting sides then reconnect on
+        # their own.  Not ZMTP heartbeats: libzmq stops reading a connection
+        # whose pipe is full, misses the heartbeat replies and drops the
+        # connection with what the kernel held (lost messages; libzmq #3937).
+        cdef int on = 1, idle = 2, intvl = 1, cnt = 3
+        zmq_setsockopt(s, ZMQ_TCP_KEEPALIVE, &on, sizeof(int))
+        zmq_setsockopt(s, ZMQ_TCP_KEEPALIVE_IDLE, &idle, sizeof(int))
+        zmq_setsockopt(s, ZMQ_TCP_KEEPALIVE_INTVL, &intvl, sizeof(int))
+        zmq_setsockopt(s, ZMQ_TCP_KEEPALIVE_CNT, &cnt, sizeof(int))
         return s
 
     cdef int _rebuild_items(self) except -1:
@@ -426,12 +450,17 @@ cdef class Engine:
         zmq_setsockopt(s, ZMQ_XPUB_NODROP, &one, sizeof(int))
         try:
             endpoint = _bind(s, endpoint)
+            # instances of this process bind through inproc instead of TCP
+            _bind(s, self._exchange_inproc(eid))
         except BaseException:
             zmq_close(s)
             raise
         e.xpub = s
         self._rebuild_items()
         return endpoint
+
+    def _exchange_inproc(self, Py_ssize_t eid):
+        return f"{self.prefix}/x{eid}"
 
     def _exchange_unlisten(self, Py_ssize_t eid):
         """Undo _exchange_listen (its registration failed)."""
@@ -523,7 +552,7 @@ cdef class Engine:
         if q.pull != NULL:
             zmq_unbind(q.pull, ep)
 
-    def _queue_subscribe(self, Py_ssize_t qid, str endpoint, timeout):
+    def _queue_subscribe(self, Py_ssize_t qid, str endpoint, timeout, Engine owner=None):
         """Bind a remote global exchange, listening at endpoint, to queue qid.
 
         Connects a SUB, subscribes to everything and then to a unique sync
@@ -535,7 +564,7 @@ cdef class Engine:
         cdef double deadline = _deadline(timeout)
         cdef void *s = self._socket(ZMQ_SUB, 0, self._hwm)
         try:
-            self._subscribe_and_sync(s, endpoint, qid, deadline)
+            self._subscribe_and_sync(s, endpoint, qid, deadline, owner)
         except BaseException:
             zmq_close(s)
             raise
@@ -546,7 +575,7 @@ cdef class Engine:
         self._rebuild_items()
 
     cdef int _subscribe_and_sync(self, void *s, str endpoint, Py_ssize_t qid,
-                                 double deadline) except -1:
+                                 double deadline, Engine owner=None) except -1:
         cdef bytes topic = _SYNC_PREFIX + os.urandom(16)
         cdef bytes ep = endpoint.encode()
         if zmq_connect(s, ep) != 0:
@@ -558,9 +587,12 @@ cdef class Engine:
         cdef int rc, more
         cdef bytes first
         while True:
-            # answer our own listeners' syncs too: we may be waiting on one
-            # of our own exchanges through TCP
+            # answer our own listeners' syncs too, and those of the
+            # exchange's owner when it is another instance of this thread:
+            # it cannot be inside a call of its own while we wait here
             self._service()
+            if owner is not None and not owner.closed and owner.owner == self.owner:
+                owner._service()
             item.socket = s
             item.fd = 0
             item.events = ZMQ_POLLIN
@@ -693,7 +725,7 @@ cdef class Engine:
 
     # ---- send -------------------------------------------------------------
 
-    def send(self, Py_ssize_t eid, msg, timeout=None, bint block=True):
+    def send(self, object eid, msg, timeout=None, bint block=True):
         """Send msg (bytes or any contiguous buffer) on exchange eid.
 
         Fan-out: every queue bound to the exchange gets one copy; with no
@@ -703,7 +735,7 @@ cdef class Engine:
         waiting.  Returns True once sent.
         """
         self._check()
-        cdef ExchangeSlot *e = self._exchange(eid)
+        cdef ExchangeSlot *e = self._exchange(_id(eid, "exchange"))
         cdef const char *data
         cdef Py_ssize_t size
         cdef Py_buffer view
@@ -877,13 +909,14 @@ cdef class Engine:
             self._wait(self.sitems, n, deadline, 0)
             self._service()
 
-    def send_many(self, Py_ssize_t eid, messages, timeout=None):
+    def send_many(self, object eid_obj, messages, timeout=None):
         """Send every message of an iterable on exchange eid, in order.
 
         The same as calling send() for each, without a Python call per
         message.  timeout bounds each wait for room; returns the count sent.
         """
         self._check()
+        cdef Py_ssize_t eid = _id(eid_obj, "exchange")
         cdef ExchangeSlot *e = self._exchange(eid)
         cdef void *only = NULL
         cdef Py_ssize_t n = 0
@@ -1095,10 +1128,17 @@ cdef class Engine:
         finally:
             zmq_msg_close(&msg)
 
-    def receive_many(self, Py_ssize_t max_count, timeout=None):
+    def receive_many(self, object max_count_obj, timeout=None):
         """Up to max_count messages: waits (up to timeout) for the first,
         then takes whatever else is already there.  Returns a list."""
         self._check()
+        cdef Py_ssize_t max_count
+        try:
+            max_count = max_count_obj
+        except OverflowError:
+            if max_count_obj < 0:
+                raise ValueError(f"max_count must be >= 1, not {max_count_obj}") from None
+            max_count = PY_SSIZE_T_MAX      # "up to": as many as there are
         if max_count < 1:
             raise ValueError(f"max_count must be >= 1, not {max_count}")
         cdef list out = []
@@ -1124,7 +1164,7 @@ cdef class Engine:
 
     # ---- relays: binding two remote global objects --------------------------
 
-    def _relay(self, str exchange_endpoint, str queue_endpoint, timeout):
+    def _relay(self, str exchange_endpoint, str queue_endpoint, timeout, Engine owner=None):
         """Bind a remote exchange to a remote queue through this process.
 
         A SUB on the exchange's listener (synced as in _queue_subscribe) and a
@@ -1145,7 +1185,7 @@ cdef class Engine:
             ep = queue_endpoint.encode()
             if zmq_connect(relay.push, ep) != 0:
                 _raise_zmq(f"cannot connect to {queue_endpoint}")
-            self._subscribe_and_sync(relay.sub, exchange_endpoint, 0, deadline)
+            self._subscribe_and_sync(relay.sub, exchange_endpoint, 0, deadline, owner)
         except BaseException:
             relay.close_sockets()
             raise
@@ -1202,13 +1242,14 @@ cdef class Engine:
         self.sitems = NULL
         self.nex = self.nq = self.nitems = self.ninputs = 0
 
-    def _fds(self, Py_ssize_t eid=0):
+    def _fds(self, object eid_obj=0):
         """The libzmq signalling fds an event loop should watch to wait for a
         receive (every queue socket and listener) or, with eid, for room to
         send on that exchange (its PUSHes and every listener).  An fd turns
         readable when its socket has news; a non-blocking call on that socket
         (or serve(0) for listeners) then takes the news in."""
         self._check()
+        cdef Py_ssize_t eid = _id(eid_obj, "exchange") if eid_obj else 0
         cdef int first = self.ninputs if eid else 0
         cdef list out = [self.fds[i].fd for i in range(first, self.nitems)]
         cdef ExchangeSlot *e

@@ -25,7 +25,7 @@ class Peer:
         self.lines = queue.Queue()
         self.stderr = []
         threading.Thread(target=self._read, args=(self.proc.stdout, self.lines.put), daemon=True).start()
-        threading.Thread(target=self._read, args=(self.proc.stderr, self.stderr.append), daemon=True).start()
+        threading.Thread(target=self._read, args=(self.proc.stderr, self._keep_err), daemon=True).start()
 
     @staticmethod
     def _read(stream, put):
@@ -47,6 +47,10 @@ class Peer:
                                      f"stderr: {self.err()}")
             if line.startswith(prefix):
                 return line[len(prefix):].strip()
+
+    def _keep_err(self, line):
+        if line is not None:
+            self.stderr.append(line)
 
     def tell(self, line):
         self.proc.stdin.write(line + "\n")

@@ -103,8 +103,9 @@ def test_instance_belongs_to_its_thread():
 
 
 def test_instances_side_by_side_in_threads(directory):
-    """Four threads, each its own instance: a ring over global queues."""
-    n_threads, n_msgs = 4, 5000
+    """Four threads, each its own instance: a ring over global queues, wired
+    through inproc (one shared context), 100,000 messages in all."""
+    n_threads, n_msgs = 4, 25_000
     ready = threading.Barrier(n_threads)
     results = {}
 
@@ -114,9 +115,13 @@ def test_instances_side_by_side_in_threads(directory):
             eid = zmq.create_exchange(f"X{i}")
             ready.wait(10)
             zmq.bind(f"X{i}", f"T{(i + 1) % n_threads}")
-            for k in range(n_msgs):
-                zmq.send(eid, b"%d:%d" % (i, k))
-            got = [zmq.receive(timeout=10) for _ in range(n_msgs)]
+            got = []
+            # in chunks smaller than a binding's high-water mark: a ring where
+            # everyone sends everything first would wait on itself
+            for start in range(0, n_msgs, 500):
+                for k in range(start, start + 500):
+                    zmq.send(eid, b"%d:%d" % (i, k), timeout=10)
+                got += [zmq.receive(timeout=10) for _ in range(500)]
             results[i] = got
             ready.wait(10)     # stay alive until everyone has received
 
@@ -128,3 +133,24 @@ def test_instances_side_by_side_in_threads(directory):
     for i in range(n_threads):
         sender = (i - 1) % n_threads
         assert results[i] == [b"%d:%d" % (sender, k) for k in range(n_msgs)]
+
+
+def test_instances_of_one_process_wire_through_inproc(directory):
+    from pyzmq.wiring import _endpoint
+    with pyzmq.ZMQ(directory) as a, pyzmq.ZMQ(directory) as b:
+        eid_a = a.create_exchange("GX", pyzmq.SCOPE_GLOBAL, "127.0.0.1:0")
+        a.create_queue("GQ", pyzmq.SCOPE_GLOBAL, "127.0.0.1:0")
+        assert _endpoint(a._objects["GX"].address).startswith("inproc://")
+        assert _endpoint(a._objects["GQ"].address).startswith("inproc://")
+        # b in the same thread binds a's global exchange: a is served by b's
+        # bind itself, since a cannot be inside a call of its own meanwhile
+        b.create_queue("BQ")
+        b.bind("GX", "BQ")
+        eid_b = b.create_exchange("BX")
+        b.bind("BX", "GQ")
+        a.send(eid_a, b"a->b")
+        b.send(eid_b, b"b->a")
+        assert b.receive(timeout=2) == b"a->b"
+        assert a.receive(timeout=2) == b"b->a"
+        address = a._objects["GQ"].address
+    assert _endpoint(address) == f"tcp://{address}"
