@@ -156,10 +156,14 @@ def local_thr(argv=None):
                 got = receive_many(min(a.batch, left))
                 left -= len(got)
             last = got[-1] if count > 1 else first
+        elif copy:
+            last = first
+            for _ in range(count - 1):
+                last = receive()
         else:
             last = first
             for _ in range(count - 1):
-                last = receive(copy=copy)
+                last = receive(None, True, False)       # copy=False, no keyword parsing
         elapsed = time.perf_counter() - start
         _check_size(last, size)
     # the first message starts the clock; like libzmq's local_thr (and our C
