@@ -32,8 +32,8 @@ Every case runs real processes against a real zmq_server on 127.0.0.1:
   binds must work.
 
 ``--stall SECONDS`` makes the consumer of the two cross-process kinds stop
-for that long a tenth of the way in instead (a stall longer than the 3 s
-ZMTP heartbeat timeout shows the loss described in docs/reliability.md).
+for that long a tenth of the way in instead (a stall longer than 3 s is what
+lost messages when the sockets used ZMTP heartbeats; see docs/reliability.md).
 
 Exit status 0 when every case kept its promise, 1 otherwise.  The test
 suite (tests/test_reliability.py) runs the same cases with smaller counts.
@@ -334,7 +334,7 @@ def run_remote(directory, kind, n, size=512, hwm=1000, pause=0.005, every=1000,
     """One stream across two processes; returns (producer, consumer) figures.
 
     stall: "until-timeout" (the consumer stops half-way until the producer's
-    send has timed out, at most 2.5 s: under the 3 s ZMTP heartbeat timeout),
+    send has timed out, at most 2.5 s),
     a number of seconds (it stops that long a tenth of the way in), or None.
     """
     limit = max(60, n / 10_000)

@@ -77,13 +77,12 @@ def test_consumer_stalled_for_five_seconds_loses_nothing(directory, kind):
     """A consumer that stops reading for 5 s (a GC pause, a slow disk, a
     debugger) must find every message waiting when it comes back.
 
-    Fails since d41f49d (ZMTP heartbeats, timeout 3 s, on every socket):
-    a receiver whose pipe is full stops reading its TCP connection, so it
-    never sees the peer's PONGs; its heartbeat times out and libzmq drops
-    the connection with whatever the kernel buffers held (to_remote_queue:
-    a gap in the sequence), or aborts in stream_engine_base.cpp
-    'Assertion failed: _input_stopped' (from_remote_exchange: the consumer
-    dies).  libzmq issue 3937, PR 4830."""
+    This failed while the sockets used ZMTP heartbeats (timeout 3 s): a
+    receiver whose pipe is full stops reading its TCP connection, misses the
+    peer's PONGs and libzmq dropped the connection with what the kernel held
+    (a gap in the sequence), or aborted in stream_engine_base.cpp (libzmq
+    #3937).  TCP keepalive, which the kernel answers, replaced them.
+    """
     produced, consumed = soak.run_remote(directory, kind, 100_000, hwm=1000,
                                          stall=5.0, recv_timeout=5)
     assert consumed["received"] == 100_000
