@@ -26,6 +26,7 @@ cdef extern from "zmq.h" nogil:
         ZMQ_XPUB
         ZMQ_XSUB
         ZMQ_PAIR
+        ZMQ_REP
 
     # socket options
     enum:
@@ -64,6 +65,11 @@ cdef extern from "zmq.h" nogil:
         ZMQ_SNDMORE
         ZMQ_POLLIN
         ZMQ_POLLOUT
+
+    # socket monitor events
+    enum:
+        ZMQ_EVENT_HANDSHAKE_FAILED_AUTH
+        ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL
 
     # context options
     enum:
@@ -115,7 +121,11 @@ cdef extern from "zmq.h" nogil:
         short revents
     int zmq_poll(zmq_pollitem_t *items, int nitems, long timeout)
 
+    int zmq_socket_monitor(void *s, const char *addr, int events)
+
     int zmq_proxy_steerable(void *frontend, void *backend, void *capture, void *control)
 
     int zmq_curve_keypair(char *z85_public_key, char *z85_secret_key)
     int zmq_curve_public(char *z85_public_key, const char *z85_secret_key)
+    unsigned char *zmq_z85_decode(unsigned char *dest, const char *string)
+    char *zmq_z85_encode(char *dest, const unsigned char *data, size_t size)

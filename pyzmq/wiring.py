@@ -7,6 +7,8 @@ directory (``zmq_server``) about global names; the sockets and the hot path
 """
 
 import atexit
+import itertools
+import os
 import threading
 import weakref
 from dataclasses import dataclass, field
@@ -34,6 +36,36 @@ _live = weakref.WeakSet()
 # a binder in this process connects to them through inproc, not TCP.
 _here = {}                  # "IP:port" -> (weakref to owner, inproc endpoint)
 _here_lock = threading.Lock()
+
+_zap_serial = itertools.count(1)
+
+
+def _check_curve_args(secret_key, allowed_keys):
+    """Validate secret_key/allowed_keys; returns (secret, [32-byte keys] or None)."""
+    if secret_key is None:
+        if allowed_keys is not None:
+            raise ValueError("allowed_keys needs secret_key: only an instance whose "
+                             "listeners are CURVE servers can check client keys")
+        return None, None
+    _zmq._check_z85_key(secret_key, "secret_key")
+    if not _zmq.has("curve"):
+        raise Error("secret_key given, but this libzmq was built without CURVE")
+    _zmq.curve_public(secret_key)       # ValueError if it is not a key
+    if allowed_keys is None:
+        return secret_key, None
+    if isinstance(allowed_keys, (str, bytes)):
+        raise ValueError("allowed_keys must be an iterable of public keys (Z85 str), "
+                         "not a single str or bytes")
+    try:
+        keys = list(allowed_keys)
+    except TypeError:
+        raise TypeError(f"allowed_keys must be an iterable of public keys (Z85 str) or "
+                        f"None, not {type(allowed_keys).__name__}") from None
+    decoded = []
+    for k in keys:
+        _zmq._check_z85_key(k, "allowed key")
+        decoded.append(_zmq._z85_decode(k))
+    return secret_key, decoded
 
 
 @dataclass
@@ -96,10 +128,16 @@ class ZMQ(_zmq.Engine):
       linger: seconds close() lets queued outgoing messages drain.
       bind_timeout: seconds bind() waits for a remote exchange's owner to
         confirm the binding.
+      secret_key: this instance's CURVE secret key (Z85, 40 characters); its
+        global objects' listeners then encrypt, and their public key is
+        registered in the directory (see docs/security.md).
+      allowed_keys: client public keys (Z85) allowed to connect to this
+        instance's listeners; None allows any CURVE client.
     """
 
     def __init__(self, hostname=None, *, timeout=5.0, hwm=1000, linger=1.0,
-                 bind_timeout=10.0):
+                 bind_timeout=10.0, secret_key=None, allowed_keys=None):
+        self._zap_domain = None
         self._timeout = _check_seconds(timeout, "timeout")
         self._bind_timeout = _check_seconds(bind_timeout, "bind_timeout")
         linger = _check_seconds(linger, "linger")
@@ -109,6 +147,7 @@ class ZMQ(_zmq.Engine):
             raise ValueError(f"hwm must be from 0 (no limit) to 2**31-1 messages, not {hwm}")
         if linger > 86400:
             raise ValueError(f"linger must be at most a day (86400 s), not {linger}")
+        secret_key, allowed = _check_curve_args(secret_key, allowed_keys)
         self._configure(hwm, int(linger * 1000))
         self._objects = {}
         self._exchange_ids = {}
@@ -120,6 +159,16 @@ class ZMQ(_zmq.Engine):
                                 f"not {type(hostname).__name__}")
             from pyzmq.directory import DirectoryClient
             self._directory = DirectoryClient(hostname, timeout=self._timeout)
+        if secret_key is not None:
+            domain = f"pyzmq-wiring/{os.getpid()}/{next(_zap_serial)}"
+            self._curve_setup(secret_key, domain)
+            try:
+                _zmq._zap_allow(domain.encode(), allowed)
+            except BaseException:
+                if self._directory is not None:
+                    self._directory.close()
+                raise
+            self._zap_domain = domain
         _live.add(self)
 
     # ---- context manager, closing -----------------------------------------
@@ -155,6 +204,8 @@ class ZMQ(_zmq.Engine):
                 for address in [a for a, (ref, _) in _here.items() if ref() is self]:
                     del _here[address]
             self._close()
+            if getattr(self, "_zap_domain", None):
+                _zmq._zap_forget(self._zap_domain.encode())
             _live.discard(self)
 
     def __del__(self):
@@ -234,7 +285,8 @@ class ZMQ(_zmq.Engine):
                         f"({e})", e.errno) from None
         address = where.advertised(bound, self._directory.local_ip)
         try:
-            self._directory.register(_KIND_CODE[obj.kind], obj.name, address)
+            self._directory.register(_KIND_CODE[obj.kind], obj.name, address,
+                                     key=self._curve_public_key())
         except BaseException:
             if obj.kind == "exchange":
                 self._exchange_unlisten(obj.id)
@@ -266,18 +318,21 @@ class ZMQ(_zmq.Engine):
         q = self._own(queue_name, "queue")
         if (exchange_name, queue_name) in self._bindings:
             return
-        ex_addr = None if ex else self._lookup(exchange_name, "exchange")
-        q_addr = None if q else self._lookup(queue_name, "queue")
+        ex_addr, ex_key = (None, None) if ex else self._lookup(exchange_name, "exchange")
+        q_addr, q_key = (None, None) if q else self._lookup(queue_name, "queue")
         if ex and q:
             self._exchange_connect(ex.id, self._queue_connectable(q.id))
         elif ex:
-            self._exchange_connect(ex.id, _endpoint(q_addr))
+            self._exchange_connect(ex.id, *_target(q_addr, q_key))
         elif q:
-            self._queue_subscribe(q.id, _endpoint(ex_addr), self._bind_timeout,
-                                  _owner_here(ex_addr))
+            ex_ep, ex_key = _target(ex_addr, ex_key)
+            self._queue_subscribe(q.id, ex_ep, self._bind_timeout,
+                                  _owner_here(ex_addr), ex_key)
         else:
-            self._relay(_endpoint(ex_addr), _endpoint(q_addr), self._bind_timeout,
-                        _owner_here(ex_addr))
+            q_ep, q_key = _target(q_addr, q_key)
+            ex_ep, ex_key = _target(ex_addr, ex_key)
+            self._relay(ex_ep, q_ep, self._bind_timeout, _owner_here(ex_addr),
+                        ex_key, q_key)
         self._bindings.append((exchange_name, queue_name))
 
     def _own(self, name, kind):
@@ -292,10 +347,10 @@ class ZMQ(_zmq.Engine):
         if self._directory is None:
             raise Error(f"unknown {kind} {name!r}: it is not in this instance, and "
                         "this instance has no directory to look global names up in")
-        code, address, _key = self._directory.lookup(name)
+        code, address, key = self._directory.lookup(name)
         if _KIND_NAME.get(code) != kind:
             raise Error(f"global name {name!r} is {_a(_KIND_NAME.get(code, code))}, not {_a(kind)}")
-        return address
+        return address, key or None
 
     # ---- looking at it ----------------------------------------------------
 
@@ -344,6 +399,15 @@ def _endpoint(address):
     """Where to connect for a global object: inproc when an instance of this
     process owns it, else TCP."""
     return _here_entry(address)[1] or f"tcp://{address}"
+
+
+def _target(address, key):
+    """(endpoint, CURVE server key or None) to connect to a global object:
+    inproc (never encrypted) when an instance of this process owns it."""
+    inproc = _here_entry(address)[1]
+    if inproc:
+        return inproc, None
+    return f"tcp://{address}", key
 
 
 def _close_all_at_exit():

@@ -42,6 +42,8 @@ cdef extern from "poll.h" nogil:
 
 cdef extern from "errno.h":
     int errno
+    enum:
+        EACCES
 
 cdef extern from "zerocopy.h":
     ctypedef struct zw_loan:
@@ -125,9 +127,194 @@ def _term_context():
     cdef void *ctx = _ctx
     if ctx == NULL or _ctx_pid != os.getpid():
         return
+    _zap_stop()     # its REP socket would hold zmq_ctx_term forever
     _ctx = NULL
     with nogil:
         zmq_ctx_term(ctx)
+
+
+# --------------------------------------------------------------------------
+# CURVE keys and the ZAP handler (one per process, in the shared context)
+
+_Z85_CHARS = frozenset("0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ.-:+=^!/*?&<>()[]{}@%$#")
+
+
+def _check_z85_key(key, str what):
+    """A CURVE key in Z85 (str of 40 characters) or ValueError/TypeError."""
+    if not isinstance(key, str):
+        raise ValueError(f"{what} must be a str of 40 Z85 characters, not {type(key).__name__}")
+    if len(key) != 40:
+        raise ValueError(f"{what} must be 40 Z85 characters (a CURVE key), "
+                         f"not {len(key)} characters")
+    bad = next((ch for ch in key if ch not in _Z85_CHARS), None)
+    if bad is not None:
+        raise ValueError(f"{what} holds {bad!r}, which is not a Z85 character")
+    return key
+
+
+cdef int _need_curve() except -1:
+    if not zmq_has(b"curve"):
+        raise Error("this libzmq was built without CURVE security", EINVAL)
+    return 0
+
+
+def curve_keypair():
+    """A new CURVE keypair: (public, secret), each 40 Z85 characters."""
+    _need_curve()
+    cdef char pub[41]
+    cdef char sec[41]
+    if zmq_curve_keypair(pub, sec) != 0:
+        _raise_zmq("cannot make a CURVE keypair")
+    return pub[:40].decode("ascii"), sec[:40].decode("ascii")
+
+
+def curve_public(secret):
+    """The CURVE public key (Z85) that belongs to a secret key (Z85)."""
+    _check_z85_key(secret, "secret key")
+    _need_curve()
+    cdef bytes sec = secret.encode("ascii")
+    cdef char pub[41]
+    if zmq_curve_public(pub, sec) != 0:
+        raise ValueError("secret key is not a valid Z85 CURVE key")
+    return pub[:40].decode("ascii")
+
+
+def _z85_decode(key):
+    """The 32 bytes a Z85 key stands for."""
+    _check_z85_key(key, "key")
+    cdef bytes k = key.encode("ascii")
+    cdef unsigned char out[32]
+    if zmq_z85_decode(out, k) == NULL:
+        raise ValueError(f"{key!r} is not a valid Z85 key")
+    return out[:32]
+
+
+cdef class _Zap:
+    """The process's ZAP handler: a REP socket at inproc://zeromq.zap.01
+    answered by a daemon thread, allowing a CURVE client key per ZAP domain
+    (one domain per instance with a secret key)."""
+    cdef void *rep
+    cdef void *ctl          # read by the thread: any message stops it
+    cdef void *ctl_peer     # written by _zap_stop
+    cdef object thread
+    cdef dict policy        # domain (bytes) -> None (any key) or frozenset of 32-byte keys
+    cdef long pid
+
+    def run(self):
+        cdef zmq_pollitem_t items[2]
+        cdef int rc
+        try:
+            while True:
+                items[0].socket = self.rep
+                items[0].fd = 0
+                items[0].events = ZMQ_POLLIN
+                items[0].revents = 0
+                items[1].socket = self.ctl
+                items[1].fd = 0
+                items[1].events = ZMQ_POLLIN
+                items[1].revents = 0
+                with nogil:
+                    rc = zmq_poll(items, 2, -1)
+                if rc < 0:
+                    if zmq_errno() == EINTR:
+                        continue
+                    break
+                if items[1].revents:
+                    break
+                if items[0].revents:
+                    self._answer()
+        finally:
+            zmq_close(self.rep)
+            zmq_close(self.ctl)
+            self.rep = self.ctl = NULL
+
+    cdef int _answer(self) except -1:
+        cdef zmq_msg_t m
+        cdef list frames = []
+        cdef int more = 1
+        while more:
+            zmq_msg_init(&m)
+            if zmq_msg_recv(&m, self.rep, ZMQ_DONTWAIT) < 0:
+                zmq_msg_close(&m)
+                if not frames:
+                    return 0
+                break
+            frames.append(PyBytes_FromStringAndSize(<char *>zmq_msg_data(&m), zmq_msg_size(&m)))
+            more = zmq_msg_more(&m)
+            zmq_msg_close(&m)
+        if len(frames) < 6:
+            return 0            # not a ZAP request; REP needs no reply to drop it
+        reqid, domain, mechanism = frames[1], frames[2], frames[5]
+        ok = False
+        if mechanism == b"CURVE" and len(frames) >= 7 and domain in self.policy:
+            allowed = self.policy.get(domain)
+            ok = allowed is None or frames[6] in allowed
+        reply = [b"1.0", reqid, b"200" if ok else b"400",
+                 b"OK" if ok else b"client key not allowed", b"", b""]
+        cdef bytes f
+        cdef int i
+        for i in range(6):
+            f = reply[i]
+            zmq_send(self.rep, <char *>f, len(f), ZMQ_SNDMORE if i < 5 else 0)
+        return 0
+
+
+cdef _Zap _zap = None
+
+
+def _zap_allow(domain, allowed):
+    """Start the ZAP handler if needed; set domain's policy (None: any key,
+    else an iterable of 32-byte client keys)."""
+    global _zap
+    cdef _Zap z = _zap
+    cdef long pid = os.getpid()
+    if z is None or z.pid != pid:
+        z = _Zap()
+        z.pid = pid
+        z.policy = {}
+        try:
+            z.rep = zmq_socket(_context(), ZMQ_REP)
+            z.ctl = zmq_socket(_context(), ZMQ_PAIR)
+            z.ctl_peer = zmq_socket(_context(), ZMQ_PAIR)
+            if z.rep == NULL or z.ctl == NULL or z.ctl_peer == NULL:
+                _raise_zmq("cannot create the ZAP handler's sockets")
+            _bind(z.rep, "inproc://zeromq.zap.01")
+            ep = f"inproc://pyzmq-wiring/{pid}/zap-control"
+            _bind(z.ctl, ep)
+            if zmq_connect(z.ctl_peer, ep.encode()) != 0:
+                _raise_zmq("cannot connect the ZAP handler's control socket")
+        except BaseException:
+            for p in (<size_t>z.rep, <size_t>z.ctl, <size_t>z.ctl_peer):
+                if p:
+                    zmq_close(<void *>p)
+            raise
+        z.thread = threading.Thread(target=z.run, daemon=True, name="pyzmq-wiring ZAP")
+        z.thread.start()
+        _zap = z
+    z.policy[domain] = None if allowed is None else frozenset(allowed)
+
+
+def _zap_forget(domain):
+    if _zap is not None:
+        _zap.policy.pop(domain, None)
+
+
+def _zap_running():
+    return _zap is not None and _zap.pid == os.getpid() and _zap.thread is not None
+
+
+def _zap_stop():
+    """Stop the ZAP thread and close its sockets (before zmq_ctx_term)."""
+    global _zap
+    cdef _Zap z = _zap
+    _zap = None
+    if z is None or z.pid != os.getpid():
+        return
+    zmq_send(z.ctl_peer, b"STOP", 4, 0)
+    z.thread.join(5)
+    zmq_close(z.ctl_peer)
+    z.ctl_peer = NULL
+    z.thread = None
 
 
 def _collect_loans():
@@ -307,6 +494,10 @@ cdef class Engine:
     cdef dict pending_syncs         # eid -> [topic, ...] still to answer
     cdef str prefix                 # inproc endpoint prefix of this instance
     cdef object _relays             # running relay threads (both sides remote)
+    cdef bytes _cpub                # CURVE keypair (Z85), or None: made when needed
+    cdef bytes _csec
+    cdef bint _cserver              # listeners are CURVE servers with that key
+    cdef bytes _zap_domain
 
     def __cinit__(self, *args, **kwargs):
         global _engine_serial
@@ -324,6 +515,45 @@ cdef class Engine:
         self._close_all()
 
     # ---- configuration, checks -------------------------------------------
+
+    def _curve_setup(self, secret, str domain):
+        """Make this instance's listeners CURVE servers with this secret key
+        (Z85), under ZAP domain `domain`."""
+        public = curve_public(secret)
+        self._csec = secret.encode("ascii")
+        self._cpub = public.encode("ascii")
+        self._cserver = True
+        self._zap_domain = domain.encode()
+        return public
+
+    def _curve_public_key(self):
+        """The public key registered with global objects ("" without CURVE)."""
+        return self._cpub.decode("ascii") if self._cserver else ""
+
+    cdef int _curve_server_opts(self, void *s) except -1:
+        cdef int one = 1
+        if not self._cserver:
+            return 0
+        if (zmq_setsockopt(s, ZMQ_ZAP_DOMAIN, <char *>self._zap_domain, len(self._zap_domain)) != 0
+                or zmq_setsockopt(s, ZMQ_CURVE_SERVER, &one, sizeof(int)) != 0
+                or zmq_setsockopt(s, ZMQ_CURVE_SECRETKEY, <char *>self._csec, 40) != 0):
+            _raise_zmq("cannot make a CURVE server socket")
+        return 0
+
+    cdef int _curve_client_opts(self, void *s, object serverkey) except -1:
+        """Make s a CURVE client of serverkey (Z85 str), unless it is None/""."""
+        if not serverkey:
+            return 0
+        if self._cpub is None:
+            pub, sec = curve_keypair()      # ephemeral, for this instance
+            self._cpub = pub.encode("ascii")
+            self._csec = sec.encode("ascii")
+        cdef bytes sk = _check_z85_key(serverkey, "server key").encode("ascii")
+        if (zmq_setsockopt(s, ZMQ_CURVE_SERVERKEY, <char *>sk, 40) != 0
+                or zmq_setsockopt(s, ZMQ_CURVE_PUBLICKEY, <char *>self._cpub, 40) != 0
+                or zmq_setsockopt(s, ZMQ_CURVE_SECRETKEY, <char *>self._csec, 40) != 0):
+            _raise_zmq("cannot make a CURVE client socket")
+        return 0
 
     def _configure(self, int hwm, int linger_ms):
         if hwm < 0:
@@ -449,6 +679,7 @@ cdef class Engine:
         cdef int one = 1
         zmq_setsockopt(s, ZMQ_XPUB_NODROP, &one, sizeof(int))
         try:
+            self._curve_server_opts(s)
             endpoint = _bind(s, endpoint)
             # instances of this process bind through inproc instead of TCP
             _bind(s, self._exchange_inproc(eid))
@@ -471,12 +702,18 @@ cdef class Engine:
             self.pending_syncs.pop(eid, None)
             self._rebuild_items()
 
-    def _exchange_connect(self, Py_ssize_t eid, str endpoint):
-        """Give exchange eid a new PUSH connected to a queue's endpoint."""
+    def _exchange_connect(self, Py_ssize_t eid, str endpoint, serverkey=None):
+        """Give exchange eid a new PUSH connected to a queue's endpoint (a
+        CURVE client of serverkey when given)."""
         self._check()
         cdef ExchangeSlot *e = self._exchange(eid)
         cdef void *s = self._socket(ZMQ_PUSH, self._linger_ms, self._hwm)
         cdef bytes ep = endpoint.encode()
+        try:
+            self._curve_client_opts(s, serverkey)
+        except BaseException:
+            zmq_close(s)
+            raise
         if zmq_connect(s, ep) != 0:
             err = zmq_errno()
             zmq_close(s)
@@ -543,7 +780,9 @@ cdef class Engine:
     def _queue_listen(self, Py_ssize_t qid, str endpoint):
         """Make queue qid's PULL also listen at a TCP endpoint."""
         self._check()
-        return _bind(self._queue_pull(qid), endpoint)
+        cdef void *s = self._queue_pull(qid)
+        self._curve_server_opts(s)
+        return _bind(s, endpoint)
 
     def _queue_unlisten(self, Py_ssize_t qid, str endpoint):
         """Undo _queue_listen (its registration failed)."""
@@ -552,7 +791,8 @@ cdef class Engine:
         if q.pull != NULL:
             zmq_unbind(q.pull, ep)
 
-    def _queue_subscribe(self, Py_ssize_t qid, str endpoint, timeout, Engine owner=None):
+    def _queue_subscribe(self, Py_ssize_t qid, str endpoint, timeout, Engine owner=None,
+                         serverkey=None):
         """Bind a remote global exchange, listening at endpoint, to queue qid.
 
         Connects a SUB, subscribes to everything and then to a unique sync
@@ -564,7 +804,8 @@ cdef class Engine:
         cdef double deadline = _deadline(timeout)
         cdef void *s = self._socket(ZMQ_SUB, 0, self._hwm)
         try:
-            self._subscribe_and_sync(s, endpoint, qid, deadline, owner)
+            self._curve_client_opts(s, serverkey)
+            self._subscribe_and_sync(s, endpoint, qid, deadline, owner, bool(serverkey))
         except BaseException:
             zmq_close(s)
             raise
@@ -575,14 +816,29 @@ cdef class Engine:
         self._rebuild_items()
 
     cdef int _subscribe_and_sync(self, void *s, str endpoint, Py_ssize_t qid,
-                                 double deadline, Engine owner=None) except -1:
+                                 double deadline, Engine owner=None,
+                                 bint curve=False) except -1:
+        cdef void *mon = NULL
+        if curve:
+            mon = _monitor(s, f"{self.prefix}/mon{_next_serial()}")
+        try:
+            return self._subscribe_and_sync_mon(s, endpoint, qid, deadline, owner, curve, mon)
+        finally:
+            if mon != NULL:
+                zmq_socket_monitor(s, NULL, 0)
+                zmq_close(mon)
+
+    cdef int _subscribe_and_sync_mon(self, void *s, str endpoint, Py_ssize_t qid,
+                                     double deadline, Engine owner, bint curve,
+                                     void *mon) except -1:
         cdef bytes topic = _SYNC_PREFIX + os.urandom(16)
         cdef bytes ep = endpoint.encode()
+        cdef zmq_pollitem_t items[2]
+        cdef int status
         if zmq_connect(s, ep) != 0:
             _raise_zmq(f"cannot connect to {endpoint}")
         zmq_setsockopt(s, ZMQ_SUBSCRIBE, b"", 0)
         zmq_setsockopt(s, ZMQ_SUBSCRIBE, <char *>topic, len(topic))
-        cdef zmq_pollitem_t item
         cdef zmq_msg_t msg
         cdef int rc, more
         cdef bytes first
@@ -593,16 +849,28 @@ cdef class Engine:
             self._service()
             if owner is not None and not owner.closed and owner.owner == self.owner:
                 owner._service()
-            item.socket = s
-            item.fd = 0
-            item.events = ZMQ_POLLIN
-            item.revents = 0
-            if self._wait(&item, 1, deadline, 0.05) == 0:
+            items[0].socket = s
+            items[0].fd = 0
+            items[0].events = ZMQ_POLLIN
+            items[0].revents = 0
+            items[1].socket = mon
+            items[1].fd = 0
+            items[1].events = ZMQ_POLLIN
+            items[1].revents = 0
+            if self._wait(items, 2 if mon != NULL else 1, deadline, 0.05) == 0:
                 if deadline >= 0 and _now() >= deadline:
                     raise Timeout(f"the exchange at {endpoint} did not confirm the "
                                   "binding in time (is its owner alive and "
-                                  "calling receive() or send()?)")
+                                  "calling receive() or send()?"
+                                  + (" Does it allow this instance's CURVE key?"
+                                     if curve else "") + ")")
                 continue
+            if mon != NULL and items[1].revents:
+                status = _auth_failure(mon)
+                if status:
+                    raise Error(f"the exchange at {endpoint} refused this instance's "
+                                f"CURVE key (ZAP status {status}): is it in the "
+                                "owner's allowed_keys?", EACCES)
             while True:
                 zmq_msg_init(&msg)
                 rc = zmq_msg_recv(&msg, s, ZMQ_DONTWAIT)
@@ -1164,7 +1432,8 @@ cdef class Engine:
 
     # ---- relays: binding two remote global objects --------------------------
 
-    def _relay(self, str exchange_endpoint, str queue_endpoint, timeout, Engine owner=None):
+    def _relay(self, str exchange_endpoint, str queue_endpoint, timeout, Engine owner=None,
+               exchange_key=None, queue_key=None):
         """Bind a remote exchange to a remote queue through this process.
 
         A SUB on the exchange's listener (synced as in _queue_subscribe) and a
@@ -1183,9 +1452,12 @@ cdef class Engine:
             if zmq_bind(relay.ctl, ep) != 0 or zmq_connect(relay.ctl_peer, ep) != 0:
                 _raise_zmq("cannot set up the relay's control pair")
             ep = queue_endpoint.encode()
+            self._curve_client_opts(relay.push, queue_key)
+            self._curve_client_opts(relay.sub, exchange_key)
             if zmq_connect(relay.push, ep) != 0:
                 _raise_zmq(f"cannot connect to {queue_endpoint}")
-            self._subscribe_and_sync(relay.sub, exchange_endpoint, 0, deadline, owner)
+            self._subscribe_and_sync(relay.sub, exchange_endpoint, 0, deadline, owner,
+                                     bool(exchange_key))
         except BaseException:
             relay.close_sockets()
             raise
@@ -1297,6 +1569,57 @@ cdef class _Relay:
 
 # --------------------------------------------------------------------------
 # small helpers
+
+cdef long _monitor_serial = 0
+
+
+cdef long _next_serial():
+    global _monitor_serial
+    _monitor_serial += 1
+    return _monitor_serial
+
+
+cdef void *_monitor(void *s, str endpoint) except NULL:
+    """A PAIR receiving s's CURVE authentication failures (ZAP refusals)."""
+    cdef bytes ep = endpoint.encode()
+    if zmq_socket_monitor(s, ep, ZMQ_EVENT_HANDSHAKE_FAILED_AUTH) != 0:
+        _raise_zmq("cannot monitor a socket")
+    cdef void *m = zmq_socket(_context(), ZMQ_PAIR)
+    cdef int zero = 0
+    if m == NULL:
+        _raise_zmq("cannot create a monitor socket")
+    zmq_setsockopt(m, ZMQ_LINGER, &zero, sizeof(int))
+    if zmq_connect(m, ep) != 0:
+        zmq_close(m)
+        zmq_socket_monitor(s, NULL, 0)
+        _raise_zmq("cannot connect a monitor socket")
+    return m
+
+
+cdef int _auth_failure(void *mon) noexcept:
+    """Read the monitor's pending events; the ZAP status code (e.g. 400) of
+    an authentication failure among them, else 0."""
+    cdef zmq_msg_t m
+    cdef int status = 0, more
+    cdef const unsigned char *d
+    cdef unsigned short event
+    while True:
+        zmq_msg_init(&m)
+        if zmq_msg_recv(&m, mon, ZMQ_DONTWAIT) < 0:
+            zmq_msg_close(&m)
+            return status
+        more = zmq_msg_more(&m)
+        if zmq_msg_size(&m) == 6:
+            d = <const unsigned char *>zmq_msg_data(&m)
+            # native-endian uint16 event, then uint32 value
+            memcpy(&event, d, 2)
+            if event == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH:
+                memcpy(&status, d + 2, 4)
+                if status == 0:
+                    status = 1
+        zmq_msg_close(&m)
+        if more:
+            _drop_rest(mon)
 
 cdef str _bind(void *s, str endpoint):
     """Bind s and return the endpoint libzmq actually bound (ports resolved)."""
