@@ -484,6 +484,7 @@ cdef class Engine:
     cdef unsigned int recvs         # fast-path receives since listeners were serviced
     cdef double serviced_at         # when listeners were last serviced
     cdef int rcvtimeo               # RCVTIMEO last set on the only input socket
+    cdef zmq_msg_t rmsg             # reused by receive()'s fast path
     cdef int single_qid             # the queue of the only input socket
     cdef readonly bint closed
     cdef long owner
@@ -502,6 +503,7 @@ cdef class Engine:
     def __cinit__(self, *args, **kwargs):
         global _engine_serial
         _context()
+        zmq_msg_init(&self.rmsg)
         self.owner = PyThread_get_thread_ident()
         self._hwm = 1000
         self._linger_ms = 1000
@@ -513,6 +515,7 @@ cdef class Engine:
 
     def __dealloc__(self):
         self._close_all()
+        zmq_msg_close(&self.rmsg)
 
     # ---- configuration, checks -------------------------------------------
 
@@ -1333,10 +1336,21 @@ cdef class Engine:
         """
         self._check()
         cdef zmq_msg_t msg
-        cdef int qid
+        cdef int qid, rc
         cdef double deadline
         if self.nstash:
             return self._from_stash(copy)[1]
+        if copy and self.nitems == 1 and self.ninputs == 1:
+            # fast path: one input socket, no listener to serve; the engine's
+            # own message object is reused (zmq_msg_recv closes its old content)
+            rc = zmq_msg_recv(&self.rmsg, self.items[0].socket, ZMQ_DONTWAIT)
+            if rc >= 0 and not zmq_msg_more(&self.rmsg):
+                return PyBytes_FromStringAndSize(<char *>zmq_msg_data(&self.rmsg),
+                                                 zmq_msg_size(&self.rmsg))
+            if rc >= 0:
+                _drop_rest(self.items[0].socket)     # a sync answer, not data
+            elif zmq_errno() != EAGAIN:
+                _raise_zmq("receive")
         if copy:
             zmq_msg_init(&msg)
             deadline = _deadline(timeout) if block else 0.0
