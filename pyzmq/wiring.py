@@ -139,6 +139,8 @@ class ZMQ(_zmq.Engine):
                  bind_timeout=10.0, secret_key=None, allowed_keys=None):
         self._zap_domain = None
         self._timeout = _check_seconds(timeout, "timeout")
+        if self._timeout > 86400:
+            raise ValueError(f"timeout must be at most a day (86400 s), not {timeout}")
         self._bind_timeout = _check_seconds(bind_timeout, "bind_timeout")
         linger = _check_seconds(linger, "linger")
         if isinstance(hwm, bool) or not isinstance(hwm, int):

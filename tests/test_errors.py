@@ -213,3 +213,5 @@ def test_bad_constructor_arguments():
         pyzmq.ZMQ(hwm=-1)
     with pytest.raises(TypeError):
         pyzmq.ZMQ(timeout="soon")
+    with pytest.raises(ValueError, match="at most a day"):
+        pyzmq.ZMQ("localhost", timeout=1e10)
