@@ -1351,6 +1351,15 @@ cdef class Engine:
                 _drop_rest(self.items[0].socket)     # a sync answer, not data
             elif zmq_errno() != EAGAIN:
                 _raise_zmq("receive")
+            elif not block:
+                return None
+            else:
+                # nothing there: wait in the socket itself, without trying
+                # again first (each empty try costs libzmq a syscall)
+                if self._wait_one(&self.rmsg, _deadline(timeout)) == 0:
+                    return self._nothing(block, timeout)
+                return PyBytes_FromStringAndSize(<char *>zmq_msg_data(&self.rmsg),
+                                                 zmq_msg_size(&self.rmsg))
         if copy:
             zmq_msg_init(&msg)
             deadline = _deadline(timeout) if block else 0.0
