@@ -352,6 +352,14 @@ class ZMQ(_zmq.Engine):
         code, address, key = self._directory.lookup(name)
         if _KIND_NAME.get(code) != kind:
             raise Error(f"global name {name!r} is {_a(_KIND_NAME.get(code, code))}, not {_a(kind)}")
+        host = address.rsplit(":", 1)[0]
+        if host.startswith("127.") and not self._directory.local_ip.startswith("127."):
+            # its owner reached the directory through loopback and advertised
+            # that: only its own host can connect, and messages would vanish
+            raise Error(f"global {kind} {name!r} is registered at loopback address "
+                        f"{address}, which this host cannot reach: its owner should "
+                        "reach zmq_server by a network address or give a location "
+                        "with a reachable IP or interface")
         return address, key or None
 
     # ---- looking at it ----------------------------------------------------

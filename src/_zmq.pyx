@@ -593,11 +593,14 @@ cdef class Engine:
         zmq_setsockopt(s, ZMQ_SNDHWM, &hwm, sizeof(int))
         zmq_setsockopt(s, ZMQ_RCVHWM, &hwm, sizeof(int))
         # An idle connection to a host that vanished (no FIN) is dropped by
-        # TCP keepalive after about 5 s; connecting sides then reconnect on
-        # their own.  Not ZMTP heartbeats: libzmq stops reading a connection
-        # whose pipe is full, misses the heartbeat replies and drops the
-        # connection with what the kernel held (lost messages; libzmq #3937).
-        cdef int on = 1, idle = 2, intvl = 1, cnt = 3
+        # TCP keepalive after about 20 s (10 s idle, 5 probes 2 s apart);
+        # connecting sides then reconnect on their own.  A link outage
+        # shorter than that loses nothing; a longer one drops the connection
+        # and what the kernels held for it.  Shorter (5 s) lost messages in
+        # the rig's 8 s outage test.  Not ZMTP heartbeats: libzmq stops
+        # reading a connection whose pipe is full, misses the heartbeat
+        # replies and drops a healthy connection (libzmq #3937).
+        cdef int on = 1, idle = 10, intvl = 2, cnt = 5
         zmq_setsockopt(s, ZMQ_TCP_KEEPALIVE, &on, sizeof(int))
         zmq_setsockopt(s, ZMQ_TCP_KEEPALIVE_IDLE, &idle, sizeof(int))
         zmq_setsockopt(s, ZMQ_TCP_KEEPALIVE_INTVL, &intvl, sizeof(int))
@@ -1115,7 +1118,8 @@ cdef class Engine:
     cdef object _would_block(self, bint block):
         if not block:
             return False
-        raise Timeout("send timed out: a bound queue stayed full (high-water mark)")
+        raise Timeout("send timed out: a bound queue stayed full (at its high-water "
+                      "mark: a slow or stalled consumer, or one that is unreachable)")
 
     cdef int _add_listeners(self, int n) except -1:
         cdef int i
