@@ -555,7 +555,7 @@ def plot(path, meta, rows):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
+    from matplotlib.ticker import FuncFormatter
 
     fig, axes = plt.subplots(1, 2, figsize=(12, 5))
     sizes = sorted({r["size"] for r in rows})
@@ -579,15 +579,7 @@ def plot(path, meta, rows):
                                 yerr=[[r["median"] - r["min"]], [r["max"] - r["median"]]],
                                 marker="*", markersize=13, color=COLORS["wiring"], linestyle="none",
                                 capsize=3, label=f"pyzmq-wiring, batch {meta['batch']}")
-        ax.set_xscale("log", base=2)
-        ax.set_yscale("log")
-        ax.xaxis.set_major_locator(FixedLocator(sizes))
-        ax.xaxis.set_minor_locator(NullLocator())
-        ax.set_xticklabels([_size_label(s) for s in sizes])
-        ax.set_xlabel("message size [B]")
-        ax.set_ylabel(title)
-        ax.set_title(("Latency (one way, lower is better)" if test == "lat"
-                      else "Throughput (higher is better)"))
+        style_axis(ax, test, sizes, title)
         ax.yaxis.set_major_formatter(FuncFormatter(_number_label))
         ax.yaxis.set_minor_formatter(FuncFormatter(
             lambda v, pos: _number_label(v, pos) if str(v)[0] in "25" else ""))
@@ -608,6 +600,20 @@ def _number_label(value, pos=None):
         if value >= div:
             return f"{value / div:g}{suffix}"
     return f"{value:g}"
+
+
+def style_axis(ax, test, sizes, ylabel):
+    """The seed's chart layout for one panel: log-log, sizes as ticks."""
+    from matplotlib.ticker import FixedLocator, NullLocator
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.xaxis.set_major_locator(FixedLocator(sizes))
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.set_xticklabels([_size_label(s) for s in sizes])
+    ax.set_xlabel("message size [B]")
+    ax.set_ylabel(ylabel)
+    ax.set_title("Latency (one way, lower is better)" if test == "lat"
+                 else "Throughput (higher is better)")
 
 
 def _size_label(size):

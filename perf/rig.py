@@ -276,7 +276,7 @@ def write_chart(rows, sizes, path, title, rate_bps=None):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
+    from matplotlib.ticker import FuncFormatter
 
     colors = getattr(bench, "COLORS", {})
     markers = getattr(bench, "MARKERS", {})
@@ -294,15 +294,7 @@ def write_chart(rows, sizes, path, title, rate_bps=None):
         if test == "thr" and rate_bps is not None:
             ax.plot(sizes, [link_limit(s, rate_bps) for s in sizes], "k--", linewidth=1,
                     label=f"link limit ({netns.format_rate(rate_bps)})")
-        ax.set_xscale("log", base=2)
-        ax.set_yscale("log")
-        ax.xaxis.set_major_locator(FixedLocator(sizes))
-        ax.xaxis.set_minor_locator(NullLocator())
-        ax.set_xticklabels([str(s) for s in sizes])
-        ax.set_xlabel("message size [B]")
-        ax.set_ylabel(ylabel)
-        ax.set_title("Latency (one way, lower is better)" if test == "lat"
-                     else "Throughput (higher is better)")
+        bench.style_axis(ax, test, sizes, ylabel)
         label = getattr(bench, "_number_label", lambda v, pos=None: f"{v:g}")
         ax.yaxis.set_major_formatter(FuncFormatter(label))
         ax.yaxis.set_minor_formatter(FuncFormatter(
