@@ -76,6 +76,7 @@ class _Object:
     scope: int
     location: str             # as the user gave it
     style: int = STYLE_DATA_DISTRIBUTION
+    hwm: int = None           # the queue's own mark, if given
     address: str = None       # "IP:port" registered in the directory (global only)
     bound_to: list = field(default_factory=list)
 
@@ -92,6 +93,14 @@ def _check_name(name, what):
     if not isinstance(name, str):
         raise TypeError(f"{what} name must be a str, not {type(name).__name__}")
     validate_name(name)
+
+
+def _check_hwm(hwm):
+    if isinstance(hwm, bool) or not isinstance(hwm, int):
+        raise TypeError(f"hwm must be an int, not {type(hwm).__name__}")
+    if not 0 <= hwm < 2**31:
+        raise ValueError(f"hwm must be from 0 (no limit) to 2**31-1 messages, not {hwm}")
+    return hwm
 
 
 def _check_scope(scope):
@@ -143,10 +152,7 @@ class ZMQ(_zmq.Engine):
             raise ValueError(f"timeout must be at most a day (86400 s), not {timeout}")
         self._bind_timeout = _check_seconds(bind_timeout, "bind_timeout")
         linger = _check_seconds(linger, "linger")
-        if isinstance(hwm, bool) or not isinstance(hwm, int):
-            raise TypeError(f"hwm must be an int, not {type(hwm).__name__}")
-        if not 0 <= hwm < 2**31:
-            raise ValueError(f"hwm must be from 0 (no limit) to 2**31-1 messages, not {hwm}")
+        _check_hwm(hwm)
         if linger > 86400:
             raise ValueError(f"linger must be at most a day (86400 s), not {linger}")
         secret_key, allowed = _check_curve_args(secret_key, allowed_keys)
@@ -236,15 +242,19 @@ class ZMQ(_zmq.Engine):
             raise ValueError(f"unknown exchange style {style}")
         return self._create("exchange", name, scope, location, style)
 
-    def create_queue(self, name, scope=SCOPE_LOCAL, location=""):
+    def create_queue(self, name, scope=SCOPE_LOCAL, location="", *, hwm=None):
         """Create (or get) the queue `name`; returns its id.
 
         receive() takes messages from every queue of this instance.
         SCOPE_GLOBAL registers it in the directory, listening at `location`.
+        hwm: this queue's high-water mark in messages (its incoming side;
+        default: the instance's hwm).
         """
-        return self._create("queue", name, scope, location, STYLE_DATA_DISTRIBUTION)
+        if hwm is not None:
+            _check_hwm(hwm)
+        return self._create("queue", name, scope, location, STYLE_DATA_DISTRIBUTION, hwm)
 
-    def _create(self, kind, name, scope, location, style):
+    def _create(self, kind, name, scope, location, style, hwm=None):
         self._check_usable()
         _check_name(name, kind)
         _check_scope(scope)
@@ -256,7 +266,8 @@ class ZMQ(_zmq.Engine):
                              "SCOPE_GLOBAL objects (local ones do not listen)")
         old = self._objects.get(name)
         if old is not None:
-            if (old.kind, old.scope, old.location, old.style) == (kind, scope, location, style):
+            if (old.kind, old.scope, old.location, old.style, old.hwm) == (
+                    kind, scope, location, style, hwm):
                 return old.id
             raise Error(f"{name!r} already exists in this instance as a "
                         f"{_SCOPE_NAMES[old.scope]} {old.kind}"
@@ -270,8 +281,8 @@ class ZMQ(_zmq.Engine):
         if kind == "exchange":
             oid = self._new_exchange(style)
         else:
-            oid = self._new_queue()
-        obj = _Object(kind, oid, name, scope, location, style)
+            oid = self._new_queue(-1 if hwm is None else hwm)
+        obj = _Object(kind, oid, name, scope, location, style, hwm)
         if scope == SCOPE_GLOBAL:
             obj.address = self._publish(obj, where)
         self._objects[name] = obj
@@ -303,7 +314,7 @@ class ZMQ(_zmq.Engine):
 
     # ---- binding ----------------------------------------------------------
 
-    def bind(self, exchange_name, queue_name):
+    def bind(self, exchange_name, queue_name, *, hwm=None):
         """Wire exchange `exchange_name` to queue `queue_name`.
 
         Either may be this instance's own object or a global name owned by
@@ -311,9 +322,12 @@ class ZMQ(_zmq.Engine):
         both global.  No message goes through the directory: the binder
         connects to the global side's listener.  Once bind() returns, every
         message sent on the exchange reaches the queue.  Binding a pair
-        twice does nothing the second time.
+        twice does nothing the second time.  hwm: this binding's high-water
+        mark in messages (default: the queue's, else the instance's); a send
+        waits when it is reached.
         """
         self._check_usable()
+        mark = -1 if hwm is None else _check_hwm(hwm)
         _check_name(exchange_name, "exchange")
         _check_name(queue_name, "queue")
         ex = self._own(exchange_name, "exchange")
@@ -323,13 +337,15 @@ class ZMQ(_zmq.Engine):
         ex_addr, ex_key = (None, None) if ex else self._lookup(exchange_name, "exchange")
         q_addr, q_key = (None, None) if q else self._lookup(queue_name, "queue")
         if ex and q:
-            self._exchange_connect(ex.id, self._queue_connectable(q.id))
+            if mark < 0 and q.hwm is not None:
+                mark = q.hwm
+            self._exchange_connect(ex.id, self._queue_connectable(q.id), None, mark)
         elif ex:
-            self._exchange_connect(ex.id, *_target(q_addr, q_key))
+            self._exchange_connect(ex.id, *_target(q_addr, q_key), mark)
         elif q:
             ex_ep, ex_key = _target(ex_addr, ex_key)
             self._queue_subscribe(q.id, ex_ep, self._bind_timeout,
-                                  _owner_here(ex_addr), ex_key)
+                                  _owner_here(ex_addr), ex_key, mark)
         else:
             q_ep, q_key = _target(q_addr, q_key)
             ex_ep, ex_key = _target(ex_addr, ex_key)

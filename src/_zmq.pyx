@@ -441,6 +441,7 @@ cdef struct QueueSlot:
     void **socks        # the PULL if any, and one SUB per remote exchange
     int nsock
     int next            # fairness: the socket to try first
+    int hwm             # high-water mark of this queue's PULL and SUBs
 
 STYLE_DATA_DISTRIBUTION = 0
 STYLE_LOAD_BALANCING = 1
@@ -708,12 +709,12 @@ cdef class Engine:
             self.pending_syncs.pop(eid, None)
             self._rebuild_items()
 
-    def _exchange_connect(self, Py_ssize_t eid, str endpoint, serverkey=None):
+    def _exchange_connect(self, Py_ssize_t eid, str endpoint, serverkey=None, int hwm=-1):
         """Give exchange eid a new PUSH connected to a queue's endpoint (a
         CURVE client of serverkey when given)."""
         self._check()
         cdef ExchangeSlot *e = self._exchange(eid)
-        cdef void *s = self._socket(ZMQ_PUSH, self._linger_ms, self._hwm)
+        cdef void *s = self._socket(ZMQ_PUSH, self._linger_ms, hwm if hwm >= 0 else self._hwm)
         cdef bytes ep = endpoint.encode()
         try:
             self._curve_client_opts(s, serverkey)
@@ -739,7 +740,7 @@ cdef class Engine:
         self.sitems_cap = n
         return 0
 
-    def _new_queue(self):
+    def _new_queue(self, int hwm=-1):
         """A queue, with no socket yet: its PULL is made when something will
         push to it (a local exchange, or its global listener), and a queue fed
         only by remote exchanges has just their SUBs."""
@@ -753,6 +754,7 @@ cdef class Engine:
         p.nsock = 0
         p.next = 0
         p.pull = NULL
+        p.hwm = hwm if hwm >= 0 else self._hwm
         self.nq += 1
         return self.nq
 
@@ -761,7 +763,7 @@ cdef class Engine:
         cdef QueueSlot *q = self._queue(qid)
         if q.pull != NULL:
             return q.pull
-        cdef void *s = self._socket(ZMQ_PULL, 0, self._hwm)
+        cdef void *s = self._socket(ZMQ_PULL, 0, q.hwm)
         try:
             _bind(s, self._queue_endpoint(qid))
             _grow(&q.socks, q.nsock)
@@ -798,7 +800,7 @@ cdef class Engine:
             zmq_unbind(q.pull, ep)
 
     def _queue_subscribe(self, Py_ssize_t qid, str endpoint, timeout, Engine owner=None,
-                         serverkey=None):
+                         serverkey=None, int hwm=-1):
         """Bind a remote global exchange, listening at endpoint, to queue qid.
 
         Connects a SUB, subscribes to everything and then to a unique sync
@@ -806,9 +808,9 @@ cdef class Engine:
         from then on every message the exchange sends reaches this queue.
         """
         self._check()
-        self._queue(qid)
+        cdef QueueSlot *q0 = self._queue(qid)
         cdef double deadline = _deadline(timeout)
-        cdef void *s = self._socket(ZMQ_SUB, 0, self._hwm)
+        cdef void *s = self._socket(ZMQ_SUB, 0, hwm if hwm >= 0 else q0.hwm)
         try:
             self._curve_client_opts(s, serverkey)
             self._subscribe_and_sync(s, endpoint, qid, deadline, owner, bool(serverkey))
