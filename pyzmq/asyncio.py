@@ -85,11 +85,10 @@ class ZMQ(wiring.ZMQ):
     def _deadline(timeout):
         if timeout is None:
             return None
-        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
-            raise TypeError(f"timeout must be a number of seconds or None, not {type(timeout).__name__}")
-        if not timeout >= 0:
-            raise ValueError(f"timeout must be >= 0 seconds, not {timeout!r}")
-        return asyncio.get_running_loop().time() + timeout
+        seconds = wiring._check_seconds(timeout, "timeout")
+        if seconds == float("inf"):
+            return None
+        return asyncio.get_running_loop().time() + seconds
 
     # ---- the coroutines ---------------------------------------------------
 
@@ -125,6 +124,7 @@ class ZMQ(wiring.ZMQ):
         """Send; waits (without blocking the loop) while a bound queue is full."""
         deadline = self._deadline(timeout)
         while True:
+            self.serve(0)          # listeners' fds are watched too: take their news
             if wiring.ZMQ.send(self, eid, msg, block=False):
                 self._pass_on()
                 return True
@@ -143,5 +143,5 @@ class ZMQ(wiring.ZMQ):
         return wiring.ZMQ.send(self, eid, msg, block=False)
 
     def close(self):
-        self._unwatch()
         super().close()
+        self._wake()           # waiting tasks retry and get "closed"

@@ -438,7 +438,6 @@ def _target(address, key):
 
 def _close_all_at_exit():
     """Close every live instance, then give lingering messages their time."""
-    lingers = [0.0]
     for inst in list(_live):
         try:
             inst._shutdown()

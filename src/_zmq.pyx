@@ -142,7 +142,7 @@ _Z85_CHARS = frozenset("0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRST
 def _check_z85_key(key, str what):
     """A CURVE key in Z85 (str of 40 characters) or ValueError/TypeError."""
     if not isinstance(key, str):
-        raise ValueError(f"{what} must be a str of 40 Z85 characters, not {type(key).__name__}")
+        raise TypeError(f"{what} must be a str of 40 Z85 characters, not {type(key).__name__}")
     if len(key) != 40:
         raise ValueError(f"{what} must be 40 Z85 characters (a CURVE key), "
                          f"not {len(key)} characters")
@@ -242,9 +242,11 @@ cdef class _Zap:
             frames.append(PyBytes_FromStringAndSize(<char *>zmq_msg_data(&m), zmq_msg_size(&m)))
             more = zmq_msg_more(&m)
             zmq_msg_close(&m)
-        if len(frames) < 6:
-            return 0            # not a ZAP request; REP needs no reply to drop it
-        reqid, domain, mechanism = frames[1], frames[2], frames[5]
+        # a REP must answer every request, malformed ones too, or it can
+        # never receive again: refuse what is not a ZAP request
+        reqid = frames[1] if len(frames) > 1 else b""
+        domain = frames[2] if len(frames) > 2 else b""
+        mechanism = frames[5] if len(frames) > 5 else b""
         ok = False
         if mechanism == b"CURVE" and len(frames) >= 7 and domain in self.policy:
             allowed = self.policy.get(domain)
@@ -827,10 +829,18 @@ cdef class Engine:
                                  double deadline, Engine owner=None,
                                  bint curve=False) except -1:
         cdef void *mon = NULL
+        cdef Py_ssize_t kept = len(self.stash)
         if curve:
             mon = _monitor(s, f"{self.prefix}/mon{_next_serial()}")
         try:
             return self._subscribe_and_sync_mon(s, endpoint, qid, deadline, owner, curve, mon)
+        except BaseException:
+            # the bind failed: what this SUB delivered meanwhile (everything
+            # stashed since we started) belongs to no binding
+            while len(self.stash) > kept:
+                self.stash.pop()
+            self.nstash = len(self.stash)
+            raise
         finally:
             if mon != NULL:
                 zmq_socket_monitor(s, NULL, 0)
@@ -929,6 +939,8 @@ cdef class Engine:
                 zmq_msg_close(&msg)
         if self.pending_syncs:
             self._answer_syncs()
+        if zw_outstanding:
+            zw_collect()        # bytes lent to libzmq that it has finished sending
         self.recvs = 0
         self.serviced_at = _now()
         return 0
@@ -955,11 +967,13 @@ cdef class Engine:
         confirms their bind().  (receive() and send() do this too while they
         wait; serve() is for an owner with nothing else to wait on.)"""
         self._check()
-        cdef double deadline = _deadline(timeout)
         if timeout is None:
             raise TypeError("serve() needs a timeout in seconds")
+        cdef double deadline = _deadline(timeout)
         cdef int i, rc, ms
         cdef int nl = self.nitems - self.ninputs
+        if nl == 0 and deadline < 0:
+            raise Error("serve() would wait forever: this instance has no global exchange")
         while True:
             self._service()
             ms = <int>_ms_left(deadline)
@@ -967,7 +981,7 @@ cdef class Engine:
                 return
             if nl == 0:
                 __import__("time").sleep(ms / 1000.0)
-                return
+                continue
             with nogil:
                 rc = poll(self.fds + self.ninputs, nl, ms)
             if rc < 0:
@@ -1208,7 +1222,7 @@ cdef class Engine:
                     continue
                 if zmq_errno() != EAGAIN:
                     _raise_zmq(f"send on exchange {eid}")
-            self.send(eid, m, timeout)
+            Engine.send(self, eid, m, timeout)   # not a subclass's (async) send
             n += 1
         return n
 
@@ -1329,7 +1343,7 @@ cdef class Engine:
                 raise Error("receive() would wait forever: this instance has no queue")
             raise Error("receive() would wait forever: no queue of this instance "
                         "is bound or global")
-        __import__("time").sleep(max(0.0, deadline - _now()))
+        self.serve(max(0.0, deadline - _now()))     # binders may still come in
         return 0
 
     def receive(self, timeout=None, bint block=True, bint copy=True):
@@ -1494,7 +1508,9 @@ cdef class Engine:
         keep = __import__("collections").deque()
         for qid, m in self.stash:
             if qid == 0:
-                _send_one(relay.push, <char *>m, len(m), NULL, 0)
+                if _send_one(relay.push, <char *>m, len(m), NULL, ZMQ_DONTWAIT) < 0:
+                    relay.close_sockets()
+                    _raise_zmq("relay: cannot pass on what arrived while binding")
             else:
                 keep.append((qid, m))
         self.stash = keep

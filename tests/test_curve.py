@@ -62,10 +62,14 @@ def test_keypair_and_public():
     assert pyzmq.curve_keypair() != (pub, sec)
 
 
+def test_key_of_wrong_type():
+    with pytest.raises(TypeError, match="must be a str"):
+        pyzmq.ZMQ(secret_key=b"x" * 40)
+
+
 @pytest.mark.parametrize("kwargs, text", [
     ({"secret_key": "short"}, "40 Z85"),
     ({"secret_key": "~" * 40}, "not a Z85 character"),
-    ({"secret_key": b"x" * 40}, "must be a str"),
     ({"secret_key": "SECRET", "allowed_keys": None}, "40 Z85"),
     ({"allowed_keys": []}, "needs secret_key"),
     ({"secret_key": "GOOD", "allowed_keys": "GOOD"}, "iterable"),
