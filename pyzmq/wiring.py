@@ -350,7 +350,7 @@ class ZMQ(_zmq.Engine):
             q_ep, q_key = _target(q_addr, q_key)
             ex_ep, ex_key = _target(ex_addr, ex_key)
             self._relay(ex_ep, q_ep, self._bind_timeout, _owner_here(ex_addr),
-                        ex_key, q_key)
+                        ex_key, q_key, mark)
         self._bindings.append((exchange_name, queue_name))
 
     def _own(self, name, kind):

@@ -1476,7 +1476,7 @@ cdef class Engine:
     # ---- relays: binding two remote global objects --------------------------
 
     def _relay(self, str exchange_endpoint, str queue_endpoint, timeout, Engine owner=None,
-               exchange_key=None, queue_key=None):
+               exchange_key=None, queue_key=None, int hwm=-1):
         """Bind a remote exchange to a remote queue through this process.
 
         A SUB on the exchange's listener (synced as in _queue_subscribe) and a
@@ -1487,8 +1487,10 @@ cdef class Engine:
         cdef _Relay relay = _Relay()
         relay.n = len(self._relays)
         try:
-            relay.sub = self._socket(ZMQ_SUB, 0, self._hwm)
-            relay.push = self._socket(ZMQ_PUSH, self._linger_ms, self._hwm)
+            if hwm < 0:
+                hwm = self._hwm
+            relay.sub = self._socket(ZMQ_SUB, 0, hwm)
+            relay.push = self._socket(ZMQ_PUSH, self._linger_ms, hwm)
             relay.ctl = self._socket(ZMQ_PAIR, 0, 0)
             relay.ctl_peer = self._socket(ZMQ_PAIR, 0, 0)
             ep = f"{self.prefix}/relay{relay.n}".encode()
