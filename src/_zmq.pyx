@@ -1037,17 +1037,13 @@ cdef class Engine:
             if size >= _zero_copy_min:
                 return self._send_lent(e, msg, data, size, timeout, block)
             # fast path: one socket, room in its pipe
-            if e.xpub == NULL and e.npush == 1:
-                only = e.pushes[0]
-            elif e.npush == 0:
-                only = e.xpub
-                if only == NULL:
-                    return True     # nothing bound: dropped, as documented
+            only = _only(e)
+            if only == NULL and e.npush == 0:
+                return True         # nothing bound: dropped, as documented
+            if only != NULL and only == e.xpub:
                 e.sends += 1
                 if e.sends >= SERVICE_EVERY or _now() - self.serviced_at > SERVICE_AFTER:
                     self._service()
-            else:
-                only = NULL
             if only != NULL:
                 rc = zmq_send(only, data, size, ZMQ_DONTWAIT)
                 if rc >= 0:
@@ -1072,11 +1068,7 @@ cdef class Engine:
         if zmq_msg_init_data(&zm, <void *>data, size, zw_give_back, loan) != 0:
             zw_cancel(loan)
             _raise_zmq("cannot wrap the message")
-        cdef void *only = NULL
-        if e.style == 0 and e.xpub == NULL and e.npush == 1:
-            only = e.pushes[0]
-        elif e.npush == 0:
-            only = e.xpub
+        cdef void *only = _only(e)
         try:
             if only != NULL and _send_one(only, data, size, &zm, ZMQ_DONTWAIT) >= 0:
                 return True
@@ -1209,11 +1201,11 @@ cdef class Engine:
         self._check()
         cdef Py_ssize_t eid = _id(eid_obj, "exchange")
         cdef ExchangeSlot *e = self._exchange(eid)
-        cdef void *only = NULL
+        cdef void *only = _only(e)
         cdef Py_ssize_t n = 0
         cdef int rc
-        if e.xpub == NULL and e.npush == 1 and e.style == 0:
-            only = e.pushes[0]
+        if only == e.xpub:
+            only = NULL             # the listener's sends go through send()
         for m in messages:
             if only != NULL and PyBytes_CheckExact(m) and PyBytes_GET_SIZE(m) < _zero_copy_min:
                 rc = zmq_send(only, PyBytes_AS_STRING(m), PyBytes_GET_SIZE(m), ZMQ_DONTWAIT)
@@ -1709,6 +1701,17 @@ cdef inline int _send_one(void *s, const char *data, Py_ssize_t size,
     if rc < 0:
         zmq_msg_close(&m)
     return rc
+
+
+cdef inline void *_only(ExchangeSlot *e) noexcept:
+    """The one socket a message on exchange e goes to, when there is exactly
+    one (a single PUSH, or only the listener); else NULL.  Load balancing
+    over a single PUSH is the same as sending to it."""
+    if e.xpub == NULL and e.npush == 1:
+        return e.pushes[0]
+    if e.npush == 0:
+        return e.xpub
+    return NULL
 
 
 cdef inline bint _can_send(void *s) noexcept:
