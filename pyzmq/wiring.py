@@ -341,7 +341,8 @@ class ZMQ(_zmq.Engine):
                 mark = q.hwm
             self._exchange_connect(ex.id, self._queue_connectable(q.id), None, mark)
         elif ex:
-            self._exchange_connect(ex.id, *_target(q_addr, q_key), mark)
+            q_ep, q_key = _target(q_addr, q_key)
+            self._exchange_connect(ex.id, q_ep, q_key, mark, self._bind_timeout)
         elif q:
             ex_ep, ex_key = _target(ex_addr, ex_key)
             self._queue_subscribe(q.id, ex_ep, self._bind_timeout,

@@ -15,7 +15,7 @@ Socket map (see docs/design.md):
 """
 
 from libc.stdlib cimport malloc, realloc, free
-from libc.string cimport memcmp, memcpy
+from libc.string cimport memcmp, memcpy, memset
 from libc.math cimport ceil, INFINITY
 from cpython.pyport cimport PY_SSIZE_T_MAX
 from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
@@ -44,6 +44,14 @@ cdef extern from "errno.h":
     int errno
     enum:
         EACCES
+        EPROTO
+
+# the monitor events a CURVE binder watches (libzmq 4.3, zmq.h)
+cdef extern from "zmq.h":
+    enum:
+        ZMQ_EVENT_HANDSHAKE_SUCCEEDED
+        ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL
+        ZMQ_PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH
 
 cdef extern from "zerocopy.h":
     ctypedef struct zw_loan:
@@ -711,27 +719,78 @@ cdef class Engine:
             self.pending_syncs.pop(eid, None)
             self._rebuild_items()
 
-    def _exchange_connect(self, Py_ssize_t eid, str endpoint, serverkey=None, int hwm=-1):
-        """Give exchange eid a new PUSH connected to a queue's endpoint (a
-        CURVE client of serverkey when given)."""
+    def _exchange_connect(self, Py_ssize_t eid, str endpoint, serverkey=None, int hwm=-1,
+                          timeout=None):
+        """Give exchange eid a new PUSH connected to a queue's endpoint.
+
+        With serverkey the PUSH is a CURVE client of that key, and this waits
+        (up to timeout seconds) for the handshake: a queue whose owner
+        refuses this instance's key raises instead of swallowing every
+        message.  On any failure the exchange is left as it was."""
         self._check()
-        cdef ExchangeSlot *e = self._exchange(eid)
+        self._exchange(eid)
+        cdef bint curve = bool(serverkey)
+        cdef double deadline = _deadline(timeout) if curve else -1.0
         cdef void *s = self._socket(ZMQ_PUSH, self._linger_ms, hwm if hwm >= 0 else self._hwm)
-        cdef bytes ep = endpoint.encode()
+        cdef ExchangeSlot *e
         try:
             self._curve_client_opts(s, serverkey)
+            self._connect_push(s, endpoint, curve, deadline, "queue")
+            # looked up again: Python code (a signal handler) may have run
+            # while the handshake was awaited
+            e = self._exchange(eid)
+            _grow(&e.pushes, e.npush)
         except BaseException:
-            zmq_close(s)
+            _close_now(s)
             raise
-        if zmq_connect(s, ep) != 0:
-            err = zmq_errno()
-            zmq_close(s)
-            _raise_errno(f"cannot connect to {endpoint}", err)
-        _grow(&e.pushes, e.npush)
         e.pushes[e.npush] = s
         e.npush += 1
         if self.sitems_cap < e.npush + 1:
             self._grow_sitems(e.npush + 1)
+
+    cdef int _connect_push(self, void *s, str endpoint, bint curve, double deadline,
+                           str what) except -1:
+        """Connect s (a PUSH) to endpoint.  A plain one returns at once: its
+        pipe holds what is sent until TCP is up.  A CURVE client waits until
+        the handshake succeeded, since a refused one would hold its messages
+        forever; raises pyzmq.Error (EACCES when the owner refused this
+        instance's key, EPROTO for a failed handshake) or pyzmq.Timeout."""
+        cdef bytes ep = endpoint.encode()
+        cdef void *mon = NULL
+        if curve:
+            mon = _monitor(s, f"{self.prefix}/mon{_next_serial()}", _HANDSHAKE_EVENTS)
+        try:
+            if zmq_connect(s, ep) != 0:
+                _raise_errno(f"cannot connect to {endpoint}", zmq_errno())
+            if curve:
+                self._await_handshake(mon, f"the {what} at {endpoint}", deadline)
+        finally:
+            if mon != NULL:
+                _unmonitor(s, mon)
+        return 0
+
+    cdef int _await_handshake(self, void *mon, str what, double deadline) except -1:
+        """Wait for the monitored CURVE client's first handshake to succeed,
+        serving this instance's listeners meanwhile; Ctrl-C interrupts."""
+        cdef Handshake h
+        cdef zmq_pollitem_t item
+        memset(&h, 0, sizeof(h))
+        while True:
+            if _handshake_news(mon, &h):
+                _handshake_failed(&h, what)
+                return 0            # succeeded
+            if deadline >= 0 and _now() >= deadline:
+                raise Timeout(f"{what} did not complete the CURVE handshake in time"
+                              + (f" (its listener closed the connection {h.dropped} "
+                                 "times during the handshake: is the key in the "
+                                 "directory its owner's?)" if h.dropped else
+                                 " (is its owner running and reachable?)"))
+            self._service()
+            item.socket = mon
+            item.fd = 0
+            item.events = ZMQ_POLLIN
+            item.revents = 0
+            self._wait(&item, 1, deadline, 0.05)
 
     cdef int _grow_sitems(self, int n) except -1:
         n = n + self.nitems + 8
@@ -831,7 +890,10 @@ cdef class Engine:
         cdef void *mon = NULL
         cdef Py_ssize_t kept = len(self.stash)
         if curve:
-            mon = _monitor(s, f"{self.prefix}/mon{_next_serial()}")
+            # failures only: a handshake that succeeded is not the end of
+            # the wait, the owner's sync answer is
+            mon = _monitor(s, f"{self.prefix}/mon{_next_serial()}",
+                           _HANDSHAKE_EVENTS & ~ZMQ_EVENT_HANDSHAKE_SUCCEEDED)
         try:
             return self._subscribe_and_sync_mon(s, endpoint, qid, deadline, owner, curve, mon)
         except BaseException:
@@ -843,8 +905,7 @@ cdef class Engine:
             raise
         finally:
             if mon != NULL:
-                zmq_socket_monitor(s, NULL, 0)
-                zmq_close(mon)
+                _unmonitor(s, mon)
 
     cdef int _subscribe_and_sync_mon(self, void *s, str endpoint, Py_ssize_t qid,
                                      double deadline, Engine owner, bint curve,
@@ -852,7 +913,8 @@ cdef class Engine:
         cdef bytes topic = _SYNC_PREFIX + os.urandom(16)
         cdef bytes ep = endpoint.encode()
         cdef zmq_pollitem_t items[2]
-        cdef int status
+        cdef Handshake h
+        memset(&h, 0, sizeof(h))
         if zmq_connect(s, ep) != 0:
             _raise_zmq(f"cannot connect to {endpoint}")
         zmq_setsockopt(s, ZMQ_SUBSCRIBE, b"", 0)
@@ -877,18 +939,21 @@ cdef class Engine:
             items[1].revents = 0
             if self._wait(items, 2 if mon != NULL else 1, deadline, 0.05) == 0:
                 if deadline >= 0 and _now() >= deadline:
+                    if mon != NULL and _handshake_news(mon, &h):
+                        _handshake_failed(&h, f"the exchange at {endpoint}")
+                    if h.dropped:
+                        raise Timeout(f"the exchange at {endpoint} did not confirm the "
+                                      f"binding in time (its listener closed the connection "
+                                      f"{h.dropped} times during the CURVE handshake: is "
+                                      "the key in the directory its owner's?)")
                     raise Timeout(f"the exchange at {endpoint} did not confirm the "
                                   "binding in time (is its owner alive and "
                                   "calling receive() or send()?"
                                   + (" Does it allow this instance's CURVE key?"
                                      if curve else "") + ")")
                 continue
-            if mon != NULL and items[1].revents:
-                status = _auth_failure(mon)
-                if status:
-                    raise Error(f"the exchange at {endpoint} refused this instance's "
-                                f"CURVE key (ZAP status {status}): is it in the "
-                                "owner's allowed_keys?", EACCES)
+            if mon != NULL and items[1].revents and _handshake_news(mon, &h):
+                _handshake_failed(&h, f"the exchange at {endpoint}")
             while True:
                 zmq_msg_init(&msg)
                 rc = zmq_msg_recv(&msg, s, ZMQ_DONTWAIT)
@@ -1488,11 +1553,10 @@ cdef class Engine:
             ep = f"{self.prefix}/relay{relay.n}".encode()
             if zmq_bind(relay.ctl, ep) != 0 or zmq_connect(relay.ctl_peer, ep) != 0:
                 _raise_zmq("cannot set up the relay's control pair")
-            ep = queue_endpoint.encode()
             self._curve_client_opts(relay.push, queue_key)
             self._curve_client_opts(relay.sub, exchange_key)
-            if zmq_connect(relay.push, ep) != 0:
-                _raise_zmq(f"cannot connect to {queue_endpoint}")
+            # the queue's side first: a refused PUSH would pass on nothing
+            self._connect_push(relay.push, queue_endpoint, bool(queue_key), deadline, "queue")
             self._subscribe_and_sync(relay.sub, exchange_endpoint, 0, deadline, owner,
                                      bool(exchange_key))
         except BaseException:
@@ -1618,14 +1682,16 @@ cdef long _next_serial():
     return _monitor_serial
 
 
-cdef void *_monitor(void *s, str endpoint) except NULL:
-    """A PAIR receiving s's CURVE authentication failures (ZAP refusals)."""
+cdef void *_monitor(void *s, str endpoint, int events) except NULL:
+    """A PAIR receiving s's monitor events of the kinds in `events`.  Call it
+    before s connects, so no event is missed."""
     cdef bytes ep = endpoint.encode()
-    if zmq_socket_monitor(s, ep, ZMQ_EVENT_HANDSHAKE_FAILED_AUTH) != 0:
+    if zmq_socket_monitor(s, ep, events) != 0:
         _raise_zmq("cannot monitor a socket")
     cdef void *m = zmq_socket(_context(), ZMQ_PAIR)
     cdef int zero = 0
     if m == NULL:
+        zmq_socket_monitor(s, NULL, 0)
         _raise_zmq("cannot create a monitor socket")
     zmq_setsockopt(m, ZMQ_LINGER, &zero, sizeof(int))
     if zmq_connect(m, ep) != 0:
@@ -1635,30 +1701,84 @@ cdef void *_monitor(void *s, str endpoint) except NULL:
     return m
 
 
-cdef int _auth_failure(void *mon) noexcept:
-    """Read the monitor's pending events; the ZAP status code (e.g. 400) of
-    an authentication failure among them, else 0."""
+cdef void _unmonitor(void *s, void *mon) noexcept:
+    zmq_socket_monitor(s, NULL, 0)
+    zmq_close(mon)
+
+
+# What a CURVE client's monitor has told so far.
+cdef struct Handshake:
+    bint done           # a handshake succeeded: the link is up
+    int refused         # ZAP status of an authentication failure (e.g. 400)
+    unsigned int protocol   # ZMQ_PROTOCOL_ERROR_* of a failed handshake
+    int dropped         # connections closed during the handshake (no detail)
+
+cdef int _HANDSHAKE_EVENTS = (ZMQ_EVENT_HANDSHAKE_SUCCEEDED | ZMQ_EVENT_HANDSHAKE_FAILED_AUTH
+                              | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL
+                              | ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL)
+
+
+cdef bint _handshake_news(void *mon, Handshake *h) noexcept:
+    """Read the monitor's pending events into h, stopping at the first one
+    that settles the outcome (success, refusal, protocol failure); returns
+    whether the outcome is settled."""
     cdef zmq_msg_t m
-    cdef int status = 0, more
+    cdef int more
+    cdef unsigned int value
     cdef const unsigned char *d
     cdef unsigned short event
-    while True:
+    cdef bint settled = False
+    while not settled:
         zmq_msg_init(&m)
         if zmq_msg_recv(&m, mon, ZMQ_DONTWAIT) < 0:
             zmq_msg_close(&m)
-            return status
+            return False
         more = zmq_msg_more(&m)
         if zmq_msg_size(&m) == 6:
+            # native-endian uint16 event, then uint32 value; the second
+            # frame (the endpoint) is not needed
             d = <const unsigned char *>zmq_msg_data(&m)
-            # native-endian uint16 event, then uint32 value
             memcpy(&event, d, 2)
-            if event == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH:
-                memcpy(&status, d + 2, 4)
-                if status == 0:
-                    status = 1
+            memcpy(&value, d + 2, 4)
+            if event == ZMQ_EVENT_HANDSHAKE_SUCCEEDED:
+                h.done = True
+                settled = True
+            elif event == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH:
+                h.refused = value if value else 1
+                settled = True
+            elif event == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL:
+                h.protocol = value if value else 1
+                settled = True
+            elif event == ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL:
+                h.dropped += 1      # libzmq reconnects: not settled
         zmq_msg_close(&m)
         if more:
             _drop_rest(mon)
+    return True
+
+
+cdef int _handshake_failed(Handshake *h, str what) except -1:
+    """Raise for a settled failure of the CURVE handshake with `what` (e.g.
+    "the queue at tcp://..."); 0 when it did not fail."""
+    if h.refused:
+        raise Error(f"{what} refused this instance's CURVE key (ZAP status "
+                    f"{h.refused}): is it in the owner's allowed_keys?", EACCES)
+    if h.protocol == ZMQ_PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH:
+        why = "its listener is not a CURVE server, though the directory gave a key"
+    else:
+        why = "is the key in the directory its owner's?"
+    if h.protocol:
+        raise Error(f"the CURVE handshake with {what} failed (ZMTP protocol "
+                    f"error {h.protocol:#x}): {why}", EPROTO)
+    return 0
+
+
+cdef void _close_now(void *s) noexcept:
+    """Close a socket that holds nothing worth delivering, without linger."""
+    cdef int zero = 0
+    zmq_setsockopt(s, ZMQ_LINGER, &zero, sizeof(int))
+    zmq_close(s)
+
 
 cdef str _bind(void *s, str endpoint):
     """Bind s and return the endpoint libzmq actually bound (ports resolved)."""
