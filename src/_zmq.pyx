@@ -247,7 +247,7 @@ cdef class _Zap:
                 if not frames:
                     return 0
                 break
-            frames.append(PyBytes_FromStringAndSize(<char *>zmq_msg_data(&m), zmq_msg_size(&m)))
+            frames.append(_copy(&m))
             more = zmq_msg_more(&m)
             zmq_msg_close(&m)
         # a REP must answer every request, malformed ones too, or it can
@@ -375,7 +375,15 @@ cdef inline long _ms_left(double deadline) noexcept nogil:
 
 
 # --------------------------------------------------------------------------
-# received messages without a copy
+# received messages
+
+cdef inline bytes _copy(zmq_msg_t *msg):
+    """A received message's content, copied into a new bytes object: the one
+    way every copying receive makes its result."""
+    return PyBytes_FromStringAndSize(<char *>zmq_msg_data(msg), zmq_msg_size(msg))
+
+
+# without a copy
 
 cdef class Frame:
     """A received message still held by libzmq: a read-only buffer, no copy.
@@ -396,8 +404,7 @@ cdef class Frame:
         return zmq_msg_size(&self.msg)
 
     def __bytes__(self):
-        return PyBytes_FromStringAndSize(<char *>zmq_msg_data(&self.msg),
-                                         zmq_msg_size(&self.msg))
+        return _copy(&self.msg)
 
     def __getbuffer__(self, Py_buffer *view, int flags):
         if flags & PyBUF_WRITABLE:
@@ -965,13 +972,11 @@ cdef class Engine:
                 more = zmq_msg_more(&msg)
                 if not more:
                     # data published after our subscription took effect
-                    self.stash.append((qid, PyBytes_FromStringAndSize(
-                        <char *>zmq_msg_data(&msg), zmq_msg_size(&msg))))
+                    self.stash.append((qid, _copy(&msg)))
                     self.nstash += 1
                     zmq_msg_close(&msg)
                     continue
-                first = PyBytes_FromStringAndSize(<char *>zmq_msg_data(&msg),
-                                                  zmq_msg_size(&msg))
+                first = _copy(&msg)
                 zmq_msg_close(&msg)
                 _drop_rest(s)
                 if first == topic:
@@ -1412,9 +1417,7 @@ cdef class Engine:
         returns a Frame (a buffer backed by libzmq's message, no copy).
         """
         self._check()
-        cdef zmq_msg_t msg
         cdef int qid, rc
-        cdef double deadline
         if self.nstash:
             return self._from_stash(copy)[1]
         if copy and self.nitems == 1 and self.ninputs == 1:
@@ -1422,8 +1425,7 @@ cdef class Engine:
             # own message object is reused (zmq_msg_recv closes its old content)
             rc = zmq_msg_recv(&self.rmsg, self.items[0].socket, ZMQ_DONTWAIT)
             if rc >= 0 and not zmq_msg_more(&self.rmsg):
-                return PyBytes_FromStringAndSize(<char *>zmq_msg_data(&self.rmsg),
-                                                 zmq_msg_size(&self.rmsg))
+                return _copy(&self.rmsg)
             if rc >= 0:
                 _drop_rest(self.items[0].socket)     # a sync answer, not data
             elif zmq_errno() != EAGAIN:
@@ -1435,18 +1437,10 @@ cdef class Engine:
                 # again first (each empty try costs libzmq a syscall)
                 if self._wait_one(&self.rmsg, _deadline(timeout)) == 0:
                     return self._nothing(block, timeout)
-                return PyBytes_FromStringAndSize(<char *>zmq_msg_data(&self.rmsg),
-                                                 zmq_msg_size(&self.rmsg))
+                return _copy(&self.rmsg)
         if copy:
-            zmq_msg_init(&msg)
-            deadline = _deadline(timeout) if block else 0.0
-            try:
-                qid = self._receive_msg(&msg, deadline)
-                if qid == 0:
-                    return self._nothing(block, timeout)
-                return PyBytes_FromStringAndSize(<char *>zmq_msg_data(&msg), zmq_msg_size(&msg))
-            finally:
-                zmq_msg_close(&msg)
+            m = _receive_copy(self, _deadline(timeout) if block else 0.0, &qid)
+            return self._nothing(block, timeout) if m is None else m
         return self._receive_frame(timeout, block)
 
     cdef object _nothing(self, bint block, object timeout):
@@ -1480,21 +1474,14 @@ cdef class Engine:
         """Like receive(), but returns (queue_id, message); None with
         block=False when nothing is there."""
         self._check()
-        cdef zmq_msg_t msg
         cdef int qid
         if self.nstash:
             return self._from_stash(copy)
         if not copy:
             f = self._receive_frame(timeout, block)
             return None if f is None else ((<Frame>f).queue_id, f)
-        zmq_msg_init(&msg)
-        try:
-            qid = self._receive_msg(&msg, _deadline(timeout) if block else 0.0)
-            if qid == 0:
-                return self._nothing(block, timeout)
-            return (qid, PyBytes_FromStringAndSize(<char *>zmq_msg_data(&msg), zmq_msg_size(&msg)))
-        finally:
-            zmq_msg_close(&msg)
+        m = _receive_copy(self, _deadline(timeout) if block else 0.0, &qid)
+        return self._nothing(block, timeout) if m is None else (qid, m)
 
     def receive_many(self, object max_count_obj, timeout=None):
         """Up to max_count messages: waits (up to timeout) for the first,
@@ -1510,24 +1497,16 @@ cdef class Engine:
         if max_count < 1:
             raise ValueError(f"max_count must be >= 1, not {max_count}")
         cdef list out = []
-        cdef zmq_msg_t msg
         cdef int qid
         while self.nstash and len(out) < max_count:
             out.append(self._from_stash(True)[1])
-        zmq_msg_init(&msg)
-        try:
-            if not out:
-                qid = self._receive_msg(&msg, _deadline(timeout))
-                if qid == 0:
-                    raise Timeout(f"no message arrived within {timeout} s")
-                out.append(PyBytes_FromStringAndSize(<char *>zmq_msg_data(&msg), zmq_msg_size(&msg)))
-            while len(out) < max_count:
-                qid = self._try_receive(&msg)
-                if qid == 0:
-                    break
-                out.append(PyBytes_FromStringAndSize(<char *>zmq_msg_data(&msg), zmq_msg_size(&msg)))
-        finally:
-            zmq_msg_close(&msg)
+        if not out:
+            m = _receive_copy(self, _deadline(timeout), &qid)
+            if m is None:
+                raise Timeout(f"no message arrived within {timeout} s")
+            out.append(m)
+        while len(out) < max_count and self._try_receive(&self.rmsg):
+            out.append(_copy(&self.rmsg))
         return out
 
     # ---- relays: binding two remote global objects --------------------------
@@ -1641,6 +1620,18 @@ cdef class Engine:
     def _counts(self):
         """(exchanges, queues, sockets per queue) for repr and tests."""
         return (self.nex, self.nq, [self.qs[i].nsock for i in range(self.nq)])
+
+
+cdef inline object _receive_copy(Engine self, double deadline, int *qid):
+    """The next message from any of self's queues, copied into bytes (its
+    queue id in qid[0]); None when nothing came by the deadline (0.0: do not
+    wait).  Received into the engine's reused message, as on the fast path.
+    (A function, not a method: methods are called through the vtable and
+    are never inlined.)"""
+    qid[0] = self._receive_msg(&self.rmsg, deadline)
+    if qid[0] == 0:
+        return None
+    return _copy(&self.rmsg)
 
 
 cdef class _Relay:
