@@ -24,6 +24,7 @@ from cpython.bytes cimport (PyBytes_FromStringAndSize, PyBytes_AS_STRING,
 from cpython.buffer cimport (PyObject_GetBuffer, PyBuffer_Release, PyBUF_ANY_CONTIGUOUS,
                              PyBUF_WRITABLE, PyBUF_FORMAT, PyBUF_ND)
 from cpython.exc cimport PyErr_CheckSignals
+from cpython.float cimport PyFloat_CheckExact, PyFloat_AS_DOUBLE
 from cpython.list cimport PyList_New, PyList_Append
 from cpython.object cimport PyObject
 from cpython.pythread cimport PyThread_get_thread_ident
@@ -345,8 +346,10 @@ cdef inline double _now() noexcept nogil:
     return ts.tv_sec + ts.tv_nsec * 1e-9
 
 
-cdef double _deadline(object timeout) except -2.0:
-    """-1.0 for 'wait forever', else the monotonic time to give up at."""
+cdef double _seconds(object timeout) except -2.0:
+    """A timeout's length in seconds, -1.0 for 'wait forever' (None or
+    infinity).  TypeError when it is not a number (a bool is not one),
+    ValueError when it is negative or NaN."""
     if timeout is None:
         return -1.0
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
@@ -360,7 +363,25 @@ cdef double _deadline(object timeout) except -2.0:
         raise ValueError(f"timeout must be >= 0 seconds, not {timeout!r}")
     if t == INFINITY:
         return -1.0
-    return _now() + t
+    return t
+
+
+cdef double _deadline(object timeout) except -2.0:
+    """-1.0 for 'wait forever', else the monotonic time to give up at."""
+    cdef double t = _seconds(timeout)
+    return t if t < 0 else _now() + t
+
+
+cdef inline int _check_timeout(object timeout) except -1:
+    """Reject a bad timeout even when the call will not wait (and so never
+    computes a deadline): the same error on every path.  Free for None,
+    one comparison for a float."""
+    if timeout is None:
+        return 0
+    if PyFloat_CheckExact(timeout) and PyFloat_AS_DOUBLE(timeout) >= 0:
+        return 0                # NaN fails the comparison: checked below
+    _seconds(timeout)
+    return 0
 
 
 cdef inline long _ms_left(double deadline) noexcept nogil:
@@ -1095,6 +1116,7 @@ cdef class Engine:
         waiting.  Returns True once sent.
         """
         self._check()
+        _check_timeout(timeout)
         cdef ExchangeSlot *e = self._exchange(_id(eid, "exchange"))
         cdef const char *data
         cdef Py_ssize_t size
@@ -1269,6 +1291,7 @@ cdef class Engine:
         message.  timeout bounds each wait for room; returns the count sent.
         """
         self._check()
+        _check_timeout(timeout)
         cdef Py_ssize_t eid = _id(eid_obj, "exchange")
         cdef ExchangeSlot *e = self._exchange(eid)
         cdef void *only = _only(e)
@@ -1417,6 +1440,7 @@ cdef class Engine:
         returns a Frame (a buffer backed by libzmq's message, no copy).
         """
         self._check()
+        _check_timeout(timeout)
         cdef int qid, rc
         if self.nstash:
             return self._from_stash(copy)[1]
@@ -1474,6 +1498,7 @@ cdef class Engine:
         """Like receive(), but returns (queue_id, message); None with
         block=False when nothing is there."""
         self._check()
+        _check_timeout(timeout)
         cdef int qid
         if self.nstash:
             return self._from_stash(copy)
@@ -1487,6 +1512,7 @@ cdef class Engine:
         """Up to max_count messages: waits (up to timeout) for the first,
         then takes whatever else is already there.  Returns a list."""
         self._check()
+        _check_timeout(timeout)
         cdef Py_ssize_t max_count
         try:
             max_count = max_count_obj

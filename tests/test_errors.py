@@ -215,3 +215,75 @@ def test_bad_constructor_arguments():
         pyzmq.ZMQ(timeout="soon")
     with pytest.raises(ValueError, match="at most a day"):
         pyzmq.ZMQ("localhost", timeout=1e10)
+
+
+# A bad timeout is an error on every path of send and receive, including
+# those that return without waiting (and so never use it).
+BAD_TIMEOUTS = [("abc", TypeError), (True, TypeError), (b"1", TypeError),
+                (-5, ValueError), (-0.001, ValueError), (float("nan"), ValueError),
+                (float("-inf"), ValueError), (-10**400, ValueError)]
+BAD_IDS = ["str", "bool", "bytes", "-5", "-0.001", "nan", "-inf", "-10**400"]
+
+
+@pytest.fixture
+def bound(zmq):
+    """(zmq, eid): exchange E bound to local queue Q, and an unbound U."""
+    eid = zmq.create_exchange("E")
+    zmq.create_exchange("U")
+    zmq.create_queue("Q")
+    zmq.bind("E", "Q")
+    return zmq, eid
+
+
+@pytest.mark.parametrize("timeout,exc", BAD_TIMEOUTS, ids=BAD_IDS)
+def test_bad_timeout_on_every_send_path(bound, timeout, exc):
+    zmq, eid = bound
+    unbound = zmq.exchanges["U"]
+    calls = {
+        "fast path": lambda: zmq.send(eid, b"x", timeout),
+        "no wait": lambda: zmq.send(eid, b"x", timeout, block=False),
+        "buffer": lambda: zmq.send(eid, bytearray(b"x"), timeout),
+        "zero copy": lambda: zmq.send(eid, b"x" * pyzmq._zmq.ZERO_COPY_MIN, timeout),
+        "bound nowhere": lambda: zmq.send(unbound, b"x", timeout),
+        "send_many": lambda: zmq.send_many(eid, [b"x", b"y"], timeout),
+        "send_many, nothing": lambda: zmq.send_many(eid, [], timeout),
+    }
+    for path, call in calls.items():
+        with pytest.raises(exc, match="timeout"):
+            call()
+            pytest.fail(f"{path}: no error")
+    assert zmq.receive(block=False) is None      # nothing was sent
+
+
+@pytest.mark.parametrize("timeout,exc", BAD_TIMEOUTS, ids=BAD_IDS)
+def test_bad_timeout_on_every_receive_path(bound, timeout, exc):
+    zmq, eid = bound
+    for i in range(6):
+        zmq.send(eid, b"%d" % i)
+    calls = {
+        "fast path": lambda: zmq.receive(timeout),
+        "no wait": lambda: zmq.receive(timeout, block=False),
+        "frame": lambda: zmq.receive(timeout, copy=False),
+        "receive2": lambda: zmq.receive2(timeout),
+        "receive2, frame": lambda: zmq.receive2(timeout, copy=False),
+        "receive_many": lambda: zmq.receive_many(3, timeout),
+    }
+    for path, call in calls.items():
+        with pytest.raises(exc, match="timeout"):
+            call()
+            pytest.fail(f"{path}: no error")
+    # nothing was taken: every message is still there, in order
+    assert zmq.receive_many(10, timeout=0) == [b"%d" % i for i in range(6)]
+    with pytest.raises(exc, match="timeout"):       # and with nothing there
+        zmq.receive(timeout, block=False)
+
+
+@pytest.mark.parametrize("timeout", [None, 0, 0.5, 2, float("inf"), 10**400],
+                         ids=["None", "0", "0.5", "2", "inf", "10**400"])
+def test_good_timeouts_on_the_fast_paths(bound, timeout):
+    zmq, eid = bound
+    assert zmq.send(eid, b"a", timeout) is True
+    assert zmq.send_many(eid, [b"b", b"c"], timeout) == 2
+    assert zmq.receive(timeout) == b"a"
+    assert zmq.receive2(timeout)[1] == b"b"
+    assert zmq.receive_many(5, timeout) == [b"c"]
