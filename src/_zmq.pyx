@@ -63,6 +63,7 @@ cdef extern from "zerocopy.h":
     long zw_collect()
     long zw_outstanding
 
+import collections
 import os
 import threading
 
@@ -506,6 +507,48 @@ cdef int _grow(void ***arr, int n) except -1:
     return 0
 
 
+cdef class _Stash:
+    """Messages a bind() read while it waited for its sync answer, as
+    (queue id, bytes) in arrival order; receive() hands them out first.
+    n is their count, so the fast path tests a C integer instead of asking
+    the deque; only these methods change the deque, and each keeps n equal
+    to its length."""
+    cdef readonly Py_ssize_t n
+    cdef object items
+
+    def __cinit__(self):
+        self.items = collections.deque()
+
+    def __len__(self):
+        return len(self.items)
+
+    cdef int push(self, int qid, bytes m) except -1:
+        self.items.append((qid, m))
+        self.n += 1
+        return 0
+
+    cdef tuple pop(self):
+        """The oldest message (IndexError when there is none)."""
+        cdef tuple item = self.items.popleft()
+        self.n -= 1
+        return item
+
+    cdef int truncate(self, Py_ssize_t n) except -1:
+        """Drop the newest messages until n are left."""
+        while self.n > n:
+            self.items.pop()
+            self.n -= 1
+        return 0
+
+    cdef list take(self, int qid):
+        """Remove queue qid's messages; returns them (bytes) in order."""
+        cdef list taken = [m for q, m in self.items if q == qid]
+        if taken:
+            self.items = collections.deque(item for item in self.items if item[0] != qid)
+            self.n = len(self.items)
+        return taken
+
+
 cdef class Engine:
     """Sockets of one wiring instance; used by one thread, the one that made it."""
 
@@ -529,8 +572,7 @@ cdef class Engine:
     cdef long owner
     cdef int _hwm
     cdef int _linger_ms
-    cdef object stash               # messages read while a bind waited: (qid, bytes)
-    cdef Py_ssize_t nstash
+    cdef _Stash stash               # messages read while a bind waited
     cdef dict pending_syncs         # eid -> [topic, ...] still to answer
     cdef str prefix                 # inproc endpoint prefix of this instance
     cdef object _relays             # running relay threads (both sides remote)
@@ -546,7 +588,7 @@ cdef class Engine:
         self.owner = PyThread_get_thread_ident()
         self._hwm = 1000
         self._linger_ms = 1000
-        self.stash = __import__("collections").deque()
+        self.stash = _Stash()
         self.pending_syncs = {}
         self._relays = []
         _engine_serial += 1
@@ -916,7 +958,7 @@ cdef class Engine:
                                  double deadline, Engine owner=None,
                                  bint curve=False) except -1:
         cdef void *mon = NULL
-        cdef Py_ssize_t kept = len(self.stash)
+        cdef Py_ssize_t kept = self.stash.n
         if curve:
             # failures only: a handshake that succeeded is not the end of
             # the wait, the owner's sync answer is
@@ -927,9 +969,7 @@ cdef class Engine:
         except BaseException:
             # the bind failed: what this SUB delivered meanwhile (everything
             # stashed since we started) belongs to no binding
-            while len(self.stash) > kept:
-                self.stash.pop()
-            self.nstash = len(self.stash)
+            self.stash.truncate(kept)
             raise
         finally:
             if mon != NULL:
@@ -993,8 +1033,7 @@ cdef class Engine:
                 more = zmq_msg_more(&msg)
                 if not more:
                     # data published after our subscription took effect
-                    self.stash.append((qid, _copy(&msg)))
-                    self.nstash += 1
+                    self.stash.push(qid, _copy(&msg))
                     zmq_msg_close(&msg)
                     continue
                 first = _copy(&msg)
@@ -1442,7 +1481,7 @@ cdef class Engine:
         self._check()
         _check_timeout(timeout)
         cdef int qid, rc
-        if self.nstash:
+        if self.stash.n:
             return self._from_stash(copy)[1]
         if copy and self.nitems == 1 and self.ninputs == 1:
             # fast path: one input socket, no listener to serve; the engine's
@@ -1482,8 +1521,7 @@ cdef class Engine:
         return f
 
     cdef tuple _from_stash(self, bint copy):
-        cdef tuple item = self.stash.popleft()
-        self.nstash -= 1
+        cdef tuple item = self.stash.pop()
         if copy:
             return item
         cdef Frame f = Frame.__new__(Frame)
@@ -1500,7 +1538,7 @@ cdef class Engine:
         self._check()
         _check_timeout(timeout)
         cdef int qid
-        if self.nstash:
+        if self.stash.n:
             return self._from_stash(copy)
         if not copy:
             f = self._receive_frame(timeout, block)
@@ -1524,7 +1562,7 @@ cdef class Engine:
             raise ValueError(f"max_count must be >= 1, not {max_count}")
         cdef list out = []
         cdef int qid
-        while self.nstash and len(out) < max_count:
+        while self.stash.n and len(out) < max_count:
             out.append(self._from_stash(True)[1])
         if not out:
             m = _receive_copy(self, _deadline(timeout), &qid)
@@ -1567,17 +1605,13 @@ cdef class Engine:
         except BaseException:
             relay.close_sockets()
             raise
-        # data that arrived while syncing was stashed under queue id 0
-        keep = __import__("collections").deque()
-        for qid, m in self.stash:
-            if qid == 0:
-                if _send_one(relay.push, <char *>m, len(m), NULL, ZMQ_DONTWAIT) < 0:
-                    relay.close_sockets()
-                    _raise_zmq("relay: cannot pass on what arrived while binding")
-            else:
-                keep.append((qid, m))
-        self.stash = keep
-        self.nstash = len(keep)
+        # data that arrived while syncing was stashed under queue id 0: it
+        # is the relay's, never receive()'s, even if passing it on fails
+        cdef bytes m
+        for m in self.stash.take(0):
+            if _send_one(relay.push, <char *>m, len(m), NULL, ZMQ_DONTWAIT) < 0:
+                relay.close_sockets()
+                _raise_zmq("relay: cannot pass on what arrived while binding")
         relay.thread = threading.Thread(target=relay.run, daemon=True,
                                         name=f"pyzmq-wiring relay {exchange_endpoint} -> {queue_endpoint}")
         relay.thread.start()
@@ -1642,6 +1676,11 @@ cdef class Engine:
                 zmq_getsockopt(e.pushes[i], ZMQ_FD, &fd, &n)
                 out.append(fd)
         return out
+
+    def _stashed(self):
+        """(count the fast path sees, messages really kept) of the stash,
+        for tests: always equal."""
+        return self.stash.n, len(self.stash)
 
     def _counts(self):
         """(exchanges, queues, sockets per queue) for repr and tests."""

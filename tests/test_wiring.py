@@ -198,6 +198,78 @@ def test_fresh_binds_are_live_when_bind_returns(directory):
         echo.expect("BYE")
 
 
+# A process owning global exchange ES that sends 0, 1, 2, ... without pause
+# until killed: a binder's SUB gets data before the sync answer.
+STREAMER = """
+import sys, pyzmq
+zmq = pyzmq.ZMQ(sys.argv[1])
+eid = zmq.create_exchange("ES", pyzmq.SCOPE_GLOBAL, "127.0.0.1:0")
+print("READY", flush=True)
+i = 0
+while True:
+    zmq.send(eid, b"%d" % i)
+    i += 1
+"""
+
+# A process owning global queue QC: checks that n messages are consecutive
+# numbers, wherever they start, then takes whatever comes until killed (a
+# relay feeding a queue nobody reads would stall at its high-water mark).
+CONSECUTIVE = """
+import sys, pyzmq
+zmq = pyzmq.ZMQ(sys.argv[1])
+zmq.create_queue("QC", pyzmq.SCOPE_GLOBAL, "127.0.0.1:0")
+print("READY", flush=True)
+first = prev = int(zmq.receive(timeout=20))
+for _ in range(int(sys.argv[2]) - 1):
+    m = int(zmq.receive(timeout=20))
+    if m != prev + 1:
+        print("GAP", prev, m, flush=True)
+        sys.exit(1)
+    prev = m
+print("CONSECUTIVE", first, prev, flush=True)
+while True:
+    zmq.receive()
+"""
+
+
+def test_what_arrives_while_bind_waits_comes_out_first_in_order(directory):
+    """Data published between the subscription and the sync answer is kept
+    by bind() and handed out before anything newer, by every receive form."""
+    with Peer(STREAMER, directory) as streamer:
+        streamer.expect("READY")
+        stashed = []
+        while sum(n > 0 for n in stashed) < 3 and len(stashed) < 60:
+            with pyzmq.ZMQ(directory) as zmq:
+                zmq.create_queue("q")
+                zmq.bind("ES", "q")
+                n, kept = zmq._stashed()
+                assert n == kept
+                stashed.append(n)
+                got = [zmq.receive(timeout=5), zmq.receive2(timeout=5)[1],
+                       bytes(zmq.receive(timeout=5, copy=False)),
+                       bytes(zmq.receive2(timeout=5, copy=False)[1])]
+                while len(got) < 3000:
+                    got += zmq.receive_many(50, timeout=5)
+                assert zmq._stashed() == (0, 0)
+                numbers = [int(m) for m in got]
+                assert numbers == list(range(numbers[0], numbers[0] + len(numbers)))
+        assert any(stashed), "no bind kept anything: the stash was not tested"
+
+
+def test_relay_passes_on_what_arrived_while_binding(directory):
+    with Peer(STREAMER, directory) as streamer, Peer(CONSECUTIVE, directory, 3000) as checker:
+        streamer.expect("READY")
+        checker.expect("READY")
+        with pyzmq.ZMQ(directory) as zmq:
+            zmq.create_queue("mine")
+            zmq.bind("ES", "QC")            # relay: both remote
+            assert zmq._stashed() == (0, 0)     # passed on, not kept
+            zmq.bind("ES", "mine")          # not the relay's data
+            checker.expect("CONSECUTIVE", timeout=20)
+            numbers = [int(m) for m in zmq.receive_many(100, timeout=5)]
+            assert numbers == list(range(numbers[0], numbers[0] + len(numbers)))
+
+
 def test_both_sides_remote_are_relayed_by_the_binder(directory):
     with Peer(QUEUE_OWNER, directory, "QG", 100) as qowner, Peer(EXCHANGE_OWNER, directory) as eowner:
         qowner.expect("READY")
