@@ -405,6 +405,17 @@ cdef inline bytes _copy(zmq_msg_t *msg):
     return PyBytes_FromStringAndSize(<char *>zmq_msg_data(msg), zmq_msg_size(msg))
 
 
+cdef inline void _release_large(zmq_msg_t *msg) noexcept:
+    """Let the engine's reused message drop a large content now rather than
+    at the next receive (it may be a sender's bytes object lent to libzmq,
+    kept alive while the message holds it).  Not on receive()'s fast path:
+    the call into libzmq costs it a few percent; it keeps the last message
+    until the next receive."""
+    if zmq_msg_size(msg) >= <size_t>_zero_copy_min:
+        zmq_msg_close(msg)
+        zmq_msg_init(msg)
+
+
 # without a copy
 
 cdef class Frame:
@@ -1571,6 +1582,7 @@ cdef class Engine:
             out.append(m)
         while len(out) < max_count and self._try_receive(&self.rmsg):
             out.append(_copy(&self.rmsg))
+        _release_large(&self.rmsg)
         return out
 
     # ---- relays: binding two remote global objects --------------------------
@@ -1696,7 +1708,9 @@ cdef inline object _receive_copy(Engine self, double deadline, int *qid):
     qid[0] = self._receive_msg(&self.rmsg, deadline)
     if qid[0] == 0:
         return None
-    return _copy(&self.rmsg)
+    cdef bytes b = _copy(&self.rmsg)
+    _release_large(&self.rmsg)
+    return b
 
 
 cdef class _Relay:

@@ -1,5 +1,7 @@
 """The wiring API end to end: real processes, a real zmq_server, real TCP."""
 
+import time
+
 import pytest
 
 import pyzmq
@@ -87,6 +89,34 @@ def test_buffers_of_every_kind_are_sent():
                     memoryview(bytearray(big))):
             zmq.send(eid, msg)
             assert zmq.receive(timeout=1) == bytes(msg)
+
+
+def _loans_back(loans, timeout=2.0):
+    """Whether the bytes lent to libzmq are all handed back (to loans)."""
+    deadline = time.monotonic() + timeout
+    while pyzmq._zmq._loans_outstanding() > loans and time.monotonic() < deadline:
+        pyzmq._zmq._collect_loans()
+        time.sleep(0.01)
+    return pyzmq._zmq._loans_outstanding() == loans
+
+
+def test_a_large_message_is_let_go_once_received():
+    """A large bytes object sent inproc is lent, and the receiver's message
+    holds it: receive2() and receive_many() let go of it before returning
+    (receive()'s fast path keeps its last message until its next call)."""
+    big = b"b" * (1 << 20)
+    with pyzmq.ZMQ() as zmq:
+        eid = zmq.create_exchange("E")
+        zmq.create_queue("Q")
+        zmq.bind("E", "Q")
+        for take in (lambda: zmq.receive2(timeout=1)[1],
+                     lambda: zmq.receive_many(5, timeout=1)[0]):
+            pyzmq._zmq._collect_loans()
+            loans = pyzmq._zmq._loans_outstanding()
+            zmq.send(eid, big)
+            assert pyzmq._zmq._loans_outstanding() == loans + 1
+            assert take() == big
+            assert _loans_back(loans)
 
 
 def test_local_exchange_to_remote_global_queue_keeps_order(directory):
