@@ -1,10 +1,12 @@
 # Type stubs for the C core, pyzmq._zmq.
-from typing import Iterable, Optional, Tuple, Union
+from typing import Final, Iterable, Optional, Tuple, Union
 
 from collections.abc import Buffer  # Python 3.12; a protocol for any buffer
 
 SYNC_PREFIX: bytes
-ZERO_COPY_MIN: int
+# bytes objects of at least this many bytes are lent to libzmq, not copied;
+# the threshold is compiled in: this reports it, assigning to it does nothing
+ZERO_COPY_MIN: Final[int]
 STYLE_DATA_DISTRIBUTION: int
 STYLE_LOAD_BALANCING: int
 

@@ -77,8 +77,11 @@ SYNC_PREFIX = b"\xffpyzmq-wiring-sync:"
 cdef bytes _SYNC_PREFIX = SYNC_PREFIX
 
 # Bytes objects at least this large are lent to libzmq instead of copied.
-ZERO_COPY_MIN = 65536
-cdef Py_ssize_t _zero_copy_min = ZERO_COPY_MIN
+# A compile-time constant, so the send paths compare with an immediate;
+# ZERO_COPY_MIN only reports it (assigning to it would change nothing).
+cdef enum:
+    _ZERO_COPY_MIN = 65536
+ZERO_COPY_MIN = _ZERO_COPY_MIN
 
 # The owner looks at its global exchanges' listeners (attaching new binders,
 # answering their syncs) whenever it waits, and on the fast path after this
@@ -411,7 +414,7 @@ cdef inline void _release_large(zmq_msg_t *msg) noexcept:
     kept alive while the message holds it).  Not on receive()'s fast path:
     the call into libzmq costs it a few percent; it keeps the last message
     until the next receive."""
-    if zmq_msg_size(msg) >= <size_t>_zero_copy_min:
+    if zmq_msg_size(msg) >= _ZERO_COPY_MIN:
         zmq_msg_close(msg)
         zmq_msg_init(msg)
 
@@ -1176,7 +1179,7 @@ cdef class Engine:
         if PyBytes_CheckExact(msg):
             data = PyBytes_AS_STRING(msg)
             size = PyBytes_GET_SIZE(msg)
-            if size >= _zero_copy_min:
+            if size >= _ZERO_COPY_MIN:
                 return self._send_lent(e, msg, data, size, timeout, block)
             # fast path: one socket, room in its pipe
             only = _only(e)
@@ -1350,7 +1353,7 @@ cdef class Engine:
         if only == e.xpub:
             only = NULL             # the listener's sends go through send()
         for m in messages:
-            if only != NULL and PyBytes_CheckExact(m) and PyBytes_GET_SIZE(m) < _zero_copy_min:
+            if only != NULL and PyBytes_CheckExact(m) and PyBytes_GET_SIZE(m) < _ZERO_COPY_MIN:
                 rc = zmq_send(only, PyBytes_AS_STRING(m), PyBytes_GET_SIZE(m), ZMQ_DONTWAIT)
                 if rc >= 0:
                     n += 1

@@ -119,6 +119,29 @@ def test_a_large_message_is_let_go_once_received():
             assert _loans_back(loans)
 
 
+def test_zero_copy_min_is_the_threshold_sends_use(monkeypatch):
+    """bytes of ZERO_COPY_MIN or more are lent to libzmq (a loan is
+    outstanding until the receiver is done); one byte less is copied.  The
+    constant only reports the compiled-in threshold: it is read-only."""
+    threshold = pyzmq._zmq.ZERO_COPY_MIN
+    assert threshold == 65536
+    monkeypatch.setattr(pyzmq._zmq, "ZERO_COPY_MIN", 1)    # changes nothing
+    with pyzmq.ZMQ() as zmq:
+        eid = zmq.create_exchange("E")
+        zmq.create_queue("Q")
+        zmq.bind("E", "Q")
+        for send in (lambda m: zmq.send(eid, m), lambda m: zmq.send_many(eid, [m])):
+            pyzmq._zmq._collect_loans()
+            loans = pyzmq._zmq._loans_outstanding()
+            send(b"c" * (threshold - 1))
+            assert pyzmq._zmq._loans_outstanding() == loans
+            send(b"l" * threshold)
+            assert pyzmq._zmq._loans_outstanding() == loans + 1
+            assert zmq.receive2(timeout=1)[1] == b"c" * (threshold - 1)
+            assert zmq.receive2(timeout=1)[1] == b"l" * threshold
+            assert _loans_back(loans)
+
+
 def test_local_exchange_to_remote_global_queue_keeps_order(directory):
     n = 100_000
     with Peer(QUEUE_OWNER, directory, "QG", n) as owner:
