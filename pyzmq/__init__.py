@@ -14,10 +14,11 @@ from pyzmq._zmq import Frame, libzmq_version as zmq_version
 from pyzmq.wiring import (ZMQ, SCOPE_LOCAL, SCOPE_GLOBAL,
                           STYLE_DATA_DISTRIBUTION, STYLE_LOAD_BALANCING)
 from pyzmq.curve import curve_keypair, curve_public
+from pyzmq.directory import DirectoryError
 
 __version__ = "0.1.0"
 
-__all__ = ["ZMQ", "Error", "Timeout", "Frame", "SCOPE_LOCAL", "SCOPE_GLOBAL",
+__all__ = ["ZMQ", "Error", "Timeout", "DirectoryError", "Frame", "SCOPE_LOCAL", "SCOPE_GLOBAL",
            "STYLE_DATA_DISTRIBUTION", "STYLE_LOAD_BALANCING", "zmq_version",
            "curve_keypair", "curve_public",
            "__version__"]

@@ -2,7 +2,14 @@
 
     public, secret = pyzmq.curve_keypair()
     zmq = pyzmq.ZMQ("localhost", secret_key=secret, allowed_keys=[...])
+
+``zmq_keygen PATH`` (``python -m pyzmq.curve PATH``) writes a new secret
+key to PATH, readable by its owner only, and the public key to PATH.pub.
 """
+
+import argparse
+import os
+import sys
 
 from pyzmq import _zmq
 
@@ -20,3 +27,37 @@ def curve_public(secret):
 def check_key(key, what="key"):
     """Return key if it is a str of 40 Z85 characters, else raise ValueError."""
     return _zmq._check_z85_key(key, what)
+
+
+def write_keypair(path):
+    """Write a new secret key to ``path`` (mode 0600, never over an existing
+    file) and its public key to ``path.pub``; return the public key."""
+    public, secret = curve_keypair()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(secret + "\n")
+    with open(path + ".pub", "w") as f:
+        f.write(public + "\n")
+    return public
+
+
+def main(argv=None):
+    """Entry point of ``zmq_keygen``; returns the exit status."""
+    parser = argparse.ArgumentParser(
+        prog="zmq_keygen",
+        description="Make a CURVE keypair: the secret key goes to PATH (readable by you only), "
+                    "the public key to PATH.pub and to stdout.")
+    parser.add_argument("path", help="file for the secret key; it must not exist yet")
+    args = parser.parse_args(argv)
+    try:
+        public = write_keypair(args.path)
+    except FileExistsError:
+        parser.error(f"{args.path} exists; not overwriting a key")
+    except OSError as exc:
+        parser.error(f"cannot write {args.path}: {exc.strerror or exc}")
+    print(public)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

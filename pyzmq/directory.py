@@ -102,21 +102,31 @@ def _recv_exactly(sock, n, deadline):
     return b"".join(chunks)
 
 
-def _exchange(sock, request, deadline):
-    """Send one request and return the decoded reply.
+class _Link:
+    """One connection to the directory: the TCP socket and, on a secure
+    directory, the channel that seals and opens its frames."""
+
+    def __init__(self, sock, channel=None):
+        self.sock = sock
+        self.channel = channel
+
+    def close(self):
+        self.sock.close()
+
+
+def _send_receive(sock, body, deadline):
+    """Send one frame body and return the body of the frame that answers it.
 
     Raises _Lost when the connection breaks, socket.timeout past ``deadline``.
     """
-    frame = p.encode_frame(p.encode_request(request))
     remaining = deadline - time.monotonic()
     if remaining <= 0:
         raise socket.timeout("timed out")
     sock.settimeout(remaining)
     try:
-        sock.sendall(frame)
+        sock.sendall(p.encode_frame(body))
         header = _recv_exactly(sock, p.HEADER_SIZE, deadline)
-        body = _recv_exactly(sock, p.body_length(header), deadline)
-        return p.decode_reply(body)
+        return _recv_exactly(sock, p.body_length(header), deadline)
     except socket.timeout:
         raise
     except p.ProtocolError as exc:
@@ -125,16 +135,49 @@ def _exchange(sock, request, deadline):
         raise _Lost(exc.strerror or str(exc)) from None
 
 
+def _exchange(link, request, deadline):
+    """Send one request on ``link`` and return the decoded reply.
+
+    Raises _Lost when the connection breaks (or, secure, a frame was
+    tampered with), socket.timeout past ``deadline``.
+    """
+    body = p.encode_request(request)
+    if link.channel is not None:
+        body = link.channel.seal(body)
+    reply = _send_receive(link.sock, body, deadline)
+    try:
+        if link.channel is not None:
+            reply = link.channel.open(reply)
+        return p.decode_reply(reply)
+    except p.ProtocolError as exc:
+        raise _Garbage(f"the directory sent a malformed reply ({exc})") from None
+
+
 class DirectoryClient:
     """A connection to the directory at ``hostname`` ("host" or "host:port").
 
     Connecting (and every later request) is bounded by ``timeout`` seconds;
     an unreachable directory raises :class:`pyzmq.errors.Error` naming it.
     Safe to share between threads.
+
+    ``server_key`` (the directory's CURVE public key, Z85) makes the
+    connection secure: the directory must prove it holds the matching secret
+    key, this client proves it holds ``secret_key`` (Z85; a key made for
+    this client when None), and every frame is encrypted and authenticated.
     """
 
-    def __init__(self, hostname, timeout=5.0):
+    def __init__(self, hostname, timeout=5.0, server_key=None, secret_key=None):
         self._host, self._port = parse_hostname(hostname)
+        self._server_key = self._secret_key = None
+        if server_key is not None:
+            from pyzmq import dirsecure
+            self._server_key = dirsecure.decode_key(server_key, "directory_key")
+            if secret_key is None:
+                self._secret_key = dirsecure.keypair()[1]
+            else:
+                self._secret_key = dirsecure.decode_key(secret_key, "secret_key")
+        elif secret_key is not None:
+            raise ValueError("secret_key for the directory needs server_key, the directory's public key")
         if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
             raise TypeError(f"timeout must be a number of seconds, not {type(timeout).__name__}")
         if not (timeout > 0 and math.isfinite(timeout)):
@@ -314,8 +357,14 @@ class DirectoryClient:
 
     # -- connection management ---------------------------------------------
 
+    @property
+    def secure(self):
+        """True when the connection is (to be) authenticated and encrypted."""
+        return self._server_key is not None
+
     def _open(self, deadline):
-        """Connect and say HELLO; return the socket.  Touches no shared state."""
+        """Connect and say HELLO (or run the secure handshake); return the
+        _Link.  Touches no shared state."""
         try:
             sock = socket.create_connection((self._host, self._port),
                                             timeout=max(0.001, deadline - time.monotonic()))
@@ -327,7 +376,9 @@ class DirectoryClient:
             raise _Unreachable(f"cannot reach the directory at {self.address}: {reason}", reason) from None
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            reply = _exchange(sock, p.Hello(), deadline)
+            if self._server_key is not None:
+                return _Link(sock, self._handshake(sock, deadline))
+            reply = _exchange(_Link(sock), p.Hello(), deadline)
         except socket.timeout:
             sock.close()
             raise Timeout(f"the directory at {self.address} accepted the connection but did not answer "
@@ -338,16 +389,53 @@ class DirectoryClient:
         except (_Lost, OSError) as exc:
             sock.close()
             raise Error(f"cannot talk to the directory at {self.address}: {exc}") from None
+        except Error:
+            sock.close()
+            raise
+        if isinstance(reply, p.ErrorReply):
+            sock.close()
+            raise DirectoryError(f"the directory at {self.address} refused this client: {reply.message}",
+                                 reply.code)
         if not isinstance(reply, p.Ok):
             sock.close()
-            detail = reply.message if isinstance(reply, p.ErrorReply) else type(reply).__name__
-            raise Error(f"the directory at {self.address} refused this client: {detail}")
-        return sock
+            raise Error(f"the directory at {self.address} answered HELLO with {type(reply).__name__}")
+        return _Link(sock)
 
-    def _install(self, sock):
+    def _handshake(self, sock, deadline):
+        """Run the secure handshake on a fresh socket; return its channel.
+
+        Raises Error when the directory refuses this client or fails to prove
+        its key (wrong ``server_key``, or someone in between).
+        """
+        from pyzmq import dirsecure
+        shake = dirsecure.ClientHandshake(self._server_key, self._secret_key)
+        try:
+            welcome = _send_receive(sock, shake.hello(), deadline)
+            self._refused(welcome, p.WELCOME)
+            ready = _send_receive(sock, shake.initiate(welcome), deadline)
+            self._refused(ready, p.READY)
+            return shake.ready(ready)
+        except p.ProtocolError as exc:
+            raise DirectoryError(f"the directory at {self.address} failed the CURVE handshake: {exc}",
+                                 exc.code) from None
+
+    def _refused(self, body, expected):
+        """Raise Error unless ``body`` is the handshake step ``expected``."""
+        if body[0] == expected:
+            return
+        try:
+            reply = p.decode_reply(body)
+        except p.ProtocolError:
+            reply = None
+        if isinstance(reply, p.ErrorReply):
+            raise DirectoryError(f"the directory at {self.address} refused this client: {reply.message}",
+                                 reply.code)
+        raise _Garbage(f"the directory answered the CURVE handshake with command 0x{body[0]:02x}")
+
+    def _install(self, link):
         """With the lock held (or before the keeper exists), adopt a fresh connection."""
-        self._sock = sock
-        self._local_ip = sock.getsockname()[0]
+        self._sock = link
+        self._local_ip = link.sock.getsockname()[0]
         self._last_failure = None
 
     def _drop(self, why):

@@ -11,10 +11,12 @@ Run it as ``zmq_server [--port N] [-q] [ADDRESS]`` or
 
 import argparse
 import asyncio
+import os
 import signal
 import socket
 import sys
 
+from pyzmq import dirsecure
 from pyzmq import protocol as p
 
 READ_LIMIT = 8192  # per-connection read buffer (asyncio pauses reading at twice this)
@@ -36,11 +38,14 @@ def format_hostport(host, port):
 
 
 class Connection:
-    """One client connection: its peer (for logs) and the names it holds."""
+    """One client connection: its peer (for logs), the names it holds and,
+    on a secure server, its proven CURVE key and the channel that seals its frames."""
 
     def __init__(self, peer):
         self.peer = peer
         self.names = set()
+        self.key = None         # Z85 public key the client proved it holds
+        self.channel = None     # dirsecure.Channel once the handshake is done
 
 
 class Record:
@@ -124,7 +129,22 @@ class Server:
     """The directory service; ``await serve()`` runs it until ``stop()``."""
 
     def __init__(self, host="0.0.0.0", port=p.DEFAULT_PORT, quiet=False,
-                 max_connections=p.MAX_CONNECTIONS, frame_timeout=p.FRAME_TIMEOUT):
+                 max_connections=p.MAX_CONNECTIONS, frame_timeout=p.FRAME_TIMEOUT,
+                 secret_key=None, allowed_keys=None):
+        """``secret_key`` (Z85) makes every connection secure (docs/directory.md):
+        clients must know the matching public key, ``public_key`` here.
+        ``allowed_keys`` (Z85 public keys) then limits which clients are served;
+        None serves any client that completes the handshake."""
+        self._secret = None
+        self._allowed = None
+        self.public_key = None
+        if secret_key is not None:
+            self._secret = dirsecure.decode_key(secret_key, "the directory's secret key")
+            self.public_key = p.z85_encode(dirsecure.public_of(self._secret))
+            if allowed_keys is not None:
+                self._allowed = {dirsecure.decode_key(k, "an allowed key") for k in allowed_keys}
+        elif allowed_keys is not None:
+            raise ValueError("allowed_keys needs secret_key: only a secure directory knows its clients' keys")
         self.host = host
         self.port = port
         self.quiet = quiet
@@ -199,12 +219,12 @@ class Server:
             finally:
                 self.connections.discard(conn)
                 self.registry.drop(conn)
-            await self._close(reader, writer, last_reply)
+            await self._close(reader, writer, last_reply, conn.channel)
         finally:
             self._tasks.discard(task)
             writer.transport.abort()
 
-    async def _close(self, reader, writer, reply):
+    async def _close(self, reader, writer, reply, channel=None):
         """Send ``reply`` (if any), then close so that the peer gets it.
 
         Closing a socket with unread input makes the kernel send a reset, which
@@ -214,7 +234,8 @@ class Server:
         if reply is None or writer.is_closing():
             return
         try:
-            writer.write(p.encode_frame(p.encode_reply(reply)))
+            body = p.encode_reply(reply)
+            writer.write(p.encode_frame(channel.seal(body) if channel is not None else body))
             if writer.can_write_eof():
                 writer.write_eof()
             loop = asyncio.get_running_loop()
@@ -233,8 +254,23 @@ class Server:
             body = await self._read_frame(reader, deadline)
             if body is None:
                 return  # clean EOF between frames
-            if not greeted and body[0] != p.HELLO:
-                raise _Close(p.ErrorReply(p.BAD_HELLO, "the first request must be HELLO"))
+            if not greeted:
+                if self._secret is not None:
+                    await self._handshake(conn, body, reader, writer, deadline)
+                    greeted = True
+                    continue
+                if body[0] == p.CURVE_HELLO:
+                    raise _Close(p.ErrorReply(p.BAD_HELLO, "this directory does not use CURVE: "
+                                                           "connect without a directory key"))
+                if body[0] != p.HELLO:
+                    raise _Close(p.ErrorReply(p.BAD_HELLO, "the first request must be HELLO"))
+            elif conn.channel is not None:
+                try:
+                    body = conn.channel.open(body)
+                except p.ProtocolError as exc:
+                    # the stream can no longer be trusted: no answer, drop it
+                    self._info(f"zmq_server: dropped {conn.peer}: {exc}")
+                    return
             try:
                 request = p.decode_request(body)
             except p.ProtocolError as exc:
@@ -244,8 +280,34 @@ class Server:
             else:
                 greeted = True
                 reply = self._handle(conn, request)
-            writer.write(p.encode_frame(p.encode_reply(reply)))
+            out = p.encode_reply(reply)
+            writer.write(p.encode_frame(conn.channel.seal(out) if conn.channel is not None else out))
             await writer.drain()
+
+    async def _handshake(self, conn, hello, reader, writer, deadline):
+        """Run the secure handshake whose first frame is ``hello``; the whole
+        of it is due by ``deadline`` (frame_timeout after the connect)."""
+        if hello[0] != p.CURVE_HELLO:
+            raise _Close(p.ErrorReply(p.BAD_HELLO, "this directory requires CURVE: give the client "
+                                                   f"its public key {self.public_key}"))
+        shake = dirsecure.ServerHandshake(self._secret, self._allowed)
+        try:
+            writer.write(p.encode_frame(shake.welcome(hello)))
+            await writer.drain()
+            initiate = await self._read_frame(reader, deadline)
+            if initiate is None:
+                raise _Close()
+            if initiate[0] != p.INITIATE:
+                raise _Close(p.ErrorReply(p.AUTH, "the second frame of a secure connection must be INITIATE"))
+            ready, channel, client = shake.ready(initiate)
+        except p.ProtocolError as exc:
+            self._info(f"zmq_server: refused {conn.peer}: {exc}")
+            raise _Close(p.ErrorReply(exc.code, str(exc))) from None
+        conn.key = p.z85_encode(client)
+        conn.peer = f"{conn.peer} key {conn.key}"
+        writer.write(p.encode_frame(ready))
+        await writer.drain()
+        conn.channel = channel
 
     async def _read_frame(self, reader, hello_deadline):
         """Return the next frame body, or None on EOF before a frame begins.
@@ -280,6 +342,9 @@ class Server:
 
     def _handle(self, conn, request):
         if isinstance(request, p.Register):
+            if conn.key is not None and request.key and request.key != conn.key:
+                return p.ErrorReply(p.AUTH, "on a secure directory a name may only be registered with "
+                                            "the connection's own key (or none)")
             return self.registry.register(conn, request.kind, request.name, request.address, request.key)
         if isinstance(request, p.Lookup):
             return self.registry.lookup(request.name)
@@ -319,20 +384,70 @@ def parse_args(argv=None):
                         help=f"TCP port (default: {p.DEFAULT_PORT}; 0 picks a free port)")
     parser.add_argument("-q", "--quiet", action="store_true",
                         help="do not log registrations and removals")
+    parser.add_argument("--curve-secret", metavar="FILE",
+                        help="file holding the server's CURVE secret key (40 Z85 characters): "
+                             "every connection is then authenticated and encrypted")
+    parser.add_argument("--curve-allow", metavar="FILE",
+                        help="file of client public keys allowed to connect, one per line "
+                             "(lines starting with '#' are comments); needs --curve-secret")
     args = parser.parse_args(argv)
     if not 0 <= args.port <= 65535:
         parser.error(f"port {args.port} is not in 0..65535")
+    if args.curve_allow and not args.curve_secret:
+        parser.error("--curve-allow needs --curve-secret")
+    args.secret_key = args.allowed_keys = None
+    try:
+        if args.curve_secret:
+            args.secret_key = read_key_file(args.curve_secret, "--curve-secret")
+        if args.curve_allow:
+            args.allowed_keys = read_key_list(args.curve_allow)
+    except (OSError, ValueError) as exc:
+        parser.error(str(exc))
     return args
+
+
+def read_key_file(path, what):
+    """The one Z85 key in file ``path``; OSError/ValueError saying what is wrong."""
+    keys = read_key_list(path)
+    if len(keys) != 1:
+        raise ValueError(f"{what} {path}: expected one key, found {len(keys)}")
+    dirsecure.decode_key(keys[0], f"{what} {path}")
+    try:
+        if os.stat(path).st_mode & 0o077:
+            _log(f"zmq_server: warning: {path} holds a secret key and is readable by other users")
+    except OSError:
+        pass
+    return keys[0]
+
+
+def read_key_list(path):
+    """The Z85 keys in file ``path``, one per line.
+
+    Blank lines and lines starting with '#' are skipped.  '#' is also a Z85
+    character, but it cannot start a key (a 5-character group encodes at
+    most 0xFFFFFFFF, so its first digit is at most 82 of 85), so there is
+    no ambiguity; a comment after a key on the same line is not allowed.
+    """
+    keys = []
+    with open(path, encoding="ascii", errors="replace") as f:
+        for number, line in enumerate(f, 1):
+            text = line.strip()
+            if text and not text.startswith("#"):
+                dirsecure.decode_key(text, f"{path} line {number}")
+                keys.append(text)
+    return keys
 
 
 def main(argv=None):
     """Entry point of the ``zmq_server`` console script; returns the exit status."""
     args = parse_args(argv)
     _raise_fd_limit(p.MAX_CONNECTIONS + 64)
-    server = Server(args.address, args.port, quiet=args.quiet)
+    server = Server(args.address, args.port, quiet=args.quiet, secret_key=args.secret_key,
+                    allowed_keys=args.allowed_keys)
 
     def ready(host, port):
-        print(f"zmq_server: listening on {format_hostport(host, port)}", flush=True)
+        secure = f" (CURVE, public key {server.public_key})" if server.public_key else ""
+        print(f"zmq_server: listening on {format_hostport(host, port)}{secure}", flush=True)
 
     async def run():
         loop = asyncio.get_running_loop()

@@ -22,7 +22,7 @@ import time
 
 from pyzmq.errors import Error
 
-_READY = re.compile(r"^zmq_server: listening on (.+):(\d+)$")
+_READY = re.compile(r"^zmq_server: listening on (.+):(\d+)(?: \(CURVE, public key (\S{40})\))?$")
 _PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -33,7 +33,10 @@ class ServerProcess:
     port reuse the port of the previous run, so clients can find it again.
     """
 
-    def __init__(self, host="127.0.0.1", port=0, quiet=False, ready_timeout=10.0, log_lines=2000):
+    def __init__(self, host="127.0.0.1", port=0, quiet=False, ready_timeout=10.0, log_lines=2000,
+                 extra_args=()):
+        self.extra_args = list(extra_args)   # e.g. ["--curve-secret", path]
+        self.public_key = None               # the server's CURVE public key, when it has one
         self.host = host
         self.port = port
         self.quiet = quiet
@@ -57,6 +60,7 @@ class ServerProcess:
         cmd = [sys.executable, "-m", "pyzmq.server", "--port", str(self.port)]
         if self.quiet:
             cmd.append("-q")
+        cmd.extend(self.extra_args)
         cmd.append(self.host)
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [_PACKAGE_ROOT, env.get("PYTHONPATH")]))
@@ -87,6 +91,7 @@ class ServerProcess:
             tail = "\n".join(list(self._logs)[-20:])
             raise Error(f"zmq_server ({' '.join(cmd)}) {why}" + (f"; its stderr:\n{tail}" if tail else ""))
         self.port = ready["port"]
+        self.public_key = ready["key"]
         return self
 
     def stop(self, timeout=5.0):
@@ -181,6 +186,7 @@ class ServerProcess:
                 match = _READY.match(line.rstrip("\n"))
                 if match and not ready_event.is_set():
                     ready["port"] = int(match.group(2))
+                    ready["key"] = match.group(3)
                     ready_event.set()
         finally:
             ready_event.set()

@@ -142,10 +142,13 @@ class ZMQ(_zmq.Engine):
         registered in the directory (see docs/security.md).
       allowed_keys: client public keys (Z85) allowed to connect to this
         instance's listeners; None allows any CURVE client.
+      directory_key: the CURVE public key (Z85) of a secure zmq_server; the
+        directory connection is then authenticated both ways and encrypted,
+        this instance proving `secret_key` (or a key made for it).
     """
 
     def __init__(self, hostname=None, *, timeout=5.0, hwm=1000, linger=1.0,
-                 bind_timeout=10.0, secret_key=None, allowed_keys=None):
+                 bind_timeout=10.0, secret_key=None, allowed_keys=None, directory_key=None):
         self._zap_domain = None
         self._timeout = _check_seconds(timeout, "timeout")
         if self._timeout > 86400:
@@ -166,7 +169,11 @@ class ZMQ(_zmq.Engine):
                 raise TypeError(f"hostname must be a str such as 'localhost:5682', "
                                 f"not {type(hostname).__name__}")
             from pyzmq.directory import DirectoryClient
-            self._directory = DirectoryClient(hostname, timeout=self._timeout)
+            self._directory = DirectoryClient(
+                hostname, timeout=self._timeout, server_key=directory_key,
+                secret_key=secret_key if directory_key is not None else None)
+        elif directory_key is not None:
+            raise ValueError("directory_key needs a directory: give the hostname of its zmq_server")
         if secret_key is not None:
             domain = f"pyzmq-wiring/{os.getpid()}/{next(_zap_serial)}"
             self._curve_setup(secret_key, domain)

@@ -18,7 +18,7 @@ from pyzmq.errors import Error, Timeout
 from pyzmq.testing import ServerProcess
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-KEY = "rq:rM>}U?@Lns47E1%kR.o@n%FcmmsL/@{H8]yf7"  # a Z85 CURVE public key (40 characters)
+KEY = "1/.@})TAeU!GLIwz*kUIbyZ=V!T=?.Y>QSnrwf*="  # a Z85 CURVE public key (40 characters)
 
 
 def wait_until(predicate, timeout, interval=0.05):
@@ -184,7 +184,7 @@ def test_names_vanish_when_owner_process_is_killed(directory, client):
 def test_server_logs_registration_and_removal(directory_server):
     with DirectoryClient(directory_server.address, timeout=3.0) as c:
         c.register("E", "logged", "127.0.0.1:5555")
-        port = c._sock.getsockname()[1]
+        port = c._sock.sock.getsockname()[1]
         peer = f"127.0.0.1:{port}"
         line = directory_server.wait_for_log(r"registered 'logged'", 5.0)
         assert line == f"zmq_server: registered 'logged' kind E at 127.0.0.1:5555 by {peer}"
