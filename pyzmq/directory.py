@@ -22,6 +22,7 @@ log = logging.getLogger("pyzmq.directory")
 
 PING_INTERVAL = 1.0   # seconds between liveness PINGs on an idle connection
 RETRY_INTERVAL = 0.5  # seconds between reconnection attempts
+REFUSED_RETRY_MAX = 30.0  # after refusals (e.g. key not allowed) the interval doubles up to this
 DROP_GRACE = 0.2      # seconds between losing a connection and the first reconnection attempt,
                       # so that a live server has seen the old one close (and freed its names)
 
@@ -52,6 +53,12 @@ class _Lost(Exception):
 
 class _Garbage(_Lost):
     """The peer sent bytes that are not a valid reply."""
+
+
+def _printable(text):
+    """``text`` with control characters escaped: refusals come before any
+    authentication, so their text may be anyone's and must not rewrite a log."""
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
 
 
 def parse_hostname(hostname):
@@ -191,6 +198,7 @@ class DirectoryClient:
         self._local_ip = None
         self._closed = False
         self._last_failure = None
+        self._refusal = None  # the DirectoryError of the last reconnection attempt, if refused
         self._names = {}  # name -> (kind, address, key) registered by this client
         self._stop = threading.Event()   # set by close(): the keeper must exit
         self._wake = threading.Event()   # set to make the keeper act now
@@ -327,6 +335,8 @@ class DirectoryClient:
         if remaining > 0:
             self._cond.wait_for(lambda: self._sock is not None or self._closed, remaining)
         if self._sock is None and not self._closed:
+            if self._refusal is not None:
+                raise DirectoryError(f"{self._refusal}; retrying in the background", self._refusal.code)
             raise Error(f"the directory at {self.address} is gone ({self._last_failure}); "
                         "reconnecting in the background")
 
@@ -394,8 +404,8 @@ class DirectoryClient:
             raise
         if isinstance(reply, p.ErrorReply):
             sock.close()
-            raise DirectoryError(f"the directory at {self.address} refused this client: {reply.message}",
-                                 reply.code)
+            raise DirectoryError(f"the directory at {self.address} refused this client: "
+                                 f"{_printable(reply.message)}", reply.code)
         if not isinstance(reply, p.Ok):
             sock.close()
             raise Error(f"the directory at {self.address} answered HELLO with {type(reply).__name__}")
@@ -413,13 +423,13 @@ class DirectoryClient:
             welcome = _send_receive(sock, shake.hello(), deadline)
             self._refused(welcome, p.WELCOME)
             ready = _send_receive(sock, shake.initiate(welcome), deadline)
-            self._refused(ready, p.READY)
+            self._refused(ready, p.READY, shake.public_key)
             return shake.ready(ready)
         except p.ProtocolError as exc:
             raise DirectoryError(f"the directory at {self.address} failed the CURVE handshake: {exc}",
                                  exc.code) from None
 
-    def _refused(self, body, expected):
+    def _refused(self, body, expected, own_key=None):
         """Raise Error unless ``body`` is the handshake step ``expected``."""
         if body[0] == expected:
             return
@@ -428,8 +438,10 @@ class DirectoryClient:
         except p.ProtocolError:
             reply = None
         if isinstance(reply, p.ErrorReply):
-            raise DirectoryError(f"the directory at {self.address} refused this client: {reply.message}",
-                                 reply.code)
+            text = _printable(reply.message)
+            if own_key is not None and reply.code == p.AUTH:
+                text += f" (this client's public key: {own_key})"
+            raise DirectoryError(f"the directory at {self.address} refused this client: {text}", reply.code)
         raise _Garbage(f"the directory answered the CURVE handshake with command 0x{body[0]:02x}")
 
     def _install(self, link):
@@ -455,9 +467,20 @@ class DirectoryClient:
         """One reconnection attempt from the keeper thread.  Returns True when connected."""
         try:
             sock = self._open(time.monotonic() + self.timeout)
+        except DirectoryError as exc:
+            # refused (e.g. this key is no longer allowed): say so once, and
+            # back off, rather than making the directory run a handshake
+            # twice a second for nothing
+            if self._refusal is None or str(self._refusal) != str(exc):
+                log.warning("%s", exc)
+            self._refusal = exc
+            self._last_failure = str(exc)
+            return False
         except Error as exc:
+            self._refusal = None
             self._last_failure = getattr(exc, "reason", str(exc))
             return False
+        self._refusal = None
         with self._lock:
             if self._closed:
                 sock.close()
@@ -531,7 +554,12 @@ def _keep_alive(ref, stop, wake):
                     stop.wait(grace)
                     if stop.is_set():
                         return
-                delay = PING_INTERVAL if client._reconnect() else RETRY_INTERVAL
+                if client._reconnect():
+                    delay = PING_INTERVAL
+                elif client._refusal is not None:
+                    delay = min(REFUSED_RETRY_MAX, max(RETRY_INTERVAL, delay * 2))
+                else:
+                    delay = RETRY_INTERVAL
             else:
                 client._ping_idle()
                 delay = PING_INTERVAL if client._sock is not None else 0

@@ -22,12 +22,16 @@ open::
     CURVE_HELLO  C', Box[64 zero bytes](C'->S)    proves the client knows S
                  WELCOME  Box[S'](S->C')          only the holder of s makes it
     INITIATE     Box[C, vouch](C'->S'),
-                 vouch = Box[C', S](C->S)         only the holder of c vouches
+                 vouch = Box[C', S](C->S')        only the holder of c vouches
                  READY  Box[](S'->C')             the server accepted C
     BOX (both ways)  Box[body](C'<->S')           numbered 1, 2, 3, ...
 
-Keys made for one connection are forgotten with it, so a recording of a
-session cannot be opened later even with both long-term secret keys.
+The vouch is boxed to S', not S: a box to S could be made by the holder
+of s as well as of c, so a stolen server key would let its thief pose as
+any client.  Keys made for one connection are dropped after it (Python
+cannot wipe a bytes object, so they stay in freed memory until reused), so
+a recording of a session cannot be opened later even with both long-term
+secret keys.
 """
 
 import os
@@ -88,6 +92,14 @@ def _auth(message):
     return p.ProtocolError(p.AUTH, message)
 
 
+class Refused(p.ProtocolError):
+    """A client that proved its key, but whose key is not allowed; ``key`` is it (32 bytes)."""
+
+    def __init__(self, message, key):
+        super().__init__(p.AUTH, message)
+        self.key = key
+
+
 def _fields(body, sizes, what):
     """Split ``body`` (command byte first) into fields of the given sizes."""
     if len(body) != 1 + sum(sizes):
@@ -122,7 +134,8 @@ class Channel:
     def open(self, body):
         """The plain body inside a BOX body; ProtocolError(AUTH) if it is not the next genuine one."""
         if not body or body[0] != self._recv_command:
-            raise _auth("a plain frame on an encrypted connection")
+            got = f"command 0x{body[0]:02x}" if body else "an empty body"
+            raise _auth(f"{got} where an encrypted frame (0x{self._recv_command:02x}) was due")
         if len(body) < 1 + _COUNTER.size + MAC + 1:
             raise _auth("an encrypted frame too short to hold a message")
         counter = bytes(body[1:1 + _COUNTER.size])
@@ -144,6 +157,7 @@ class ClientHandshake:
         self._server = server_public
         self._secret = client_secret
         self._public = _box.public_of(client_secret)
+        self.public_key = p.z85_encode(self._public)
         self._eph_public, self._eph_secret = _box.keypair()
         self._to_server = _box.shared_key(server_public, self._eph_secret)   # C' <-> S
         self._session = None
@@ -170,7 +184,7 @@ class ClientHandshake:
         except ValueError:
             raise _auth("the directory sent a degenerate one-connection key") from None
         vouch_nonce = os.urandom(8)
-        vouch = _box.seal(_box.shared_key(self._server, self._secret), _N_VOUCH + vouch_nonce,
+        vouch = _box.seal(_box.shared_key(server_eph, self._secret), _N_VOUCH + vouch_nonce,   # C -> S'
                           self._eph_public + self._server)
         nonce = os.urandom(8)
         boxed = _box.seal(self._session, _N_INITIATE + nonce, self._public + vouch_nonce + vouch)
@@ -240,14 +254,17 @@ class ServerHandshake:
             raise _auth("INITIATE does not open")
         client, vouch_nonce, vouch = plain[:KEY], plain[KEY:KEY + 8], plain[KEY + 8:]
         try:
-            vouched = _box.unseal(_box.shared_key(client, self._secret), _N_VOUCH + vouch_nonce, vouch)
+            vouched = _box.unseal(_box.shared_key(client, self._eph_secret), _N_VOUCH + vouch_nonce,
+                                  vouch)                                        # C -> S'
         except ValueError:
             vouched = None
         if vouched != self._client_eph + self._public:
             raise _auth("the client does not prove that it holds the secret key of the public key it "
                         "presents")
         if self._allowed is not None and client not in self._allowed:
-            raise _auth(f"client key {p.z85_encode(client)} is not allowed by this directory")
+            # the key itself is not in the refusal: it goes out in clear, and
+            # the handshake keeps C secret from onlookers (the server logs it)
+            raise Refused("this client's key is not allowed by this directory", client)
         self._eph_secret = None
         nonce = os.urandom(8)
         ready = bytes([p.READY]) + nonce + _box.seal(self._session, _N_READY + nonce, b"")

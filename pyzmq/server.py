@@ -142,7 +142,11 @@ class Server:
             self._secret = dirsecure.decode_key(secret_key, "the directory's secret key")
             self.public_key = p.z85_encode(dirsecure.public_of(self._secret))
             if allowed_keys is not None:
+                if isinstance(allowed_keys, (str, bytes)):
+                    raise TypeError("allowed_keys must be an iterable of Z85 public keys, not one key")
                 self._allowed = {dirsecure.decode_key(k, "an allowed key") for k in allowed_keys}
+                if not self._allowed:
+                    raise ValueError("allowed_keys is empty: no client could use this directory")
         elif allowed_keys is not None:
             raise ValueError("allowed_keys needs secret_key: only a secure directory knows its clients' keys")
         self.host = host
@@ -287,19 +291,30 @@ class Server:
     async def _handshake(self, conn, hello, reader, writer, deadline):
         """Run the secure handshake whose first frame is ``hello``; the whole
         of it is due by ``deadline`` (frame_timeout after the connect)."""
-        if hello[0] != p.CURVE_HELLO:
-            raise _Close(p.ErrorReply(p.BAD_HELLO, "this directory requires CURVE: give the client "
-                                                   f"its public key {self.public_key}"))
-        shake = dirsecure.ServerHandshake(self._secret, self._allowed)
         try:
+            if hello[0] != p.CURVE_HELLO:
+                # (no key in the answer: it is not authenticated, so a key
+                # there could be anyone's; the ready line and .pub file are)
+                raise p.ProtocolError(p.BAD_HELLO, "this directory requires CURVE: give the client "
+                                                   "the directory's public key (directory_key)")
+            shake = dirsecure.ServerHandshake(self._secret, self._allowed)
             writer.write(p.encode_frame(shake.welcome(hello)))
             await writer.drain()
-            initiate = await self._read_frame(reader, deadline)
+            try:
+                initiate = await self._read_frame(reader, deadline)
+            except _Close as close:
+                self._info(f"zmq_server: refused {conn.peer}: "
+                           f"{close.reply.message if close.reply else 'closed'} (in the handshake)")
+                raise
             if initiate is None:
+                self._info(f"zmq_server: refused {conn.peer}: it closed the connection in the handshake")
                 raise _Close()
             if initiate[0] != p.INITIATE:
-                raise _Close(p.ErrorReply(p.AUTH, "the second frame of a secure connection must be INITIATE"))
+                raise p.ProtocolError(p.AUTH, "the second frame of a secure connection must be INITIATE")
             ready, channel, client = shake.ready(initiate)
+        except dirsecure.Refused as exc:
+            self._info(f"zmq_server: refused {conn.peer}: key {p.z85_encode(exc.key)} is not allowed")
+            raise _Close(p.ErrorReply(exc.code, str(exc))) from None
         except p.ProtocolError as exc:
             self._info(f"zmq_server: refused {conn.peer}: {exc}")
             raise _Close(p.ErrorReply(exc.code, str(exc))) from None
@@ -335,7 +350,7 @@ class Server:
             return await asyncio.wait_for(reader.readexactly(length), max(0.0, deadline - loop.time()))
         except asyncio.TimeoutError:
             if hello_deadline is not None:
-                reply = p.ErrorReply(p.BAD_HELLO, f"no complete HELLO within {self.frame_timeout:g} s of connecting")
+                reply = p.ErrorReply(p.BAD_HELLO, f"no complete HELLO (or CURVE handshake) within {self.frame_timeout:g} s of connecting")
             else:
                 reply = p.ErrorReply(p.MALFORMED, f"frame not completed within {self.frame_timeout:g} s")
             raise _Close(reply) from None
@@ -401,6 +416,8 @@ def parse_args(argv=None):
             args.secret_key = read_key_file(args.curve_secret, "--curve-secret")
         if args.curve_allow:
             args.allowed_keys = read_key_list(args.curve_allow)
+            if not args.allowed_keys:
+                raise ValueError(f"--curve-allow {args.curve_allow} lists no keys: no client could connect")
     except (OSError, ValueError) as exc:
         parser.error(str(exc))
     return args

@@ -4,6 +4,7 @@ and a real TCP proxy in between where a test needs to watch or tamper."""
 
 import os
 import random
+import re
 import socket
 import struct
 import subprocess
@@ -176,7 +177,9 @@ def test_plain_client_and_secure_server_say_so(secure_server, directory, keys):
     with pytest.raises(DirectoryError) as info:
         DirectoryClient(secure_server.address)
     assert info.value.code == p.BAD_HELLO
-    assert "requires CURVE" in str(info.value) and keys["server"][0] in str(info.value)
+    assert "requires CURVE" in str(info.value)
+    # the answer is not authenticated, so it must not suggest a key to trust
+    assert keys["server"][0] not in str(info.value)
     with pytest.raises(DirectoryError) as info:
         DirectoryClient(directory, server_key=keys["server"][0])
     assert info.value.code == p.BAD_HELLO
@@ -350,6 +353,9 @@ def test_command_line_errors(tmp_path, keys):
     two = write(tmp_path / "two", keys["alice"][1] + "\n" + keys["server"][1] + "\n")
     r = run_server("--curve-secret", two)
     assert r.returncode == 2 and "expected one key, found 2" in r.stderr
+    r = run_server("--curve-secret", write(tmp_path / "k", keys["server"][1]),
+                   "--curve-allow", write(tmp_path / "none", "# nobody yet\n"))
+    assert r.returncode == 2 and "lists no keys" in r.stderr
 
 
 def test_key_files_with_hash_keys_and_comments(tmp_path):
@@ -471,3 +477,184 @@ def test_channel_refuses(attack):
         for body in frames:
             server.open(body)
     assert info.value.code == p.AUTH
+
+
+# ---------------------------------------------------------------------------
+# each proof in the handshake is checked (these fail if a check is removed)
+
+def raw(key):
+    return dirsecure.decode_key(key, "key")
+
+
+def send_frame(sock, body):
+    sock.sendall(struct.pack(">I", len(body)) + body)
+
+
+def read_frame(sock):
+    sock.settimeout(5)
+    header = FrameProxy._exactly(sock, 4)
+    return FrameProxy._exactly(sock, struct.unpack(">I", header)[0])
+
+
+def test_a_welcome_not_made_with_the_servers_key_is_refused(keys):
+    # Someone in between answers the client's HELLO with a well-formed
+    # WELCOME made with their own key: the client must not go on.
+    from pyzmq import _box
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def impostor():
+        conn, _ = listener.accept()
+        with conn:
+            hello = read_frame(conn)
+            client_eph = hello[6:38]
+            key = _box.shared_key(client_eph, raw(keys["mallory"][1]))
+            eph_public, _ = _box.keypair()
+            nonce = os.urandom(8)
+            send_frame(conn, bytes([p.WELCOME]) + nonce + _box.seal(key, dirsecure._N_WELCOME + nonce, eph_public))
+            try:
+                read_frame(conn)    # an INITIATE here would mean the client went on
+                went_on.append(True)
+            except OSError:
+                pass
+
+    went_on = []
+    t = threading.Thread(target=impostor, daemon=True)
+    t.start()
+    try:
+        with pytest.raises(DirectoryError) as info:
+            DirectoryClient(f"127.0.0.1:{listener.getsockname()[1]}", timeout=3, server_key=keys["server"][0],
+                            secret_key=keys["alice"][1])
+        assert info.value.code == p.AUTH
+        assert "WELCOME does not open" in str(info.value)
+        t.join(5)
+        assert not went_on
+    finally:
+        listener.close()
+
+
+def test_a_changed_ready_is_refused(secure_server, keys):
+    def flip_ready(direction, index, body):
+        if direction == "down" and index == 1:
+            body = body[:-1] + bytes([body[-1] ^ 1])
+        return [body]
+
+    proxy = FrameProxy(secure_server.address, flip_ready)
+    try:
+        with pytest.raises(DirectoryError) as info:
+            alice(proxy, keys)
+        assert info.value.code == p.AUTH and "READY does not open" in str(info.value)
+    finally:
+        proxy.close()
+
+
+def handshake_until_initiate(server, keys, claimed_public, vouch_key):
+    """Run a handshake by hand, claiming ``claimed_public`` with a vouch sealed
+    under ``vouch_key(server_eph, client_eph_secret)``; return the server's answer."""
+    from pyzmq import _box
+    server_public = raw(keys["server"][0])
+    eph_public, eph_secret = _box.keypair()
+    with socket.create_connection(("127.0.0.1", server.port)) as s:
+        to_server = _box.shared_key(server_public, eph_secret)
+        nonce = os.urandom(8)
+        send_frame(s, bytes([p.CURVE_HELLO]) + p.MAGIC + bytes([p.VERSION]) + eph_public + nonce
+                   + _box.seal(to_server, dirsecure._N_HELLO + nonce, bytes(64)))
+        welcome = read_frame(s)
+        server_eph = _box.unseal(to_server, dirsecure._N_WELCOME + welcome[1:9], welcome[9:])
+        session = _box.shared_key(server_eph, eph_secret)
+        vouch_nonce = os.urandom(8)
+        vouch = _box.seal(vouch_key(server_eph, eph_public), dirsecure._N_VOUCH + vouch_nonce,
+                          eph_public + server_public)
+        nonce = os.urandom(8)
+        send_frame(s, bytes([p.INITIATE]) + nonce
+                   + _box.seal(session, dirsecure._N_INITIATE + nonce, claimed_public + vouch_nonce + vouch))
+        return read_frame(s)
+
+
+def test_the_vouch_must_be_made_with_the_claimed_key(secure_server, keys):
+    from pyzmq import _box
+    alice_public = raw(keys["alice"][0])
+    # the honest vouch, for the record: READY
+    assert handshake_until_initiate(
+        secure_server, keys, alice_public,
+        lambda server_eph, _: _box.shared_key(server_eph, raw(keys["alice"][1])))[0] == p.READY
+    # mallory claims alice's key but can only vouch with her own
+    answer = handshake_until_initiate(
+        secure_server, keys, alice_public,
+        lambda server_eph, _: _box.shared_key(server_eph, raw(keys["mallory"][1])))
+    assert p.decode_reply(answer) == p.ErrorReply(p.AUTH, "the client does not prove that it holds the "
+                                                          "secret key of the public key it presents")
+    # a thief of the directory's own secret key cannot pose as alice either:
+    # the vouch is boxed to the one-connection key S', which the thief lacks
+    answer = handshake_until_initiate(
+        secure_server, keys, alice_public,
+        lambda server_eph, _: _box.shared_key(alice_public, raw(keys["server"][1])))
+    assert p.decode_reply(answer).code == p.AUTH
+
+
+def test_the_vouch_must_name_this_connection(secure_server, keys):
+    # alice's genuine vouch, but for another connection's key C': refused
+    from pyzmq import _box
+    server_public = raw(keys["server"][0])
+    other_eph, _ = _box.keypair()
+    eph_public, eph_secret = _box.keypair()
+    with socket.create_connection(("127.0.0.1", secure_server.port)) as s:
+        to_server = _box.shared_key(server_public, eph_secret)
+        nonce = os.urandom(8)
+        send_frame(s, bytes([p.CURVE_HELLO]) + p.MAGIC + bytes([p.VERSION]) + eph_public + nonce
+                   + _box.seal(to_server, dirsecure._N_HELLO + nonce, bytes(64)))
+        welcome = read_frame(s)
+        server_eph = _box.unseal(to_server, dirsecure._N_WELCOME + welcome[1:9], welcome[9:])
+        session = _box.shared_key(server_eph, eph_secret)
+        vouch_nonce = os.urandom(8)
+        vouch = _box.seal(_box.shared_key(server_eph, raw(keys["alice"][1])), dirsecure._N_VOUCH + vouch_nonce,
+                          other_eph + server_public)
+        nonce = os.urandom(8)
+        send_frame(s, bytes([p.INITIATE]) + nonce + _box.seal(
+            session, dirsecure._N_INITIATE + nonce, raw(keys["alice"][0]) + vouch_nonce + vouch))
+        assert p.decode_reply(read_frame(s)).code == p.AUTH
+
+
+def test_a_reflected_frame_with_the_right_command_byte_is_refused():
+    client, server = pair()
+    sealed = client.seal(b"ping")
+    # sent back to the client as if from the server: same key, other label
+    with pytest.raises(p.ProtocolError) as info:
+        client.open(bytes([p.BOX_REPLY]) + sealed[1:])
+    assert info.value.code == p.AUTH and "does not open" in str(info.value)
+
+
+def test_a_refused_clients_key_is_not_sent_in_clear(secure_server, keys):
+    proxy = FrameProxy(secure_server.address)
+    try:
+        with pytest.raises(DirectoryError) as info:
+            DirectoryClient(proxy.address, server_key=keys["server"][0], secret_key=keys["mallory"][1])
+        time.sleep(0.05)
+        seen = bytes(proxy.recorded)
+        assert b"not allowed" in seen                 # the refusal went through the proxy
+        assert keys["mallory"][0].encode() not in seen and raw(keys["mallory"][0]) not in seen
+        assert keys["mallory"][0] in str(info.value)  # the client names its own key
+        assert secure_server.wait_for_log("key " + re.escape(keys["mallory"][0]) + " is not allowed")
+    finally:
+        proxy.close()
+
+
+def test_refused_after_a_restart_backs_off_and_says_why(secure_server, keys, tmp_path, caplog):
+    with alice(secure_server, keys, timeout=1.0) as c:
+        c.register("Q", "mine", "127.0.0.1:5555")
+        # the directory comes back with a list that no longer holds alice
+        allow = write(tmp_path / "allow2", keys["mallory"][0] + "\n")
+        secure_server.extra_args[-1] = allow
+        secure_server.kill()
+        with caplog.at_level("WARNING", logger="pyzmq.directory"):
+            secure_server.start()
+            deadline = time.monotonic() + 8
+            while time.monotonic() < deadline and not secure_server.wait_for_log("is not allowed", 0.1):
+                pass
+            time.sleep(4)
+            with pytest.raises(DirectoryError) as info:
+                c.lookup("mine")
+        assert info.value.code == p.AUTH and "not allowed" in str(info.value)
+        refusals = [r for r in caplog.records if "not allowed" in r.getMessage()]
+        assert len(refusals) == 1, [r.getMessage() for r in caplog.records]
+        attempts = sum(1 for line in secure_server.logs() if "is not allowed" in line)
+        assert 1 <= attempts <= 4, attempts   # not one every half second
