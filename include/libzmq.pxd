@@ -123,7 +123,6 @@ cdef extern from "zmq.h" nogil:
 
     int zmq_socket_monitor(void *s, const char *addr, int events)
 
-    int zmq_proxy_steerable(void *frontend, void *backend, void *capture, void *control)
 
     int zmq_curve_keypair(char *z85_public_key, char *z85_secret_key)
     int zmq_curve_public(char *z85_public_key, const char *z85_secret_key)

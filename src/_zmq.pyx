@@ -1595,8 +1595,8 @@ cdef class Engine:
         """Bind a remote exchange to a remote queue through this process.
 
         A SUB on the exchange's listener (synced as in _queue_subscribe) and a
-        PUSH to the queue, joined by zmq_proxy_steerable in a thread of its
-        own until this instance closes."""
+        PUSH to the queue, joined by _relay_loop in a thread of its own until
+        this instance closes."""
         self._check()
         cdef double deadline = _deadline(timeout)
         cdef _Relay relay = _Relay()
@@ -1727,12 +1727,17 @@ cdef class _Relay:
 
     def run(self):
         with nogil:
-            zmq_proxy_steerable(self.sub, self.push, NULL, self.ctl)
+            _relay_loop(self.sub, self.push, self.ctl)
 
     cdef void stop(self) noexcept:
         if self.thread is not None:
-            zmq_send(self.ctl_peer, b"TERMINATE", 9, 0)
-            self.thread.join(5)
+            zmq_send(self.ctl_peer, b"STOP", 4, 0)
+            self.thread.join(10)
+            if self.thread.is_alive():
+                # never close sockets under a thread still using them: leak
+                # them instead (the loop only blocks in zmq_poll, which the
+                # control message ends, so this is not expected)
+                return
             self.thread = None
         self.close_sockets()
 
@@ -1741,6 +1746,58 @@ cdef class _Relay:
             if s:
                 zmq_close(<void *>s)
         self.sub = self.push = self.ctl = self.ctl_peer = NULL
+
+
+cdef void _relay_loop(void *sub, void *push, void *ctl) noexcept nogil:
+    """Pass single-frame messages from sub to push until ctl has a message.
+
+    Not zmq_proxy_steerable: libzmq 4.3's proxy blocks in a send to a PUSH
+    whose queue is full (its owner stopped or gone) and then never reads
+    its control socket, so it could not be stopped.  Here every send is
+    non-blocking: a message that does not fit waits, and the loop waits for
+    room or for the stop message, whichever comes first.  Multi-frame
+    messages (the exchange's answers to binders' syncs) are dropped, as
+    every receiver drops them.
+    """
+    cdef zmq_msg_t msg
+    cdef zmq_pollitem_t items[2]
+    cdef bint pending = False
+    cdef int rc
+    items[0].socket = ctl
+    items[0].fd = 0
+    items[0].events = ZMQ_POLLIN
+    while True:
+        items[0].revents = 0
+        items[1].socket = push if pending else sub
+        items[1].fd = 0
+        items[1].events = ZMQ_POLLOUT if pending else ZMQ_POLLIN
+        items[1].revents = 0
+        if zmq_poll(items, 2, -1) < 0:
+            if zmq_errno() == EINTR:
+                continue
+            break
+        if items[0].revents:
+            break
+        if not pending:
+            zmq_msg_init(&msg)
+            if zmq_msg_recv(&msg, sub, ZMQ_DONTWAIT) < 0:
+                zmq_msg_close(&msg)
+                if zmq_errno() == EAGAIN or zmq_errno() == EINTR:
+                    continue
+                return
+            if zmq_msg_more(&msg):
+                zmq_msg_close(&msg)
+                _drop_rest(sub)
+                continue
+            pending = True
+        rc = zmq_msg_send(&msg, push, ZMQ_DONTWAIT)
+        if rc >= 0:
+            pending = False
+        elif zmq_errno() != EAGAIN and zmq_errno() != EINTR:
+            break
+    if pending:
+        zmq_msg_close(&msg)
+
 
 
 # --------------------------------------------------------------------------
@@ -1914,7 +1971,7 @@ cdef inline bint _can_send(void *s) noexcept:
     return (events & ZMQ_POLLOUT) != 0
 
 
-cdef inline void _drop_rest(void *s) noexcept:
+cdef inline void _drop_rest(void *s) noexcept nogil:
     """Read and discard the remaining frames of a multi-frame message."""
     cdef zmq_msg_t m
     cdef int more = 1

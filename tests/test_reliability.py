@@ -439,3 +439,63 @@ def test_out_of_range_numbers_raise_documented_errors(case):
             _numbers[case](zmq, eid)
         except DOCUMENTED:
             pass
+
+
+# -- a relay whose queue stops taking messages ---------------------------------
+
+RELAY_EXCHANGE = """
+import sys, pyzmq
+z = pyzmq.ZMQ(sys.argv[1], hwm=10)
+e = z.create_exchange("RE", pyzmq.SCOPE_GLOBAL, "127.0.0.1:0")
+print("ready", flush=True)
+while True:
+    try:
+        z.send(e, b"x" * 1000, timeout=0.01)
+    except pyzmq.Timeout:
+        pass
+    z.serve(0)
+"""
+
+RELAY_QUEUE = """
+import sys, time, pyzmq
+z = pyzmq.ZMQ(sys.argv[1], hwm=10)
+z.create_queue("RQ", pyzmq.SCOPE_GLOBAL, "127.0.0.1:0")
+print("ready", flush=True)
+time.sleep(600)
+"""
+
+RELAY_BINDER = """
+import sys, time, pyzmq
+z = pyzmq.ZMQ(sys.argv[1], hwm=10)
+z.bind("RE", "RQ")              # both remote: a relay thread in this process
+print("bound", flush=True)
+sys.stdin.readline()
+started = time.monotonic()
+z.close()
+print("closed", round(time.monotonic() - started, 3), flush=True)
+"""
+
+
+@pytest.mark.parametrize("fate", ["stopped", "killed"])
+def test_relay_to_a_queue_that_stops_reading_closes_cleanly(directory, fate):
+    # libzmq's own proxy, used here before, blocked in a send to the full
+    # queue and could not be stopped: close() waited 5 s, then closed the
+    # relay's sockets under its thread and libzmq aborted the process.
+    import signal
+    with Peer(RELAY_EXCHANGE, directory) as ex, Peer(RELAY_QUEUE, directory) as q:
+        ex.expect("ready")
+        q.expect("ready")
+        with Peer(RELAY_BINDER, directory) as binder:
+            binder.expect("bound")
+            time.sleep(1.0)     # the relay fills the queue's pipes
+            if fate == "stopped":
+                q.proc.send_signal(signal.SIGSTOP)
+            else:
+                q.proc.kill()
+            time.sleep(1.0)     # and then its own
+            binder.tell("close")
+            took = float(binder.expect("closed", timeout=20))
+            assert binder.wait(10) == 0, binder.err()
+            assert took < 3.0, f"close() took {took} s"
+        if fate == "stopped":
+            q.proc.send_signal(signal.SIGCONT)
