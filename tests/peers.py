@@ -6,10 +6,12 @@ pyzmq instance, talking to the same real zmq_server over TCP.
 
 import os
 import queue
+import signal
 import subprocess
 import sys
 import textwrap
 import threading
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -47,6 +49,25 @@ class Peer:
                                      f"stderr: {self.err()}")
             if line.startswith(prefix):
                 return line[len(prefix):].strip()
+
+    def remaining_lines(self, quiet_for=5.0):
+        """Every stdout line until the peer says nothing for ``quiet_for`` s or exits."""
+        lines = []
+        while True:
+            try:
+                line = self.lines.get(timeout=quiet_for)
+            except queue.Empty:
+                return lines
+            if line is None:
+                return lines
+            lines.append(line)
+
+    def interrupt(self, expect="INTERRUPTED", timeout=5.0):
+        """Send SIGINT; return the seconds until the peer prints ``expect``."""
+        started = time.monotonic()
+        self.proc.send_signal(signal.SIGINT)
+        self.expect(expect, timeout=timeout)
+        return time.monotonic() - started
 
     def _keep_err(self, line):
         if line is not None:

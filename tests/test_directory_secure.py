@@ -164,13 +164,9 @@ def test_wrong_server_key_is_refused(secure_server, keys):
 def test_impostor_server_cannot_prove_the_key(tmp_path, keys):
     # A server with another secret key, even one admitting everybody, cannot
     # make a WELCOME the client opens: the client refuses to go on.
-    impostor = ServerProcess(extra_args=["--curve-secret", write(tmp_path / "k", keys["mallory"][1])])
-    impostor.start()
-    try:
+    with ServerProcess(extra_args=["--curve-secret", write(tmp_path / "k", keys["mallory"][1])]) as impostor:
         with pytest.raises(DirectoryError):
             DirectoryClient(impostor.address, server_key=keys["server"][0], secret_key=keys["alice"][1])
-    finally:
-        impostor.stop()
 
 
 def test_plain_client_and_secure_server_say_so(secure_server, directory, keys):
@@ -187,14 +183,10 @@ def test_plain_client_and_secure_server_say_so(secure_server, directory, keys):
 
 
 def test_server_without_a_list_admits_any_key(tmp_path, keys):
-    server = ServerProcess(extra_args=["--curve-secret", write(tmp_path / "k", keys["server"][1])])
-    server.start()
-    try:
+    with ServerProcess(extra_args=["--curve-secret", write(tmp_path / "k", keys["server"][1])]) as server:
         with DirectoryClient(server.address, server_key=keys["server"][0]) as c:
             c.register("Q", "anyone", "127.0.0.1:6000")
             assert c.lookup("anyone")[0] == "Q"
-    finally:
-        server.stop()
 
 
 def test_bad_arguments(keys, directory):
@@ -366,23 +358,15 @@ def test_key_files_with_hash_keys_and_comments(tmp_path):
             break
     allow = write(tmp_path / "allow", f"# a comment, then a key holding '#'\n  {public}  \n\n")
     server_public, server_secret = pyzmq.curve_keypair()
-    server = ServerProcess(extra_args=["--curve-secret", write(tmp_path / "k", server_secret),
-                                       "--curve-allow", allow])
-    server.start()
-    try:
+    with ServerProcess(extra_args=["--curve-secret", write(tmp_path / "k", server_secret),
+                                   "--curve-allow", allow]) as server:
         with DirectoryClient(server.address, server_key=server_public, secret_key=secret) as c:
             c.ping()
-    finally:
-        server.stop()
 
 
 def test_world_readable_secret_is_warned_about(tmp_path, keys):
-    server = ServerProcess(extra_args=["--curve-secret", write(tmp_path / "k", keys["server"][1], 0o644)])
-    server.start()
-    try:
+    with ServerProcess(extra_args=["--curve-secret", write(tmp_path / "k", keys["server"][1], 0o644)]) as server:
         assert server.wait_for_log("readable by other users")
-    finally:
-        server.stop()
 
 
 def test_zmq_keygen_writes_a_private_keypair(tmp_path):
@@ -547,9 +531,10 @@ def test_a_changed_ready_is_refused(secure_server, keys):
         proxy.close()
 
 
-def handshake_until_initiate(server, keys, claimed_public, vouch_key):
+def handshake_until_initiate(server, keys, claimed_public, vouch_key, vouched_eph=None):
     """Run a handshake by hand, claiming ``claimed_public`` with a vouch sealed
-    under ``vouch_key(server_eph, client_eph_secret)``; return the server's answer."""
+    under ``vouch_key(server_eph, client_eph_secret)`` and naming
+    ``vouched_eph`` (default: this connection's C'); return the server's answer."""
     from pyzmq import _box
     server_public = raw(keys["server"][0])
     eph_public, eph_secret = _box.keypair()
@@ -563,7 +548,7 @@ def handshake_until_initiate(server, keys, claimed_public, vouch_key):
         session = _box.shared_key(server_eph, eph_secret)
         vouch_nonce = os.urandom(8)
         vouch = _box.seal(vouch_key(server_eph, eph_public), dirsecure._N_VOUCH + vouch_nonce,
-                          eph_public + server_public)
+                          (vouched_eph or eph_public) + server_public)
         nonce = os.urandom(8)
         send_frame(s, bytes([p.INITIATE]) + nonce
                    + _box.seal(session, dirsecure._N_INITIATE + nonce, claimed_public + vouch_nonce + vouch))
@@ -594,24 +579,11 @@ def test_the_vouch_must_be_made_with_the_claimed_key(secure_server, keys):
 def test_the_vouch_must_name_this_connection(secure_server, keys):
     # alice's genuine vouch, but for another connection's key C': refused
     from pyzmq import _box
-    server_public = raw(keys["server"][0])
     other_eph, _ = _box.keypair()
-    eph_public, eph_secret = _box.keypair()
-    with socket.create_connection(("127.0.0.1", secure_server.port)) as s:
-        to_server = _box.shared_key(server_public, eph_secret)
-        nonce = os.urandom(8)
-        send_frame(s, bytes([p.CURVE_HELLO]) + p.MAGIC + bytes([p.VERSION]) + eph_public + nonce
-                   + _box.seal(to_server, dirsecure._N_HELLO + nonce, bytes(64)))
-        welcome = read_frame(s)
-        server_eph = _box.unseal(to_server, dirsecure._N_WELCOME + welcome[1:9], welcome[9:])
-        session = _box.shared_key(server_eph, eph_secret)
-        vouch_nonce = os.urandom(8)
-        vouch = _box.seal(_box.shared_key(server_eph, raw(keys["alice"][1])), dirsecure._N_VOUCH + vouch_nonce,
-                          other_eph + server_public)
-        nonce = os.urandom(8)
-        send_frame(s, bytes([p.INITIATE]) + nonce + _box.seal(
-            session, dirsecure._N_INITIATE + nonce, raw(keys["alice"][0]) + vouch_nonce + vouch))
-        assert p.decode_reply(read_frame(s)).code == p.AUTH
+    answer = handshake_until_initiate(
+        secure_server, keys, raw(keys["alice"][0]),
+        lambda server_eph, _: _box.shared_key(server_eph, raw(keys["alice"][1])), vouched_eph=other_eph)
+    assert p.decode_reply(answer).code == p.AUTH
 
 
 def test_a_reflected_frame_with_the_right_command_byte_is_refused():
