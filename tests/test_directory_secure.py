@@ -630,3 +630,13 @@ def test_refused_after_a_restart_backs_off_and_says_why(secure_server, keys, tmp
         assert len(refusals) == 1, [r.getMessage() for r in caplog.records]
         attempts = sum(1 for line in secure_server.logs() if "is not allowed" in line)
         assert 1 <= attempts <= 4, attempts   # not one every half second
+
+
+def test_directory_bench_prints_both_rows():
+    # the script behind perf/README.md's plain-vs-CURVE figures still runs
+    r = subprocess.run([sys.executable, str(ROOT / "perf" / "directory_bench.py"), "--connects", "3",
+                        "--lookups", "50"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    rows = {line.split()[0]: line for line in r.stdout.splitlines() if line.split()}
+    assert {"plain", "curve", "ratio"} <= set(rows), r.stdout
+    assert re.match(r"curve\s+[\d.]+ ms\s+[\d.]+ ms\s+[\d,]+$", rows["curve"]), rows["curve"]
