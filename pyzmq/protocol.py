@@ -91,7 +91,6 @@ KINDS = (EXCHANGE, QUEUE)
 
 Z85_ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ.-:+=^!/*?&<>()[]{}@%$#"
 _Z85_SET = frozenset(Z85_ALPHABET)
-_Z85_VALUE = {ch: i for i, ch in enumerate(Z85_ALPHABET)}
 
 _LENGTH = struct.Struct(">I")
 _STRLEN = struct.Struct(">H")
@@ -248,37 +247,6 @@ def validate_key(key):
     if bad is not None:
         raise ValueError(f"key holds {bad!r}, which is not a Z85 character")
     return key
-
-
-def z85_encode(raw):
-    """Z85 text of ``raw`` bytes (a multiple of 4 long), e.g. a 32-byte key -> 40 characters."""
-    if len(raw) % 4:
-        raise ValueError(f"Z85 encodes a multiple of 4 bytes, not {len(raw)}")
-    out = []
-    for (word,) in struct.iter_unpack(">I", bytes(raw)):
-        chunk = []
-        for _ in range(5):
-            word, digit = divmod(word, 85)
-            chunk.append(Z85_ALPHABET[digit])
-        out.extend(reversed(chunk))
-    return "".join(out)
-
-
-def z85_decode(text):
-    """The bytes of Z85 ``text`` (a multiple of 5 characters); ValueError if it is not Z85."""
-    if len(text) % 5:
-        raise ValueError(f"Z85 text is a multiple of 5 characters long, not {len(text)}")
-    out = bytearray()
-    for i in range(0, len(text), 5):
-        word = 0
-        for ch in text[i:i + 5]:
-            if ch not in _Z85_VALUE:
-                raise ValueError(f"{ch!r} is not a Z85 character")
-            word = word * 85 + _Z85_VALUE[ch]
-        if word > 0xFFFFFFFF:
-            raise ValueError(f"Z85 group {text[i:i + 5]!r} is out of range")
-        out += struct.pack(">I", word)
-    return bytes(out)
 
 
 # ---------------------------------------------------------------------------

@@ -140,7 +140,7 @@ class Server:
         self.public_key = None
         if secret_key is not None:
             self._secret = dirsecure.decode_key(secret_key, "the directory's secret key")
-            self.public_key = p.z85_encode(dirsecure.public_of(self._secret))
+            self.public_key = dirsecure.encode_key(dirsecure.public_of(self._secret))
             if allowed_keys is not None:
                 if isinstance(allowed_keys, (str, bytes)):
                     raise TypeError("allowed_keys must be an iterable of Z85 public keys, not one key")
@@ -313,12 +313,12 @@ class Server:
                 raise p.ProtocolError(p.AUTH, "the second frame of a secure connection must be INITIATE")
             ready, channel, client = shake.ready(initiate)
         except dirsecure.Refused as exc:
-            self._info(f"zmq_server: refused {conn.peer}: key {p.z85_encode(exc.key)} is not allowed")
+            self._info(f"zmq_server: refused {conn.peer}: key {dirsecure.encode_key(exc.key)} is not allowed")
             raise _Close(p.ErrorReply(exc.code, str(exc))) from None
         except p.ProtocolError as exc:
             self._info(f"zmq_server: refused {conn.peer}: {exc}")
             raise _Close(p.ErrorReply(exc.code, str(exc))) from None
-        conn.key = p.z85_encode(client)
+        conn.key = dirsecure.encode_key(client)
         conn.peer = f"{conn.peer} key {conn.key}"
         writer.write(p.encode_frame(ready))
         await writer.drain()

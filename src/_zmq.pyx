@@ -202,6 +202,16 @@ def _z85_decode(key):
     return out[:32]
 
 
+def _z85_encode(bytes raw):
+    """The Z85 text (40 characters) of a 32-byte key."""
+    if len(raw) != 32:
+        raise ValueError(f"a key is 32 bytes, not {len(raw)}")
+    cdef char out[41]
+    if zmq_z85_encode(out, raw, 32) == NULL:
+        raise ValueError("cannot encode the key as Z85")
+    return out[:40].decode("ascii")
+
+
 cdef class _Zap:
     """The process's ZAP handler: a REP socket at inproc://zeromq.zap.01
     answered by a daemon thread, allowing a CURVE client key per ZAP domain
@@ -1797,7 +1807,6 @@ cdef void _relay_loop(void *sub, void *push, void *ctl) noexcept nogil:
             break
     if pending:
         zmq_msg_close(&msg)
-
 
 
 # --------------------------------------------------------------------------
