@@ -466,7 +466,7 @@ class DirectoryClient:
     def _reconnect(self):
         """One reconnection attempt from the keeper thread.  Returns True when connected."""
         try:
-            sock = self._open(time.monotonic() + self.timeout)
+            link = self._open(time.monotonic() + self.timeout)
         except DirectoryError as exc:
             # refused (e.g. this key is no longer allowed): say so once, and
             # back off, rather than making the directory run a handshake
@@ -483,9 +483,9 @@ class DirectoryClient:
         self._refusal = None
         with self._lock:
             if self._closed:
-                sock.close()
+                link.close()
                 return False
-            self._install(sock)
+            self._install(link)
             self._reregister()
             if self._sock is not None:
                 self.reconnects += 1
