@@ -1,7 +1,11 @@
 # Type stubs for the C core, pyzmq._zmq.
+import sys
 from typing import Final, Iterable, Optional, Tuple, Union
 
-from collections.abc import Buffer  # Python 3.12; a protocol for any buffer
+if sys.version_info >= (3, 12):
+    from collections.abc import Buffer  # a protocol for any buffer
+else:
+    Buffer = memoryview                 # older Pythons: no buffer protocol type
 
 SYNC_PREFIX: bytes
 # bytes objects of at least this many bytes are lent to libzmq, not copied;
@@ -12,6 +16,8 @@ STYLE_LOAD_BALANCING: int
 
 def libzmq_version() -> str: ...
 def has(capability: str) -> bool: ...
+def curve_keypair() -> Tuple[str, str]: ...
+def curve_public(secret: str) -> str: ...
 
 class Frame:
     queue_id: int

@@ -3,8 +3,8 @@
     public, secret = pyzmq.curve_keypair()
     zmq = pyzmq.ZMQ("localhost", secret_key=secret, allowed_keys=[...])
 
-``zmq_keygen PATH`` (``python -m pyzmq.curve PATH``) writes a new secret
-key to PATH, readable by its owner only, and the public key to PATH.pub.
+``zmq_keygen PATH`` writes a new secret key to PATH, readable by its owner
+only, and the public key to PATH.pub.
 """
 
 import argparse
@@ -25,7 +25,7 @@ def curve_public(secret):
 
 
 def check_key(key, what="key"):
-    """Return key if it is a str of 40 Z85 characters, else raise ValueError."""
+    """Return key if it is a str of 40 Z85 characters; TypeError for a non-str, else ValueError."""
     return _zmq._check_z85_key(key, what)
 
 

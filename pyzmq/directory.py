@@ -3,7 +3,8 @@
 A :class:`DirectoryClient` keeps one TCP connection to the directory.  It
 remembers the names it registered and a background thread watches the
 connection: when the directory goes away the thread reconnects (every half
-second, until :meth:`DirectoryClient.close`) and registers those names again,
+second, until :meth:`DirectoryClient.close`; after a refusal the interval
+doubles up to 30 s) and registers those names again,
 so a restarted ``zmq_server`` is repopulated without the application doing
 anything.
 """

@@ -47,7 +47,7 @@ def _parser(prog, description, *args):
 _HOST = ("hostname", str, "address of zmq_server, host[:port]")
 _SIZE = ("message_size", _positive, "bytes per message")
 _ROUNDTRIPS = ("roundtrip_count", _positive, "round trips to time")
-_COUNT = ("message_count", _positive, "messages to send")
+_COUNT = ("message_count", _positive, "messages in the test")
 
 
 def _batch(p):

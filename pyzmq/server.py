@@ -2,11 +2,12 @@
 
 It maps global names to ``(kind, address, key)`` records for the clients that
 keep a TCP connection to it; a connection's records vanish when it closes.
-Pure Python over asyncio: one coroutine per connection, bounded buffers,
-every partial frame on a deadline.
+Python over asyncio: one coroutine per connection, bounded buffers, every
+partial frame on a deadline; with ``--curve-secret`` each connection runs
+the handshake of :mod:`pyzmq.dirsecure` (libsodium through ``pyzmq._box``).
 
-Run it as ``zmq_server [--port N] [-q] [ADDRESS]`` or
-``python -m pyzmq.server ...``.
+Run it as ``zmq_server [--port N] [-q] [--curve-secret FILE [--curve-allow
+FILE]] [ADDRESS]`` or ``python -m pyzmq.server ...``.
 """
 
 import argparse

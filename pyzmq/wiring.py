@@ -136,7 +136,7 @@ class ZMQ(_zmq.Engine):
         queue's incoming side); send blocks when a bound queue is full.
       linger: seconds close() lets queued outgoing messages drain.
       bind_timeout: seconds bind() waits for a remote exchange's owner to
-        confirm the binding.
+        confirm the binding, and, for CURVE bindings, for the handshake.
       secret_key: this instance's CURVE secret key (Z85, 40 characters); its
         global objects' listeners then encrypt, and their public key is
         registered in the directory (see docs/security.md).
