@@ -238,9 +238,12 @@ class DirectoryClient:
                              p.validate_address(address), p.validate_key(key))
         self._request(request, name, on_ok=lambda: self._names.__setitem__(name, (kind, address, key)))
 
-    def lookup(self, name):
-        """Return ``(kind, address, key)`` of global object ``name``."""
-        reply = self._request(p.Lookup(p.validate_name(name)), name)
+    def lookup(self, name, timeout=None):
+        """Return ``(kind, address, key)`` of global object ``name``.
+
+        ``timeout`` (seconds) may shorten this one request's wait below the
+        client's own ``timeout``."""
+        reply = self._request(p.Lookup(p.validate_name(name)), name, limit=timeout)
         return reply.kind, reply.address, reply.key
 
     def unregister(self, name):
@@ -300,13 +303,14 @@ class DirectoryClient:
 
     # -- requests ----------------------------------------------------------
 
-    def _request(self, request, name, on_ok=None):
+    def _request(self, request, name, on_ok=None, limit=None):
         """Send ``request``, retrying on a fresh connection if the link breaks, all
-        within ``timeout``; return the reply, or raise Error.  ``on_ok`` runs
-        under the lock after a successful reply."""
-        deadline = time.monotonic() + self.timeout
-        if not self._lock.acquire(timeout=self.timeout):
-            raise Timeout(f"the directory client for {self.address} stayed busy for {self.timeout:g} s")
+        within ``timeout`` (or ``limit`` seconds, if shorter); return the reply,
+        or raise Error.  ``on_ok`` runs under the lock after a successful reply."""
+        wait = self.timeout if limit is None else max(0.0, min(self.timeout, limit))
+        deadline = time.monotonic() + wait
+        if not self._lock.acquire(timeout=wait):
+            raise Timeout(f"the directory client for {self.address} stayed busy for {wait:g} s")
         try:
             while True:
                 if self._closed:

@@ -8,8 +8,10 @@ directory (``zmq_server``) about global names; the sockets and the hot path
 
 import atexit
 import itertools
+import logging
 import os
 import threading
+import time
 import weakref
 from dataclasses import dataclass, field
 
@@ -29,6 +31,8 @@ _STYLE_NAMES = {STYLE_DATA_DISTRIBUTION: "data distribution",
 
 _KIND_CODE = {"exchange": "E", "queue": "Q"}
 _KIND_NAME = {"E": "exchange", "Q": "queue"}
+
+log = logging.getLogger("pyzmq.wiring")
 
 _live = weakref.WeakSet()
 
@@ -163,6 +167,7 @@ class ZMQ(_zmq.Engine):
         self._objects = {}
         self._exchange_ids = {}
         self._bindings = []
+        self._remote = []       # _Remote per binding that connects to another owner
         self._directory = None
         if hostname is not None:
             if not isinstance(hostname, str):
@@ -349,17 +354,47 @@ class ZMQ(_zmq.Engine):
             self._exchange_connect(ex.id, self._queue_connectable(q.id), None, mark)
         elif ex:
             q_ep, q_key = _target(q_addr, q_key)
-            self._exchange_connect(ex.id, q_ep, q_key, mark, self._bind_timeout)
+            handle = self._exchange_connect(ex.id, q_ep, q_key, mark, self._bind_timeout)
+            self._remote.append(_Remote(queue_name, "queue", ex.id, handle, q_ep))
         elif q:
             ex_ep, ex_key = _target(ex_addr, ex_key)
-            self._queue_subscribe(q.id, ex_ep, self._bind_timeout,
-                                  _owner_here(ex_addr), ex_key, mark)
+            handle = self._queue_subscribe(q.id, ex_ep, self._bind_timeout,
+                                           _owner_here(ex_addr), ex_key, mark)
+            self._remote.append(_Remote(exchange_name, "exchange", 0, handle, ex_ep))
         else:
             q_ep, q_key = _target(q_addr, q_key)
             ex_ep, ex_key = _target(ex_addr, ex_key)
             self._relay(ex_ep, q_ep, self._bind_timeout, _owner_here(ex_addr),
                         ex_key, q_key, mark)
         self._bindings.append((exchange_name, queue_name))
+        self.following = bool(self._remote)
+
+    def _follow_moved(self, eid, budget):
+        """Called by a send on exchange eid (or, eid 0, a receive) that has
+        been waiting a while: look up the remote peers it depends on and
+        re-point every binding whose peer is now registered elsewhere (an
+        owner restarted on another port, or re-created by another instance
+        of this process).  The lookups take at most ``budget`` seconds in
+        all (None: the directory timeout each), so the caller's own timeout
+        holds; a directory that does not answer changes nothing."""
+        give_up = None if budget is None else time.monotonic() + budget
+        for remote in self._remote:
+            if remote.eid != eid:
+                continue
+            left = None if give_up is None else give_up - time.monotonic()
+            if left is not None and left <= 0:
+                return
+            try:
+                address, key = self._lookup(remote.name, remote.kind, left)
+            except Error:
+                continue        # gone for now, or the directory is down: keep waiting
+            endpoint, key = _target(address, key)
+            if endpoint == remote.endpoint:
+                continue
+            self._retarget(remote.handle, remote.endpoint, endpoint, key)
+            log.warning("global %s %r moved from %s to %s: binding re-pointed",
+                        remote.kind, remote.name, remote.endpoint, endpoint)
+            remote.endpoint = endpoint
 
     def _own(self, name, kind):
         obj = self._objects.get(name)
@@ -369,11 +404,11 @@ class ZMQ(_zmq.Engine):
             raise Error(f"{name!r} is {_a(obj.kind)} of this instance, not {_a(kind)}")
         return obj
 
-    def _lookup(self, name, kind):
+    def _lookup(self, name, kind, timeout=None):
         if self._directory is None:
             raise Error(f"unknown {kind} {name!r}: it is not in this instance, and "
                         "this instance has no directory to look global names up in")
-        code, address, key = self._directory.lookup(name)
+        code, address, key = self._directory.lookup(name, timeout)
         if _KIND_NAME.get(code) != kind:
             raise Error(f"global name {name!r} is {_a(_KIND_NAME.get(code, code))}, not {_a(kind)}")
         host = address.rsplit(":", 1)[0]
@@ -412,6 +447,19 @@ class ZMQ(_zmq.Engine):
         bindings = ", ".join(f"{e}->{q}" for e, q in self._bindings)
         return (f"<pyzmq.ZMQ directory={directory} exchanges=[{exchanges}] "
                 f"queues=[{queues}] bindings=[{bindings}]>")
+
+
+@dataclass
+class _Remote:
+    """A binding whose connecting socket (``handle``) reaches a global object
+    of another owner: ``name`` and ``kind`` of that object, the exchange id
+    the socket belongs to (0: it feeds one of our queues), and where it is
+    connected now."""
+    name: str
+    kind: str
+    eid: int
+    handle: int
+    endpoint: str
 
 
 def _here_entry(address):

@@ -89,6 +89,13 @@ ZERO_COPY_MIN = _ZERO_COPY_MIN
 DEF SERVICE_EVERY = 256
 DEF MAX_WAIT_S = 86400.0        # one wait at most; longer timeouts loop
 DEF SERVICE_AFTER = 0.001
+# A send or receive that has waited this long asks (through the wiring
+# layer) whether a remote peer it is bound to moved to another address;
+# the interval doubles while it keeps waiting, up to FOLLOW_MAX.
+DEF FOLLOW_FIRST = 1.0
+DEF FOLLOW_MAX = 30.0
+DEF FOLLOW_LEAST = 0.5      # no check when less than this is left of a wait
+DEF FOLLOW_SPARE = 0.1      # of which the lookups leave this much unused
 
 
 # --------------------------------------------------------------------------
@@ -386,6 +393,15 @@ cdef double _deadline(object timeout) except -2.0:
     return t if t < 0 else _now() + t
 
 
+cdef inline double _earlier(double deadline, double other) noexcept nogil:
+    """The sooner of two deadlines, where -1.0 means never."""
+    if other < 0:
+        return deadline
+    if deadline < 0 or other < deadline:
+        return other
+    return deadline
+
+
 cdef inline int _check_timeout(object timeout) except -1:
     """Reject a bad timeout even when the call will not wait (and so never
     computes a deadline): the same error on every path.  Free for None,
@@ -604,6 +620,7 @@ cdef class Engine:
     cdef bytes _csec
     cdef bint _cserver              # listeners are CURVE servers with that key
     cdef bytes _zap_domain
+    cdef public bint following      # the wiring layer has remote bindings to check
 
     def __cinit__(self, *args, **kwargs):
         global _engine_serial
@@ -841,6 +858,7 @@ cdef class Engine:
         e.npush += 1
         if self.sitems_cap < e.npush + 1:
             self._grow_sitems(e.npush + 1)
+        return <size_t>s
 
     cdef int _connect_push(self, void *s, str endpoint, bint curve, double deadline,
                            str what) except -1:
@@ -977,6 +995,7 @@ cdef class Engine:
         q.socks[q.nsock] = s
         q.nsock += 1
         self._rebuild_items()
+        return <size_t>s
 
     cdef int _subscribe_and_sync(self, void *s, str endpoint, Py_ssize_t qid,
                                  double deadline, Engine owner=None,
@@ -1115,6 +1134,51 @@ cdef class Engine:
                 del self.pending_syncs[eid]
         return 0
 
+    cdef double _follow_from(self) noexcept:
+        """When a wait starting now should first look for moved peers (-1.0:
+        never, the instance has no remote binding)."""
+        return _now() + FOLLOW_FIRST if self.following else -1.0
+
+    cdef double _follow(self, Py_ssize_t eid, double check_at, double *every,
+                        double deadline) except -2.0:
+        """If check_at has come, let the wiring layer look up the remote
+        peers of exchange eid (0: of this instance's queues) and re-point
+        any that moved, within what is left before deadline; returns the
+        next check time (-1.0: none in this wait, too little time left)."""
+        cdef double now = _now()
+        if check_at < 0 or now < check_at:
+            return check_at
+        if deadline >= 0 and deadline - now < FOLLOW_LEAST:
+            return -1.0
+        self._follow_moved(eid, None if deadline < 0 else deadline - now - FOLLOW_SPARE)
+        every[0] = min(every[0] * 2, FOLLOW_MAX)
+        return _now() + every[0]
+
+    def _retarget(self, size_t handle, str old_endpoint, str new_endpoint, serverkey=None):
+        """Re-point a binding's connecting socket (a handle from
+        _exchange_connect or _queue_subscribe) from the old endpoint to the
+        new one: connect first, then drop the old connection (and what was
+        queued for it, which could not be delivered any more)."""
+        self._check()
+        cdef void *s = <void *>handle
+        cdef int i, j
+        cdef bint ours = False
+        for i in range(self.nex):
+            for j in range(self.ex[i].npush):
+                ours = ours or self.ex[i].pushes[j] == s
+        for i in range(self.nq):
+            for j in range(self.qs[i].nsock):
+                ours = ours or self.qs[i].socks[j] == s
+        if not ours or s == NULL:
+            raise Error("not a binding socket of this instance", EINVAL)
+        if serverkey:
+            self._curve_client_opts(s, serverkey)
+        cdef bytes new_ep = new_endpoint.encode()
+        cdef bytes old_ep = old_endpoint.encode()
+        if zmq_connect(s, new_ep) != 0:
+            _raise_zmq(f"cannot connect to {new_endpoint}")
+        zmq_disconnect(s, old_ep)       # ENOENT when it never connected: fine
+
     def serve(self, timeout):
         """Let remote binders in for `timeout` seconds without sending or
         receiving: attaches them to this instance's global exchanges and
@@ -1244,6 +1308,9 @@ cdef class Engine:
             self._grow_sitems(e.npush + 1)
         if e.style == 1 and e.npush > 0:
             return self._send_balanced(e, data, size, deadline, shared)
+        cdef Py_ssize_t eid = (e - self.ex) + 1
+        cdef double every = FOLLOW_FIRST
+        cdef double check_at = self._follow_from()
         # Fan-out is all or nothing: wait until every PUSH has room, then send
         # to the listener (which waits for room itself), then to the PUSHes.
         while True:
@@ -1267,8 +1334,10 @@ cdef class Engine:
                 return self._would_block(block)
             # wait, and keep the listeners served meanwhile
             n = self._add_listeners(n)
-            self._wait(self.sitems, n, deadline, 0)
+            self._wait(self.sitems, n, _earlier(deadline, check_at), 0)
             self._service()
+            check_at = self._follow(eid, check_at, &every, deadline)
+            e = &self.ex[eid - 1]
         if e.xpub != NULL:
             if not self._send_listener(e.xpub, data, size, deadline, shared):
                 return self._would_block(block)
@@ -1328,6 +1397,9 @@ cdef class Engine:
                                double deadline, zmq_msg_t *shared):
         """Load balancing: the next bound queue, round-robin, that has room."""
         cdef int i, k, n
+        cdef Py_ssize_t eid = (e - self.ex) + 1
+        cdef double every = FOLLOW_FIRST
+        cdef double check_at = self._follow_from()
         while True:
             for k in range(e.npush):
                 i = (e.next + k) % e.npush
@@ -1344,8 +1416,10 @@ cdef class Engine:
                 self.sitems[i].events = ZMQ_POLLOUT
                 self.sitems[i].revents = 0
             n = self._add_listeners(e.npush)
-            self._wait(self.sitems, n, deadline, 0)
+            self._wait(self.sitems, n, _earlier(deadline, check_at), 0)
             self._service()
+            check_at = self._follow(eid, check_at, &every, deadline)
+            e = &self.ex[eid - 1]
 
     def send_many(self, object eid_obj, messages, timeout=None):
         """Send every message of an iterable on exchange eid, in order.
@@ -1426,10 +1500,13 @@ cdef class Engine:
             return self._wait_one(msg, deadline)
         cdef int i, rc
         cdef bint serve
+        cdef double every = FOLLOW_FIRST
+        cdef double check_at = self._follow_from()
         while True:
             # every socket was just tried, so its pending commands were
             # processed: its fd turns readable only when something new comes
-            rc = self._poll_fds(deadline)
+            rc = self._poll_fds(_earlier(deadline, check_at))
+            check_at = self._follow(0, check_at, &every, deadline)
             if listeners:
                 serve = False
                 for i in range(self.ninputs, self.nitems):
@@ -1463,8 +1540,10 @@ cdef class Engine:
         itself, which wakes sooner than a poll followed by a receive."""
         cdef void *s = self.items[0].socket
         cdef int rc, err, ms
+        cdef double every = FOLLOW_FIRST
+        cdef double check_at = self._follow_from()
         while True:
-            ms = <int>_ms_left(deadline)
+            ms = <int>_ms_left(_earlier(deadline, check_at))
             if ms != self.rcvtimeo:
                 zmq_setsockopt(s, ZMQ_RCVTIMEO, &ms, sizeof(int))
                 self.rcvtimeo = ms
@@ -1482,6 +1561,8 @@ cdef class Engine:
                 _raise_errno("receive", err)
             elif deadline >= 0 and _now() >= deadline:
                 return 0
+            else:
+                check_at = self._follow(0, check_at, &every, deadline)
 
     cdef int _wait_unbound(self, double deadline) except -2:
         """No queue has a socket yet: nothing can arrive before another call

@@ -15,6 +15,7 @@ whose roles and harness these tests share (with smaller counts).
 """
 
 import array
+import os
 import sys
 import time
 from pathlib import Path
@@ -25,6 +26,7 @@ from hypothesis import strategies as st
 
 import pyzmq
 from peers import Peer
+from test_directory import is_free, wait_until
 from pyzmq.directory import DirectoryClient, DirectoryError
 from pyzmq.testing import ServerProcess
 
@@ -499,3 +501,130 @@ def test_relay_to_a_queue_that_stops_reading_closes_cleanly(directory, fate):
             assert took < 3.0, f"close() took {took} s"
         if fate == "stopped":
             q.proc.send_signal(signal.SIGCONT)
+
+
+# -- an owner that comes back at another address is followed -------------------
+
+MOVING_QUEUE = """
+import sys, pyzmq
+z = pyzmq.ZMQ(sys.argv[1])
+z.create_queue("MQ", pyzmq.SCOPE_GLOBAL, "127.0.0.1:0")    # a new free port each start
+print("ready", z._objects["MQ"].address, flush=True)
+while True:
+    print("got", z.receive().decode(), flush=True)
+"""
+
+MOVING_EXCHANGE = """
+import sys, time, pyzmq
+z = pyzmq.ZMQ(sys.argv[1])
+e = z.create_exchange("MX", pyzmq.SCOPE_GLOBAL, "127.0.0.1:0")
+print("ready", z._objects["MX"].address, flush=True)
+i = 0
+while True:
+    z.send(e, f"{sys.argv[2]}{i}".encode())
+    i += 1
+    z.serve(0.05)               # lets binders in between messages
+"""
+
+
+def test_a_queue_owner_back_on_another_port_is_followed(directory):
+    # Before: the binder's PUSH kept reconnecting to the dead port forever.
+    with pyzmq.ZMQ(directory, hwm=10) as z:
+        eid = z.create_exchange("E")
+        with Peer(MOVING_QUEUE, directory) as first:
+            old = first.expect("ready")
+            z.bind("E", "MQ")
+            z.send(eid, b"before")
+            assert first.expect("got") == "before"
+            first.proc.kill()
+            first.proc.wait(5)
+        client = DirectoryClient(directory)
+        try:
+            assert wait_until(lambda: is_free(client, "MQ"), 10.0)
+        finally:
+            client.close()
+        with Peer(MOVING_QUEUE, directory) as second:
+            new = second.expect("ready")
+            assert new != old
+            started = time.monotonic()
+            for i in range(100):
+                z.send(eid, f"m{i}".encode(), timeout=20)
+            got = []
+            while not got or got[-1] != "m99":
+                got.append(second.expect("got", timeout=20))
+            numbers = [int(m[1:]) for m in got]
+            assert numbers == sorted(numbers), "out of order"
+            print(f"followed {old} -> {new}: m{numbers[0]}..m99 arrived, "
+                  f"{time.monotonic() - started:.2f} s after the first send")
+
+
+def test_an_exchange_owner_back_on_another_port_is_followed(directory):
+    with pyzmq.ZMQ(directory) as z:
+        z.create_queue("Q")
+        with Peer(MOVING_EXCHANGE, directory, "a") as first:
+            old = first.expect("ready")
+            z.bind("MX", "Q")
+            assert z.receive(timeout=10).startswith(b"a")
+            first.proc.kill()
+            first.proc.wait(5)
+        while z.receive(block=False) is not None:
+            pass                # what the first owner sent before it died
+        with Peer(MOVING_EXCHANGE, directory, "b") as second:
+            new = second.expect("ready")
+            assert new != old
+            started = time.monotonic()
+            message = z.receive(timeout=20)
+            assert message.startswith(b"b"), message
+            print(f"followed {old} -> {new}: first message after "
+                  f"{time.monotonic() - started:.2f} s")
+
+
+STALLED_QUEUE = """
+import sys, time, pyzmq
+z = pyzmq.ZMQ(sys.argv[1], hwm=5)
+z.create_queue("SQ", pyzmq.SCOPE_GLOBAL, "127.0.0.1:0")
+print("ready", flush=True)
+time.sleep(600)                  # never reads
+"""
+
+
+def test_looking_for_a_moved_peer_keeps_the_send_timeout(directory_server):
+    # A send waiting on a full queue asks the directory whether the queue
+    # moved; a directory that hangs must not stretch the send's timeout.
+    import signal
+    with Peer(STALLED_QUEUE, directory_server.address) as owner, \
+            pyzmq.ZMQ(directory_server.address, hwm=5, timeout=5.0) as z:
+        owner.expect("ready")
+        eid = z.create_exchange("E")
+        z.bind("E", "SQ")
+        os.kill(directory_server.pid, signal.SIGSTOP)
+        try:
+            started = time.monotonic()
+            with pytest.raises(pyzmq.Timeout):
+                for _ in range(100_000):
+                    z.send(eid, b"x" * 1000, timeout=2.0)
+            took = time.monotonic() - started
+        finally:
+            os.kill(directory_server.pid, signal.SIGCONT)
+        # the last send waited its 2 s (the earlier ones went straight into
+        # the pipes), not 2 s plus the directory's 5 s timeout
+        assert took < 4.0, f"the timed-out send returned after {took:.2f} s"
+
+
+def test_an_owner_recreated_by_another_instance_of_this_process_is_followed(directory):
+    # in one process bindings go through inproc, to the owning instance's
+    # own endpoint: a new owner instance has a new one
+    with pyzmq.ZMQ(directory, hwm=10) as binder:
+        eid = binder.create_exchange("E")
+        first = pyzmq.ZMQ(directory)
+        first.create_queue("RQ", pyzmq.SCOPE_GLOBAL, "127.0.0.1:0")
+        binder.bind("E", "RQ")
+        binder.send(eid, b"before")
+        assert first.receive(timeout=5) == b"before"
+        first.close()
+        with pyzmq.ZMQ(directory) as second:
+            second.create_queue("RQ", pyzmq.SCOPE_GLOBAL, "127.0.0.1:0")
+            for i in range(30):          # more than the old pipe held
+                binder.send(eid, b"after%d" % i, timeout=10)
+            got = [second.receive(timeout=5) for _ in range(5)]
+            assert all(m.startswith(b"after") for m in got), got
