@@ -27,6 +27,9 @@ from pyzmq import wiring
 from pyzmq.errors import Timeout
 
 
+FOLLOW_AFTER = 1.0  # seconds of waiting before looking for moved peers, and between looks
+
+
 class ZMQ(wiring.ZMQ):
     """A wiring instance whose send/receive are coroutines.  The blocking
     forms stay available as ``send_now``/``receive_now`` (non-blocking)."""
@@ -67,15 +70,24 @@ class ZMQ(wiring.ZMQ):
         fut = loop.create_future()
         self._waiters.add(fut)
         try:
-            if deadline is None:
-                await fut
-            else:
-                left = deadline - loop.time()
-                if left <= 0:
-                    raise Timeout("timed out")
-                await asyncio.wait_for(fut, left)
-        except asyncio.TimeoutError:
-            raise Timeout("timed out") from None
+            left = None if deadline is None else deadline - loop.time()
+            if left is not None and left <= 0:
+                raise Timeout("timed out")
+            # with remote bindings, wake every second to re-point any whose
+            # peer moved (as the blocking calls do; it never blocks)
+            piece = left
+            if self.following and (piece is None or piece > FOLLOW_AFTER):
+                piece = FOLLOW_AFTER
+            try:
+                if piece is None:
+                    await fut
+                else:
+                    await asyncio.wait_for(fut, piece)
+            except asyncio.TimeoutError:
+                if piece != left:
+                    self._follow_moved(eid)
+                    return
+                raise Timeout("timed out") from None
         finally:
             self._waiters.discard(fut)
             if not self._waiters:

@@ -24,6 +24,8 @@ log = logging.getLogger("pyzmq.directory")
 PING_INTERVAL = 1.0   # seconds between liveness PINGs on an idle connection
 RETRY_INTERVAL = 0.5  # seconds between reconnection attempts
 REFUSED_RETRY_MAX = 30.0  # after refusals (e.g. key not allowed) the interval doubles up to this
+WATCH_FIRST = 1.0     # a watched name is looked up again at most this often at first,
+WATCH_MAX = 30.0      # then less often, doubling up to this while its record stays the same
 DROP_GRACE = 0.2      # seconds between losing a connection and the first reconnection attempt,
                       # so that a live server has seen the old one close (and freed its names)
 
@@ -200,6 +202,11 @@ class DirectoryClient:
         self._closed = False
         self._last_failure = None
         self._refusal = None  # the DirectoryError of the last reconnection attempt, if refused
+        # names whose records the keeper looks up in the background (watch())
+        self._watch_lock = threading.Lock()
+        self._wanted = set()
+        self._watched = {}    # name -> [serial, record or None, interval, next lookup time]
+        self._watch_serial = 0
         self._names = {}  # name -> (kind, address, key) registered by this client
         self._stop = threading.Event()   # set by close(): the keeper must exit
         self._wake = threading.Event()   # set to make the keeper act now
@@ -238,12 +245,9 @@ class DirectoryClient:
                              p.validate_address(address), p.validate_key(key))
         self._request(request, name, on_ok=lambda: self._names.__setitem__(name, (kind, address, key)))
 
-    def lookup(self, name, timeout=None):
-        """Return ``(kind, address, key)`` of global object ``name``.
-
-        ``timeout`` (seconds) may shorten this one request's wait below the
-        client's own ``timeout``."""
-        reply = self._request(p.Lookup(p.validate_name(name)), name, limit=timeout)
+    def lookup(self, name):
+        """Return ``(kind, address, key)`` of global object ``name``."""
+        reply = self._request(p.Lookup(p.validate_name(name)), name)
         return reply.kind, reply.address, reply.key
 
     def unregister(self, name):
@@ -259,6 +263,23 @@ class DirectoryClient:
             # After a reconnection the name was simply not registered again.
             if not (was_mine and exc.code == p.NOT_FOUND):
                 raise
+
+    def watch(self, names):
+        """Ask the background thread to look ``names`` up (again) soon; never
+        blocks.  A name is looked up at most once a second at first, less
+        often (up to every 30 s) while its record does not change.  Read the
+        answers with :meth:`watched`."""
+        with self._watch_lock:
+            self._wanted.update(names)
+        self._wake.set()
+
+    def watched(self, name):
+        """``(serial, (kind, address, key) or None)`` of the latest background
+        lookup of ``name`` (serials grow with each lookup), or None if it has
+        not been looked up yet.  Never blocks."""
+        with self._watch_lock:
+            entry = self._watched.get(name)
+            return None if entry is None else (entry[0], entry[1])
 
     def ping(self):
         """Check that the directory answers; raise Error if it does not."""
@@ -303,14 +324,13 @@ class DirectoryClient:
 
     # -- requests ----------------------------------------------------------
 
-    def _request(self, request, name, on_ok=None, limit=None):
+    def _request(self, request, name, on_ok=None):
         """Send ``request``, retrying on a fresh connection if the link breaks, all
-        within ``timeout`` (or ``limit`` seconds, if shorter); return the reply,
-        or raise Error.  ``on_ok`` runs under the lock after a successful reply."""
-        wait = self.timeout if limit is None else max(0.0, min(self.timeout, limit))
-        deadline = time.monotonic() + wait
-        if not self._lock.acquire(timeout=wait):
-            raise Timeout(f"the directory client for {self.address} stayed busy for {wait:g} s")
+        within ``timeout``; return the reply, or raise Error.  ``on_ok`` runs
+        under the lock after a successful reply."""
+        deadline = time.monotonic() + self.timeout
+        if not self._lock.acquire(timeout=self.timeout):
+            raise Timeout(f"the directory client for {self.address} stayed busy for {self.timeout:g} s")
         try:
             while True:
                 if self._closed:
@@ -515,6 +535,32 @@ class DirectoryClient:
                 log.warning("global name %r is no longer registered by this process: the directory at %s "
                             "refused it on reconnection (%s)", name, self.address, why)
 
+    def _look_up_wanted(self):
+        """From the keeper thread: look up the names watch() asked for whose
+        turn has come."""
+        now = time.monotonic()
+        with self._watch_lock:
+            due = [n for n in self._wanted if n not in self._watched or self._watched[n][3] <= now]
+            self._wanted.difference_update(due)
+        for name in due:
+            try:
+                record = self.lookup(name)
+            except DirectoryError as exc:
+                if exc.code != p.NOT_FOUND:
+                    continue
+                record = None           # gone for now: its owner may come back
+            except Error:
+                with self._watch_lock:
+                    self._wanted.add(name)      # try again on the next round
+                return
+            with self._watch_lock:
+                previous = self._watched.get(name)
+                interval = WATCH_FIRST
+                if previous is not None and previous[1] == record:
+                    interval = min(WATCH_MAX, previous[2] * 2)
+                self._watch_serial += 1
+                self._watched[name] = [self._watch_serial, record, interval, time.monotonic() + interval]
+
     def _ping_idle(self):
         """From the keeper thread: PING if nobody is using the connection."""
         if not self._lock.acquire(timeout=0.1):
@@ -567,6 +613,7 @@ def _keep_alive(ref, stop, wake):
                     delay = RETRY_INTERVAL
             else:
                 client._ping_idle()
+                client._look_up_wanted()
                 delay = PING_INTERVAL if client._sock is not None else 0
         except Exception:  # never let the keeper die silently
             log.exception("directory keeper for %s failed", client.address)

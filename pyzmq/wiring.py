@@ -11,7 +11,6 @@ import itertools
 import logging
 import os
 import threading
-import time
 import weakref
 from dataclasses import dataclass, field
 
@@ -355,12 +354,12 @@ class ZMQ(_zmq.Engine):
         elif ex:
             q_ep, q_key = _target(q_addr, q_key)
             handle = self._exchange_connect(ex.id, q_ep, q_key, mark, self._bind_timeout)
-            self._remote.append(_Remote(queue_name, "queue", ex.id, handle, q_ep))
+            self._remote.append(_Remote(queue_name, "queue", ex.id, handle, q_ep, q_key))
         elif q:
             ex_ep, ex_key = _target(ex_addr, ex_key)
             handle = self._queue_subscribe(q.id, ex_ep, self._bind_timeout,
                                            _owner_here(ex_addr), ex_key, mark)
-            self._remote.append(_Remote(exchange_name, "exchange", 0, handle, ex_ep))
+            self._remote.append(_Remote(exchange_name, "exchange", 0, handle, ex_ep, ex_key))
         else:
             q_ep, q_key = _target(q_addr, q_key)
             ex_ep, ex_key = _target(ex_addr, ex_key)
@@ -369,32 +368,42 @@ class ZMQ(_zmq.Engine):
         self._bindings.append((exchange_name, queue_name))
         self.following = bool(self._remote)
 
-    def _follow_moved(self, eid, budget):
+    def _follow_moved(self, eid):
         """Called by a send on exchange eid (or, eid 0, a receive) that has
-        been waiting a while: look up the remote peers it depends on and
-        re-point every binding whose peer is now registered elsewhere (an
-        owner restarted on another port, or re-created by another instance
-        of this process).  The lookups take at most ``budget`` seconds in
-        all (None: the directory timeout each), so the caller's own timeout
-        holds; a directory that does not answer changes nothing."""
-        give_up = None if budget is None else time.monotonic() + budget
-        for remote in self._remote:
-            if remote.eid != eid:
+        been waiting a while: re-point every binding it depends on whose
+        peer is now registered elsewhere (an owner restarted on another
+        port or with another key, or re-created by another instance of this
+        process).  Never blocks: it asks the directory client's background
+        thread to look the names up and uses the answers that have come."""
+        directory = self._directory
+        remotes = [r for r in self._remote if r.eid == eid]
+        if directory is None or not remotes:
+            return
+        directory.watch({r.name for r in remotes})
+        for remote in remotes:
+            seen = directory.watched(remote.name)
+            if seen is None or seen[0] <= remote.serial:
                 continue
-            left = None if give_up is None else give_up - time.monotonic()
-            if left is not None and left <= 0:
-                return
+            remote.serial, record = seen
+            if record is None:
+                continue        # not registered now: its owner may come back
             try:
-                address, key = self._lookup(remote.name, remote.kind, left)
+                address, key = self._usable(remote.name, remote.kind, *record)
             except Error:
-                continue        # gone for now, or the directory is down: keep waiting
-            endpoint, key = _target(address, key)
-            if endpoint == remote.endpoint:
                 continue
-            self._retarget(remote.handle, remote.endpoint, endpoint, key)
+            endpoint, key = _target(address, key)
+            if (endpoint, key) == (remote.endpoint, remote.key):
+                continue
+            old = remote.endpoint
+            remote.endpoint, remote.key = endpoint, key     # first: never re-pointed twice
+            try:
+                self._retarget(remote.handle, old, endpoint, key)
+            except Error as exc:
+                log.warning("global %s %r moved to %s, but re-pointing its binding failed: %s",
+                            remote.kind, remote.name, endpoint, exc)
+                continue
             log.warning("global %s %r moved from %s to %s: binding re-pointed",
-                        remote.kind, remote.name, remote.endpoint, endpoint)
-            remote.endpoint = endpoint
+                        remote.kind, remote.name, old, endpoint)
 
     def _own(self, name, kind):
         obj = self._objects.get(name)
@@ -404,11 +413,15 @@ class ZMQ(_zmq.Engine):
             raise Error(f"{name!r} is {_a(obj.kind)} of this instance, not {_a(kind)}")
         return obj
 
-    def _lookup(self, name, kind, timeout=None):
+    def _lookup(self, name, kind):
         if self._directory is None:
             raise Error(f"unknown {kind} {name!r}: it is not in this instance, and "
                         "this instance has no directory to look global names up in")
-        code, address, key = self._directory.lookup(name, timeout)
+        return self._usable(name, kind, *self._directory.lookup(name))
+
+    def _usable(self, name, kind, code, address, key):
+        """(address, key or None) of a directory record of global ``name``,
+        after checking that it is ``kind`` and reachable from here."""
         if _KIND_NAME.get(code) != kind:
             raise Error(f"global name {name!r} is {_a(_KIND_NAME.get(code, code))}, not {_a(kind)}")
         host = address.rsplit(":", 1)[0]
@@ -460,6 +473,8 @@ class _Remote:
     eid: int
     handle: int
     endpoint: str
+    key: object = None      # the CURVE key it connects with, or None
+    serial: int = 0         # of the directory answer last looked at
 
 
 def _here_entry(address):

@@ -89,13 +89,12 @@ ZERO_COPY_MIN = _ZERO_COPY_MIN
 DEF SERVICE_EVERY = 256
 DEF MAX_WAIT_S = 86400.0        # one wait at most; longer timeouts loop
 DEF SERVICE_AFTER = 0.001
-# A send or receive that has waited this long asks (through the wiring
-# layer) whether a remote peer it is bound to moved to another address;
-# the interval doubles while it keeps waiting, up to FOLLOW_MAX.
+# A send or receive that has waited FOLLOW_FIRST seconds asks the wiring
+# layer whether a remote peer it is bound to moved to another address, and
+# then every FOLLOW_EVERY seconds while it waits.  The wiring layer does no
+# I/O there: the directory's background thread looks names up.
 DEF FOLLOW_FIRST = 1.0
-DEF FOLLOW_MAX = 30.0
-DEF FOLLOW_LEAST = 0.5      # no check when less than this is left of a wait
-DEF FOLLOW_SPARE = 0.1      # of which the lookups leave this much unused
+DEF FOLLOW_EVERY = 0.25
 
 
 # --------------------------------------------------------------------------
@@ -1139,26 +1138,23 @@ cdef class Engine:
         never, the instance has no remote binding)."""
         return _now() + FOLLOW_FIRST if self.following else -1.0
 
-    cdef double _follow(self, Py_ssize_t eid, double check_at, double *every,
-                        double deadline) except -2.0:
-        """If check_at has come, let the wiring layer look up the remote
-        peers of exchange eid (0: of this instance's queues) and re-point
-        any that moved, within what is left before deadline; returns the
-        next check time (-1.0: none in this wait, too little time left)."""
-        cdef double now = _now()
-        if check_at < 0 or now < check_at:
+    cdef double _follow(self, Py_ssize_t eid, double check_at) except -2.0:
+        """If check_at has come, let the wiring layer re-point the bindings of
+        exchange eid (0: of this instance's queues) whose peer moved; returns
+        the next check time.  The hook may run any Python code, so the
+        instance is checked again afterwards (closed: pyzmq.Error)."""
+        if check_at <= 0 or _now() < check_at:
             return check_at
-        if deadline >= 0 and deadline - now < FOLLOW_LEAST:
-            return -1.0
-        self._follow_moved(eid, None if deadline < 0 else deadline - now - FOLLOW_SPARE)
-        every[0] = min(every[0] * 2, FOLLOW_MAX)
-        return _now() + every[0]
+        self._follow_moved(eid)
+        self._check()
+        return _now() + FOLLOW_EVERY
 
     def _retarget(self, size_t handle, str old_endpoint, str new_endpoint, serverkey=None):
         """Re-point a binding's connecting socket (a handle from
         _exchange_connect or _queue_subscribe) from the old endpoint to the
-        new one: connect first, then drop the old connection (and what was
-        queued for it, which could not be delivered any more)."""
+        new one, as a CURVE client of serverkey or a plain one: drop the old
+        connection (and what was queued for it, which could not be delivered
+        any more), then connect."""
         self._check()
         cdef void *s = <void *>handle
         cdef int i, j
@@ -1171,13 +1167,16 @@ cdef class Engine:
                 ours = ours or self.qs[i].socks[j] == s
         if not ours or s == NULL:
             raise Error("not a binding socket of this instance", EINVAL)
-        if serverkey:
-            self._curve_client_opts(s, serverkey)
         cdef bytes new_ep = new_endpoint.encode()
         cdef bytes old_ep = old_endpoint.encode()
+        cdef int zero = 0
+        zmq_disconnect(s, old_ep)       # ENOENT when it never connected: fine
+        if serverkey:
+            self._curve_client_opts(s, serverkey)
+        else:                           # back to the NULL mechanism
+            zmq_setsockopt(s, ZMQ_CURVE_SERVER, &zero, sizeof(int))
         if zmq_connect(s, new_ep) != 0:
             _raise_zmq(f"cannot connect to {new_endpoint}")
-        zmq_disconnect(s, old_ep)       # ENOENT when it never connected: fine
 
     def serve(self, timeout):
         """Let remote binders in for `timeout` seconds without sending or
@@ -1309,8 +1308,7 @@ cdef class Engine:
         if e.style == 1 and e.npush > 0:
             return self._send_balanced(e, data, size, deadline, shared)
         cdef Py_ssize_t eid = (e - self.ex) + 1
-        cdef double every = FOLLOW_FIRST
-        cdef double check_at = self._follow_from()
+        cdef double check_at = 0.0 if self.following else -1.0    # 0.0: not started
         # Fan-out is all or nothing: wait until every PUSH has room, then send
         # to the listener (which waits for room itself), then to the PUSHes.
         while True:
@@ -1334,9 +1332,11 @@ cdef class Engine:
                 return self._would_block(block)
             # wait, and keep the listeners served meanwhile
             n = self._add_listeners(n)
+            if check_at == 0.0:
+                check_at = self._follow_from()
             self._wait(self.sitems, n, _earlier(deadline, check_at), 0)
             self._service()
-            check_at = self._follow(eid, check_at, &every, deadline)
+            check_at = self._follow(eid, check_at)
             e = &self.ex[eid - 1]
         if e.xpub != NULL:
             if not self._send_listener(e.xpub, data, size, deadline, shared):
@@ -1398,8 +1398,7 @@ cdef class Engine:
         """Load balancing: the next bound queue, round-robin, that has room."""
         cdef int i, k, n
         cdef Py_ssize_t eid = (e - self.ex) + 1
-        cdef double every = FOLLOW_FIRST
-        cdef double check_at = self._follow_from()
+        cdef double check_at = 0.0 if self.following else -1.0    # 0.0: not started
         while True:
             for k in range(e.npush):
                 i = (e.next + k) % e.npush
@@ -1416,9 +1415,11 @@ cdef class Engine:
                 self.sitems[i].events = ZMQ_POLLOUT
                 self.sitems[i].revents = 0
             n = self._add_listeners(e.npush)
+            if check_at == 0.0:
+                check_at = self._follow_from()
             self._wait(self.sitems, n, _earlier(deadline, check_at), 0)
             self._service()
-            check_at = self._follow(eid, check_at, &every, deadline)
+            check_at = self._follow(eid, check_at)
             e = &self.ex[eid - 1]
 
     def send_many(self, object eid_obj, messages, timeout=None):
@@ -1500,13 +1501,12 @@ cdef class Engine:
             return self._wait_one(msg, deadline)
         cdef int i, rc
         cdef bint serve
-        cdef double every = FOLLOW_FIRST
         cdef double check_at = self._follow_from()
         while True:
             # every socket was just tried, so its pending commands were
             # processed: its fd turns readable only when something new comes
             rc = self._poll_fds(_earlier(deadline, check_at))
-            check_at = self._follow(0, check_at, &every, deadline)
+            check_at = self._follow(0, check_at)
             if listeners:
                 serve = False
                 for i in range(self.ninputs, self.nitems):
@@ -1540,7 +1540,6 @@ cdef class Engine:
         itself, which wakes sooner than a poll followed by a receive."""
         cdef void *s = self.items[0].socket
         cdef int rc, err, ms
-        cdef double every = FOLLOW_FIRST
         cdef double check_at = self._follow_from()
         while True:
             ms = <int>_ms_left(_earlier(deadline, check_at))
@@ -1562,7 +1561,8 @@ cdef class Engine:
             elif deadline >= 0 and _now() >= deadline:
                 return 0
             else:
-                check_at = self._follow(0, check_at, &every, deadline)
+                check_at = self._follow(0, check_at)
+                s = self.items[0].socket    # re-read: the hook ran Python code
 
     cdef int _wait_unbound(self, double deadline) except -2:
         """No queue has a socket yet: nothing can arrive before another call

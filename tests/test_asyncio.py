@@ -125,3 +125,24 @@ def test_remote_exchange_through_the_loop(directory):
             await owner.send(eid, b"hello")
             assert await fut == b"hello"
     run(main())
+
+
+def test_a_queue_owner_recreated_elsewhere_is_followed(directory):
+    # as the blocking calls do, an awaiting send re-points a binding whose
+    # queue's owner came back at another address (here: another instance)
+    async def main():
+        with pyzmq.asyncio.ZMQ(directory, hwm=10) as binder:
+            eid = binder.create_exchange("E")
+            first = pyzmq.ZMQ(directory)
+            first.create_queue("AQ", pyzmq.SCOPE_GLOBAL, "127.0.0.1:0")
+            binder.bind("E", "AQ")
+            await binder.send(eid, b"before")
+            assert first.receive(timeout=5) == b"before"
+            first.close()
+            with pyzmq.ZMQ(directory) as second:
+                second.create_queue("AQ", pyzmq.SCOPE_GLOBAL, "127.0.0.1:0")
+                for i in range(30):          # more than the old pipe held
+                    await binder.send(eid, b"after%d" % i, timeout=10)
+                got = [second.receive(timeout=5) for _ in range(5)]
+                assert all(m.startswith(b"after") for m in got), got
+    run(main())

@@ -370,3 +370,43 @@ print("made", flush=True)
         p.expect("made")
         assert p.wait(10) == 0
     assert time.monotonic() - t < 5
+
+
+KEYED_QUEUE = """
+import sys, pyzmq
+z = pyzmq.ZMQ(sys.argv[1], secret_key=sys.argv[2])
+z.create_queue("KQ", pyzmq.SCOPE_GLOBAL, "127.0.0.1:" + sys.argv[3])
+print("ready", flush=True)
+while True:
+    print("got", z.receive().decode(), flush=True)
+"""
+
+
+@pytest.mark.parametrize("second_key", ["new", "none"])
+def test_an_owner_back_at_the_same_port_with_another_key_is_followed(directory, second_key):
+    # the address is the same, the key in the directory is not: the binder
+    # re-points with the new key (or, none, back to a plain connection)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with pyzmq.ZMQ(directory, hwm=10) as zmq:
+        eid = zmq.create_exchange("E")
+        with Peer(KEYED_QUEUE, directory, pyzmq.curve_keypair()[1], port) as first:
+            first.expect("ready")
+            zmq.bind("E", "KQ")
+            zmq.send(eid, b"before")
+            assert first.expect("got") == "before"
+            first.proc.kill()
+            first.proc.wait(5)
+        time.sleep(0.3)         # the directory frees the name
+        if second_key == "new":
+            code = KEYED_QUEUE
+        else:
+            code = KEYED_QUEUE.replace(", secret_key=sys.argv[2]", "")
+        with Peer(code, directory, pyzmq.curve_keypair()[1], port) as second:
+            second.expect("ready")
+            for i in range(40):
+                zmq.send(eid, f"m{i}".encode(), timeout=10)
+            got = []
+            while not got or got[-1] != "m39":
+                got.append(second.expect("got", timeout=15))

@@ -628,3 +628,47 @@ def test_an_owner_recreated_by_another_instance_of_this_process_is_followed(dire
                 binder.send(eid, b"after%d" % i, timeout=10)
             got = [second.receive(timeout=5) for _ in range(5)]
             assert all(m.startswith(b"after") for m in got), got
+
+
+HELD_EXCHANGE = """
+import queue, sys, threading, pyzmq
+cmds = queue.Queue()
+threading.Thread(target=lambda: [cmds.put(l.strip()) for l in sys.stdin], daemon=True).start()
+z = pyzmq.ZMQ(sys.argv[1])
+e = z.create_exchange("HX", pyzmq.SCOPE_GLOBAL, "127.0.0.1:0")
+print("ready", flush=True)
+while True:
+    z.serve(0.02)
+    try:
+        c = cmds.get_nowait()
+    except queue.Empty:
+        continue
+    if c == "quit":
+        break
+    z.send(e, c.encode())
+"""
+
+
+def test_a_hung_directory_does_not_delay_delivery(directory_server):
+    # The look for moved peers runs in the directory client's own thread: a
+    # receive waiting on a remote exchange gets its message at once even
+    # while the directory hangs (it once waited out the directory timeout).
+    import signal
+    import threading
+    with Peer(HELD_EXCHANGE, directory_server.address) as owner, \
+            pyzmq.ZMQ(directory_server.address, timeout=5.0) as z:
+        owner.expect("ready")
+        z.create_queue("Q")
+        z.bind("HX", "Q")
+        os.kill(directory_server.pid, signal.SIGSTOP)
+        try:
+            timer = threading.Timer(1.5, owner.tell, ("late",))
+            started = time.monotonic()
+            timer.start()
+            message = z.receive(timeout=10)
+            took = time.monotonic() - started
+        finally:
+            os.kill(directory_server.pid, signal.SIGCONT)
+        assert message == b"late"
+        assert took < 3.0, f"received {took:.2f} s into the wait, sent at 1.5 s"
+        owner.tell("quit")
