@@ -347,6 +347,11 @@ class DirectoryClient:
                 except _Lost as exc:
                     self._drop(str(exc))
                     continue  # a fresh connection is a fresh start: retry on it
+                except BaseException:
+                    # interrupted (Ctrl-C) between sending and reading: the
+                    # reply would be read as the answer to the next request
+                    self._drop("a request was interrupted")
+                    raise
                 reply = self._check_reply(request, reply, name)
                 if on_ok is not None:
                     on_ok()

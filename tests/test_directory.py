@@ -481,3 +481,23 @@ def test_server_command_line():
 def test_server_reports_a_port_in_use(directory_server):
     with pytest.raises(Error, match="exited with status 1"):
         ServerProcess(port=directory_server.port, ready_timeout=5).start()
+
+
+def test_an_interrupted_request_does_not_shift_later_replies(directory_server):
+    # Ctrl-C between a request and its reply used to leave the reply unread:
+    # the next request then got it as its own answer (A's record for B)
+    import threading
+    with DirectoryClient(directory_server.address, timeout=5.0) as c:
+        c.register("E", "A", "127.0.0.1:1111")
+        c.register("E", "B", "127.0.0.1:2222")
+        os.kill(directory_server.pid, signal.SIGSTOP)
+        timer = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT))
+        try:
+            timer.start()
+            with pytest.raises(KeyboardInterrupt):
+                c.lookup("A")
+        finally:
+            timer.cancel()
+            os.kill(directory_server.pid, signal.SIGCONT)
+        assert c.lookup("B") == ("E", "127.0.0.1:2222", "")
+        assert c.lookup("A") == ("E", "127.0.0.1:1111", "")
