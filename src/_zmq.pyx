@@ -1205,6 +1205,7 @@ cdef class Engine:
                 if errno != EINTR:
                     raise OSError(errno, "poll failed")
                 PyErr_CheckSignals()
+                self._check()       # a signal handler may have closed the instance
 
     # ---- waiting ----------------------------------------------------------
 
@@ -1229,6 +1230,7 @@ cdef class Engine:
             if err != EINTR:
                 _raise_errno("poll", err)
             PyErr_CheckSignals()
+            self._check()       # a signal handler may have closed the instance
 
     # ---- send -------------------------------------------------------------
 
@@ -1378,6 +1380,7 @@ cdef class Engine:
             err = zmq_errno()
             if err == EINTR:
                 PyErr_CheckSignals()
+                self._check()       # a signal handler may have closed the instance
             elif err != EAGAIN:
                 _raise_errno("send", err)
             left = _ms_left(deadline)
@@ -1534,6 +1537,7 @@ cdef class Engine:
             if err != EINTR:
                 raise OSError(err, "poll failed")
             PyErr_CheckSignals()
+            self._check()       # a signal handler may have closed the instance
 
     cdef int _wait_one(self, zmq_msg_t *msg, double deadline) except -2:
         """The only input socket, no listener to serve: block in zmq_msg_recv
@@ -1556,6 +1560,7 @@ cdef class Engine:
             err = zmq_errno()
             if err == EINTR:
                 PyErr_CheckSignals()
+                self._check()       # a signal handler may have closed the instance
             elif err != EAGAIN:
                 _raise_errno("receive", err)
             elif deadline >= 0 and _now() >= deadline:

@@ -148,3 +148,26 @@ def test_instances_of_one_process_wire_through_inproc(directory):
         assert a.receive(timeout=2) == b"b->a"
         address = a._objects["GQ"].address
     assert _endpoint(address) == f"tcp://{address}"
+
+
+CLOSED_BY_A_HANDLER = """
+import signal, sys, pyzmq
+z = pyzmq.ZMQ(sys.argv[1])
+z.create_queue("Q")
+z.create_exchange("E")
+z.bind("E", "Q")                # one input: receive blocks in zmq_msg_recv
+signal.signal(signal.SIGALRM, lambda *a: z.close())
+signal.setitimer(signal.ITIMER_REAL, 0.3)
+try:
+    z.receive(timeout=5)
+except pyzmq.Error as exc:
+    print("ERROR", exc, flush=True)
+"""
+
+
+def test_a_signal_handler_closing_the_instance_mid_wait(directory):
+    # the wait loops re-check the instance after running signal handlers:
+    # a handler that closes it gives pyzmq.Error, not a crash or a hang
+    with Peer(CLOSED_BY_A_HANDLER, directory) as p:
+        assert "closed" in p.expect("ERROR")
+        assert p.wait() == 0, p.err()
