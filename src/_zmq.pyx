@@ -608,7 +608,7 @@ cdef class Engine:
     cdef zmq_msg_t rmsg             # reused by receive()'s fast path
     cdef int single_qid             # the queue of the only input socket
     cdef readonly bint closed
-    cdef long owner
+    cdef unsigned long owner        # thread ident of the thread that made it
     cdef int _hwm
     cdef int _linger_ms
     cdef _Stash stash               # messages read while a bind waited
