@@ -17,6 +17,24 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
+# Prepended to a peer script: next_command(z) serves instance z's listeners
+# (so remote binders get in) until a line arrives on stdin, and returns it.
+COMMANDS = """
+import queue as _queue, sys as _sys, threading as _threading
+_lines = _queue.Queue()
+_threading.Thread(target=lambda: [_lines.put(l.strip()) for l in _sys.stdin], daemon=True).start()
+
+
+def next_command(z, every=0.02):
+    while True:
+        z.serve(every)
+        try:
+            return _lines.get_nowait()
+        except _queue.Empty:
+            pass
+"""
+
+
 class Peer:
     def __init__(self, code, *args):
         env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")

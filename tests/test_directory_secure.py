@@ -19,7 +19,7 @@ from pyzmq import dirsecure
 from pyzmq import protocol as p
 from pyzmq.directory import DirectoryClient, DirectoryError
 from pyzmq.testing import ServerProcess
-from peers import Peer, ROOT
+from peers import COMMANDS, Peer, ROOT
 
 pytestmark = pytest.mark.skipif(not pyzmq._zmq.has("curve"), reason="libzmq without CURVE")
 
@@ -384,21 +384,12 @@ def test_zmq_keygen_writes_a_private_keypair(tmp_path):
     assert path.read_text().strip() == secret
 
 
-OWNER = """
-import queue, sys, threading, pyzmq
-lines = queue.Queue()
-threading.Thread(target=lambda: [lines.put(l.strip()) for l in sys.stdin], daemon=True).start()
+OWNER = COMMANDS + """
+import sys, pyzmq
 z = pyzmq.ZMQ(sys.argv[1], directory_key=sys.argv[2], secret_key=sys.argv[3], allowed_keys=[sys.argv[4]])
 e = z.create_exchange("feed", pyzmq.SCOPE_GLOBAL, "127.0.0.1:0")
 print("ready", flush=True)
-while True:
-    z.serve(0.02)          # answers binders' syncs
-    try:
-        line = lines.get_nowait()
-    except queue.Empty:
-        continue
-    if line == "quit":
-        break
+while (line := next_command(z)) != "quit":
     z.send(e, line.encode())
 z.close()
 """

@@ -25,7 +25,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 import pyzmq
-from peers import Peer
+from peers import COMMANDS, Peer
 from test_directory import is_free, wait_until
 from pyzmq.directory import DirectoryClient, DirectoryError
 from pyzmq.testing import ServerProcess
@@ -630,21 +630,12 @@ def test_an_owner_recreated_by_another_instance_of_this_process_is_followed(dire
             assert all(m.startswith(b"after") for m in got), got
 
 
-HELD_EXCHANGE = """
-import queue, sys, threading, pyzmq
-cmds = queue.Queue()
-threading.Thread(target=lambda: [cmds.put(l.strip()) for l in sys.stdin], daemon=True).start()
+HELD_EXCHANGE = COMMANDS + """
+import sys, pyzmq
 z = pyzmq.ZMQ(sys.argv[1])
 e = z.create_exchange("HX", pyzmq.SCOPE_GLOBAL, "127.0.0.1:0")
 print("ready", flush=True)
-while True:
-    z.serve(0.02)
-    try:
-        c = cmds.get_nowait()
-    except queue.Empty:
-        continue
-    if c == "quit":
-        break
+while (c := next_command(z)) != "quit":
     z.send(e, c.encode())
 """
 
