@@ -27,7 +27,8 @@ from pyzmq import wiring
 from pyzmq.errors import Timeout
 
 
-FOLLOW_AFTER = 1.0  # seconds of waiting before looking for moved peers, and between looks
+FOLLOW_AFTER = 1.0   # seconds of waiting before looking for moved peers,
+FOLLOW_EVERY = 0.25  # and between looks while the wait goes on
 
 
 class ZMQ(wiring.ZMQ):
@@ -60,8 +61,12 @@ class ZMQ(wiring.ZMQ):
             loop.remove_reader(fd)
         self._watched.clear()
 
-    async def _readable(self, deadline, eid=0):
-        """Until one of the instance's fds is readable (or the deadline)."""
+    async def _readable(self, deadline, eid=0, follow=None):
+        """Until one of the instance's fds is readable (or the deadline).
+
+        ``follow`` is the calling wait's [next time to look for moved
+        peers]: kept by the caller across wake-ups, so other tasks' traffic
+        waking this one often does not postpone the look for ever."""
         loop = asyncio.get_running_loop()
         for fd in self._fds(eid):
             if fd not in self._watched:
@@ -70,14 +75,21 @@ class ZMQ(wiring.ZMQ):
         fut = loop.create_future()
         self._waiters.add(fut)
         try:
-            left = None if deadline is None else deadline - loop.time()
+            now = loop.time()
+            left = None if deadline is None else deadline - now
             if left is not None and left <= 0:
                 raise Timeout("timed out")
-            # with remote bindings, wake every second to re-point any whose
-            # peer moved (as the blocking calls do; it never blocks)
+            # with remote bindings, look every so often for peers that moved
+            # (as the blocking calls do; it never blocks)
             piece = left
-            if self.following and (piece is None or piece > FOLLOW_AFTER):
-                piece = FOLLOW_AFTER
+            if self.following and follow is not None:
+                if follow[0] is None:
+                    follow[0] = now + FOLLOW_AFTER
+                if follow[0] <= now:
+                    self._follow_moved(eid)
+                    follow[0] = now + FOLLOW_EVERY
+                if piece is None or piece > follow[0] - now:
+                    piece = follow[0] - now
             try:
                 if piece is None:
                     await fut
@@ -85,8 +97,7 @@ class ZMQ(wiring.ZMQ):
                     await asyncio.wait_for(fut, piece)
             except asyncio.TimeoutError:
                 if piece != left:
-                    self._follow_moved(eid)
-                    return
+                    return          # time to look for moved peers: the caller retries
                 raise Timeout("timed out") from None
         finally:
             self._waiters.discard(fut)
@@ -107,6 +118,7 @@ class ZMQ(wiring.ZMQ):
     async def receive(self, timeout=None, copy=True):
         """The next message from any queue; pyzmq.Timeout after timeout s."""
         deadline = self._deadline(timeout)
+        follow = [None]
         while True:
             self.serve(0)          # let binders of our global exchanges in
             msg = self.receive_now(copy=copy)
@@ -114,13 +126,14 @@ class ZMQ(wiring.ZMQ):
                 self._pass_on()
                 return msg
             try:
-                await self._readable(deadline)
+                await self._readable(deadline, 0, follow)
             except Timeout:
                 raise Timeout(f"no message arrived within {timeout} s") from None
 
     async def receive2(self, timeout=None, copy=True):
         """(queue_id, message), as receive()."""
         deadline = self._deadline(timeout)
+        follow = [None]
         while True:
             self.serve(0)
             item = wiring.ZMQ.receive2(self, block=False, copy=copy)
@@ -128,20 +141,21 @@ class ZMQ(wiring.ZMQ):
                 self._pass_on()
                 return item
             try:
-                await self._readable(deadline)
+                await self._readable(deadline, 0, follow)
             except Timeout:
                 raise Timeout(f"no message arrived within {timeout} s") from None
 
     async def send(self, eid, msg, timeout=None):
         """Send; waits (without blocking the loop) while a bound queue is full."""
         deadline = self._deadline(timeout)
+        follow = [None]
         while True:
             self.serve(0)          # listeners' fds are watched too: take their news
             if wiring.ZMQ.send(self, eid, msg, block=False):
                 self._pass_on()
                 return True
             try:
-                await self._readable(deadline, eid)
+                await self._readable(deadline, eid, follow)
             except Timeout:
                 raise Timeout("send timed out: a bound queue stayed full "
                               "(high-water mark)") from None

@@ -269,17 +269,27 @@ class DirectoryClient:
         blocks.  A name is looked up at most once a second at first, less
         often (up to every 30 s) while its record does not change.  Read the
         answers with :meth:`watched`."""
+        now = time.monotonic()
         with self._watch_lock:
-            self._wanted.update(names)
-        self._wake.set()
+            fresh = set(names) - self._wanted
+            self._wanted.update(fresh)
+            due = any(n not in self._watched or self._watched[n][3] <= now for n in fresh)
+        if due:
+            self._wake.set()    # else the keeper's regular round takes them
 
     def watched(self, name):
         """``(serial, (kind, address, key) or None)`` of the latest background
-        lookup of ``name`` (serials grow with each lookup), or None if it has
-        not been looked up yet.  Never blocks."""
+        lookup of ``name`` (serials grow with each lookup, across names), or
+        None if it has not been looked up yet.  Never blocks."""
         with self._watch_lock:
             entry = self._watched.get(name)
             return None if entry is None else (entry[0], entry[1])
+
+    def watch_serial(self):
+        """The serial the next background lookup will exceed: answers with a
+        serial up to this one are older than now."""
+        with self._watch_lock:
+            return self._watch_serial
 
     def ping(self):
         """Check that the directory answers; raise Error if it does not."""
@@ -542,27 +552,41 @@ class DirectoryClient:
 
     def _look_up_wanted(self):
         """From the keeper thread: look up the names watch() asked for whose
-        turn has come."""
+        turn has come.  Like the PINGs, never waits for a connection (the
+        keeper is what reconnects) nor for a busy client."""
         now = time.monotonic()
         with self._watch_lock:
             due = [n for n in self._wanted if n not in self._watched or self._watched[n][3] <= now]
-            self._wanted.difference_update(due)
         for name in due:
+            if not self._lock.acquire(timeout=0.1):
+                return              # a request is in flight: next round
             try:
-                record = self.lookup(name)
-            except DirectoryError as exc:
-                if exc.code != p.NOT_FOUND:
-                    continue
+                if self._sock is None or self._closed:
+                    return
+                try:
+                    reply = _exchange(self._sock, p.Lookup(name), time.monotonic() + self.timeout)
+                except socket.timeout:
+                    self._drop("no answer to a LOOKUP")
+                    return
+                except _Lost as exc:
+                    self._drop(str(exc))
+                    return
+            finally:
+                self._lock.release()
+            if isinstance(reply, p.Found):
+                record = (reply.kind, reply.address, reply.key)
+            elif isinstance(reply, p.ErrorReply) and reply.code == p.NOT_FOUND:
                 record = None           # gone for now: its owner may come back
-            except Error:
-                with self._watch_lock:
-                    self._wanted.add(name)      # try again on the next round
-                return
+            else:
+                record = False          # refused: do not keep asking
             with self._watch_lock:
+                self._wanted.discard(name)
+                if record is False:
+                    continue
                 previous = self._watched.get(name)
                 interval = WATCH_FIRST
-                if previous is not None and previous[1] == record:
-                    interval = min(WATCH_MAX, previous[2] * 2)
+                if record is not None and previous is not None and previous[1] == record:
+                    interval = min(WATCH_MAX, previous[2] * 2)      # unchanged: ask less often
                 self._watch_serial += 1
                 self._watched[name] = [self._watch_serial, record, interval, time.monotonic() + interval]
 
@@ -618,7 +642,8 @@ def _keep_alive(ref, stop, wake):
                     delay = RETRY_INTERVAL
             else:
                 client._ping_idle()
-                client._look_up_wanted()
+                if client._sock is not None:
+                    client._look_up_wanted()
                 delay = PING_INTERVAL if client._sock is not None else 0
         except Exception:  # never let the keeper die silently
             log.exception("directory keeper for %s failed", client.address)

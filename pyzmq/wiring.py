@@ -354,12 +354,14 @@ class ZMQ(_zmq.Engine):
         elif ex:
             q_ep, q_key = _target(q_addr, q_key)
             handle = self._exchange_connect(ex.id, q_ep, q_key, mark, self._bind_timeout)
-            self._remote.append(_Remote(queue_name, "queue", ex.id, handle, q_ep, q_key))
+            self._remote.append(_Remote(queue_name, "queue", ex.id, handle, q_ep, q_key,
+                                        self._directory.watch_serial()))
         elif q:
             ex_ep, ex_key = _target(ex_addr, ex_key)
             handle = self._queue_subscribe(q.id, ex_ep, self._bind_timeout,
                                            _owner_here(ex_addr), ex_key, mark)
-            self._remote.append(_Remote(exchange_name, "exchange", 0, handle, ex_ep, ex_key))
+            self._remote.append(_Remote(exchange_name, "exchange", 0, handle, ex_ep, ex_key,
+                                        self._directory.watch_serial()))
         else:
             q_ep, q_key = _target(q_addr, q_key)
             ex_ep, ex_key = _target(ex_addr, ex_key)
@@ -399,6 +401,8 @@ class ZMQ(_zmq.Engine):
             try:
                 self._retarget(remote.handle, old, endpoint, key)
             except Error as exc:
+                # connected nowhere now: try this answer again next time
+                remote.endpoint, remote.serial = None, 0
                 log.warning("global %s %r moved to %s, but re-pointing its binding failed: %s",
                             remote.kind, remote.name, endpoint, exc)
                 continue
@@ -474,7 +478,8 @@ class _Remote:
     handle: int
     endpoint: str
     key: object = None      # the CURVE key it connects with, or None
-    serial: int = 0         # of the directory answer last looked at
+    serial: int = 0         # of the directory answer last looked at (or, at first,
+                            # the serial when bind() looked it up: older answers are stale)
 
 
 def _here_entry(address):

@@ -1149,7 +1149,7 @@ cdef class Engine:
         self._check()
         return _now() + FOLLOW_EVERY
 
-    def _retarget(self, size_t handle, str old_endpoint, str new_endpoint, serverkey=None):
+    def _retarget(self, size_t handle, old_endpoint, str new_endpoint, serverkey=None):
         """Re-point a binding's connecting socket (a handle from
         _exchange_connect or _queue_subscribe) from the old endpoint to the
         new one, as a CURVE client of serverkey or a plain one: drop the old
@@ -1168,9 +1168,9 @@ cdef class Engine:
         if not ours or s == NULL:
             raise Error("not a binding socket of this instance", EINVAL)
         cdef bytes new_ep = new_endpoint.encode()
-        cdef bytes old_ep = old_endpoint.encode()
         cdef int zero = 0
-        zmq_disconnect(s, old_ep)       # ENOENT when it never connected: fine
+        if old_endpoint is not None:    # None: a failed re-point left it unconnected
+            zmq_disconnect(s, (<str>old_endpoint).encode())     # ENOENT: never connected, fine
         if serverkey:
             self._curve_client_opts(s, serverkey)
         else:                           # back to the NULL mechanism

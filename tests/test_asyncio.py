@@ -139,10 +139,26 @@ def test_a_queue_owner_recreated_elsewhere_is_followed(directory):
             await binder.send(eid, b"before")
             assert first.receive(timeout=5) == b"before"
             first.close()
-            with pyzmq.ZMQ(directory) as second:
-                second.create_queue("AQ", pyzmq.SCOPE_GLOBAL, "127.0.0.1:0")
-                for i in range(30):          # more than the old pipe held
-                    await binder.send(eid, b"after%d" % i, timeout=10)
-                got = [second.receive(timeout=5) for _ in range(5)]
-                assert all(m.startswith(b"after") for m in got), got
+            # other traffic on the instance wakes the blocked send often;
+            # that must not keep postponing its look for the moved queue
+            busy = binder.create_exchange("BUSY")
+            binder.create_queue("LOCAL")
+            binder.bind("BUSY", "LOCAL")
+
+            async def chatter():
+                while True:
+                    await binder.send(busy, b"x")
+                    await binder.receive(timeout=5)
+                    await asyncio.sleep(0.1)
+
+            noise = asyncio.ensure_future(chatter())
+            try:
+                with pyzmq.ZMQ(directory) as second:
+                    second.create_queue("AQ", pyzmq.SCOPE_GLOBAL, "127.0.0.1:0")
+                    for i in range(30):          # more than the old pipe held
+                        await binder.send(eid, b"after%d" % i, timeout=10)
+                    got = [second.receive(timeout=5) for _ in range(5)]
+                    assert all(m.startswith(b"after") for m in got), got
+            finally:
+                noise.cancel()
     run(main())
