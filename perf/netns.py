@@ -27,6 +27,10 @@ which destroys the veth pair with them.  A run killed with SIGKILL leaves its
 namespaces behind; :func:`cleanup_stale` removes those whose creating process
 is gone.
 
+``start_server`` and ``python`` return pyzmq/testing.py's ServerProcess and
+PeerProcess (the classes the tests use on loopback), started through
+:meth:`TwoHosts.popen`.
+
 This file is not in a package: perf/rig.py imports it from its own
 directory, tests load it by path.
 """
@@ -34,17 +38,15 @@ directory, tests load it by path.
 from __future__ import annotations
 
 import atexit
-import collections
 import contextlib
+import functools
 import itertools
 import os
-import queue
 import re
 import shutil
 import signal
 import subprocess
 import sys
-import textwrap
 import threading
 import time
 import weakref
@@ -256,9 +258,8 @@ class TwoHosts:
     # -- processes -------------------------------------------------------
 
     def env(self, extra: dict | None = None) -> dict:
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
-        env["PYTHONUNBUFFERED"] = "1"
+        """This environment, the checkout first on PYTHONPATH, unbuffered, plus extra."""
+        env = _testing().child_env()
         env.update(extra or {})
         return env
 
@@ -277,14 +278,20 @@ class TwoHosts:
         self._procs.append(proc)
         return proc
 
-    def python(self, host: Host, code: str, *args) -> "Peer":
-        """A Python snippet as a process on the host, talked to by lines."""
-        return Peer(self, host, code, *args)
+    def python(self, host: Host, code: str, *args):
+        """A Python snippet as a process on the host, talked to by lines (a
+        pyzmq.testing.PeerProcess, as tests/peers.py's Peer); closing it
+        sends SIGTERM, then SIGKILL after a second."""
+        return _testing().PeerProcess(code, *args, popen=functools.partial(self.popen, host),
+                                      term_grace=1.0)
 
-    def start_server(self, host: Host | None = None, port: int = 0,
-                     ready_timeout: float = 10.0) -> "NsServer":
-        """zmq_server on host (default A), listening on its veth address."""
-        return NsServer(self, host or self.a, port, ready_timeout)
+    def start_server(self, host: Host | None = None, port: int = 0, ready_timeout: float = 10.0):
+        """zmq_server on host (default A), listening on its veth address: a
+        started pyzmq.testing.ServerProcess, whose ``address`` clients on
+        either host use and whose ``logs()``/``registrations()`` read its stderr."""
+        host = host or self.a
+        return _testing().ServerProcess(host.ip, port, ready_timeout=ready_timeout, log_lines=5000,
+                                        popen=functools.partial(self.popen, host)).start()
 
     # -- tear-down -------------------------------------------------------
 
@@ -314,6 +321,15 @@ class TwoHosts:
 
     def __repr__(self):
         return f"<TwoHosts {self.a} {self.b} {format_rate(self.rate_bps)}>"
+
+
+def _testing():
+    """pyzmq.testing from this checkout, imported on first use (so that
+    --cleanup-stale works without a built extension)."""
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    import pyzmq.testing
+    return pyzmq.testing
 
 
 def _end(proc: subprocess.Popen, grace: float = 2.0):
@@ -412,135 +428,3 @@ def shielded():
     finally:
         for sig, handler in old.items():
             signal.signal(sig, handler)
-
-
-# --------------------------------------------------------------- helpers in a namespace
-
-
-_READY = re.compile(r"^zmq_server: listening on (.+):(\d+)$")
-
-
-class NsServer:
-    """zmq_server (python -m pyzmq.server) in a namespace, listening on the
-    host's veth address.  ``address`` is what clients on either host use;
-    ``logs()`` returns its stderr lines (registrations and removals)."""
-
-    def __init__(self, hosts: TwoHosts, host: Host, port: int, ready_timeout: float):
-        self.host = host
-        self._lines = collections.deque(maxlen=5000)
-        self._changed = threading.Condition()
-        self.proc = hosts.popen(host, [sys.executable, "-m", "pyzmq.server", "--port", port, host.ip],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                errors="replace")
-        ready = queue.Queue()
-        threading.Thread(target=self._stdout, args=(ready,), daemon=True).start()
-        threading.Thread(target=self._stderr, daemon=True).start()
-        try:
-            self.port = ready.get(timeout=ready_timeout)
-        except queue.Empty:
-            self.port = None
-        if self.port is None:
-            _end(self.proc)
-            raise RuntimeError(f"zmq_server in {host.netns} did not start; stderr:\n"
-                               + "\n".join(self.logs()[-20:]))
-        self.address = f"{host.ip}:{self.port}"
-
-    def _stdout(self, ready):
-        port = None
-        for line in self.proc.stdout:
-            m = _READY.match(line.rstrip("\n"))
-            if m and port is None:
-                port = int(m.group(2))
-                ready.put(port)
-        if port is None:
-            ready.put(None)
-
-    def _stderr(self):
-        for line in self.proc.stderr:
-            with self._changed:
-                self._lines.append(line.rstrip("\n"))
-                self._changed.notify_all()
-
-    def logs(self) -> list[str]:
-        with self._changed:
-            return list(self._lines)
-
-    def registrations(self) -> dict[str, str]:
-        """{name: address} of every REGISTER the server logged (latest wins)."""
-        found = {}
-        for line in self.logs():
-            m = re.match(r"zmq_server: registered '(.*)' kind [EQ] at (\S+) by ", line)
-            if m:
-                found[m.group(1)] = m.group(2)
-        return found
-
-    def wait_for_log(self, pattern: str, timeout: float = 5.0) -> str | None:
-        regex = re.compile(pattern)
-        deadline = time.monotonic() + timeout
-        with self._changed:
-            while True:
-                for line in self._lines:
-                    if regex.search(line):
-                        return line
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return None
-                self._changed.wait(left)
-
-    def stop(self):
-        _end(self.proc)
-
-
-class Peer:
-    """A Python snippet run on a host; read its stdout by lines, write to its stdin
-    (the same interface as tests/peers.py, inside a namespace)."""
-
-    def __init__(self, hosts: TwoHosts, host: Host, code: str, *args):
-        self.proc = hosts.popen(host, [sys.executable, "-c", textwrap.dedent(code), *args],
-                                stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True)
-        self.lines = queue.Queue()
-        self.stderr = []
-        threading.Thread(target=self._read, args=(self.proc.stdout, self.lines.put), daemon=True).start()
-        threading.Thread(target=self._read, args=(self.proc.stderr, self.stderr.append), daemon=True).start()
-
-    @staticmethod
-    def _read(stream, put):
-        for line in stream:
-            put(line.rstrip("\n"))
-        put(None)
-
-    def expect(self, prefix: str, timeout: float = 15.0) -> str:
-        """The rest of the next stdout line starting with prefix (others are skipped)."""
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                line = self.lines.get(timeout=max(0.0, deadline - time.monotonic()))
-            except queue.Empty:
-                raise AssertionError(f"peer said no {prefix!r} within {timeout} s; "
-                                     f"stderr: {self.err()}") from None
-            if line is None:
-                self.proc.wait(5)
-                raise AssertionError(f"peer exited ({self.proc.returncode}) before {prefix!r}; "
-                                     f"stderr: {self.err()}")
-            if line.startswith(prefix):
-                return line[len(prefix):].strip()
-
-    def tell(self, line: str):
-        self.proc.stdin.write(line + "\n")
-        self.proc.stdin.flush()
-
-    def err(self) -> str:
-        return "\n".join(line for line in self.stderr[-30:] if line is not None)
-
-    def wait(self, timeout: float = 15.0) -> int:
-        return self.proc.wait(timeout)
-
-    def close(self):
-        _end(self.proc, grace=1.0)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()

@@ -1,4 +1,6 @@
-"""Run a real ``zmq_server`` in a child process, for tests and the perf runner.
+"""Child processes for tests and the perf runners: a real ``zmq_server``
+(:class:`ServerProcess`) and a Python snippet talked to by lines
+(:class:`PeerProcess`).
 
     with ServerProcess() as server:
         client = DirectoryClient(server.address)
@@ -6,24 +8,44 @@
         server.kill()              # SIGKILL, as a crash would
         server.start(server.port)  # back on the same port
 
-The child's stdout and stderr are drained by daemon threads (so a chatty
-server never blocks on a full pipe); the last lines of stderr are kept for
-:meth:`ServerProcess.logs` and :meth:`ServerProcess.wait_for_log`.
+    with PeerProcess(CODE, server.address) as peer:
+        peer.expect("ready")
+        peer.tell("go")
+
+The children's stdout and stderr are drained by daemon threads (so a chatty
+child never blocks on a full pipe); the last lines of a server's stderr are
+kept for :meth:`ServerProcess.logs` and :meth:`ServerProcess.wait_for_log`.
+
+Both take ``popen``, a callable used in place of :class:`subprocess.Popen`
+(same arguments), so a caller can start them elsewhere -- perf/netns.py
+starts them inside a network namespace (``ip netns exec``, pinned CPUs).
 """
 
 import collections
 import os
+import queue
 import re
 import signal
 import subprocess
 import sys
+import textwrap
 import threading
 import time
 
 from pyzmq.errors import Error
 
 _READY = re.compile(r"^zmq_server: listening on (.+):(\d+)(?: \(CURVE, public key (\S{40})\))?$")
+_REGISTERED = re.compile(r"zmq_server: registered '(.*)' kind [EQ] at (\S+) by ")
 _PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def child_env():
+    """This process's environment, with this checkout first on PYTHONPATH and
+    unbuffered output (children's lines arrive as they are printed)."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [_PACKAGE_ROOT, env.get("PYTHONPATH")]))
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
 
 
 class ServerProcess:
@@ -31,16 +53,18 @@ class ServerProcess:
 
     ``port=0`` picks a free port on the first start; later starts without a
     port reuse the port of the previous run, so clients can find it again.
+    ``popen`` starts the child (default :class:`subprocess.Popen`).
     """
 
     def __init__(self, host="127.0.0.1", port=0, quiet=False, ready_timeout=10.0, log_lines=2000,
-                 extra_args=()):
+                 extra_args=(), popen=subprocess.Popen):
         self.extra_args = list(extra_args)   # e.g. ["--curve-secret", path]
         self.public_key = None               # the server's CURVE public key, when it has one
         self.host = host
         self.port = port
         self.quiet = quiet
         self.ready_timeout = ready_timeout
+        self._popen = popen
         self._logs = collections.deque(maxlen=log_lines)
         self._logs_changed = threading.Condition()
         self._proc = None
@@ -62,12 +86,9 @@ class ServerProcess:
             cmd.append("-q")
         cmd.extend(self.extra_args)
         cmd.append(self.host)
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [_PACKAGE_ROOT, env.get("PYTHONPATH")]))
-        env["PYTHONUNBUFFERED"] = "1"
-        self._proc = proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                             stderr=subprocess.PIPE, env=env, text=True,
-                                             errors="replace")
+        self._proc = proc = self._popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                        stderr=subprocess.PIPE, env=child_env(), text=True,
+                                        errors="replace")
         ready = {}
         ready_event = threading.Event()
         threading.Thread(target=self._drain_stdout, args=(proc, ready, ready_event),
@@ -89,7 +110,7 @@ class ServerProcess:
                 why = f"exited with status {proc.returncode} before listening"
             stderr_thread.join(1.0)
             tail = "\n".join(list(self._logs)[-20:])
-            raise Error(f"zmq_server ({' '.join(cmd)}) {why}" + (f"; its stderr:\n{tail}" if tail else ""))
+            raise Error(f"zmq_server ({' '.join(proc.args)}) {why}" + (f"; its stderr:\n{tail}" if tail else ""))
         self.port = ready["port"]
         self.public_key = ready["key"]
         return self
@@ -135,6 +156,11 @@ class ServerProcess:
         return self._proc is not None and self._proc.poll() is None
 
     @property
+    def proc(self):
+        """The :class:`subprocess.Popen` of the current (or last) run, None before the first."""
+        return self._proc
+
+    @property
     def pid(self):
         return None if self._proc is None else self._proc.pid
 
@@ -166,6 +192,10 @@ class ServerProcess:
         with self._logs_changed:
             return list(self._logs)
 
+    def registrations(self):
+        """{name: address} of every REGISTER the server logged (latest wins)."""
+        return {m.group(1): m.group(2) for m in map(_REGISTERED.match, self.logs()) if m}
+
     def wait_for_log(self, pattern, timeout=5.0):
         """Wait until a stderr line matches the regex ``pattern``; return it, or None on timeout."""
         regex = re.compile(pattern)
@@ -196,3 +226,99 @@ class ServerProcess:
             with self._logs_changed:
                 self._logs.append(line.rstrip("\n"))
                 self._logs_changed.notify_all()
+
+
+class PeerProcess:
+    """A Python snippet (``code``, run with ``args`` as ``sys.argv[1:]``) as a
+    child process with this checkout importable: read its stdout by lines
+    (:meth:`expect`), write lines to its stdin (:meth:`tell`).
+
+    :meth:`close` SIGKILLs it, or with ``term_grace`` seconds first sends
+    SIGTERM and waits that long.  ``popen`` starts it (default
+    :class:`subprocess.Popen`).
+    """
+
+    def __init__(self, code, *args, popen=subprocess.Popen, term_grace=None):
+        self.term_grace = term_grace
+        self.proc = popen([sys.executable, "-c", textwrap.dedent(code), *map(str, args)],
+                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True, cwd=_PACKAGE_ROOT, env=child_env())
+        self.lines = queue.Queue()   # stdout lines, then None when it closes
+        self.stderr = []
+        threading.Thread(target=self._read, args=(self.proc.stdout, self.lines.put), daemon=True).start()
+        threading.Thread(target=self._read, args=(self.proc.stderr, self._keep_err), daemon=True).start()
+
+    @staticmethod
+    def _read(stream, put):
+        for line in stream:
+            put(line.rstrip("\n"))
+        put(None)
+
+    def _keep_err(self, line):
+        if line is not None:
+            self.stderr.append(line)
+
+    def expect(self, prefix, timeout=15.0):
+        """The rest of the next stdout line starting with prefix (others are skipped)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                line = self.lines.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                raise AssertionError(f"peer said no {prefix!r} within {timeout} s; "
+                                     f"stderr: {self.err()}") from None
+            if line is None:
+                self.proc.wait(5)
+                raise AssertionError(f"peer exited ({self.proc.returncode}) before {prefix!r}; "
+                                     f"stderr: {self.err()}")
+            if line.startswith(prefix):
+                return line[len(prefix):].strip()
+
+    def remaining_lines(self, quiet_for=5.0):
+        """Every stdout line until the peer says nothing for ``quiet_for`` s or exits."""
+        lines = []
+        while True:
+            try:
+                line = self.lines.get(timeout=quiet_for)
+            except queue.Empty:
+                return lines
+            if line is None:
+                return lines
+            lines.append(line)
+
+    def interrupt(self, expect="INTERRUPTED", timeout=5.0):
+        """Send SIGINT; return the seconds until the peer prints ``expect``."""
+        started = time.monotonic()
+        self.proc.send_signal(signal.SIGINT)
+        self.expect(expect, timeout=timeout)
+        return time.monotonic() - started
+
+    def tell(self, line):
+        self.proc.stdin.write(line + "\n")
+        self.proc.stdin.flush()
+
+    def err(self):
+        """The last 30 lines of its stderr."""
+        return "\n".join(self.stderr[-30:])
+
+    def wait(self, timeout=15.0):
+        return self.proc.wait(timeout)
+
+    def close(self):
+        proc = self.proc
+        if proc.poll() is None:
+            if self.term_grace:
+                proc.terminate()
+                try:
+                    proc.wait(self.term_grace)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+            else:
+                proc.kill()
+        proc.wait(5)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
