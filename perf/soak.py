@@ -303,16 +303,8 @@ def _role_consumer(a):
 # ---------------------------------------------------------------- harness
 
 def _peer(*args):
-    sys.path.insert(0, str(ROOT / "tests"))
-    from peers import Peer
-
-    class RolePeer(Peer):
-        def err(self):
-            # Peer.err() joins its stderr lines, and the end-of-stream
-            # marker (None) among them makes it raise TypeError once the
-            # process has exited: skip it.
-            return "\n".join(line for line in self.stderr[-30:] if line is not None)
-    return RolePeer(ROLE, *args)
+    from pyzmq.testing import PeerProcess
+    return PeerProcess(ROLE, *args)
 
 
 def _finish(peer, name, timeout=15.0):
