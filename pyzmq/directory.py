@@ -558,21 +558,9 @@ class DirectoryClient:
         with self._watch_lock:
             due = [n for n in self._wanted if n not in self._watched or self._watched[n][3] <= now]
         for name in due:
-            if not self._lock.acquire(timeout=0.1):
-                return              # a request is in flight: next round
-            try:
-                if self._sock is None or self._closed:
-                    return
-                try:
-                    reply = _exchange(self._sock, p.Lookup(name), time.monotonic() + self.timeout)
-                except socket.timeout:
-                    self._drop("no answer to a LOOKUP")
-                    return
-                except _Lost as exc:
-                    self._drop(str(exc))
-                    return
-            finally:
-                self._lock.release()
+            reply = self._keeper_request(p.Lookup(name), "a LOOKUP", (p.Found, p.ErrorReply))
+            if reply is None:
+                return              # busy, down or broken: next round
             if isinstance(reply, p.Found):
                 record = (reply.kind, reply.address, reply.key)
             elif isinstance(reply, p.ErrorReply) and reply.code == p.NOT_FOUND:
@@ -592,24 +580,32 @@ class DirectoryClient:
 
     def _ping_idle(self):
         """From the keeper thread: PING if nobody is using the connection."""
+        self._keeper_request(p.Ping(), "PING", (p.Pong,))
+
+    def _keeper_request(self, request, what, expected):
+        """From the keeper thread: one request on the connection if it is up
+        and idle (the keeper never waits for a connection: it is what makes
+        one).  Returns the reply, or None: busy, down, or broken (dropped,
+        as is a connection that answers with none of ``expected``)."""
         if not self._lock.acquire(timeout=0.1):
-            return  # a request is in flight: the connection is being exercised anyway
+            return None     # a request is in flight: the connection is being exercised anyway
         try:
             if self._sock is None or self._closed:
-                return
+                return None
             try:
-                reply = _exchange(self._sock, p.Ping(), time.monotonic() + self.timeout)
+                reply = _exchange(self._sock, request, time.monotonic() + self.timeout)
             except socket.timeout:
-                self._drop("no answer to PING")
-                return
+                self._drop(f"no answer to {what}")
+                return None
             except _Lost as exc:
                 self._drop(str(exc))
-                return
-            if not isinstance(reply, p.Pong):
-                self._drop(f"unexpected reply {type(reply).__name__} to PING")
+                return None
+            if not isinstance(reply, expected):
+                self._drop(f"unexpected reply {type(reply).__name__} to {what}")
+                return None
+            return reply
         finally:
             self._lock.release()
-
 
 
 def _keep_alive(ref, stop, wake):
