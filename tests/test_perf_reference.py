@@ -288,6 +288,7 @@ def test_pyzmq_scripts_ignore_a_stray_zmq_module(tmp_path):
     directory) must not shadow the binding."""
     pytest.importorskip("zmq", reason="the pyzmq socket binding is not installed")
     (tmp_path / "zmq.py").write_text("raise ImportError('stray zmq.py imported')\n")
+    shutil.copy(PY_DIR / "_cli.py", tmp_path / "_cli.py")     # what the scripts share
     for name in TOOLS:
         script = tmp_path / f"{name}.py"
         shutil.copy(PY_DIR / f"{name}.py", script)

@@ -16,16 +16,8 @@ How to run (from anywhere, the repo root included)::
 
     python -I perf/pyzmq_socket/remote_lat.py tcp://127.0.0.1:5555 1 10000
 
-Import hygiene: this repository holds our own package, import name
-``pyzmq`` (the ØMQ 0.3 wiring API), while the binding measured here is the
-PyPI distribution "pyzmq" whose import name is ``zmq``.  This script only
-ever imports ``zmq``.  ``-I`` (isolated mode) keeps the script's directory,
-the current directory, PYTHONPATH and the user site-packages off sys.path,
-so only the interpreter's own site-packages (the venv's) can provide
-``zmq``.  Without ``-I`` the script drops the entry Python put first on
-sys.path (its own directory, or the current directory under ``-c``/``-m``)
-before importing, so a stray zmq.py there cannot shadow the binding either;
-PYTHONPATH is then honoured as the user set it.
+Import hygiene (why ``-I``, and why this script never imports ``pyzmq``):
+see _cli.py.
 """
 
 import os
@@ -40,48 +32,18 @@ if sys.path and os.path.realpath(sys.path[0] or os.curdir) in (
     del sys.path[0]
 
 import zmq  # noqa: E402  (the pyzmq socket binding)
+import importlib.util  # noqa: E402
+
+# the shared argument parsing, loaded by path (see _cli.py)
+_spec = importlib.util.spec_from_file_location("_pyzmq_socket_cli", os.path.join(_here, "_cli.py"))
+_cli = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_cli)
 
 TOOL = "remote_lat"
-USAGE = (
-    f"usage: {TOOL} <connect-endpoint> <message-size> <roundtrip-count>\n"
-    "  message-size: bytes per message, 0..2147483647\n"
-    "  roundtrip-count: 1..9223372036854775807"
-)
-
-
-def parse_args(argv):
-    """(endpoint, size, count); on bad arguments print usage and exit 2."""
-
-    def bad(problem=None):
-        if problem:
-            print(f"{TOOL}: {problem}", file=sys.stderr)
-        print(USAGE, file=sys.stderr)
-        sys.exit(2)
-
-    def number(text, lowest, highest):
-        # ASCII decimal digits only, as the C tools accept (no sign, space,
-        # underscore); the length cap keeps int() away from huge strings.
-        if not (text.isascii() and text.isdigit() and len(text) <= 20):
-            return None
-        value = int(text)
-        return value if lowest <= value <= highest else None
-
-    if len(argv) != 3:
-        bad()
-    endpoint = argv[0]
-    if not endpoint:
-        bad("endpoint must not be empty")
-    size = number(argv[1], 0, 2**31 - 1)
-    if size is None:
-        bad("invalid message-size")
-    count = number(argv[2], 1, 2**63 - 1)
-    if count is None:
-        bad("invalid count")
-    return endpoint, size, count
 
 
 def main():
-    endpoint, size, count = parse_args(sys.argv[1:])
+    endpoint, size, count = _cli.parse_args(TOOL, sys.argv[1:], "connect", "roundtrip-count")
 
     ctx = zmq.Context()
     sock = ctx.socket(zmq.REQ)
@@ -89,12 +51,7 @@ def main():
     # Watch for the end of the handshake; monitor first, so that the event
     # cannot be missed.
     monitor = sock.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED)
-    try:
-        sock.connect(endpoint)
-    except zmq.ZMQError as exc:
-        print(f"{TOOL}: cannot connect to {endpoint}: {exc}", file=sys.stderr)
-        ctx.destroy(linger=0)
-        sys.exit(1)
+    _cli.attach(TOOL, ctx, sock, endpoint, "connect", zmq.ZMQError)
     monitor.recv_multipart()  # the only event asked for: handshake done
     sock.disable_monitor()
     monitor.close()
@@ -105,10 +62,7 @@ def main():
         sock.send(msg)
         reply = sock.recv()
         if len(reply) != size:
-            print(f"{TOOL}: message {i} has {len(reply)} bytes, "
-                  f"expected {size}", file=sys.stderr)
-            ctx.destroy(linger=0)
-            sys.exit(1)
+            _cli.fail(TOOL, ctx, f"message {i} has {len(reply)} bytes, expected {size}")
     elapsed = time.perf_counter() - start
 
     sock.close()
