@@ -429,7 +429,6 @@ def read_key_file(path, what):
     keys = read_key_list(path)
     if len(keys) != 1:
         raise ValueError(f"{what} {path}: expected one key, found {len(keys)}")
-    dirsecure.decode_key(keys[0], f"{what} {path}")
     try:
         if os.stat(path).st_mode & 0o077:
             _log(f"zmq_server: warning: {path} holds a secret key and is readable by other users")
