@@ -1204,10 +1204,16 @@ cdef class Engine:
             if rc < 0:
                 if errno != EINTR:
                     raise OSError(errno, "poll failed")
-                PyErr_CheckSignals()
-                self._check()       # a signal handler may have closed the instance
+                self._signals()
 
     # ---- waiting ----------------------------------------------------------
+
+    cdef int _signals(self) except -1:
+        """After EINTR: run Python's signal handlers (KeyboardInterrupt and
+        the like raise here), then check the instance again, since a handler
+        may have closed it."""
+        PyErr_CheckSignals()
+        return self._check()
 
     cdef int _wait(self, zmq_pollitem_t *items, int n, double deadline,
                    double slice_s) except -1:
@@ -1229,8 +1235,7 @@ cdef class Engine:
             err = zmq_errno()
             if err != EINTR:
                 _raise_errno("poll", err)
-            PyErr_CheckSignals()
-            self._check()       # a signal handler may have closed the instance
+            self._signals()
 
     # ---- send -------------------------------------------------------------
 
@@ -1379,8 +1384,7 @@ cdef class Engine:
         while True:
             err = zmq_errno()
             if err == EINTR:
-                PyErr_CheckSignals()
-                self._check()       # a signal handler may have closed the instance
+                self._signals()
             elif err != EAGAIN:
                 _raise_errno("send", err)
             left = _ms_left(deadline)
@@ -1536,8 +1540,7 @@ cdef class Engine:
             err = errno
             if err != EINTR:
                 raise OSError(err, "poll failed")
-            PyErr_CheckSignals()
-            self._check()       # a signal handler may have closed the instance
+            self._signals()
 
     cdef int _wait_one(self, zmq_msg_t *msg, double deadline) except -2:
         """The only input socket, no listener to serve: block in zmq_msg_recv
@@ -1559,8 +1562,7 @@ cdef class Engine:
                 return self.single_qid
             err = zmq_errno()
             if err == EINTR:
-                PyErr_CheckSignals()
-                self._check()       # a signal handler may have closed the instance
+                self._signals()
             elif err != EAGAIN:
                 _raise_errno("receive", err)
             elif deadline >= 0 and _now() >= deadline:
