@@ -552,44 +552,59 @@ DODGE = {"c": 2 ** -0.12, "wiring": 1.0, "pyzmq": 2 ** 0.12, "batch": 2 ** 0.3}
 
 
 def plot(path, meta, rows):
+    """The two-panel PNG of one run, with the batch row as a star."""
+    def batch_point(ax, test):
+        if test != "thr":
+            return
+        for r in rows:
+            if r["test"] == "thr-batch" and r["median"] is not None:
+                ax.errorbar([r["size"] * DODGE["batch"]], [r["median"]],
+                            yerr=[[r["median"] - r["min"]], [r["max"] - r["median"]]],
+                            marker="*", markersize=13, color=COLORS["wiring"], linestyle="none",
+                            capsize=3, label=f"pyzmq-wiring, batch {meta['batch']}")
+
+    title = (f"{meta['date']}  {meta['cpu']}, {meta['cores']} cores  libzmq {meta['libzmq']}  "
+             f"{meta['mode']} ({meta['reps']} reps, median, bars min-max)"
+             + ("  busy-core" if meta.get("busy_core") else ""))
+    chart(path, rows, sorted({r["size"] for r in rows}), title, batch_point)
+
+
+def chart(path, rows, sizes, title, extra=None, dodge=True):
+    """Latency and throughput against message size (log-log), one line per
+    implementation, median with min-max bars; ``extra(ax, test)`` may add to
+    a panel.  Shared by this runner and perf/rig.py."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.ticker import FuncFormatter
 
     fig, axes = plt.subplots(1, 2, figsize=(12, 5))
-    sizes = sorted({r["size"] for r in rows})
-    for ax, test, title in ((axes[0], "lat", "latency [us]"),
-                            (axes[1], "thr", "throughput [msg/s]")):
+    for ax, test, ylabel in ((axes[0], "lat", "latency [us]"),
+                             (axes[1], "thr", "throughput [msg/s]")):
         for impl in IMPLS:
             pts = sorted((r["size"], r["median"], r["min"], r["max"]) for r in rows
                          if r["test"] == test and r["impl"] == impl and r["median"] is not None)
             if not pts:
                 continue
             xs, ys, lo, hi = zip(*pts)
-            # nudge the lines apart sideways so the min-max bars stay readable
-            xs = [x * DODGE[impl] for x in xs]
+            if dodge:
+                # nudge the lines apart sideways so the min-max bars stay readable
+                xs = [x * DODGE[impl] for x in xs]
             ax.errorbar(xs, ys, yerr=[[y - a for y, a in zip(ys, lo)], [b - y for y, b in zip(ys, hi)]],
                         marker=MARKERS[impl], color=COLORS[impl], label=LABELS[impl],
                         capsize=3, linewidth=1.6, markersize=6)
-        if test == "thr":
-            for r in rows:
-                if r["test"] == "thr-batch" and r["median"] is not None:
-                    ax.errorbar([r["size"] * DODGE["batch"]], [r["median"]],
-                                yerr=[[r["median"] - r["min"]], [r["max"] - r["median"]]],
-                                marker="*", markersize=13, color=COLORS["wiring"], linestyle="none",
-                                capsize=3, label=f"pyzmq-wiring, batch {meta['batch']}")
-        style_axis(ax, test, sizes, title)
+        if extra is not None:
+            extra(ax, test)
+        style_axis(ax, test, sizes, ylabel)
         ax.yaxis.set_major_formatter(FuncFormatter(_number_label))
         ax.yaxis.set_minor_formatter(FuncFormatter(
             lambda v, pos: _number_label(v, pos) if str(v)[0] in "25" else ""))
         ax.grid(True, which="both", alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             ax.legend()
-    fig.suptitle(f"{meta['date']}  {meta['cpu']}, {meta['cores']} cores  libzmq {meta['libzmq']}  "
-                 f"{meta['mode']} ({meta['reps']} reps, median, bars min-max)"
-                 + ("  busy-core" if meta.get("busy_core") else ""), fontsize=10)
+    fig.suptitle(title, fontsize=10)
     fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
 

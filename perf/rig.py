@@ -273,40 +273,12 @@ def format_link(rows, sizes, rate_bps) -> list[str]:
 def write_chart(rows, sizes, path, title, rate_bps=None):
     """bench.py's two panels (latency, throughput against size, log-log,
     median with min-max bars), plus the link's limit on a shaped link."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.ticker import FuncFormatter
-
-    colors = getattr(bench, "COLORS", {})
-    markers = getattr(bench, "MARKERS", {})
-    fig, axes = plt.subplots(1, 2, figsize=(12, 5))
-    for ax, test, ylabel in ((axes[0], "lat", "latency [us]"), (axes[1], "thr", "throughput [msg/s]")):
-        for impl in IMPLS:
-            pts = sorted((r["size"], r["median"], r["min"], r["max"]) for r in rows
-                         if r["test"] == test and r["impl"] == impl and r["median"] is not None)
-            if not pts:
-                continue
-            xs, ys, lo, hi = zip(*pts)
-            ax.errorbar(xs, ys, yerr=[[y - a for y, a in zip(ys, lo)], [b - y for y, b in zip(ys, hi)]],
-                        marker=markers.get(impl, "o"), color=colors.get(impl), capsize=3,
-                        label=bench.LABELS[impl], linewidth=1.6, markersize=6)
+    def link_line(ax, test):
         if test == "thr" and rate_bps is not None:
             ax.plot(sizes, [link_limit(s, rate_bps) for s in sizes], "k--", linewidth=1,
                     label=f"link limit ({netns.format_rate(rate_bps)})")
-        bench.style_axis(ax, test, sizes, ylabel)
-        label = getattr(bench, "_number_label", lambda v, pos=None: f"{v:g}")
-        ax.yaxis.set_major_formatter(FuncFormatter(label))
-        ax.yaxis.set_minor_formatter(FuncFormatter(
-            lambda v, pos: label(v, pos) if str(v)[0] in "25" else ""))
-        ax.grid(True, which="both", alpha=0.3)
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend()
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+
+    bench.chart(path, rows, sizes, title, link_line, dodge=False)
 
 
 # --------------------------------------------------------------- main
