@@ -29,16 +29,6 @@ def libzmq_flags():
     return incs, libdirs, libnames or ["zmq"]
 
 
-def sodium_incs():
-    """Include dirs for libsodium (usually none beyond the default)."""
-    try:
-        cflags = subprocess.run(["pkg-config", "--cflags-only-I", "libsodium"], check=True,
-                                capture_output=True, text=True).stdout
-    except subprocess.CalledProcessError:
-        sys.exit("pyzmq-wiring: pkg-config cannot find libsodium; on Debian: apt-get install libsodium-dev")
-    return [f[2:] for f in shlex.split(cflags) if f.startswith("-I")]
-
-
 def extensions():
     from Cython.Build import cythonize
 
@@ -51,17 +41,8 @@ def extensions():
         libraries=libnames,
         extra_compile_args=["-O2"],
     )
-    # the secure directory connection's boxes (libsodium, which libzmq's
-    # CURVE is built on; Debian's libzmq3-dev depends on libsodium-dev)
-    box = Extension(
-        "pyzmq._box",
-        ["src/_box.pyx"],
-        include_dirs=["include"] + sodium_incs(),
-        libraries=["sodium"],
-        extra_compile_args=["-O2"],
-    )
     return cythonize(
-        [ext, box],
+        [ext],
         include_path=["include", "src"],
         compiler_directives={
             "language_level": 3,

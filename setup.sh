@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 need=()
-for pkg in libzmq3-dev libsodium-dev pkg-config iproute2 gcc make; do
+for pkg in libzmq3-dev pkg-config iproute2 gcc make; do
     dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then

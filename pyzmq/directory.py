@@ -1,17 +1,30 @@
 """The client of the name directory (``zmq_server``), see docs/directory.md.
 
-A :class:`DirectoryClient` keeps one TCP connection to the directory.  It
-remembers the names it registered and a background thread watches the
-connection: when the directory goes away the thread reconnects (every half
-second, until :meth:`DirectoryClient.close`; after a refusal the interval
-doubles up to 30 s) and registers those names again,
-so a restarted ``zmq_server`` is repopulated without the application doing
-anything.
+:class:`DirectoryBackend` is the interface the wiring layer uses: register
+and unregister names under this client's lease, look names up, follow
+names in the background.  :class:`DirectoryClient` implements it over the
+directory protocol: a ZeroMQ DEALER (the pyzmq binding) talking to
+``zmq_server``'s ROUTER, secured by libzmq's CurveZMQ when given the
+directory's public key.  Another backend (etcd) can implement the same
+interface.
+
+A :class:`DirectoryClient` holds one lease with a TTL (a few seconds) and
+one thread of its own, the keeper, which owns the socket: it sends the
+requests of every application thread (several may be in flight at once),
+renews the lease, and when the lease is lost (the directory restarted, or
+could not be reached for longer than the TTL) takes a new one and
+registers the client's names again by itself.  Closing the client revokes
+the lease, which frees its names at once.
 """
 
+import collections
+import errno
+import itertools
 import logging
 import math
+import os
 import socket
+import sys
 import threading
 import time
 import weakref
@@ -21,13 +34,13 @@ from pyzmq.errors import Error, Timeout
 
 log = logging.getLogger("pyzmq.directory")
 
-PING_INTERVAL = 1.0   # seconds between liveness PINGs on an idle connection
-RETRY_INTERVAL = 0.5  # seconds between reconnection attempts
-REFUSED_RETRY_MAX = 30.0  # after refusals (e.g. key not allowed) the interval doubles up to this
+ROUND_MAX = 0.25      # the keeper looks at its clock at least this often (seconds)
 WATCH_FIRST = 1.0     # a watched name is looked up again at most this often at first,
 WATCH_MAX = 30.0      # then less often, doubling up to this while its record stays the same
-DROP_GRACE = 0.2      # seconds between losing a connection and the first reconnection attempt,
-                      # so that a live server has seen the old one close (and freed its names)
+RECONNECT_IVL_MS = 200
+RECONNECT_IVL_MAX_MS = 2000
+CLOSE_WAIT = 1.0      # at most this long for the REVOKE of a clean close (seconds)
+MAX_SOCKETS = 32768   # of the directory clients' context (3 per client)
 
 
 class DirectoryError(Error):
@@ -50,17 +63,9 @@ class _UnreachableTimeout(_Unreachable, Timeout):
     pass
 
 
-class _Lost(Exception):
-    """The connection broke (EOF, reset, garbage); the request may be retried."""
-
-
-class _Garbage(_Lost):
-    """The peer sent bytes that are not a valid reply."""
-
-
 def _printable(text):
-    """``text`` with control characters escaped: refusals come before any
-    authentication, so their text may be anyone's and must not rewrite a log."""
+    """``text`` with control characters escaped: it may come from anyone
+    and must not rewrite a log."""
     return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
 
 
@@ -97,133 +102,253 @@ def parse_hostname(hostname):
     return host, int(port_text)
 
 
-def _recv_exactly(sock, n, deadline):
-    chunks = []
-    while n:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise socket.timeout("timed out")
-        sock.settimeout(remaining)
-        chunk = sock.recv(n)
-        if not chunk:
-            raise _Lost("the directory closed the connection")
-        chunks.append(chunk)
-        n -= len(chunk)
-    return b"".join(chunks)
+class DirectoryBackend:
+    """What the wiring layer needs from a directory.
 
+    A backend holds one lease for its instance: names registered through it
+    live as long as the lease, which the backend renews in the background;
+    :meth:`close` gives it up, freeing the names at once.  Lookups and the
+    background following (:meth:`watch`, :meth:`watched`) never depend on
+    the lease.  Every method may be called from any thread.
 
-class _Link:
-    """One connection to the directory: the TCP socket and, on a secure
-    directory, the channel that seals and opens its frames."""
+    Implementations: :class:`DirectoryClient` (``zmq_server``).
+    """
 
-    def __init__(self, sock, channel=None):
-        self.sock = sock
-        self.channel = channel
+    address = None    # where the directory is, for messages
+    local_ip = None   # this host's address on the route to the directory
+
+    def register(self, kind, name, address, key=""):
+        """Publish ``name`` (kind "E" or "Q") at ``address`` with CURVE key ``key``
+        under this client's lease.  DirectoryError(DUPLICATE) when another
+        lease holds it; registering a held name again replaces its record."""
+        raise NotImplementedError
+
+    def unregister(self, name):
+        """Withdraw ``name``, which this client registered."""
+        raise NotImplementedError
+
+    def lookup(self, name):
+        """``(kind, address, key)`` of ``name``; DirectoryError(NOT_FOUND) if nobody holds it."""
+        raise NotImplementedError
+
+    def names(self):
+        """The names this client holds, sorted."""
+        raise NotImplementedError
+
+    def ping(self):
+        """Raise Error unless the directory answers."""
+        raise NotImplementedError
+
+    def watch(self, names):
+        """Look ``names`` up again soon in the background; never blocks."""
+        raise NotImplementedError
+
+    def watched(self, name):
+        """``(serial, record or None)`` of the latest background lookup, or None."""
+        raise NotImplementedError
+
+    def watch_serial(self):
+        """The serial the next background lookup will exceed."""
+        raise NotImplementedError
 
     def close(self):
-        self.sock.close()
+        """Give up the lease (the names go at once) and stop.  Idempotent."""
+        raise NotImplementedError
 
 
-def _send_receive(sock, body, deadline):
-    """Send one frame body and return the body of the frame that answers it.
+def connect(hostname, **kw):
+    """The backend for ``hostname``: today always a :class:`DirectoryClient`."""
+    return DirectoryClient(hostname, **kw)
 
-    Raises _Lost when the connection breaks, socket.timeout past ``deadline``.
-    """
-    remaining = deadline - time.monotonic()
-    if remaining <= 0:
-        raise socket.timeout("timed out")
-    sock.settimeout(remaining)
+
+_context = None
+_context_pid = None
+_monitor_ids = itertools.count(1)
+_context_lock = threading.Lock()
+
+
+def _zmq_context():
+    """The pyzmq context of this process's directory clients (made again after a fork)."""
+    global _context, _context_pid
+    import zmq
+    with _context_lock:
+        if _context is None or _context_pid != os.getpid():
+            _context = zmq.Context(io_threads=1)
+            _context.setsockopt(zmq.BLOCKY, 0) if hasattr(zmq, "BLOCKY") else None
+            try:
+                _context.set(zmq.MAX_SOCKETS, MAX_SOCKETS)
+            except zmq.ZMQError:
+                pass
+            _context_pid = os.getpid()
+        return _context
+
+
+class _Call:
+    """One request: what to send (``make(lease)`` builds it; ``needs_lease``
+    says whether it names the lease), and its outcome."""
+
+    __slots__ = ("make", "needs_lease", "deadline", "done", "reply", "error", "abandoned",
+                 "on_reply", "lease", "rid", "keeper")
+
+    def __init__(self, make, needs_lease, deadline, on_reply=None, keeper=False):
+        self.make = make
+        self.needs_lease = needs_lease
+        self.deadline = deadline
+        self.done = threading.Event()
+        self.reply = None
+        self.error = None
+        self.abandoned = False
+        self.on_reply = on_reply    # run in the keeper thread with the reply (internal calls)
+        self.lease = None
+        self.rid = None
+        self.keeper = keeper        # the keeper's own (lease) call: goes first after a reconnection
+
+
+def _local_ip(host, port):
+    """This host's address on the route to ``host`` (no packet is sent)."""
     try:
-        sock.sendall(p.encode_frame(body))
-        header = _recv_exactly(sock, p.HEADER_SIZE, deadline)
-        return _recv_exactly(sock, p.body_length(header), deadline)
-    except socket.timeout:
-        raise
-    except p.ProtocolError as exc:
-        raise _Garbage(f"the directory sent a malformed reply ({exc})") from None
-    except OSError as exc:
-        raise _Lost(exc.strerror or str(exc)) from None
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+        family, _, _, _, addr = infos[0]
+        with socket.socket(family, socket.SOCK_DGRAM) as s:
+            s.connect(addr)
+            return s.getsockname()[0]
+    except OSError:
+        return "127.0.0.1"
 
 
-def _exchange(link, request, deadline):
-    """Send one request on ``link`` and return the decoded reply.
-
-    Raises _Lost when the connection breaks (or, secure, a frame was
-    tampered with), socket.timeout past ``deadline``.
-    """
-    body = p.encode_request(request)
-    if link.channel is not None:
-        body = link.channel.seal(body)
-    reply = _send_receive(link.sock, body, deadline)
-    try:
-        if link.channel is not None:
-            reply = link.channel.open(reply)
-        return p.decode_reply(reply)
-    except p.ProtocolError as exc:
-        raise _Garbage(f"the directory sent a malformed reply ({exc})") from None
-
-
-class DirectoryClient:
-    """A connection to the directory at ``hostname`` ("host" or "host:port").
+class DirectoryClient(DirectoryBackend):
+    """A client of the directory at ``hostname`` ("host" or "host:port").
 
     Connecting (and every later request) is bounded by ``timeout`` seconds;
     an unreachable directory raises :class:`pyzmq.errors.Error` naming it.
-    Safe to share between threads.
+    ``ttl`` is the lease asked for (seconds; the directory may clamp it):
+    names of a client that stops renewing are freed that long after its
+    last renewal.  Safe to share between threads.
 
-    ``server_key`` (the directory's CURVE public key, Z85) makes the
-    connection secure: the directory must prove it holds the matching secret
-    key, this client proves it holds ``secret_key`` (Z85; a key made for
-    this client when None), and every frame is encrypted and authenticated.
+    ``server_key`` (the directory's CURVE public key, Z85) secures the link
+    with CurveZMQ: the directory must hold the matching secret key, and
+    this client authenticates with ``secret_key`` (Z85; a key made for this
+    client when None).
     """
 
-    def __init__(self, hostname, timeout=5.0, server_key=None, secret_key=None):
+    def __init__(self, hostname, timeout=5.0, server_key=None, secret_key=None, ttl=p.DEFAULT_TTL):
+        import zmq
+        from pyzmq.curve import check_key, curve_keypair, curve_public
         self._host, self._port = parse_hostname(hostname)
-        self._server_key = self._secret_key = None
-        if server_key is not None:
-            from pyzmq import dirsecure
-            self._server_key = dirsecure.decode_key(server_key, "directory_key")
-            if secret_key is None:
-                self._secret_key = dirsecure.keypair()[1]
-            else:
-                self._secret_key = dirsecure.decode_key(secret_key, "secret_key")
-        elif secret_key is not None:
-            raise ValueError("secret_key for the directory needs server_key, the directory's public key")
         if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
             raise TypeError(f"timeout must be a number of seconds, not {type(timeout).__name__}")
         if not (timeout > 0 and math.isfinite(timeout)):
             raise ValueError(f"timeout must be a positive, finite number of seconds, not {timeout!r}")
+        if isinstance(ttl, bool) or not isinstance(ttl, (int, float)):
+            raise TypeError(f"ttl must be a number of seconds, not {type(ttl).__name__}")
+        if not (ttl > 0 and math.isfinite(ttl)) or ttl > 4_000_000:
+            raise ValueError(f"ttl must be a positive number of seconds (a few are usual), not {ttl!r}")
+        self._server_key = self._secret_key = self.public_key = None
+        if server_key is not None:
+            self._server_key = check_key(server_key, "directory_key")
+            if secret_key is None:
+                self.public_key, self._secret_key = curve_keypair()
+            else:
+                self._secret_key = check_key(secret_key, "secret_key")
+                self.public_key = curve_public(self._secret_key)
+        elif secret_key is not None:
+            raise ValueError("secret_key for the directory needs server_key, the directory's public key")
         self.timeout = float(timeout)
+        self.ttl = float(ttl)
         self.address = f"[{self._host}]:{self._port}" if ":" in self._host else f"{self._host}:{self._port}"
         self.reconnects = 0
-        self._lock = threading.Lock()
-        self._cond = threading.Condition(self._lock)
-        self._sock = None
-        self._local_ip = None
+        self._local_ip = _local_ip(self._host, self._port)
+        self._owner = (socket.gethostname()[:p.MAX_HOST],
+                       os.getpid(),
+                       os.path.basename(sys.argv[0] if sys.argv and sys.argv[0] else sys.executable)[:p.MAX_PROGRAM])
+
+        self._lock = threading.RLock()     # guards the state below; the keeper takes it each round
         self._closed = False
-        self._last_failure = None
-        self._refusal = None  # the DirectoryError of the last reconnection attempt, if refused
+        self._queue = collections.deque()  # calls to send
+        self._pending = {}                 # request id -> call sent, awaiting its reply
+        self._ids = itertools.count(1)
+        self._lease = None                 # lease id, or None while (re)acquiring
+        self._lease_ttl = None
+        self._leasing = False              # a LEASE request is in flight
+        self._renew_at = 0.0
+        self._names = {}                   # name -> (kind, address, key) registered by this client
+        self._connected = False
+        self._ever_connected = False
+        self._hold = False                 # after a reconnection: only the keeper's calls go,
+                                           # until the lease is known good (or renewed and the names
+                                           # registered again), so no request sees a half-empty directory
+        self._tcp_up = False               # TCP connected, ZeroMQ handshake not yet done
+        self._refusal = None               # DirectoryError of the last refused handshake
+        self._last_failure = "not connected yet"
+        self._opened = threading.Event()   # the first lease was granted, or opening failed
+        self._open_error = None
         # names whose records the keeper looks up in the background (watch())
         self._watch_lock = threading.Lock()
         self._wanted = set()
         self._watched = {}    # name -> [serial, record or None, interval, next lookup time]
         self._watch_serial = 0
-        self._names = {}  # name -> (kind, address, key) registered by this client
-        self._stop = threading.Event()   # set by close(): the keeper must exit
-        self._wake = threading.Event()   # set to make the keeper act now
-        self._dropped_at = 0.0
+        self._looking = set()  # watched names with a lookup in flight
 
-        sock = self._open(time.monotonic() + self.timeout)
-        self._install(sock)
-        self._keeper = threading.Thread(target=_keep_alive, args=(weakref.ref(self), self._stop, self._wake),
+        ctx = _zmq_context()
+        try:
+            sock = ctx.socket(zmq.DEALER)
+        except zmq.ZMQError as exc:
+            raise Error(f"cannot make a socket for the directory client: {exc.strerror}; "
+                        f"this process holds too many (the limit is {MAX_SOCKETS}, "
+                        "or the open-files limit, `ulimit -n`)") from None
+        sock.linger = 0
+        sock.immediate = 1          # send only on a live, authenticated connection
+        sock.reconnect_ivl = RECONNECT_IVL_MS
+        sock.reconnect_ivl_max = RECONNECT_IVL_MAX_MS
+        sock.setsockopt(zmq.HEARTBEAT_IVL, p.HEARTBEAT_IVL_MS)
+        sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, p.HEARTBEAT_TIMEOUT_MS)
+        sock.setsockopt(zmq.TCP_KEEPALIVE, 1)
+        sock.setsockopt(zmq.TCP_KEEPALIVE_IDLE, p.KEEPALIVE_IDLE)
+        sock.setsockopt(zmq.TCP_KEEPALIVE_INTVL, p.KEEPALIVE_INTERVAL)
+        sock.setsockopt(zmq.TCP_KEEPALIVE_CNT, p.KEEPALIVE_COUNT)
+        sock.maxmsgsize = p.MAX_MESSAGE
+        if ":" in self._host:
+            sock.ipv6 = True
+        if self._server_key is not None:
+            sock.curve_serverkey = self._server_key.encode("ascii")
+            sock.curve_publickey = self.public_key.encode("ascii")
+            sock.curve_secretkey = self._secret_key.encode("ascii")
+        # (our own endpoint name: pyzmq's default one is made of the socket's
+        # fd, which a new socket may reuse before libzmq has let go of it)
+        endpoint = f"inproc://pyzmq-directory-monitor-{os.getpid()}-{next(_monitor_ids)}"
+        sock.monitor(endpoint, zmq.EVENT_CONNECTED | zmq.EVENT_CONNECT_RETRIED
+                     | zmq.EVENT_DISCONNECTED | zmq.EVENT_HANDSHAKE_SUCCEEDED
+                     | zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+                     | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL)
+        monitor = ctx.socket(zmq.PAIR)
+        monitor.connect(endpoint)
+        monitor.linger = 0
+        self._sock = sock
+        self._monitor = monitor
+        self._wake_r, self._wake_w = socket.socketpair()   # other threads wake the keeper
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self._stop = threading.Event()
+        host = f"[{self._host}]" if ":" in self._host else self._host
+        sock.connect(f"tcp://{host}:{self._port}")
+        self._keeper = threading.Thread(target=_keep_alive, args=(weakref.ref(self), self._stop),
                                         name=f"pyzmq-directory-{self.address}", daemon=True)
         self._keeper.start()
+        deadline = time.monotonic() + self.timeout
+        self._acquire_lease(deadline)
+        self._opened.wait(self.timeout)
+        with self._lock:
+            error = self._open_error or (None if self._lease else self._open_timeout())
+        if error is not None:
+            self._shutdown()
+            raise error
 
     # -- public API --------------------------------------------------------
 
     @property
     def connected(self):
-        """True while the connection to the directory is up."""
-        return self._sock is not None and not self._closed
+        """True while the link to the directory is up (handshake done)."""
+        return self._connected and not self._closed
 
     @property
     def local_ip(self):
@@ -234,20 +359,32 @@ class DirectoryClient:
     def closed(self):
         return self._closed
 
+    @property
+    def secure(self):
+        """True when the link is secured by CurveZMQ."""
+        return self._server_key is not None
+
+    @property
+    def lease_ttl(self):
+        """The TTL the directory granted (seconds), or None while there is no lease."""
+        return self._lease_ttl
+
     def register(self, kind, name, address, key=""):
         """Publish global ``name`` as an object of ``kind`` ("E" or "Q") at ``address``.
 
         ``key`` is the owner's CURVE public key in Z85, or "".  Registering a
-        name this client already holds replaces its record.  The name is
-        registered again automatically after a reconnection.
+        name this client already holds replaces its record.  The name lives
+        as long as this client's lease and is registered again by itself
+        when the lease had to be renewed from scratch.
         """
-        request = p.Register(p.validate_kind(kind), p.validate_name(name),
-                             p.validate_address(address), p.validate_key(key))
-        self._request(request, name, on_ok=lambda: self._names.__setitem__(name, (kind, address, key)))
+        p.validate_kind(kind), p.validate_name(name), p.validate_address(address), p.validate_key(key)
+        self._request(lambda lease: p.Register(lease, kind, name, address, key), name, True,
+                      on_ok=lambda: self._names.__setitem__(name, (kind, address, key)))
 
     def lookup(self, name):
         """Return ``(kind, address, key)`` of global object ``name``."""
-        reply = self._request(p.Lookup(p.validate_name(name)), name)
+        p.validate_name(name)
+        reply = self._request(lambda lease: p.Lookup(name), name, False)
         return reply.kind, reply.address, reply.key
 
     def unregister(self, name):
@@ -255,14 +392,22 @@ class DirectoryClient:
         p.validate_name(name)
         with self._lock:
             was_mine = self._names.pop(name, None) is not None
-            if was_mine and self._sock is None and not self._closed:
-                return  # its connection is gone, and the directory dropped it with it
+            if was_mine and (self._lease is None or not self._connected):
+                return  # the directory drops it with the lease (or never had it again)
         try:
-            self._request(p.Unregister(name), name)
+            self._request(lambda lease: p.Unregister(lease, name), name, True)
         except DirectoryError as exc:
-            # After a reconnection the name was simply not registered again.
             if not (was_mine and exc.code == p.NOT_FOUND):
                 raise
+
+    def ping(self):
+        """Check that the directory answers; raise Error if it does not."""
+        self._request(lambda lease: p.Ping(), None, False)
+
+    def names(self):
+        """The names this client has registered, sorted."""
+        with self._lock:
+            return sorted(self._names)
 
     def watch(self, names):
         """Ask the background thread to look ``names`` up (again) soon; never
@@ -275,7 +420,7 @@ class DirectoryClient:
             self._wanted.update(fresh)
             due = any(n not in self._watched or self._watched[n][3] <= now for n in fresh)
         if due:
-            self._wake.set()    # else the keeper's regular round takes them
+            self._wakeup()
 
     def watched(self, name):
         """``(serial, (kind, address, key) or None)`` of the latest background
@@ -291,36 +436,40 @@ class DirectoryClient:
         with self._watch_lock:
             return self._watch_serial
 
-    def ping(self):
-        """Check that the directory answers; raise Error if it does not."""
-        self._request(p.Ping(), None)
-
-    def names(self):
-        """The names this client has registered, sorted."""
-        with self._lock:
-            return sorted(self._names)
-
     def close(self):
-        """Close the connection and stop the background thread.  Idempotent.
+        """Revoke the lease (the directory frees this client's names at
+        once), close the socket and stop the background thread.  Idempotent.
+        Waits at most a second for the directory to confirm."""
+        with self._lock:
+            if self._closed:
+                return
+            lease = self._lease if self._connected else None
+        if lease is not None and threading.current_thread() is not self._keeper:
+            call = _Call(lambda current: p.Revoke(lease), False, time.monotonic() + min(self.timeout, CLOSE_WAIT))
+            self._submit(call)
+            call.done.wait(min(self.timeout, CLOSE_WAIT))
+        self._shutdown()
 
-        Waits for a request in flight in another thread (at most its timeout).
-        """
-        self._stop.set()
-        self._wake.set()
+    def _shutdown(self):
         with self._lock:
             self._closed = True
-            if self._sock is not None:
-                self._sock.close()
-                self._sock = None
-            self._cond.notify_all()
+            self._connected = False
+            calls = list(self._queue) + list(self._pending.values())
+            self._queue.clear()
+            self._pending.clear()
+        for call in calls:
+            call.error = Error(f"the directory client for {self.address} is closed")
+            call.done.set()
+        self._stop.set()
+        self._wakeup()
         if self._keeper is not threading.current_thread():
-            self._keeper.join(1.0)  # it is a daemon: do not hold up an exit for a slow connect
+            self._keeper.join(2.0)  # it closes the sockets on its way out
 
     def __del__(self):
-        # Dropped without close(): stop the keeper; the socket closes with its object.
-        if hasattr(self, "_wake"):
+        # Dropped without close(): stop the keeper, which closes the sockets.
+        if hasattr(self, "_stop"):
             self._stop.set()
-            self._wake.set()
+            self._wakeup()
 
     def __enter__(self):
         return self
@@ -329,63 +478,96 @@ class DirectoryClient:
         self.close()
 
     def __repr__(self):
-        state = "closed" if self._closed else "connected" if self._sock else "reconnecting"
+        state = "closed" if self._closed else "connected" if self._connected else "reconnecting"
         return f"<DirectoryClient {self.address} {state}>"
 
-    # -- requests ----------------------------------------------------------
+    # -- requests (application threads) -------------------------------------
 
-    def _request(self, request, name, on_ok=None):
-        """Send ``request``, retrying on a fresh connection if the link breaks, all
-        within ``timeout``; return the reply, or raise Error.  ``on_ok`` runs
-        under the lock after a successful reply."""
-        deadline = time.monotonic() + self.timeout
-        if not self._lock.acquire(timeout=self.timeout):
-            raise Timeout(f"the directory client for {self.address} stayed busy for {self.timeout:g} s")
+    def _wakeup(self):
         try:
-            while True:
-                if self._closed:
-                    raise Error(f"the directory client for {self.address} is closed")
-                if self._sock is None:
-                    self._wait_connected(deadline)
-                    continue
-                try:
-                    reply = _exchange(self._sock, request, deadline)
-                except socket.timeout:
-                    self._drop("no reply in time")
-                    raise Timeout(f"the directory at {self.address} did not answer within "
-                                  f"{self.timeout:g} s") from None
-                except _Lost as exc:
-                    self._drop(str(exc))
-                    continue  # a fresh connection is a fresh start: retry on it
-                except BaseException:
-                    # interrupted (Ctrl-C) between sending and reading: the
-                    # reply would be read as the answer to the next request
-                    self._drop("a request was interrupted")
-                    raise
-                reply = self._check_reply(request, reply, name)
-                if on_ok is not None:
+            self._wake_w.send(b"x")
+        except OSError:
+            pass    # full (the keeper will wake anyway) or closed
+
+    def _submit(self, call):
+        with self._lock:
+            if self._closed:
+                raise Error(f"the directory client for {self.address} is closed")
+            self._queue.append(call)
+        self._wakeup()
+
+    def _request(self, make, name, needs_lease, on_ok=None):
+        """Send a request built by ``make(lease)`` and wait for its reply (at
+        most ``timeout``); return it, or raise Error.  ``on_ok`` runs under
+        the lock after a successful reply, in the keeper thread."""
+        deadline = time.monotonic() + self.timeout
+        box = {}
+
+        def checked(call, reply):
+            # in the keeper: check the reply and record the success atomically with it
+            if isinstance(reply, p.ErrorReply):
+                box["error"] = DirectoryError(self._error_text(make(self._lease or "0" * 32), reply, name),
+                                              reply.code)
+            elif on_ok is not None:
+                if call.abandoned:
+                    self._undo(make(self._lease or "0" * 32))
+                else:
                     on_ok()
-                return reply
-        finally:
-            self._lock.release()
 
-    def _wait_connected(self, deadline):
-        """With the lock held, wait for the keeper thread to reconnect."""
-        remaining = deadline - time.monotonic()
-        if remaining > 0:
-            self._cond.wait_for(lambda: self._sock is not None or self._closed, remaining)
-        if self._sock is None and not self._closed:
+        call = _Call(make, needs_lease, deadline, on_reply=checked)
+        self._submit(call)
+        try:
+            finished = call.done.wait(max(0.0, deadline - time.monotonic()))
+        except BaseException:
+            call.abandoned = True   # interrupted: its reply, if it comes, is dropped
+            raise
+        if not finished:
+            call.abandoned = True
+            raise self._timed_out()
+        if call.error is not None:
+            raise call.error
+        if "error" in box:
+            raise box["error"]
+        return self._expect(make(self._lease or "0" * 32), call.reply)
+
+    def _undo(self, request):
+        """A REGISTER whose caller gave up succeeded after all: withdraw it."""
+        if isinstance(request, p.Register):
+            name = request.name
+            self._queue.append(_Call(lambda lease: p.Unregister(lease, name), True,
+                                     time.monotonic() + self.timeout))
+
+    def _timed_out(self):
+        with self._lock:
+            if self._closed:
+                return Error(f"the directory client for {self.address} is closed")
             if self._refusal is not None:
-                raise DirectoryError(f"{self._refusal}; retrying in the background", self._refusal.code)
-            raise Error(f"the directory at {self.address} is gone ({self._last_failure}); "
-                        "reconnecting in the background")
+                return DirectoryError(f"{self._refusal}; retrying in the background", self._refusal.code)
+            if not self._connected:
+                return Error(f"the directory at {self.address} is gone ({self._last_failure}); "
+                             "reconnecting in the background")
+        return Timeout(f"the directory at {self.address} did not answer within {self.timeout:g} s")
 
-    def _check_reply(self, request, reply, name):
-        if isinstance(reply, p.ErrorReply):
-            raise DirectoryError(self._error_text(request, reply, name), reply.code)
-        expected = p.Found if isinstance(request, p.Lookup) else p.Pong if isinstance(request, p.Ping) else p.Ok
+    def _open_timeout(self):
+        with self._lock:
+            if self._refusal is not None:
+                return self._refusal
+            if self._tcp_up and not self._connected:
+                if self.secure:
+                    return Timeout(f"the directory at {self.address} accepted the connection but did not "
+                                   f"complete the CURVE handshake within {self.timeout:g} s (is directory_key "
+                                   "its public key?)")
+                return Timeout(f"the directory at {self.address} accepted the connection but did not "
+                               f"answer the ZeroMQ greeting within {self.timeout:g} s")
+            if self._connected:
+                return Timeout(f"the directory at {self.address} did not grant a lease within {self.timeout:g} s")
+        reason = f"no answer within {self.timeout:g} s" if self._last_failure == "not connected yet" \
+            else self._last_failure
+        return _UnreachableTimeout(f"cannot reach the directory at {self.address}: {reason}", reason)
+
+    def _expect(self, request, reply):
+        expected = {p.Lookup: p.Found, p.Ping: p.Pong, p.Lease: p.Granted}.get(type(request), p.Ok)
         if not isinstance(reply, expected):
-            self._drop(f"unexpected reply {type(reply).__name__}")
             raise Error(f"the directory at {self.address} answered {type(reply).__name__} "
                         f"to {type(request).__name__.upper()}")
         return reply
@@ -401,247 +583,337 @@ class DirectoryClient:
         if code == p.NOT_OWNER:
             return f"cannot unregister {name!r}: it is registered by another process"
         if code == p.LIMIT:
-            return f"the directory at {self.address} refused {name!r}: {reply.message}"
+            return f"the directory at {self.address} refused {name!r}: {_printable(reply.message)}"
         what = p.ERROR_NAMES.get(code, f"error {code}")
-        return f"the directory at {self.address} answered {what}: {reply.message}"
+        return f"the directory at {self.address} answered {what}: {_printable(reply.message)}"
 
-    # -- connection management ---------------------------------------------
+    # -- the lease (keeper thread, lock held) ----------------------------------
 
-    @property
-    def secure(self):
-        """True when the connection is (to be) authenticated and encrypted."""
-        return self._server_key is not None
+    def _acquire_lease(self, deadline=None):
+        """Queue a LEASE request unless one is in flight; on its grant,
+        register every remembered name again."""
+        with self._lock:
+            if self._leasing or self._closed:
+                return
+            self._leasing = True
+            host, pid, program = self._owner
+            ttl_ms = int(self.ttl * 1000)
+            call = _Call(lambda lease: p.Lease(ttl_ms, host, pid, program), False,
+                         deadline or math.inf, on_reply=self._granted, keeper=True)
+            self._queue.appendleft(call)
+        self._wakeup()
 
-    def _open(self, deadline):
-        """Connect and say HELLO (or run the secure handshake); return the
-        _Link.  Touches no shared state."""
-        try:
-            sock = socket.create_connection((self._host, self._port),
-                                            timeout=max(0.001, deadline - time.monotonic()))
-        except socket.timeout:
-            reason = f"no answer within {self.timeout:g} s"
-            raise _UnreachableTimeout(f"cannot reach the directory at {self.address}: {reason}", reason) from None
-        except OSError as exc:
-            reason = exc.strerror or str(exc)
-            raise _Unreachable(f"cannot reach the directory at {self.address}: {reason}", reason) from None
-        try:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            if self._server_key is not None:
-                return _Link(sock, self._handshake(sock, deadline))
-            reply = _exchange(_Link(sock), p.Hello(), deadline)
-        except socket.timeout:
-            sock.close()
-            raise Timeout(f"the directory at {self.address} accepted the connection but did not answer "
-                          f"HELLO within {self.timeout:g} s") from None
-        except _Garbage as exc:
-            sock.close()
-            raise Error(f"the server at {self.address} does not speak the directory protocol: {exc}") from None
-        except (_Lost, OSError) as exc:
-            sock.close()
-            raise Error(f"cannot talk to the directory at {self.address}: {exc}") from None
-        except Error:
-            sock.close()
-            raise
-        if isinstance(reply, p.ErrorReply):
-            sock.close()
-            raise DirectoryError(f"the directory at {self.address} refused this client: "
-                                 f"{_printable(reply.message)}", reply.code)
-        if not isinstance(reply, p.Ok):
-            sock.close()
-            raise Error(f"the directory at {self.address} answered HELLO with {type(reply).__name__}")
-        return _Link(sock)
-
-    def _handshake(self, sock, deadline):
-        """Run the secure handshake on a fresh socket; return its channel.
-
-        Raises Error when the directory refuses this client or fails to prove
-        its key (wrong ``server_key``, or someone in between).
-        """
-        from pyzmq import dirsecure
-        shake = dirsecure.ClientHandshake(self._server_key, self._secret_key)
-        try:
-            welcome = _send_receive(sock, shake.hello(), deadline)
-            self._refused(welcome, p.WELCOME)
-            ready = _send_receive(sock, shake.initiate(welcome), deadline)
-            self._refused(ready, p.READY, shake.public_key)
-            return shake.ready(ready)
-        except p.ProtocolError as exc:
-            raise DirectoryError(f"the directory at {self.address} failed the CURVE handshake: {exc}",
-                                 exc.code) from None
-
-    def _refused(self, body, expected, own_key=None):
-        """Raise Error unless ``body`` is the handshake step ``expected``."""
-        if body[0] == expected:
+    def _granted(self, call, reply):
+        self._leasing = False
+        self._hold = False      # the re-registrations queued below go before any later request
+        if not isinstance(reply, p.Granted):
+            if isinstance(reply, p.ErrorReply):
+                self._open_error = DirectoryError(f"the directory at {self.address} refused a lease: "
+                                                  f"{_printable(reply.message)}", reply.code)
+            self._opened.set()
             return
-        try:
-            reply = p.decode_reply(body)
-        except p.ProtocolError:
-            reply = None
-        if isinstance(reply, p.ErrorReply):
-            text = _printable(reply.message)
-            if own_key is not None and reply.code == p.AUTH:
-                text += f" (this client's public key: {own_key})"
-            raise DirectoryError(f"the directory at {self.address} refused this client: {text}", reply.code)
-        raise _Garbage(f"the directory answered the CURVE handshake with command 0x{body[0]:02x}")
+        first = self._lease is None and not self._opened.is_set()
+        self._lease = reply.lease
+        self._lease_ttl = reply.ttl_ms / 1000.0
+        self._renew_at = time.monotonic() + self._lease_ttl / p.RENEW_FRACTION
+        self._opened.set()
+        if first or not self._names:
+            return
+        log.warning("registering %d name(s) again at the directory at %s under a new lease",
+                    len(self._names), self.address)
+        for name, (kind, address, key) in list(self._names.items()):
+            self._queue.appendleft(_Call(lambda lease, k=kind, n=name, a=address, c=key: p.Register(lease, k, n, a, c),
+                                         True, math.inf, on_reply=self._reregistered, keeper=True))
 
-    def _install(self, link):
-        """With the lock held (or before the keeper exists), adopt a fresh connection."""
-        self._sock = link
-        self._local_ip = link.sock.getsockname()[0]
-        self._last_failure = None
+    def _reregistered(self, call, reply):
+        if isinstance(reply, p.ErrorReply) and reply.code != p.NO_LEASE:
+            request = call.make(call.lease)
+            name = request.name
+            if self._names.get(name) == (request.kind, request.address, request.key):
+                del self._names[name]
+            why = ("another process registered it while this client's lease was lost"
+                   if reply.code == p.DUPLICATE else _printable(reply.message))
+            log.warning("global name %r is no longer registered by this process: the directory at %s "
+                        "refused it when registering it again (%s)", name, self.address, why)
 
-    def _drop(self, why):
-        """With the lock held, forget a broken connection; the keeper will reconnect."""
-        if self._sock is not None:
-            log.info("lost the directory at %s: %s", self.address, why)
-            try:
-                self._sock.close()
-            except OSError:
-                pass
-            self._sock = None
-            self._dropped_at = time.monotonic()
-            self._wake.set()
-        self._last_failure = why
+    def _renewed(self, call, reply):
+        if isinstance(reply, p.ErrorReply) and reply.code == p.NO_LEASE and call.lease == self._lease:
+            self._lost_lease()
+        elif isinstance(reply, p.Ok):
+            self._hold = False
 
-    def _reconnect(self):
-        """One reconnection attempt from the keeper thread.  Returns True when connected."""
-        try:
-            link = self._open(time.monotonic() + self.timeout)
-        except DirectoryError as exc:
-            # refused (e.g. this key is no longer allowed): say so once, and
-            # back off, rather than making the directory run a handshake
-            # twice a second for nothing
-            if self._refusal is None or str(self._refusal) != str(exc):
-                log.warning("%s", exc)
-            self._refusal = exc
-            self._last_failure = str(exc)
-            return False
-        except Error as exc:
-            self._refusal = None
-            self._last_failure = getattr(exc, "reason", str(exc))
-            return False
-        self._refusal = None
+    def _renew(self, now):
+        """Queue a KEEPALIVE of the lease, first in line."""
+        lease = self._lease
+        self._renew_at = now + self._lease_ttl / p.RENEW_FRACTION
+        call = _Call(lambda current: p.KeepAlive(lease), False, now + self._lease_ttl,
+                     on_reply=self._renewed, keeper=True)
+        call.lease = lease
+        self._queue.appendleft(call)
+
+    def _lost_lease(self):
+        if self._lease is not None:
+            log.info("the lease at the directory at %s is gone; asking for a new one", self.address)
+            self._lease = None
+            self._lease_ttl = None
+        self._acquire_lease()
+
+    # -- the keeper's round ------------------------------------------------
+
+    def _round(self, poller, zmq):
+        """One round of the keeper: wait (at most ROUND_MAX) for anything
+        to do, then do it.  Returns False when the client is closed."""
         with self._lock:
             if self._closed:
-                link.close()
                 return False
-            self._install(link)
-            self._reregister()
-            if self._sock is not None:
-                self.reconnects += 1
-                log.warning("reconnected to the directory at %s; registered %d name(s) again",
-                            self.address, len(self._names))
-            self._cond.notify_all()
-            return self._sock is not None
-
-    def _reregister(self):
-        """With the lock held, register every remembered name on the new connection."""
-        for name, (kind, address, key) in list(self._names.items()):
-            try:
-                reply = _exchange(self._sock, p.Register(kind, name, address, key),
-                                  time.monotonic() + self.timeout)
-            except (socket.timeout, _Lost) as exc:
-                self._drop(f"while registering names again: {exc or 'timed out'}")
-                return
-            if isinstance(reply, p.ErrorReply):
-                del self._names[name]
-                why = ("another process registered it while the connection was down"
-                       if reply.code == p.DUPLICATE else reply.message)
-                log.warning("global name %r is no longer registered by this process: the directory at %s "
-                            "refused it on reconnection (%s)", name, self.address, why)
-
-    def _look_up_wanted(self):
-        """From the keeper thread: look up the names watch() asked for whose
-        turn has come.  Like the PINGs, never waits for a connection (the
-        keeper is what reconnects) nor for a busy client."""
+            writable = bool(self._queue) and self._connected
         now = time.monotonic()
-        with self._watch_lock:
-            due = [n for n in self._wanted if n not in self._watched or self._watched[n][3] <= now]
-        for name in due:
-            reply = self._keeper_request(p.Lookup(name), "a LOOKUP", (p.Found, p.ErrorReply))
-            if reply is None:
-                return              # busy, down or broken: next round
-            if isinstance(reply, p.Found):
-                record = (reply.kind, reply.address, reply.key)
-            elif isinstance(reply, p.ErrorReply) and reply.code == p.NOT_FOUND:
-                record = None           # gone for now: its owner may come back
-            else:
-                record = False          # refused: do not keep asking
-            with self._watch_lock:
-                self._wanted.discard(name)
-                if record is False:
-                    continue
-                previous = self._watched.get(name)
-                interval = WATCH_FIRST
-                if record is not None and previous is not None and previous[1] == record:
-                    interval = min(WATCH_MAX, previous[2] * 2)      # unchanged: ask less often
-                self._watch_serial += 1
-                self._watched[name] = [self._watch_serial, record, interval, time.monotonic() + interval]
-
-    def _ping_idle(self):
-        """From the keeper thread: PING if nobody is using the connection."""
-        self._keeper_request(p.Ping(), "PING", (p.Pong,))
-
-    def _keeper_request(self, request, what, expected):
-        """From the keeper thread: one request on the connection if it is up
-        and idle (the keeper never waits for a connection: it is what makes
-        one).  Returns the reply, or None: busy, down, or broken (dropped,
-        as is a connection that answers with none of ``expected``)."""
-        if not self._lock.acquire(timeout=0.1):
-            return None     # a request is in flight: the connection is being exercised anyway
-        try:
-            if self._sock is None or self._closed:
-                return None
+        timeout = ROUND_MAX
+        if self._lease is not None:
+            timeout = max(0.0, min(timeout, self._renew_at - now))
+        poller.modify(self._sock, zmq.POLLIN | (zmq.POLLOUT if writable else 0))
+        events = dict(poller.poll(timeout * 1000))
+        if self._wake_r in events:
             try:
-                reply = _exchange(self._sock, request, time.monotonic() + self.timeout)
-            except socket.timeout:
-                self._drop(f"no answer to {what}")
-                return None
-            except _Lost as exc:
-                self._drop(str(exc))
-                return None
-            if not isinstance(reply, expected):
-                self._drop(f"unexpected reply {type(reply).__name__} to {what}")
-                return None
-            return reply
-        finally:
-            self._lock.release()
+                while self._wake_r.recv(4096):
+                    pass
+            except OSError:
+                pass
+        with self._lock:
+            if self._closed:
+                return False
+            if self._monitor in events:
+                self._monitor_events(zmq)
+            if self._sock in events and events[self._sock] & zmq.POLLIN:
+                self._receive(zmq)
+            now = time.monotonic()
+            if self._lease is not None and now >= self._renew_at:
+                self._renew(now)
+            self._look_up_wanted(now)
+            self._send(zmq)
+            self._expire_calls(now)
+        return True
+
+    def _send(self, zmq):
+        """Send queued calls while the link takes them."""
+        if not self._connected:
+            return
+        kept = collections.deque()
+        while self._queue:
+            call = self._queue.popleft()
+            if call.abandoned and call.on_reply is None:
+                continue
+            if self._hold and not call.keeper:
+                kept.append(call)
+                continue
+            if call.needs_lease:
+                if self._lease is None:
+                    kept.append(call)       # waits for the new lease
+                    continue
+                call.lease = self._lease
+            elif call.lease is None:
+                call.lease = self._lease
+            try:
+                body = p.encode_request(call.make(call.lease))
+            except (TypeError, ValueError) as exc:
+                call.error = Error(f"cannot encode a directory request: {exc}")
+                call.done.set()
+                continue
+            rid = call.rid = next(self._ids) & 0xFFFFFFFF
+            try:
+                self._sock.send_multipart([p.encode_header(rid), body], flags=zmq.NOBLOCK)
+            except zmq.Again:
+                self._queue.appendleft(call)
+                break
+            self._pending[rid] = call
+        self._queue.extendleft(reversed(kept))
+
+    def _receive(self, zmq):
+        while True:
+            try:
+                frames = self._sock.recv_multipart(flags=zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            if len(frames) != 2:
+                continue
+            try:
+                rid = p.decode_header(frames[0])
+                reply = p.decode_reply(frames[1])
+            except p.ProtocolError as exc:
+                log.warning("the directory at %s sent a malformed reply: %s", self.address, exc)
+                continue
+            call = self._pending.pop(rid, None)
+            if call is None:
+                continue        # the answer to a request sent before a reconnection
+            if (isinstance(reply, p.ErrorReply) and reply.code == p.NO_LEASE and call.needs_lease):
+                # the lease is gone: send it again under the new one
+                if call.lease == self._lease:
+                    self._lost_lease()
+                self._queue.append(call)
+                continue
+            self._finish(call, reply)
+
+    def _finish(self, call, reply):
+        call.reply = reply
+        if call.on_reply is not None:
+            try:
+                call.on_reply(call, reply)
+            except Exception:
+                log.exception("directory client %s: handling a reply failed", self.address)
+        call.done.set()
+
+    def _expire_calls(self, now):
+        for rid, call in list(self._pending.items()):
+            if call.deadline <= now:
+                del self._pending[rid]
+                self._expired(call)
+        if self._queue and any(c.deadline <= now for c in self._queue):
+            keep = collections.deque()
+            for call in self._queue:
+                (self._expired(call) if call.deadline <= now else keep.append(call))
+            self._queue = keep
+
+    def _expired(self, call):
+        call.abandoned = True
+        if call.on_reply == self._granted:
+            self._leasing = False
+            self._opened.set()
+        elif call.on_reply == self._renewed:
+            self._hold = False
+        call.error = self._timed_out()
+        call.done.set()
+
+    def _monitor_events(self, zmq):
+        from zmq.utils.monitor import recv_monitor_message
+        while True:
+            try:
+                event = recv_monitor_message(self._monitor, flags=zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            kind = event["event"]
+            if kind == zmq.EVENT_CONNECTED:
+                self._tcp_up = True
+            elif kind == zmq.EVENT_CONNECT_RETRIED:
+                self._tcp_up = False
+                if not self._ever_connected and self._last_failure == "not connected yet":
+                    self._last_failure = "connection refused"
+                    if not self._opened.is_set():
+                        self._open_error = _Unreachable(f"cannot reach the directory at {self.address}: "
+                                                        "Connection refused", "Connection refused")
+                        self._opened.set()
+            elif kind == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                if self._ever_connected:
+                    log.info("connected to the directory at %s again", self.address)
+                    self.reconnects += 1
+                    if self._lease is not None:
+                        # is the lease still there (or did the directory restart)?
+                        self._hold = True
+                        self._renew(time.monotonic())
+                self._connected = self._ever_connected = True
+                self._refusal = None
+                self._last_failure = None
+            elif kind == zmq.EVENT_DISCONNECTED:
+                was = self._connected
+                self._connected = self._tcp_up = False
+                if was:
+                    self._last_failure = "the connection closed"
+                    log.info("lost the directory at %s", self.address)
+                    # requests sent on the old connection go again on the next
+                    for call in sorted(self._pending.values(), key=lambda c: c.rid, reverse=True):
+                        self._queue.appendleft(call)
+                    self._pending.clear()
+                elif self._refusal is None and not self._opened.is_set() and not self.secure:
+                    self._open_error = Error(f"the server at {self.address} does not speak the directory "
+                                             "protocol: it closed the connection in the ZeroMQ handshake")
+                    self._opened.set()
+            elif kind in (zmq.EVENT_HANDSHAKE_FAILED_AUTH, zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL,
+                          zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL):
+                if kind == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+                    text = (f"the directory at {self.address} refused this client's CURVE key "
+                            f"{self.public_key} (ZAP status {event['value']}): it is not allowed by the "
+                            "directory's allow list (--curve-allow)" if self.secure else
+                            f"the directory at {self.address} refused this client (ZAP status {event['value']})")
+                    error = DirectoryError(text, p.AUTH)
+                elif self.secure:
+                    error = DirectoryError(f"the directory at {self.address} failed the CURVE handshake: "
+                                           "it does not hold the secret key of directory_key, or it does "
+                                           "not use CURVE", p.AUTH)
+                else:
+                    error = Error(f"the server at {self.address} does not speak the directory protocol "
+                                  "(the ZeroMQ handshake failed; a secure directory needs directory_key)")
+                if self._refusal is None or str(self._refusal) != str(error):
+                    if self._opened.is_set():
+                        log.warning("%s", error)
+                self._refusal = error
+                self._last_failure = str(error)
+                if not self._opened.is_set():
+                    self._open_error = error
+                    self._opened.set()
+
+    def _look_up_wanted(self, now):
+        """Queue LOOKUPs for the names watch() asked for whose turn has come."""
+        if not self._connected:
+            return
+        with self._watch_lock:
+            due = [n for n in self._wanted
+                   if n not in self._looking and (n not in self._watched or self._watched[n][3] <= now)]
+            self._looking.update(due)
+        for name in due:
+            self._queue.append(_Call(lambda lease, n=name: p.Lookup(n), False, now + self.timeout,
+                                     on_reply=self._looked_up))
+
+    def _looked_up(self, call, reply):
+        name = call.make(None).name
+        if isinstance(reply, p.Found):
+            record = (reply.kind, reply.address, reply.key)
+        elif isinstance(reply, p.ErrorReply) and reply.code == p.NOT_FOUND:
+            record = None           # gone for now: its owner may come back
+        else:
+            record = False          # refused: do not keep asking
+        with self._watch_lock:
+            self._looking.discard(name)
+            self._wanted.discard(name)
+            if record is False:
+                return
+            previous = self._watched.get(name)
+            interval = WATCH_FIRST
+            if record is not None and previous is not None and previous[1] == record:
+                interval = min(WATCH_MAX, previous[2] * 2)      # unchanged: ask less often
+            self._watch_serial += 1
+            self._watched[name] = [self._watch_serial, record, interval, time.monotonic() + interval]
 
 
-def _keep_alive(ref, stop, wake):
-    """Body of the keeper thread: PING while connected, reconnect while not.
+def _keep_alive(ref, stop):
+    """Body of the keeper thread: it owns the client's sockets.
 
     It holds the client only weakly between rounds, so a client dropped
-    without close() is collected and the thread ends.
+    without close() is collected and the thread ends (closing the sockets).
     """
-    delay = PING_INTERVAL
-    while True:
-        wake.wait(delay)
-        wake.clear()
-        if stop.is_set():
-            return
-        client = ref()
-        if client is None or client._closed:
-            return
-        try:
-            if client._sock is None:
-                grace = client._dropped_at + DROP_GRACE - time.monotonic()
-                if grace > 0:
-                    stop.wait(grace)
-                    if stop.is_set():
-                        return
-                if client._reconnect():
-                    delay = PING_INTERVAL
-                elif client._refusal is not None:
-                    delay = min(REFUSED_RETRY_MAX, max(RETRY_INTERVAL, delay * 2))
-                else:
-                    delay = RETRY_INTERVAL
-            else:
-                client._ping_idle()
-                if client._sock is not None:
-                    client._look_up_wanted()
-                delay = PING_INTERVAL if client._sock is not None else 0
-        except Exception:  # never let the keeper die silently
-            log.exception("directory keeper for %s failed", client.address)
-            delay = RETRY_INTERVAL
-        del client
+    import zmq
+    client = ref()
+    sock, monitor, wake, wake_w = client._sock, client._monitor, client._wake_r, client._wake_w
+    poller = zmq.Poller()
+    poller.register(sock, zmq.POLLIN)
+    poller.register(monitor, zmq.POLLIN)
+    poller.register(wake, zmq.POLLIN)
+    del client
+    try:
+        while not stop.is_set():
+            client = ref()
+            if client is None:
+                break
+            try:
+                if not client._round(poller, zmq):
+                    break
+            except Exception:  # never let the keeper die silently
+                log.exception("directory keeper for %s failed", client.address)
+                time.sleep(ROUND_MAX)
+            del client
+    finally:
+        for s in (monitor, sock):
+            try:
+                s.close(linger=0)
+            except Exception:
+                pass
+        wake.close()
+        wake_w.close()

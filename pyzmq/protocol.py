@@ -1,18 +1,24 @@
-"""The wire protocol of the name directory (``zmq_server``), see docs/directory.md.
+"""The directory protocol (``zmq_server``), carried as ZeroMQ messages; see docs/directory.md.
 
-This module is pure: it turns messages into bytes and bytes into messages and
-does no I/O.  The server, the client and the wiring layer share it.
+This module is pure: it turns messages into frames and frames into messages
+and does no I/O.  The server, the client and the wiring layer share it.
 
-A frame is a 4-byte big-endian body length followed by the body; the body is a
-command byte followed by the command's fields.  :func:`encode_frame` builds a
-frame, :func:`body_length` checks a frame header, :func:`decode_request` and
-:func:`decode_reply` parse bodies.  Decoding failures raise
-:class:`ProtocolError`, a :class:`ValueError` that carries the error code the
-server answers with.
+A request is a two-frame ZeroMQ message sent by a DEALER: a header
+(``ZMQW``, the protocol version, a 4-byte request id the client picks) and
+a body (one command byte, then the command's fields).  The server's ROUTER
+answers with the same header and a reply body.  ZeroMQ delimits and sizes
+the messages (``ZMQ_MAXMSGSIZE``), so there is no length prefix of our own.
+
+:func:`encode_header`/:func:`decode_header` handle the header,
+:func:`encode_request`/:func:`decode_request` and
+:func:`encode_reply`/:func:`decode_reply` the bodies.  Decoding failures
+raise :class:`ProtocolError`, a :class:`ValueError` that carries the error
+code the server answers with.
 
 The validators (:func:`validate_name`, :func:`validate_address`,
-:func:`validate_key`, :func:`validate_kind`) are public so the wiring layer can
-check user input with the same rules and messages the directory applies.
+:func:`validate_key`, :func:`validate_kind`, :func:`validate_lease`) are
+public so the wiring layer can check user input with the same rules and
+messages the directory applies.
 """
 
 import re
@@ -21,47 +27,53 @@ from typing import NamedTuple, Union
 
 DEFAULT_PORT = 5682
 
-# Frame and field limits.
-HEADER_SIZE = 4
+# Message and field limits.
+MAGIC = b"ZMQW"
+VERSION = 2
+HEADER_SIZE = 9          # MAGIC, version byte, 4-byte request id
 MAX_BODY = 4096
+MAX_MESSAGE = HEADER_SIZE + MAX_BODY   # the server's ZMQ_MAXMSGSIZE (per frame)
 MAX_NAME = 255          # bytes of UTF-8
 MAX_ADDRESS = 255       # bytes of UTF-8
+MAX_HOST = 255          # owner host name, bytes of UTF-8
+MAX_PROGRAM = 255       # owner program name, bytes of UTF-8
 KEY_LENGTH = 40         # Z85 characters of a CURVE public key
+LEASE_LENGTH = 32       # hex digits of a lease id (128 random bits)
 MAX_STR_FIELD = 0xFFFF  # what a 2-byte length prefix can express
 MAX_ERROR_TEXT = 1024   # bytes; longer error messages are cut
 
 # Server limits.
-MAX_NAMES_PER_CONNECTION = 10_000
-MAX_CONNECTIONS = 1024
-FRAME_TIMEOUT = 10.0    # seconds to complete a frame once begun (and to send HELLO)
+MAX_NAMES_PER_LEASE = 10_000
+MAX_NAMES_PER_CONNECTION = MAX_NAMES_PER_LEASE   # the old name of the limit
 
-# TCP keepalive the server applies to every connection.
+# Leases (seconds).
+DEFAULT_TTL = 4.0       # what a client asks for unless told otherwise
+MIN_TTL = 1.0           # the server raises shorter requests to this
+MAX_TTL = 300.0         # ... and lowers longer ones to this
+RENEW_FRACTION = 4      # a client renews every ttl / RENEW_FRACTION
+
+# ZMTP heartbeats and TCP keepalive on the directory link (both sides).
+HEARTBEAT_IVL_MS = 1000
+HEARTBEAT_TIMEOUT_MS = 3000
 KEEPALIVE_IDLE = 2
 KEEPALIVE_INTERVAL = 1
 KEEPALIVE_COUNT = 3
 
-# HELLO contents.
-MAGIC = b"ZMQW"
-VERSION = 1
-
 # Request command bytes.
-HELLO = 0x01
+LEASE = 0x01
 REGISTER = 0x02
 LOOKUP = 0x03
 UNREGISTER = 0x04
 PING = 0x05
-CURVE_HELLO = 0x06      # secure connections only, see pyzmq/dirsecure.py
-INITIATE = 0x07
-BOX = 0x08
+KEEPALIVE = 0x06
+REVOKE = 0x07
 
 # Reply command bytes.
 OK = 0x80
 FOUND = 0x81
 ERROR = 0x82
 PONG = 0x83
-WELCOME = 0x84          # secure connections only
-READY = 0x85
-BOX_REPLY = 0x86
+GRANTED = 0x84
 
 # Error codes carried by ERROR replies.
 MALFORMED = 1
@@ -69,9 +81,11 @@ UNKNOWN_COMMAND = 2
 DUPLICATE = 3
 NOT_FOUND = 4
 NOT_OWNER = 5
-BAD_HELLO = 6
+BAD_VERSION = 6
+BAD_HELLO = BAD_VERSION  # the code's name before the protocol was carried by ZeroMQ
 LIMIT = 7
 AUTH = 8
+NO_LEASE = 9
 
 ERROR_NAMES = {
     MALFORMED: "MALFORMED",
@@ -79,9 +93,10 @@ ERROR_NAMES = {
     DUPLICATE: "DUPLICATE",
     NOT_FOUND: "NOT_FOUND",
     NOT_OWNER: "NOT_OWNER",
-    BAD_HELLO: "BAD_HELLO",
+    BAD_VERSION: "BAD_VERSION",
     LIMIT: "LIMIT",
     AUTH: "AUTH",
+    NO_LEASE: "NO_LEASE",
 }
 
 # Kinds of global objects.
@@ -92,8 +107,9 @@ KINDS = (EXCHANGE, QUEUE)
 Z85_ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ.-:+=^!/*?&<>()[]{}@%$#"
 _Z85_SET = frozenset(Z85_ALPHABET)
 
-_LENGTH = struct.Struct(">I")
+_HEADER = struct.Struct(">4sBI")
 _STRLEN = struct.Struct(">H")
+_U32 = struct.Struct(">I")
 
 
 class ProtocolError(ValueError):
@@ -107,11 +123,16 @@ class ProtocolError(ValueError):
 # ---------------------------------------------------------------------------
 # Messages
 
-class Hello(NamedTuple):
-    version: int = VERSION
+class Lease(NamedTuple):
+    """Ask for a lease of ``ttl_ms``; ``host``, ``pid``, ``program`` say who owns it."""
+    ttl_ms: int
+    host: str = ""
+    pid: int = 0
+    program: str = ""
 
 
 class Register(NamedTuple):
+    lease: str
     kind: str
     name: str
     address: str
@@ -123,11 +144,20 @@ class Lookup(NamedTuple):
 
 
 class Unregister(NamedTuple):
+    lease: str
     name: str
 
 
 class Ping(NamedTuple):
     pass
+
+
+class KeepAlive(NamedTuple):
+    lease: str
+
+
+class Revoke(NamedTuple):
+    lease: str
 
 
 class Ok(NamedTuple):
@@ -149,8 +179,13 @@ class Pong(NamedTuple):
     pass
 
 
-Request = Union[Hello, Register, Lookup, Unregister, Ping]
-Reply = Union[Ok, Found, ErrorReply, Pong]
+class Granted(NamedTuple):
+    lease: str
+    ttl_ms: int
+
+
+Request = Union[Lease, Register, Lookup, Unregister, Ping, KeepAlive, Revoke]
+Reply = Union[Ok, Found, ErrorReply, Pong, Granted]
 
 
 # ---------------------------------------------------------------------------
@@ -197,6 +232,7 @@ _HOSTNAME = re.compile(r"[A-Za-z0-9._-]+\Z")
 _IPV6 = re.compile(r"\[[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*(%[A-Za-z0-9._-]+)?\]\Z")
 _PORT = re.compile(r"[0-9]{1,5}\Z")
 _WILDCARDS = ("*", "0.0.0.0", "[::]", "[0:0:0:0:0:0:0:0]")
+_LEASE = re.compile(r"[0-9a-f]{32}\Z")
 
 
 def validate_address(address):
@@ -249,6 +285,32 @@ def validate_key(key):
     return key
 
 
+def validate_lease(lease):
+    """Check a lease id: 32 lowercase hex digits.  Return it."""
+    if not isinstance(lease, str):
+        raise TypeError(f"lease must be a str, not {type(lease).__name__}")
+    if not _LEASE.match(lease):
+        raise ValueError(f"lease {lease[:40]!r} is not {LEASE_LENGTH} lowercase hex digits")
+    return lease
+
+
+def _validate_label(value, what, limit):
+    raw = _utf8(value, what)
+    if len(raw) > limit:
+        raise ValueError(f"{what} is {len(raw)} bytes long; the limit is {limit}")
+    if any(ord(ch) < 0x20 or ch == "\x7f" for ch in value):
+        raise ValueError(f"{what} {value!r} holds a control character")
+    return value
+
+
+def _validate_u32(value, what):
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{what} must be an int, not {type(value).__name__}")
+    if not 0 <= value <= 0xFFFFFFFF:
+        raise ValueError(f"{what} {value} does not fit 32 bits")
+    return value
+
+
 # ---------------------------------------------------------------------------
 # Encoding
 
@@ -263,41 +325,49 @@ def pack_str(value):
     return _STRLEN.pack(len(raw)) + raw
 
 
-def encode_frame(body):
-    """Prefix ``body`` with its length; the body must hold 1 to 4096 bytes."""
-    if not 1 <= len(body) <= MAX_BODY:
-        raise ValueError(f"frame body is {len(body)} bytes; it must hold 1 to {MAX_BODY}")
-    return _LENGTH.pack(len(body)) + bytes(body)
+def encode_header(request_id):
+    """The header frame of a message with ``request_id`` (0 to 2**32-1)."""
+    return _HEADER.pack(MAGIC, VERSION, request_id)
 
 
-def body_length(header):
-    """Return the body length a 4-byte frame header announces.
+def decode_header(frame):
+    """Return the request id of a header frame.
 
-    Raises ProtocolError(MALFORMED) when it is 0 or above 4096: such a stream
-    cannot be resynchronised.
+    Raises ProtocolError: BAD_VERSION when the magic or version is not ours,
+    MALFORMED when the frame has the wrong size.
     """
-    if len(header) != HEADER_SIZE:
-        raise ValueError(f"a frame header is {HEADER_SIZE} bytes, got {len(header)}")
-    (length,) = _LENGTH.unpack(header)
-    if not 1 <= length <= MAX_BODY:
-        raise ProtocolError(MALFORMED, f"frame length {length} is outside 1..{MAX_BODY}")
-    return length
+    frame = bytes(frame)
+    if len(frame) != HEADER_SIZE:
+        raise ProtocolError(MALFORMED, f"a header frame is {HEADER_SIZE} bytes, got {len(frame)}")
+    magic, version, request_id = _HEADER.unpack(frame)
+    if magic != MAGIC:
+        raise ProtocolError(BAD_VERSION, f"header magic is {magic!r}, expected {MAGIC!r}")
+    if version != VERSION:
+        raise ProtocolError(BAD_VERSION, f"protocol version {version} is not supported (only {VERSION})")
+    return request_id
 
 
 def encode_request(request):
     """Return the body of a request message, after checking its fields."""
-    if isinstance(request, Hello):
-        return bytes([HELLO]) + MAGIC + bytes([request.version])
+    if isinstance(request, Lease):
+        return (bytes([LEASE]) + _U32.pack(_validate_u32(request.ttl_ms, "ttl_ms"))
+                + pack_str(_validate_label(request.host, "host", MAX_HOST))
+                + _U32.pack(_validate_u32(request.pid, "pid"))
+                + pack_str(_validate_label(request.program, "program", MAX_PROGRAM)))
     if isinstance(request, Register):
-        return _body(bytes([REGISTER, ord(validate_kind(request.kind))]),
-                     validate_name(request.name), validate_address(request.address),
-                     validate_key(request.key))
+        return _body(bytes([REGISTER]), validate_lease(request.lease)) + _body(
+            bytes([ord(validate_kind(request.kind))]), validate_name(request.name),
+            validate_address(request.address), validate_key(request.key))
     if isinstance(request, Lookup):
         return _body(bytes([LOOKUP]), validate_name(request.name))
     if isinstance(request, Unregister):
-        return _body(bytes([UNREGISTER]), validate_name(request.name))
+        return _body(bytes([UNREGISTER]), validate_lease(request.lease), validate_name(request.name))
     if isinstance(request, Ping):
         return bytes([PING])
+    if isinstance(request, KeepAlive):
+        return _body(bytes([KEEPALIVE]), validate_lease(request.lease))
+    if isinstance(request, Revoke):
+        return _body(bytes([REVOKE]), validate_lease(request.lease))
     raise TypeError(f"not a request message: {request!r}")
 
 
@@ -315,6 +385,9 @@ def encode_reply(reply):
         return _body(bytes([ERROR, reply.code]), text.decode("utf-8", "ignore"))
     if isinstance(reply, Pong):
         return bytes([PONG])
+    if isinstance(reply, Granted):
+        return _body(bytes([GRANTED]), validate_lease(reply.lease)) + _U32.pack(
+            _validate_u32(reply.ttl_ms, "ttl_ms"))
     raise TypeError(f"not a reply message: {reply!r}")
 
 
@@ -344,6 +417,9 @@ class _Fields:
     def u8(self, field):
         return self._take(1, field)[0]
 
+    def u32(self, field):
+        return _U32.unpack(self._take(4, field))[0]
+
     def raw(self, n, field):
         return self._take(n, field)
 
@@ -361,9 +437,9 @@ class _Fields:
             raise ProtocolError(MALFORMED, f"{self.what} body has {extra} unexpected trailing bytes")
 
 
-def _checked(validator, value, what):
+def _checked(validator, value, what, *args):
     try:
-        return validator(value)
+        return validator(value, *args)
     except ValueError as exc:
         raise ProtocolError(MALFORMED, f"{what}: {exc}") from None
 
@@ -372,50 +448,65 @@ def _kind(byte, what):
     return _checked(validate_kind, chr(byte), what)
 
 
+_NAMES = {LEASE: "LEASE", REGISTER: "REGISTER", LOOKUP: "LOOKUP", UNREGISTER: "UNREGISTER",
+          PING: "PING", KEEPALIVE: "KEEPALIVE", REVOKE: "REVOKE"}
+
+
+def command_name(body):
+    """The name of the request a body holds (for metrics and logs), or "?"."""
+    return _NAMES.get(body[0], "?") if body else "?"
+
+
 def decode_request(body):
     """Parse a request body into a message.
 
     Raises ProtocolError: UNKNOWN_COMMAND for a command byte that is not a
-    request, BAD_HELLO for a HELLO with the wrong magic or version (or that
-    does not parse), MALFORMED for anything else that breaks the protocol.
+    request, MALFORMED for anything else that breaks the protocol.
     """
     if not body:
         raise ProtocolError(MALFORMED, "empty body")
+    if len(body) > MAX_BODY:
+        raise ProtocolError(MALFORMED, f"body is {len(body)} bytes; the limit is {MAX_BODY}")
     command = body[0]
-    if command == HELLO:
-        f = _Fields(body, "HELLO")
-        try:
-            magic = f.raw(len(MAGIC), "magic")
-            version = f.u8("version")
-            f.end()
-        except ProtocolError as exc:
-            raise ProtocolError(BAD_HELLO, str(exc)) from None
-        if magic != MAGIC:
-            raise ProtocolError(BAD_HELLO, f"HELLO magic is {magic!r}, expected {MAGIC!r}")
-        if version != VERSION:
-            raise ProtocolError(BAD_HELLO, f"protocol version {version} is not supported (only {VERSION})")
-        return Hello(version)
+    what = _NAMES.get(command)
+    if what is None:
+        raise ProtocolError(UNKNOWN_COMMAND, f"command byte 0x{command:02x} is not a request")
+    f = _Fields(body, what)
+    if command == LEASE:
+        ttl_ms = f.u32("ttl")
+        host = f.text("host")
+        pid = f.u32("pid")
+        program = f.text("program")
+        f.end()
+        return Lease(ttl_ms, _checked(_validate_label, host, what, "host", MAX_HOST), pid,
+                     _checked(_validate_label, program, what, "program", MAX_PROGRAM))
     if command == REGISTER:
-        f = _Fields(body, "REGISTER")
+        lease = f.text("lease")
         kind = f.u8("kind")
         name = f.text("name")
         address = f.text("address")
         key = f.text("key")
         f.end()
-        return Register(_kind(kind, "REGISTER"), _checked(validate_name, name, "REGISTER"),
-                        _checked(validate_address, address, "REGISTER"),
-                        _checked(validate_key, key, "REGISTER"))
-    if command in (LOOKUP, UNREGISTER):
-        what = "LOOKUP" if command == LOOKUP else "UNREGISTER"
-        f = _Fields(body, what)
+        return Register(_checked(validate_lease, lease, what), _kind(kind, what),
+                        _checked(validate_name, name, what), _checked(validate_address, address, what),
+                        _checked(validate_key, key, what))
+    if command == LOOKUP:
         name = f.text("name")
         f.end()
-        name = _checked(validate_name, name, what)
-        return Lookup(name) if command == LOOKUP else Unregister(name)
+        return Lookup(_checked(validate_name, name, what))
+    if command == UNREGISTER:
+        lease = f.text("lease")
+        name = f.text("name")
+        f.end()
+        return Unregister(_checked(validate_lease, lease, what), _checked(validate_name, name, what))
     if command == PING:
-        _Fields(body, "PING").end()
+        f.end()
         return Ping()
-    raise ProtocolError(UNKNOWN_COMMAND, f"command byte 0x{command:02x} is not a request")
+    # KEEPALIVE, REVOKE
+    lease = f.text("lease")
+    f.end()
+    lease = _checked(validate_lease, lease, what)
+    return KeepAlive(lease) if command == KEEPALIVE else Revoke(lease)
 
 
 def decode_reply(body):
@@ -443,4 +534,10 @@ def decode_reply(body):
     if command == PONG:
         _Fields(body, "PONG").end()
         return Pong()
+    if command == GRANTED:
+        f = _Fields(body, "GRANTED")
+        lease = f.text("lease")
+        ttl_ms = f.u32("ttl")
+        f.end()
+        return Granted(_checked(validate_lease, lease, "GRANTED"), ttl_ms)
     raise ProtocolError(MALFORMED, f"command byte 0x{command:02x} is not a reply")

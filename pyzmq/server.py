@@ -1,10 +1,14 @@
 """``zmq_server``: the name directory of the wiring API (see docs/directory.md).
 
-It maps global names to ``(kind, address, key)`` records for the clients that
-keep a TCP connection to it; a connection's records vanish when it closes.
-Python over asyncio: one coroutine per connection, bounded buffers, every
-partial frame on a deadline; with ``--curve-secret`` each connection runs
-the handshake of :mod:`pyzmq.dirsecure` (libsodium through ``pyzmq._box``).
+It maps global names to ``(kind, address, key)`` records held under leases:
+a client asks for a lease with a TTL, renews it, and loses its names when it
+stops renewing (or at once when it revokes the lease).  The protocol is
+carried as ZeroMQ messages on a ROUTER socket (``zmq.asyncio``); with
+``--curve-secret`` libzmq's CurveZMQ secures every connection and a ZAP
+handler here admits client keys (``--curve-allow``).
+
+:class:`Registry` holds the state and its rules and does no I/O;
+:class:`Server` carries messages to and from it.
 
 Run it as ``zmq_server [--port N] [-q] [--curve-secret FILE [--curve-allow
 FILE]] [ADDRESS]`` or ``python -m pyzmq.server ...``.
@@ -12,16 +16,21 @@ FILE]] [ADDRESS]`` or ``python -m pyzmq.server ...``.
 
 import argparse
 import asyncio
+import ipaddress
 import os
+import secrets
 import signal
 import socket
 import sys
+import time
 
-from pyzmq import dirsecure
 from pyzmq import protocol as p
 
-READ_LIMIT = 8192  # per-connection read buffer (asyncio pauses reading at twice this)
-CLOSE_TIMEOUT = 2.0  # seconds to flush a last reply before dropping a connection
+ZAP_DOMAIN = b"pyzmq-wiring-directory"
+ZAP_ENFORCE_DOMAIN = 93   # libzmq's ZMQ_ZAP_ENFORCE_DOMAIN (a draft constant in zmq.h)
+EXPIRY_TICK = 0.2         # seconds between sweeps for expired leases
+SNDHWM = 100_000          # replies queued per client before the ROUTER drops them
+RCVHWM = 10_000
 
 
 def _log(line):
@@ -38,44 +47,114 @@ def format_hostport(host, port):
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-class Connection:
-    """One client connection: its peer (for logs), the names it holds and,
-    on a secure server, its proven CURVE key and the channel that seals its frames."""
+class Lease:
+    """A client's lease: who holds it (owner identity, CURVE key), until
+    when, and the names registered under it."""
 
-    def __init__(self, peer):
-        self.peer = peer
+    __slots__ = ("id", "ttl", "expires", "host", "pid", "program", "key", "peer", "names")
+
+    def __init__(self, lease_id, ttl, expires, host, pid, program, key, peer):
+        self.id = lease_id
+        self.ttl = ttl
+        self.expires = expires
+        self.host = host
+        self.pid = pid
+        self.program = program
+        self.key = key          # the client's CURVE key (ZAP User-Id), None on a plain directory
+        self.peer = peer        # for logs: who, and from which address
         self.names = set()
-        self.key = None         # Z85 public key the client proved it holds
-        self.channel = None     # dirsecure.Channel once the handshake is done
 
 
 class Record:
-    __slots__ = ("kind", "address", "key", "owner")
+    __slots__ = ("kind", "address", "key", "owner", "registered")
 
-    def __init__(self, kind, address, key, owner):
+    def __init__(self, kind, address, key, owner, registered):
         self.kind = kind
         self.address = address
         self.key = key
-        self.owner = owner
+        self.owner = owner            # the Lease
+        self.registered = registered  # wall-clock time (seconds since the epoch)
 
 
 class Registry:
-    """The name table and its ownership rules; no I/O, so it is easy to test."""
+    """The name table, the leases and their rules; no I/O, so it is easy to test.
 
-    def __init__(self, max_names=p.MAX_NAMES_PER_CONNECTION, log=None):
+    Times are passed in: ``now`` is a monotonic clock (lease expiry),
+    ``wall`` the time of day (registration times).
+    """
+
+    def __init__(self, max_names=p.MAX_NAMES_PER_LEASE, log=None, min_ttl=p.MIN_TTL, max_ttl=p.MAX_TTL,
+                 new_id=lambda: secrets.token_hex(16)):
         self.max_names = max_names
+        self.min_ttl = min_ttl
+        self.max_ttl = max_ttl
         self.records = {}
+        self.leases = {}
         self.log = log or (lambda line: None)
+        self._new_id = new_id
 
-    def register(self, conn, kind, name, address, key):
+    # -- leases ------------------------------------------------------------
+
+    def grant(self, ttl, now, host="", pid=0, program="", key=None, peer="?"):
+        """A new lease of ``ttl`` seconds (clamped to the server's bounds)."""
+        ttl = min(self.max_ttl, max(self.min_ttl, ttl))
+        lease_id = self._new_id()
+        while lease_id in self.leases:
+            lease_id = self._new_id()
+        who = f"pid {pid} {program or '?'} on {host or '?'}"
+        lease = Lease(lease_id, ttl, now + ttl, host, pid, program, key,
+                      f"{who} from {peer}" + (f" key {key}" if key else ""))
+        self.leases[lease_id] = lease
+        return lease
+
+    def lease(self, lease_id, key):
+        """The live lease ``lease_id`` if the client with CURVE key ``key``
+        holds it, else an ErrorReply(NO_LEASE): unknown, expired, or made
+        by another key all look the same to the asker."""
+        lease = self.leases.get(lease_id)
+        if lease is None or lease.key != key:
+            return p.ErrorReply(p.NO_LEASE, f"no lease {lease_id} held by this client "
+                                            "(expired or revoked, or the directory restarted): "
+                                            "ask for a new lease and register again")
+        return lease
+
+    def keepalive(self, lease_id, key, now):
+        lease = self.lease(lease_id, key)
+        if isinstance(lease, p.ErrorReply):
+            return lease
+        lease.expires = now + lease.ttl
+        return p.Ok()
+
+    def revoke(self, lease_id, key):
+        lease = self.lease(lease_id, key)
+        if isinstance(lease, p.ErrorReply):
+            return lease
+        self._end(lease, "lease revoked")
+        return p.Ok()
+
+    def expire(self, now):
+        """End every lease not renewed in time; return how many ended."""
+        gone = [lease for lease in self.leases.values() if lease.expires <= now]
+        for lease in gone:
+            self._end(lease, "lease expired")
+        return len(gone)
+
+    def _end(self, lease, why):
+        del self.leases[lease.id]
+        for name in sorted(lease.names):
+            self._remove(name, why)
+
+    # -- names -------------------------------------------------------------
+
+    def register(self, lease, kind, name, address, key, wall=0.0):
         record = self.records.get(name)
-        if record is not None and record.owner is not conn:
-            return p.ErrorReply(p.DUPLICATE, f"name {name!r} is already registered by another connection")
-        if record is None and len(conn.names) >= self.max_names:
-            return p.ErrorReply(p.LIMIT, f"this connection already holds {self.max_names} names, the limit")
-        self.records[name] = Record(kind, address, key, conn)
-        conn.names.add(name)
-        self.log(f"zmq_server: registered {name!r} kind {kind} at {address} by {conn.peer}")
+        if record is not None and record.owner is not lease:
+            return p.ErrorReply(p.DUPLICATE, f"name {name!r} is already registered by another client")
+        if record is None and len(lease.names) >= self.max_names:
+            return p.ErrorReply(p.LIMIT, f"this lease already holds {self.max_names} names, the limit")
+        self.records[name] = Record(kind, address, key, lease, wall)
+        lease.names.add(name)
+        self.log(f"zmq_server: registered {name!r} kind {kind} at {address} by {lease.peer}")
         return p.Ok()
 
     def lookup(self, name):
@@ -84,19 +163,14 @@ class Registry:
             return p.ErrorReply(p.NOT_FOUND, f"no object named {name!r}")
         return p.Found(record.kind, record.address, record.key)
 
-    def unregister(self, conn, name):
+    def unregister(self, lease, name):
         record = self.records.get(name)
         if record is None:
             return p.ErrorReply(p.NOT_FOUND, f"no object named {name!r}")
-        if record.owner is not conn:
-            return p.ErrorReply(p.NOT_OWNER, f"name {name!r} is registered by another connection")
+        if record.owner is not lease:
+            return p.ErrorReply(p.NOT_OWNER, f"name {name!r} is registered by another client")
         self._remove(name, "unregistered")
         return p.Ok()
-
-    def drop(self, conn):
-        """Remove every name ``conn`` holds (its connection closed)."""
-        for name in sorted(conn.names):
-            self._remove(name, "connection closed")
 
     def _remove(self, name, why):
         record = self.records.pop(name)
@@ -105,47 +179,36 @@ class Registry:
                  f"by {record.owner.peer} ({why})")
 
 
-class _Close(Exception):
-    """Answer ``reply`` (if any) and close the connection."""
-
-    def __init__(self, reply=None):
-        super().__init__()
-        self.reply = reply
-
-
-def _set_keepalive(sock):
-    """Drop peers that vanish without a FIN within about 5 s."""
+def _frame_property(frame, name):
+    """A message property libzmq attached (``User-Id``, ``Peer-Address``), or None."""
     try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-        for opt, value in (("TCP_KEEPIDLE", p.KEEPALIVE_IDLE), ("TCP_KEEPINTVL", p.KEEPALIVE_INTERVAL),
-                           ("TCP_KEEPCNT", p.KEEPALIVE_COUNT)):
-            if hasattr(socket, opt):
-                sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, opt), value)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    except OSError:
-        pass  # the peer may already be gone
+        return frame.get(name)
+    except Exception:   # zmq.ZMQError (EINVAL): not set for this message
+        return None
 
 
 class Server:
     """The directory service; ``await serve()`` runs it until ``stop()``."""
 
-    def __init__(self, host="0.0.0.0", port=p.DEFAULT_PORT, quiet=False,
-                 max_connections=p.MAX_CONNECTIONS, frame_timeout=p.FRAME_TIMEOUT,
-                 secret_key=None, allowed_keys=None):
-        """``secret_key`` (Z85) makes every connection secure (docs/directory.md):
+    def __init__(self, host="127.0.0.1", port=p.DEFAULT_PORT, quiet=False, secret_key=None,
+                 allowed_keys=None, min_ttl=p.MIN_TTL, max_ttl=p.MAX_TTL,
+                 max_names=p.MAX_NAMES_PER_LEASE):
+        """``secret_key`` (Z85) makes every connection CURVE (docs/directory.md):
         clients must know the matching public key, ``public_key`` here.
         ``allowed_keys`` (Z85 public keys) then limits which clients are served;
         None serves any client that completes the handshake."""
+        import zmq
+        from pyzmq.curve import check_key
         self._secret = None
         self._allowed = None
         self.public_key = None
         if secret_key is not None:
-            self._secret = dirsecure.decode_key(secret_key, "the directory's secret key")
-            self.public_key = dirsecure.encode_key(dirsecure.public_of(self._secret))
+            self._secret = check_key(secret_key, "the directory's secret key")
+            self.public_key = zmq.curve_public(self._secret.encode("ascii")).decode("ascii")
             if allowed_keys is not None:
                 if isinstance(allowed_keys, (str, bytes)):
                     raise TypeError("allowed_keys must be an iterable of Z85 public keys, not one key")
-                self._allowed = {dirsecure.decode_key(k, "an allowed key") for k in allowed_keys}
+                self._allowed = {check_key(k, "an allowed key") for k in allowed_keys}
                 if not self._allowed:
                     raise ValueError("allowed_keys is empty: no client could use this directory")
         elif allowed_keys is not None:
@@ -153,240 +216,193 @@ class Server:
         self.host = host
         self.port = port
         self.quiet = quiet
-        self.max_connections = max_connections
-        self.frame_timeout = frame_timeout
-        self.registry = Registry(log=self._info)
-        self.connections = set()
+        self.registry = Registry(max_names=max_names, log=self._info, min_ttl=min_ttl, max_ttl=max_ttl)
         self._stopping = None
-        self._tasks = set()
 
     def _info(self, line):
         if not self.quiet:
             _log(line)
 
-    def _listen_socket(self):
-        infos = socket.getaddrinfo(self.host or None, self.port, type=socket.SOCK_STREAM,
-                                   flags=socket.AI_PASSIVE)
-        family, type_, proto, _, addr = infos[0]
-        sock = socket.socket(family, type_, proto)
+    def _endpoint(self):
+        """``tcp://IP:port`` for the ROUTER, and whether it is IPv6."""
+        host = self.host or "0.0.0.0"
         try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind(addr)
-            sock.listen(512)
-            sock.setblocking(False)
-        except OSError:
-            sock.close()
-            raise
-        return sock
+            ip = ipaddress.ip_address(host.strip("[]"))
+        except ValueError:
+            infos = socket.getaddrinfo(host, self.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+            ip = ipaddress.ip_address(infos[0][4][0])
+        if ip.version == 6:
+            return f"tcp://[{ip}]:{self.port}", True
+        return f"tcp://{ip}:{self.port}", False
 
     async def serve(self, ready=None):
         """Listen, announce readiness (``ready(host, port)``) and serve until stopped."""
+        import zmq
+        import zmq.asyncio
         self._stopping = asyncio.Event()
-        sock = self._listen_socket()
-        server = await asyncio.start_server(self._accept, sock=sock, limit=READ_LIMIT)
-        host, port = sock.getsockname()[:2]
-        self.port = port
-        if ready is not None:
-            ready(host, port)
+        ctx = zmq.asyncio.Context()
+        sockets = []
+        tasks = []
         try:
-            await self._stopping.wait()
+            if self._secret is not None:
+                zap = ctx.socket(zmq.REP)
+                sockets.append(zap)
+                zap.linger = 0
+                zap.bind("inproc://zeromq.zap.01")
+                tasks.append(asyncio.ensure_future(self._zap_loop(zap)))
+            router = ctx.socket(zmq.ROUTER)
+            sockets.append(router)
+            router.linger = 0
+            endpoint, ipv6 = self._endpoint()
+            if ipv6:
+                router.ipv6 = True
+            if self._secret is not None:
+                router.curve_server = True
+                router.curve_secretkey = self._secret.encode("ascii")
+                router.zap_domain = ZAP_DOMAIN
+                router.setsockopt(ZAP_ENFORCE_DOMAIN, 1)   # no handler, no admission
+            router.maxmsgsize = p.MAX_MESSAGE
+            router.sndhwm = SNDHWM
+            router.rcvhwm = RCVHWM
+            router.setsockopt(zmq.HEARTBEAT_IVL, p.HEARTBEAT_IVL_MS)
+            router.setsockopt(zmq.HEARTBEAT_TIMEOUT, p.HEARTBEAT_TIMEOUT_MS)
+            router.setsockopt(zmq.TCP_KEEPALIVE, 1)
+            router.setsockopt(zmq.TCP_KEEPALIVE_IDLE, p.KEEPALIVE_IDLE)
+            router.setsockopt(zmq.TCP_KEEPALIVE_INTVL, p.KEEPALIVE_INTERVAL)
+            router.setsockopt(zmq.TCP_KEEPALIVE_CNT, p.KEEPALIVE_COUNT)
+            try:
+                router.bind(endpoint)
+            except zmq.ZMQError as exc:
+                raise OSError(exc.errno, exc.strerror) from None
+            bound = router.last_endpoint.decode()
+            host, _, port = bound[len("tcp://"):].rpartition(":")
+            self.port = int(port)
+            if ready is not None:
+                ready(host.strip("[]"), self.port)
+            tasks.append(asyncio.ensure_future(self._serve_loop(router)))
+            tasks.append(asyncio.ensure_future(self._expiry_loop()))
+            stop = asyncio.ensure_future(self._stopping.wait())
+            done, _ = await asyncio.wait(tasks + [stop], return_when=asyncio.FIRST_COMPLETED)
+            stop.cancel()
+            for task in done:
+                if task is not stop and not task.cancelled() and task.exception() is not None:
+                    raise task.exception()
         finally:
-            server.close()
-            for task in list(self._tasks):
+            for task in tasks:
                 task.cancel()
-            if self._tasks:
-                await asyncio.wait(self._tasks, timeout=CLOSE_TIMEOUT)
-            await server.wait_closed()
+            if tasks:
+                await asyncio.gather(*tasks, return_exceptions=True)
+            for sock in sockets:
+                sock.close(linger=0)
+            ctx.term()
 
     def stop(self):
         if self._stopping is not None:
             self._stopping.set()
 
-    async def _accept(self, reader, writer):
-        task = asyncio.current_task()
-        self._tasks.add(task)
-        peername = writer.get_extra_info("peername")
-        peer = format_hostport(*peername[:2]) if peername else "?"
-        conn = Connection(peer)
-        try:
-            last_reply = None
-            try:
-                if len(self.connections) >= self.max_connections:
-                    raise _Close(p.ErrorReply(p.LIMIT, f"the server already serves {self.max_connections} "
-                                                       "connections, the limit"))
-                self.connections.add(conn)
-                _set_keepalive(writer.get_extra_info("socket"))
-                await self._serve_connection(conn, reader, writer)
-            except _Close as close:
-                last_reply = close.reply
-            except (ConnectionError, OSError, asyncio.IncompleteReadError):
-                pass
-            finally:
-                self.connections.discard(conn)
-                self.registry.drop(conn)
-            await self._close(reader, writer, last_reply, conn.channel)
-        finally:
-            self._tasks.discard(task)
-            writer.transport.abort()
-
-    async def _close(self, reader, writer, reply, channel=None):
-        """Send ``reply`` (if any), then close so that the peer gets it.
-
-        Closing a socket with unread input makes the kernel send a reset, which
-        can destroy the reply in flight; so after a reply the write side is shut
-        and input is read and thrown away (bounded in time) until the peer closes.
-        """
-        if reply is None or writer.is_closing():
-            return
-        try:
-            body = p.encode_reply(reply)
-            writer.write(p.encode_frame(channel.seal(body) if channel is not None else body))
-            if writer.can_write_eof():
-                writer.write_eof()
-            loop = asyncio.get_running_loop()
-            deadline = loop.time() + CLOSE_TIMEOUT
-            while await asyncio.wait_for(reader.read(READ_LIMIT), max(0.0, deadline - loop.time())):
-                pass
-        except (ConnectionError, OSError, asyncio.TimeoutError):
-            pass
-
-    async def _serve_connection(self, conn, reader, writer):
-        loop = asyncio.get_running_loop()
-        greeted = False
+    async def _serve_loop(self, router):
         while True:
-            # Before HELLO the whole first frame is on the clock from the connect.
-            deadline = None if greeted else loop.time() + self.frame_timeout
-            body = await self._read_frame(reader, deadline)
-            if body is None:
-                return  # clean EOF between frames
-            if not greeted:
-                if self._secret is not None:
-                    await self._handshake(conn, body, reader, writer, deadline)
-                    greeted = True
-                    continue
-                if body[0] == p.CURVE_HELLO:
-                    raise _Close(p.ErrorReply(p.BAD_HELLO, "this directory does not use CURVE: "
-                                                           "connect without a directory key"))
-                if body[0] != p.HELLO:
-                    raise _Close(p.ErrorReply(p.BAD_HELLO, "the first request must be HELLO"))
-            elif conn.channel is not None:
-                try:
-                    body = conn.channel.open(body)
-                except p.ProtocolError as exc:
-                    # the stream can no longer be trusted: no answer, drop it
-                    self._info(f"zmq_server: dropped {conn.peer}: {exc}")
-                    return
-            try:
-                request = p.decode_request(body)
-            except p.ProtocolError as exc:
-                if exc.code == p.BAD_HELLO:
-                    raise _Close(p.ErrorReply(p.BAD_HELLO, str(exc))) from None
-                reply = p.ErrorReply(exc.code, str(exc))
-            else:
-                greeted = True
-                reply = self._handle(conn, request)
-            out = p.encode_reply(reply)
-            writer.write(p.encode_frame(conn.channel.seal(out) if conn.channel is not None else out))
-            await writer.drain()
+            frames = await router.recv_multipart(copy=False)
+            out = self.handle_message(frames)
+            if out is not None:
+                await router.send_multipart(out, copy=True)
 
-    async def _handshake(self, conn, hello, reader, writer, deadline):
-        """Run the secure handshake whose first frame is ``hello``; the whole
-        of it is due by ``deadline`` (frame_timeout after the connect)."""
-        try:
-            if hello[0] != p.CURVE_HELLO:
-                # (no key in the answer: it is not authenticated, so a key
-                # there could be anyone's; the ready line and .pub file are)
-                raise p.ProtocolError(p.BAD_HELLO, "this directory requires CURVE: give the client "
-                                                   "the directory's public key (directory_key)")
-            shake = dirsecure.ServerHandshake(self._secret, self._allowed)
-            writer.write(p.encode_frame(shake.welcome(hello)))
-            await writer.drain()
-            try:
-                initiate = await self._read_frame(reader, deadline)
-            except _Close as close:
-                self._info(f"zmq_server: refused {conn.peer}: "
-                           f"{close.reply.message if close.reply else 'closed'} (in the handshake)")
-                raise
-            if initiate is None:
-                self._info(f"zmq_server: refused {conn.peer}: it closed the connection in the handshake")
-                raise _Close()
-            if initiate[0] != p.INITIATE:
-                raise p.ProtocolError(p.AUTH, "the second frame of a secure connection must be INITIATE")
-            ready, channel, client = shake.ready(initiate)
-        except dirsecure.Refused as exc:
-            self._info(f"zmq_server: refused {conn.peer}: key {dirsecure.encode_key(exc.key)} is not allowed")
-            raise _Close(p.ErrorReply(exc.code, str(exc))) from None
-        except p.ProtocolError as exc:
-            self._info(f"zmq_server: refused {conn.peer}: {exc}")
-            raise _Close(p.ErrorReply(exc.code, str(exc))) from None
-        conn.key = dirsecure.encode_key(client)
-        conn.peer = f"{conn.peer} key {conn.key}"
-        writer.write(p.encode_frame(ready))
-        await writer.drain()
-        conn.channel = channel
-
-    async def _read_frame(self, reader, hello_deadline):
-        """Return the next frame body, or None on EOF before a frame begins.
-
-        Before HELLO the first frame must be complete by ``hello_deadline``.
-        After it, waiting for a frame to begin is unbounded (keepalive drops
-        dead peers) and a begun frame has ``frame_timeout`` seconds.
-        """
+    async def _expiry_loop(self):
         loop = asyncio.get_running_loop()
-        deadline = hello_deadline
-        try:
-            if deadline is None:
-                first = await reader.read(1)
-                deadline = loop.time() + self.frame_timeout
-            else:
-                first = await asyncio.wait_for(reader.read(1), max(0.0, deadline - loop.time()))
-            if not first:
-                return None
-            rest = await asyncio.wait_for(reader.readexactly(p.HEADER_SIZE - 1),
-                                          max(0.0, deadline - loop.time()))
-            try:
-                length = p.body_length(first + rest)
-            except p.ProtocolError as exc:
-                raise _Close(p.ErrorReply(p.MALFORMED, str(exc))) from None
-            return await asyncio.wait_for(reader.readexactly(length), max(0.0, deadline - loop.time()))
-        except asyncio.TimeoutError:
-            if hello_deadline is not None:
-                reply = p.ErrorReply(p.BAD_HELLO, f"no complete HELLO (or CURVE handshake) within {self.frame_timeout:g} s of connecting")
-            else:
-                reply = p.ErrorReply(p.MALFORMED, f"frame not completed within {self.frame_timeout:g} s")
-            raise _Close(reply) from None
+        while True:
+            await asyncio.sleep(EXPIRY_TICK)
+            self.registry.expire(loop.time())
 
-    def _handle(self, conn, request):
-        if isinstance(request, p.Register):
-            if conn.key is not None and request.key and request.key != conn.key:
-                return p.ErrorReply(p.AUTH, "on a secure directory a name may only be registered with "
-                                            "the connection's own key (or none)")
-            return self.registry.register(conn, request.kind, request.name, request.address, request.key)
+    async def _zap_loop(self, zap):
+        while True:
+            frames = await zap.recv_multipart()
+            await zap.send_multipart(self.zap_reply(frames))
+
+    def zap_reply(self, frames):
+        """The ZAP reply (RFC 27) to a request: status 200 with the client's
+        key as User-Id for an admitted CURVE key, 400 otherwise."""
+        if len(frames) < 6:
+            return [b"1.0", frames[1] if len(frames) > 1 else b"", b"500", b"malformed ZAP request", b"", b""]
+        version, request_id, _domain, address, _identity, mechanism = frames[:6]
+        credentials = frames[6:]
+        if version != b"1.0":
+            return [b"1.0", request_id, b"500", b"unsupported ZAP version", b"", b""]
+        peer = address.decode("ascii", "replace")
+        if mechanism == b"CURVE" and len(credentials) == 1 and len(credentials[0]) == 32:
+            from zmq.utils import z85
+            key = z85.encode(credentials[0]).decode("ascii")
+            if self._allowed is not None and key not in self._allowed:
+                self._info(f"zmq_server: refused {peer}: key {key} is not allowed")
+                return [b"1.0", request_id, b"400", b"this client's key is not allowed", b"", b""]
+            return [b"1.0", request_id, b"200", b"OK", key.encode("ascii"), b""]
+        self._info(f"zmq_server: refused {peer}: mechanism {mechanism.decode('ascii', 'replace')}")
+        return [b"1.0", request_id, b"400", b"this directory requires CURVE", b"", b""]
+
+    def handle_message(self, frames):
+        """The reply frames to one ROUTER message ``[routing id, header, body]``."""
+        routing = frames[0]
+        if len(frames) != 3:
+            header = bytes(frames[1].bytes[:p.HEADER_SIZE]) if len(frames) > 1 else b""
+            reply = p.ErrorReply(p.MALFORMED, f"a request is 2 frames (header, body), not {len(frames) - 1}")
+            return [routing, header or p.encode_header(0), p.encode_reply(reply)]
+        header = frames[1].bytes
+        try:
+            p.decode_header(header)
+            request = p.decode_request(frames[2].bytes)
+        except p.ProtocolError as exc:
+            reply = p.ErrorReply(exc.code, str(exc))
+            if len(header) > p.HEADER_SIZE:
+                header = header[:p.HEADER_SIZE]
+        else:
+            key = _frame_property(frames[1], "User-Id") or None
+            reply = self.handle(request, key, frames[1])
+        return [routing, header, p.encode_reply(reply)]
+
+    def handle(self, request, key, frame=None):
+        """The reply to one decoded request from the client with CURVE key ``key``."""
+        registry = self.registry
         if isinstance(request, p.Lookup):
-            return self.registry.lookup(request.name)
+            return registry.lookup(request.name)
+        if isinstance(request, p.KeepAlive):
+            return registry.keepalive(request.lease, key, time.monotonic())
+        if isinstance(request, p.Register):
+            lease = registry.lease(request.lease, key)
+            if isinstance(lease, p.ErrorReply):
+                return lease
+            if key is not None and request.key and request.key != key:
+                return p.ErrorReply(p.AUTH, "on a secure directory a name may only be registered with "
+                                            "the client's own key (or none)")
+            return registry.register(lease, request.kind, request.name, request.address, request.key,
+                                     time.time())
+        if isinstance(request, p.Lease):
+            peer = (_frame_property(frame, "Peer-Address") if frame is not None else None) or "?"
+            lease = registry.grant(request.ttl_ms / 1000.0, time.monotonic(), request.host, request.pid,
+                                   request.program, key, peer)
+            return p.Granted(lease.id, int(lease.ttl * 1000))
         if isinstance(request, p.Unregister):
-            return self.registry.unregister(conn, request.name)
+            lease = registry.lease(request.lease, key)
+            if isinstance(lease, p.ErrorReply):
+                return lease
+            return registry.unregister(lease, request.name)
+        if isinstance(request, p.Revoke):
+            return registry.revoke(request.lease, key)
         if isinstance(request, p.Ping):
             return p.Pong()
-        return p.Ok()  # a repeated, valid HELLO
+        return p.ErrorReply(p.UNKNOWN_COMMAND, f"{type(request).__name__} is not served")
 
 
-def _raise_fd_limit(needed):
-    """Lift the soft open-files limit so the server can hold its connections."""
+def _raise_fd_limit():
+    """Lift the soft open-files limit to the hard one: each client is a TCP connection."""
     try:
         import resource
     except ImportError:
         return
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != resource.RLIM_INFINITY and soft < needed:
-        target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+    if soft != hard:
         try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
         except (ValueError, OSError):
             pass
-        if target < needed:
-            _log(f"zmq_server: warning: the open-files limit ({target}) is too low to serve "
-                 f"{p.MAX_CONNECTIONS} connections")
 
 
 def parse_args(argv=None):
@@ -402,13 +418,19 @@ def parse_args(argv=None):
                         help="do not log registrations and removals")
     parser.add_argument("--curve-secret", metavar="FILE",
                         help="file holding the server's CURVE secret key (40 Z85 characters): "
-                             "every connection is then authenticated and encrypted")
+                             "every connection is then authenticated and encrypted (CurveZMQ)")
     parser.add_argument("--curve-allow", metavar="FILE",
                         help="file of client public keys allowed to connect, one per line "
                              "(lines starting with '#' are comments); needs --curve-secret")
+    parser.add_argument("--max-ttl", type=float, default=p.MAX_TTL, metavar="SECONDS",
+                        help=f"longest lease granted (default {p.MAX_TTL:g} s); longer requests get this")
+    parser.add_argument("--min-ttl", type=float, default=p.MIN_TTL, metavar="SECONDS",
+                        help=f"shortest lease granted (default {p.MIN_TTL:g} s)")
     args = parser.parse_args(argv)
     if not 0 <= args.port <= 65535:
         parser.error(f"port {args.port} is not in 0..65535")
+    if not 0 < args.min_ttl <= args.max_ttl:
+        parser.error(f"--min-ttl {args.min_ttl:g} and --max-ttl {args.max_ttl:g}: need 0 < min <= max")
     if args.curve_allow and not args.curve_secret:
         parser.error("--curve-allow needs --curve-secret")
     args.secret_key = args.allowed_keys = None
@@ -445,12 +467,13 @@ def read_key_list(path):
     most 0xFFFFFFFF, so its first digit is at most 82 of 85), so there is
     no ambiguity; a comment after a key on the same line is not allowed.
     """
+    from pyzmq.curve import check_key
     keys = []
     with open(path, encoding="ascii", errors="replace") as f:
         for number, line in enumerate(f, 1):
             text = line.strip()
             if text and not text.startswith("#"):
-                dirsecure.decode_key(text, f"{path} line {number}")
+                check_key(text, f"{path} line {number}")
                 keys.append(text)
     return keys
 
@@ -458,9 +481,9 @@ def read_key_list(path):
 def main(argv=None):
     """Entry point of the ``zmq_server`` console script; returns the exit status."""
     args = parse_args(argv)
-    _raise_fd_limit(p.MAX_CONNECTIONS + 64)
+    _raise_fd_limit()
     server = Server(args.address, args.port, quiet=args.quiet, secret_key=args.secret_key,
-                    allowed_keys=args.allowed_keys)
+                    allowed_keys=args.allowed_keys, min_ttl=args.min_ttl, max_ttl=args.max_ttl)
 
     def ready(host, port):
         secure = f" (CURVE, public key {server.public_key})" if server.public_key else ""

@@ -32,3 +32,22 @@ def next_command(z, every=0.02):
 # A peer is pyzmq.testing's PeerProcess (perf/netns.py starts the same kind
 # inside a network namespace).
 Peer = PeerProcess
+
+
+def wait_name_free(directory, name, timeout=10.0):
+    """Wait until the directory at ``directory`` holds no ``name`` (a killed
+    owner's names go when its lease expires, within the lease TTL)."""
+    import time
+    from pyzmq import protocol as p
+    from pyzmq.directory import DirectoryClient, DirectoryError
+    deadline = time.monotonic() + timeout
+    with DirectoryClient(directory, timeout=3.0) as client:
+        while True:
+            try:
+                client.lookup(name)
+            except DirectoryError as exc:
+                if exc.code == p.NOT_FOUND:
+                    return
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{name!r} still registered {timeout:g} s later")
+            time.sleep(0.05)

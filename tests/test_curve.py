@@ -12,7 +12,7 @@ import pytest
 
 import pyzmq
 from pyzmq.directory import DirectoryClient
-from peers import Peer
+from peers import Peer, wait_name_free
 
 pytestmark = pytest.mark.skipif(not pyzmq._zmq.has("curve"), reason="libzmq without CURVE")
 
@@ -398,7 +398,7 @@ def test_an_owner_back_at_the_same_port_with_another_key_is_followed(directory, 
             assert first.expect("got") == "before"
             first.proc.kill()
             first.proc.wait(5)
-        time.sleep(0.3)         # the directory frees the name
+        wait_name_free(directory, "KQ")   # its lease expires
         if second_key == "new":
             code = KEYED_QUEUE
         else:

@@ -1,27 +1,29 @@
-"""The secure directory connection (CURVE handshake, sealed frames), end to end:
-a real zmq_server started with --curve-secret/--curve-allow, real clients,
-and a real TCP proxy in between where a test needs to watch or tamper."""
+"""The secure directory: libzmq's CurveZMQ on zmq_server's ROUTER and the
+client's DEALER, our ZAP handler admitting keys, end to end: a real
+zmq_server started with --curve-secret/--curve-allow, real clients, plain
+pyzmq sockets speaking the protocol by hand, and a real TCP proxy in
+between where a test needs to watch or tamper."""
 
 import os
 import random
 import re
 import socket
-import struct
 import subprocess
 import sys
 import threading
 import time
 
 import pytest
+import zmq
+from zmq.utils import z85
 
 import pyzmq
-from pyzmq import dirsecure
 from pyzmq import protocol as p
 from pyzmq.directory import DirectoryClient, DirectoryError
 from pyzmq.testing import ServerProcess
 from peers import COMMANDS, Peer, ROOT
 
-pytestmark = pytest.mark.skipif(not pyzmq._zmq.has("curve"), reason="libzmq without CURVE")
+pytestmark = pytest.mark.skipif(not zmq.has("curve"), reason="libzmq without CURVE")
 
 
 def write(path, text, mode=0o600):
@@ -33,15 +35,16 @@ def write(path, text, mode=0o600):
 
 @pytest.fixture
 def keys():
-    """Keypairs (public, secret) of the server and of two clients."""
-    return {name: pyzmq.curve_keypair() for name in ("server", "alice", "mallory")}
+    """Keypairs (public, secret) of the server and of three clients."""
+    return {name: pyzmq.curve_keypair() for name in ("server", "alice", "bob", "mallory")}
 
 
 @pytest.fixture
 def secure_server(tmp_path, keys):
-    """A zmq_server with a secret key that admits alice only."""
+    """A zmq_server with a secret key that admits alice and bob."""
     secret = write(tmp_path / "server.key", keys["server"][1] + "\n")
-    allow = write(tmp_path / "allow", f"# who may use this directory\n\n{keys['alice'][0]}\n", 0o644)
+    allow = write(tmp_path / "allow", f"# who may use this directory\n\n{keys['alice'][0]}\n{keys['bob'][0]}\n",
+                  0o644)
     server = ServerProcess(extra_args=["--curve-secret", secret, "--curve-allow", allow])
     server.start()
     try:
@@ -54,16 +57,13 @@ def alice(server, keys, **kw):
     return DirectoryClient(server.address, server_key=keys["server"][0], secret_key=keys["alice"][1], **kw)
 
 
-class FrameProxy:
-    """A TCP proxy that forwards whole frames and lets a test watch or change them.
-
-    ``edit(direction, index, body)`` ("up" is client to server) returns the
-    list of bodies to forward in its place; every byte passed is recorded.
-    """
+class ByteProxy:
+    """A TCP proxy that records every byte it forwards; ``edit(direction,
+    offset, chunk)`` ("up" is client to server) may change a chunk."""
 
     def __init__(self, upstream, edit=None):
         self.upstream = upstream
-        self.edit = edit or (lambda direction, index, body: [body])
+        self.edit = edit or (lambda direction, offset, chunk: chunk)
         self.recorded = bytearray()
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.address = f"127.0.0.1:{self.listener.getsockname()[1]}"
@@ -81,16 +81,16 @@ class FrameProxy:
                 threading.Thread(target=self._pump, args=(src, dst, direction), daemon=True).start()
 
     def _pump(self, src, dst, direction):
-        index = 0
+        offset = 0
         try:
             while True:
-                header = self._exactly(src, 4)
-                body = self._exactly(src, struct.unpack(">I", header)[0])
-                for out in self.edit(direction, index, body):
-                    frame = struct.pack(">I", len(out)) + out
-                    self.recorded += frame
-                    dst.sendall(frame)
-                index += 1
+                chunk = src.recv(65536)
+                if not chunk:
+                    break
+                out = self.edit(direction, offset, chunk)
+                offset += len(chunk)
+                self.recorded += out
+                dst.sendall(out)
         except OSError:
             pass
         finally:
@@ -100,22 +100,108 @@ class FrameProxy:
                 except OSError:
                     pass
 
-    @staticmethod
-    def _exactly(sock, n):
-        data = b""
-        while len(data) < n:
-            chunk = sock.recv(n - len(data))
-            if not chunk:
-                raise OSError("closed")
-            data += chunk
-        return data
-
     def close(self):
         self.listener.close()
 
 
+def dealer(ctx, server, server_public, public, secret, routing_id=None):
+    """A plain pyzmq DEALER, CURVE client of ``server``, with a monitor."""
+    sock = ctx.socket(zmq.DEALER)
+    sock.linger = 0
+    sock.curve_serverkey = server_public.encode()
+    sock.curve_publickey = public.encode()
+    sock.curve_secretkey = secret.encode()
+    if routing_id is not None:
+        sock.routing_id = routing_id
+    monitor = sock.get_monitor_socket()
+    sock.connect(f"tcp://{server.address}")
+    return sock, monitor
+
+
+def ask(sock, request, rid=1, timeout=3.0):
+    """Send one request by hand; return the decoded reply, or None if none came."""
+    sock.send_multipart([p.encode_header(rid), p.encode_request(request)])
+    deadline = time.monotonic() + timeout
+    while sock.poll(max(0.0, deadline - time.monotonic()) * 1000):
+        header, body = sock.recv_multipart()
+        if p.decode_header(header) == rid:      # (a late answer to an earlier try is skipped)
+            return p.decode_reply(body)
+    return None
+
+
+def events(monitor, until, timeout=3.0):
+    """The monitor events seen until one in ``until`` (or the timeout)."""
+    from zmq.utils.monitor import recv_monitor_message
+    seen = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if monitor.poll(50):
+            event = recv_monitor_message(monitor)["event"]
+            seen.append(event)
+            if event in until:
+                break
+    return seen
+
+
 # ---------------------------------------------------------------------------
-# the handshake's outcomes
+# a plain ZeroMQ DEALER: the protocol is standard CurveZMQ, nothing of ours
+
+def test_a_plain_pyzmq_dealer_completes_the_curve_handshake(secure_server, keys):
+    ctx = zmq.Context()
+    try:
+        sock, monitor = dealer(ctx, secure_server, keys["server"][0], *keys["alice"])
+        assert zmq.EVENT_HANDSHAKE_SUCCEEDED in events(monitor, {zmq.EVENT_HANDSHAKE_SUCCEEDED})
+        assert ask(sock, p.Ping()) == p.Pong()
+        granted = ask(sock, p.Lease(3000, "host", 1, "by-hand"), rid=2)
+        assert isinstance(granted, p.Granted) and granted.ttl_ms == 3000
+        assert ask(sock, p.Register(granted.lease, "E", "by-hand", "127.0.0.1:5555", keys["alice"][0]), 3) == p.Ok()
+        assert ask(sock, p.Lookup("by-hand"), 4) == p.Found("E", "127.0.0.1:5555", keys["alice"][0])
+    finally:
+        ctx.destroy(linger=0)
+
+
+def test_a_plain_pyzmq_dealer_with_a_wrong_server_key_fails(secure_server, keys):
+    ctx = zmq.Context()
+    try:
+        # the impostor's key (or a typo): the server cannot open the HELLO
+        sock, monitor = dealer(ctx, secure_server, keys["mallory"][0], *keys["alice"])
+        seen = events(monitor, {zmq.EVENT_HANDSHAKE_SUCCEEDED}, timeout=2.0)
+        assert zmq.EVENT_HANDSHAKE_SUCCEEDED not in seen
+        assert ask(sock, p.Ping(), timeout=1.0) is None
+        # a key the allow list does not hold: the ZAP handler says no
+        sock, monitor = dealer(ctx, secure_server, keys["server"][0], *keys["mallory"])
+        seen = events(monitor, {zmq.EVENT_HANDSHAKE_SUCCEEDED, zmq.EVENT_HANDSHAKE_FAILED_AUTH})
+        assert zmq.EVENT_HANDSHAKE_FAILED_AUTH in seen and zmq.EVENT_HANDSHAKE_SUCCEEDED not in seen
+        assert ask(sock, p.Ping(), timeout=1.0) is None
+    finally:
+        ctx.destroy(linger=0)
+
+
+def test_a_lease_is_bound_to_the_curve_key_not_to_a_routing_id(secure_server, keys):
+    """Bob knows alice's lease id and claims her routing id: still not hers."""
+    ctx = zmq.Context()
+    try:
+        a, _ = dealer(ctx, secure_server, keys["server"][0], *keys["alice"], routing_id=b"alice")
+        granted = ask(a, p.Lease(3000, "h", 1, "alice"))
+        assert ask(a, p.Register(granted.lease, "Q", "hers", "127.0.0.1:1"), 2) == p.Ok()
+        a.close()
+        b, _ = dealer(ctx, secure_server, keys["server"][0], *keys["bob"], routing_id=b"alice")
+        # (the ROUTER ignores a second peer with a routing id in use: wait for alice's to go)
+        deadline = time.monotonic() + 10
+        while ask(b, p.Ping(), rid=100, timeout=0.3) is None:
+            assert time.monotonic() < deadline, "bob never got through"
+        for n, request in enumerate([p.KeepAlive(granted.lease), p.Unregister(granted.lease, "hers"),
+                                     p.Register(granted.lease, "Q", "hers-too", "127.0.0.1:2"),
+                                     p.Revoke(granted.lease)], 1):
+            reply = ask(b, request, rid=n)
+            assert isinstance(reply, p.ErrorReply) and reply.code == p.NO_LEASE, (request, reply)
+        assert ask(b, p.Lookup("hers"), rid=9) == p.Found("Q", "127.0.0.1:1", "")
+    finally:
+        ctx.destroy(linger=0)
+
+
+# ---------------------------------------------------------------------------
+# the client's outcomes
 
 def test_allowed_client_registers_and_looks_up(secure_server, keys):
     assert secure_server.public_key == keys["server"][0]
@@ -129,11 +215,11 @@ def test_allowed_client_registers_and_looks_up(secure_server, keys):
         with pytest.raises(DirectoryError) as info:
             c.lookup("prices")
         assert info.value.code == p.NOT_FOUND
-    assert secure_server.wait_for_log(f"registered 'prices' kind E at 127.0.0.1:5555 by 127.0.0.1")
-    assert any(keys["alice"][0] in line for line in secure_server.logs())
+    line = secure_server.wait_for_log("registered 'prices' kind E at 127.0.0.1:5555 by ")
+    assert line.endswith(f"from 127.0.0.1 key {keys['alice'][0]}")
 
 
-def test_a_name_can_only_carry_the_connections_own_key(secure_server, keys):
+def test_a_name_can_only_carry_the_clients_own_key(secure_server, keys):
     with alice(secure_server, keys) as c:
         with pytest.raises(DirectoryError) as info:
             c.register("E", "spoof", "127.0.0.1:5555", keys["mallory"][0])
@@ -145,41 +231,40 @@ def test_client_key_not_on_the_list_is_refused(secure_server, keys):
     with pytest.raises(DirectoryError) as info:
         DirectoryClient(secure_server.address, server_key=keys["server"][0], secret_key=keys["mallory"][1])
     assert info.value.code == p.AUTH
-    assert keys["mallory"][0] in str(info.value) and "not allowed" in str(info.value)
+    assert keys["mallory"][0] in str(info.value) and "allow list" in str(info.value)
     # a key made on the spot is not on the list either
     with pytest.raises(DirectoryError):
         DirectoryClient(secure_server.address, server_key=keys["server"][0])
-    assert secure_server.wait_for_log("refused 127.0.0.1")
+    assert secure_server.wait_for_log("refused 127.0.0.1: key " + re.escape(keys["mallory"][0]) + " is not allowed")
 
 
 def test_wrong_server_key_is_refused(secure_server, keys):
-    # an impostor's key (or a typo): the client's HELLO cannot be opened, and
-    # nothing the real server could say would open on the client side either
+    # the client's HELLO cannot be opened by the real server: no handshake
+    started = time.monotonic()
     with pytest.raises(DirectoryError) as info:
-        DirectoryClient(secure_server.address, server_key=keys["mallory"][0], secret_key=keys["alice"][1])
-    assert info.value.code == p.AUTH
-    assert "wrong public key" in str(info.value)
+        DirectoryClient(secure_server.address, timeout=1.0, server_key=keys["mallory"][0],
+                        secret_key=keys["alice"][1])
+    assert info.value.code == p.AUTH or "CURVE handshake" in str(info.value)
+    assert "directory_key" in str(info.value)
+    assert time.monotonic() - started < 2.0
 
 
 def test_impostor_server_cannot_prove_the_key(tmp_path, keys):
     # A server with another secret key, even one admitting everybody, cannot
-    # make a WELCOME the client opens: the client refuses to go on.
+    # complete the handshake with a client that expects the real key.
     with ServerProcess(extra_args=["--curve-secret", write(tmp_path / "k", keys["mallory"][1])]) as impostor:
-        with pytest.raises(DirectoryError):
-            DirectoryClient(impostor.address, server_key=keys["server"][0], secret_key=keys["alice"][1])
+        with pytest.raises(pyzmq.Error, match="directory_key"):
+            DirectoryClient(impostor.address, timeout=1.0, server_key=keys["server"][0],
+                            secret_key=keys["alice"][1])
 
 
 def test_plain_client_and_secure_server_say_so(secure_server, directory, keys):
-    with pytest.raises(DirectoryError) as info:
-        DirectoryClient(secure_server.address)
-    assert info.value.code == p.BAD_HELLO
-    assert "requires CURVE" in str(info.value)
-    # the answer is not authenticated, so it must not suggest a key to trust
+    with pytest.raises(pyzmq.Error, match="directory_key") as info:
+        DirectoryClient(secure_server.address, timeout=1.0)
     assert keys["server"][0] not in str(info.value)
-    with pytest.raises(DirectoryError) as info:
-        DirectoryClient(directory, server_key=keys["server"][0])
-    assert info.value.code == p.BAD_HELLO
-    assert "does not use CURVE" in str(info.value)
+    with pytest.raises(DirectoryError, match="does not use CURVE") as info:
+        DirectoryClient(directory, timeout=1.0, server_key=keys["server"][0])
+    assert info.value.code == p.AUTH
 
 
 def test_server_without_a_list_admits_any_key(tmp_path, keys):
@@ -205,7 +290,7 @@ def test_bad_arguments(keys, directory):
 
 def test_the_wire_carries_no_names_or_addresses(secure_server, directory, keys):
     for upstream, secure in ((secure_server.address, True), (directory, False)):
-        proxy = FrameProxy(upstream)
+        proxy = ByteProxy(upstream)
         try:
             kw = dict(server_key=keys["server"][0], secret_key=keys["alice"][1]) if secure else {}
             with DirectoryClient(proxy.address, **kw) as c:
@@ -221,95 +306,69 @@ def test_the_wire_carries_no_names_or_addresses(secure_server, directory, keys):
             proxy.close()
 
 
-def test_a_changed_reply_is_never_accepted(secure_server, keys):
+def test_a_changed_byte_is_never_accepted(secure_server, keys):
     with alice(secure_server, keys) as owner:
         owner.register("E", "target", "127.0.0.1:5555")
 
-        def flip(direction, index, body):
-            # after the handshake (WELCOME, READY), change one bit of every reply
-            if direction == "down" and index >= 2:
-                body = bytearray(body)
-                body[-1] ^= 1
-                body = bytes(body)
-            return [body]
+        def flip(direction, offset, chunk):
+            # past the greeting and handshake, every reply has a bit changed
+            if direction == "down" and offset >= 400:
+                chunk = bytearray(chunk)
+                chunk[-1] ^= 1
+                chunk = bytes(chunk)
+            return chunk
 
-        proxy = FrameProxy(secure_server.address, flip)
+        proxy = ByteProxy(secure_server.address, flip)
         try:
             c = DirectoryClient(proxy.address, timeout=1.5, server_key=keys["server"][0],
                                 secret_key=keys["alice"][1])
             try:
-                with pytest.raises(pyzmq.Error):
-                    c.lookup("target")
+                for _ in range(3):
+                    with pytest.raises(pyzmq.Error):
+                        c.lookup("target")
             finally:
                 c.close()
+        except pyzmq.Error:
+            pass    # the handshake itself was hit: refused as well
         finally:
             proxy.close()
         assert owner.lookup("target") == ("E", "127.0.0.1:5555", "")   # the server kept serving
 
 
-def test_a_replayed_request_ends_the_connection(secure_server, keys):
-    with alice(secure_server, keys) as owner:
-        owner.register("Q", "counted", "127.0.0.1:5555")
-
-        def replay(direction, index, body):
-            # the client's first sealed request (after CURVE_HELLO, INITIATE) arrives twice
-            return [body, body] if direction == "up" and index == 2 else [body]
-
-        proxy = FrameProxy(secure_server.address, replay)
-        try:
-            with DirectoryClient(proxy.address, server_key=keys["server"][0], secret_key=keys["alice"][1]) as c:
-                assert c.lookup("counted")[1] == "127.0.0.1:5555"
-                assert secure_server.wait_for_log("replayed, reordered or lost", timeout=5)
-                # the client notices the drop, reconnects with a fresh handshake, goes on
-                assert c.lookup("counted")[1] == "127.0.0.1:5555"
-                assert c.reconnects >= 1
-        finally:
-            proxy.close()
-
-
-def test_garbage_in_handshakes_and_sealed_frames(secure_server, keys):
+def test_garbage_to_a_secure_server(secure_server, keys):
     rng = random.Random(6)
     addr = ("127.0.0.1", secure_server.port)
-
-    def frame(body):
-        return struct.pack(">I", len(body)) + body
-
-    def read_frame(sock):
-        sock.settimeout(5)
-        header = FrameProxy._exactly(sock, 4)
-        return FrameProxy._exactly(sock, struct.unpack(">I", header)[0])
-
-    hello_len = 1 + 4 + 1 + 32 + 8 + 64 + 16
-    for i in range(300):
+    greeting = b"\xff" + b"\x00" * 8 + b"\x7f" + b"\x03\x00" + b"CURVE".ljust(20, b"\x00") + b"\x00" * 32
+    for i in range(200):
         with socket.create_connection(addr) as s:
-            kind = i % 4
-            if kind == 0:      # random bytes of a CURVE_HELLO's length
-                s.sendall(frame(bytes([p.CURVE_HELLO]) + rng.randbytes(hello_len - 1)))
-            elif kind == 1:    # a real HELLO, then a random INITIATE
-                shake = dirsecure.ClientHandshake(dirsecure.decode_key(keys["server"][0], "k"),
-                                                  dirsecure.decode_key(keys["alice"][1], "k"))
-                s.sendall(frame(shake.hello()))
-                assert read_frame(s)[0] == p.WELCOME
-                s.sendall(frame(bytes([p.INITIATE]) + rng.randbytes(rng.randrange(1, 300))))
-            elif kind == 2:    # truncated CURVE_HELLO
-                s.sendall(frame(bytes([p.CURVE_HELLO]) + rng.randbytes(rng.randrange(0, hello_len))))
-            else:              # a full handshake, then a random sealed frame
-                shake = dirsecure.ClientHandshake(dirsecure.decode_key(keys["server"][0], "k"),
-                                                  dirsecure.decode_key(keys["alice"][1], "k"))
-                s.sendall(frame(shake.hello()))
-                s.sendall(frame(shake.initiate(read_frame(s))))
-                shake.ready(read_frame(s))
-                s.sendall(frame(bytes([p.BOX]) + rng.randbytes(rng.randrange(1, 200))))
-            # every such connection is answered with an error or closed: it never hangs
-            s.settimeout(5)
+            if i % 3 == 0:
+                s.sendall(rng.randbytes(rng.randrange(1, 300)))
+            elif i % 3 == 1:      # a ZMTP 3 greeting with CURVE, then a random HELLO command
+                s.sendall(greeting + bytes([0x04, 200]) + b"\x05HELLO" + rng.randbytes(194))
+            else:                 # a truncated greeting, then silence
+                s.sendall(greeting[:rng.randrange(1, len(greeting))])
+            s.settimeout(0.2)
             try:
-                while s.recv(4096):
-                    pass
-            except ConnectionResetError:
+                s.recv(4096)
+            except OSError:
                 pass
     with alice(secure_server, keys) as c:   # still serving well-formed clients
         c.register("Q", "after-garbage", "127.0.0.1:5555")
         assert c.lookup("after-garbage")[0] == "Q"
+
+
+def test_a_refused_clients_key_is_not_sent_in_clear(secure_server, keys):
+    proxy = ByteProxy(secure_server.address)
+    try:
+        with pytest.raises(DirectoryError) as info:
+            DirectoryClient(proxy.address, server_key=keys["server"][0], secret_key=keys["mallory"][1])
+        time.sleep(0.05)
+        seen = bytes(proxy.recorded)
+        assert len(seen) > 200                        # the handshake went through the proxy
+        assert keys["mallory"][0].encode() not in seen and z85.decode(keys["mallory"][0]) not in seen
+        assert keys["mallory"][0] in str(info.value)  # the client names its own key
+    finally:
+        proxy.close()
 
 
 # ---------------------------------------------------------------------------
@@ -415,192 +474,6 @@ def test_wiring_over_a_secure_directory(secure_server, keys, tmp_path):
         assert owner.wait() == 0, owner.err()
 
 
-# ---------------------------------------------------------------------------
-# the channel itself (pure code: our framing over libsodium's boxes)
-
-def pair():
-    server_public, server_secret = dirsecure.keypair()
-    client_public, client_secret = dirsecure.keypair()
-    client = dirsecure.ClientHandshake(server_public, client_secret)
-    server = dirsecure.ServerHandshake(server_secret, {client_public})
-    welcome = server.welcome(client.hello())
-    ready, server_channel, who = server.ready(client.initiate(welcome))
-    assert who == client_public
-    return client.ready(ready), server_channel
-
-
-def test_channel_round_trip_and_numbering():
-    client, server = pair()
-    for i in range(3):
-        assert server.open(client.seal(b"req%d" % i)) == b"req%d" % i
-        assert client.open(server.seal(b"rep%d" % i)) == b"rep%d" % i
-
-
-@pytest.mark.parametrize("attack", ["replay", "reorder", "reflect", "flip", "plain", "short"])
-def test_channel_refuses(attack):
-    client, server = pair()
-    first, second = client.seal(b"one"), client.seal(b"two")
-    frames = {
-        "replay": [first, first],
-        "reorder": [second],
-        "reflect": [server.seal(b"mine")],
-        "flip": [first[:-1] + bytes([first[-1] ^ 0x80])],
-        "plain": [p.encode_request(p.Ping())],
-        "short": [bytes([p.BOX]) + b"\0" * 8],
-    }[attack]
-    with pytest.raises(p.ProtocolError) as info:
-        for body in frames:
-            server.open(body)
-    assert info.value.code == p.AUTH
-
-
-# ---------------------------------------------------------------------------
-# each proof in the handshake is checked (these fail if a check is removed)
-
-def raw(key):
-    return dirsecure.decode_key(key, "key")
-
-
-def send_frame(sock, body):
-    sock.sendall(struct.pack(">I", len(body)) + body)
-
-
-def read_frame(sock):
-    sock.settimeout(5)
-    header = FrameProxy._exactly(sock, 4)
-    return FrameProxy._exactly(sock, struct.unpack(">I", header)[0])
-
-
-def test_a_welcome_not_made_with_the_servers_key_is_refused(keys):
-    # Someone in between answers the client's HELLO with a well-formed
-    # WELCOME made with their own key: the client must not go on.
-    from pyzmq import _box
-    listener = socket.create_server(("127.0.0.1", 0))
-
-    def impostor():
-        conn, _ = listener.accept()
-        with conn:
-            hello = read_frame(conn)
-            client_eph = hello[6:38]
-            key = _box.shared_key(client_eph, raw(keys["mallory"][1]))
-            eph_public, _ = _box.keypair()
-            nonce = os.urandom(8)
-            send_frame(conn, bytes([p.WELCOME]) + nonce + _box.seal(key, dirsecure._N_WELCOME + nonce, eph_public))
-            try:
-                read_frame(conn)    # an INITIATE here would mean the client went on
-                went_on.append(True)
-            except OSError:
-                pass
-
-    went_on = []
-    t = threading.Thread(target=impostor, daemon=True)
-    t.start()
-    try:
-        with pytest.raises(DirectoryError) as info:
-            DirectoryClient(f"127.0.0.1:{listener.getsockname()[1]}", timeout=3, server_key=keys["server"][0],
-                            secret_key=keys["alice"][1])
-        assert info.value.code == p.AUTH
-        assert "WELCOME does not open" in str(info.value)
-        t.join(5)
-        assert not went_on
-    finally:
-        listener.close()
-
-
-def test_a_changed_ready_is_refused(secure_server, keys):
-    def flip_ready(direction, index, body):
-        if direction == "down" and index == 1:
-            body = body[:-1] + bytes([body[-1] ^ 1])
-        return [body]
-
-    proxy = FrameProxy(secure_server.address, flip_ready)
-    try:
-        with pytest.raises(DirectoryError) as info:
-            alice(proxy, keys)
-        assert info.value.code == p.AUTH and "READY does not open" in str(info.value)
-    finally:
-        proxy.close()
-
-
-def handshake_until_initiate(server, keys, claimed_public, vouch_key, vouched_eph=None):
-    """Run a handshake by hand, claiming ``claimed_public`` with a vouch sealed
-    under ``vouch_key(server_eph, client_eph_secret)`` and naming
-    ``vouched_eph`` (default: this connection's C'); return the server's answer."""
-    from pyzmq import _box
-    server_public = raw(keys["server"][0])
-    eph_public, eph_secret = _box.keypair()
-    with socket.create_connection(("127.0.0.1", server.port)) as s:
-        to_server = _box.shared_key(server_public, eph_secret)
-        nonce = os.urandom(8)
-        send_frame(s, bytes([p.CURVE_HELLO]) + p.MAGIC + bytes([p.VERSION]) + eph_public + nonce
-                   + _box.seal(to_server, dirsecure._N_HELLO + nonce, bytes(64)))
-        welcome = read_frame(s)
-        server_eph = _box.unseal(to_server, dirsecure._N_WELCOME + welcome[1:9], welcome[9:])
-        session = _box.shared_key(server_eph, eph_secret)
-        vouch_nonce = os.urandom(8)
-        vouch = _box.seal(vouch_key(server_eph, eph_public), dirsecure._N_VOUCH + vouch_nonce,
-                          (vouched_eph or eph_public) + server_public)
-        nonce = os.urandom(8)
-        send_frame(s, bytes([p.INITIATE]) + nonce
-                   + _box.seal(session, dirsecure._N_INITIATE + nonce, claimed_public + vouch_nonce + vouch))
-        return read_frame(s)
-
-
-def test_the_vouch_must_be_made_with_the_claimed_key(secure_server, keys):
-    from pyzmq import _box
-    alice_public = raw(keys["alice"][0])
-    # the honest vouch, for the record: READY
-    assert handshake_until_initiate(
-        secure_server, keys, alice_public,
-        lambda server_eph, _: _box.shared_key(server_eph, raw(keys["alice"][1])))[0] == p.READY
-    # mallory claims alice's key but can only vouch with her own
-    answer = handshake_until_initiate(
-        secure_server, keys, alice_public,
-        lambda server_eph, _: _box.shared_key(server_eph, raw(keys["mallory"][1])))
-    assert p.decode_reply(answer) == p.ErrorReply(p.AUTH, "the client does not prove that it holds the "
-                                                          "secret key of the public key it presents")
-    # a thief of the directory's own secret key cannot pose as alice either:
-    # the vouch is boxed to the one-connection key S', which the thief lacks
-    answer = handshake_until_initiate(
-        secure_server, keys, alice_public,
-        lambda server_eph, _: _box.shared_key(alice_public, raw(keys["server"][1])))
-    assert p.decode_reply(answer).code == p.AUTH
-
-
-def test_the_vouch_must_name_this_connection(secure_server, keys):
-    # alice's genuine vouch, but for another connection's key C': refused
-    from pyzmq import _box
-    other_eph, _ = _box.keypair()
-    answer = handshake_until_initiate(
-        secure_server, keys, raw(keys["alice"][0]),
-        lambda server_eph, _: _box.shared_key(server_eph, raw(keys["alice"][1])), vouched_eph=other_eph)
-    assert p.decode_reply(answer).code == p.AUTH
-
-
-def test_a_reflected_frame_with_the_right_command_byte_is_refused():
-    client, server = pair()
-    sealed = client.seal(b"ping")
-    # sent back to the client as if from the server: same key, other label
-    with pytest.raises(p.ProtocolError) as info:
-        client.open(bytes([p.BOX_REPLY]) + sealed[1:])
-    assert info.value.code == p.AUTH and "does not open" in str(info.value)
-
-
-def test_a_refused_clients_key_is_not_sent_in_clear(secure_server, keys):
-    proxy = FrameProxy(secure_server.address)
-    try:
-        with pytest.raises(DirectoryError) as info:
-            DirectoryClient(proxy.address, server_key=keys["server"][0], secret_key=keys["mallory"][1])
-        time.sleep(0.05)
-        seen = bytes(proxy.recorded)
-        assert b"not allowed" in seen                 # the refusal went through the proxy
-        assert keys["mallory"][0].encode() not in seen and raw(keys["mallory"][0]) not in seen
-        assert keys["mallory"][0] in str(info.value)  # the client names its own key
-        assert secure_server.wait_for_log("key " + re.escape(keys["mallory"][0]) + " is not allowed")
-    finally:
-        proxy.close()
-
-
 def test_refused_after_a_restart_backs_off_and_says_why(secure_server, keys, tmp_path, caplog):
     with alice(secure_server, keys, timeout=1.0) as c:
         c.register("Q", "mine", "127.0.0.1:5555")
@@ -620,7 +493,7 @@ def test_refused_after_a_restart_backs_off_and_says_why(secure_server, keys, tmp
         refusals = [r for r in caplog.records if "not allowed" in r.getMessage()]
         assert len(refusals) == 1, [r.getMessage() for r in caplog.records]
         attempts = sum(1 for line in secure_server.logs() if "is not allowed" in line)
-        assert 1 <= attempts <= 4, attempts   # not one every half second
+        assert 1 <= attempts <= 8, attempts   # libzmq backs off (0.2 s doubling to 2 s)
 
 
 def test_directory_bench_prints_both_rows():

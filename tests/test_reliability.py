@@ -25,7 +25,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 import pyzmq
-from peers import COMMANDS, Peer
+from peers import COMMANDS, Peer, wait_name_free
 from test_directory import is_free, wait_until
 from pyzmq.directory import DirectoryClient, DirectoryError
 from pyzmq.testing import ServerProcess
@@ -569,6 +569,7 @@ def test_an_exchange_owner_back_on_another_port_is_followed(directory):
             first.proc.wait(5)
         while z.receive(block=False) is not None:
             pass                # what the first owner sent before it died
+        wait_name_free(directory, "MX")     # its lease expires
         with Peer(MOVING_EXCHANGE, directory, "b") as second:
             new = second.expect("ready")
             assert new != old
