@@ -135,6 +135,25 @@ class DirectoryBackend:
         """The names this client holds, sorted."""
         raise NotImplementedError
 
+    def list(self, pattern="*"):
+        """Every record whose name matches glob ``pattern``, sorted by name
+        (a list of :class:`pyzmq.protocol.Entry`)."""
+        raise NotImplementedError
+
+    def info(self, name):
+        """The record of ``name`` with its owner: a :class:`pyzmq.protocol.Entry`."""
+        raise NotImplementedError
+
+    def subscribe(self, pattern="*", exact=False):
+        """A :class:`Watch` of the names matching ``pattern`` (or, ``exact``,
+        the one name): the current records first, then every change."""
+        raise NotImplementedError
+
+    def wait_for(self, name, timeout):
+        """``(kind, address, key)`` of ``name`` once it is registered, waiting
+        up to ``timeout`` seconds for it (through a watch, not by polling)."""
+        raise NotImplementedError
+
     def ping(self):
         """Raise Error unless the directory answers."""
         raise NotImplementedError
@@ -154,6 +173,20 @@ class DirectoryBackend:
     def close(self):
         """Give up the lease (the names go at once) and stop.  Idempotent."""
         raise NotImplementedError
+
+
+def entry_dict(entry):
+    """A :class:`pyzmq.protocol.Entry` as the JSON object ``zmq_names`` and
+    ``ZMQ.info`` give: name, kind, address, key, owner, registered."""
+    registered = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(entry.registered_ms // 1000))
+    return {
+        "name": entry.name,
+        "kind": {"E": "exchange", "Q": "queue"}[entry.kind],
+        "address": entry.address,
+        "key": entry.key or None,
+        "owner": {"host": entry.host, "pid": entry.pid, "program": entry.program},
+        "registered": f"{registered}.{entry.registered_ms % 1000:03d}Z",
+    }
 
 
 def connect(hostname, **kw):
@@ -183,12 +216,105 @@ def _zmq_context():
         return _context
 
 
+class Watch:
+    """The events of a WATCH: ``(type, entry)`` with type "added", "removed"
+    or "changed" and a :class:`pyzmq.protocol.Entry`; the records present
+    when it starts come first as "added", then ``synced`` is set.  After a
+    reconnection the client watches again and reports what changed
+    meanwhile.  Iterate, or call :meth:`get`; :meth:`close` ends it."""
+
+    _TYPES = {p.ADDED: "added", p.REMOVED: "removed", p.CHANGED: "changed"}
+
+    def __init__(self, client, pattern, exact):
+        import queue
+        self.pattern = pattern
+        self.exact = exact
+        self.synced = threading.Event()
+        self.error = None
+        self.closed = False
+        self._client = client
+        self._events = queue.Queue()
+        self._known = {}        # name -> Entry, as of the events delivered
+        self._fresh = None      # during a (re)snapshot: the names it has held so far
+        self.rid = None
+
+    def _feed(self, reply):
+        """From the keeper: one EVENTS batch."""
+        if self._fresh is None and not self.synced.is_set():
+            self._fresh = {}
+        for event in reply.events:
+            entry = event.entry
+            if event.type == p.REMOVED:
+                if self._known.pop(entry.name, None) is not None:
+                    self._events.put(("removed", entry))
+                continue
+            if self._fresh is not None:
+                self._fresh[entry.name] = entry
+            previous = self._known.get(entry.name)
+            self._known[entry.name] = entry
+            if previous is None:
+                self._events.put(("added", entry))
+            elif previous[:4] != entry[:4]:
+                self._events.put(("changed", entry))
+        if reply.synced and self._fresh is not None:
+            # a re-snapshot after a reconnection: what it lacks is gone
+            for name in [n for n in self._known if n not in self._fresh]:
+                self._events.put(("removed", self._known.pop(name)))
+            self._fresh = None
+            self.synced.set()
+
+    def _resync(self):
+        self._fresh = {}
+
+    def _fail(self, error):
+        self.error = error
+        self.synced.set()
+        self._events.put(None)
+
+    def get(self, timeout=None):
+        """The next ``(type, entry)``; None when ``timeout`` passes first.
+        Raises the directory's error if the watch was refused."""
+        import queue
+        try:
+            item = self._events.get(timeout=timeout)
+        except queue.Empty:
+            return None
+        if item is None:
+            self._events.put(None)
+            raise self.error or Error("the watch is closed")
+        return item
+
+    def __iter__(self):
+        while True:
+            item = self.get()
+            if item is not None:
+                yield item
+
+    def records(self):
+        """``{name: Entry}`` as of the events delivered so far."""
+        return dict(self._known)
+
+    def close(self):
+        if not self.closed:
+            self.closed = True
+            self._client._unwatch(self)
+            if self.error is None:
+                self.error = Error("the watch is closed")
+            self._events.put(None)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
 class _Call:
     """One request: what to send (``make(lease)`` builds it; ``needs_lease``
     says whether it names the lease), and its outcome."""
 
     __slots__ = ("make", "needs_lease", "deadline", "done", "reply", "error", "abandoned",
-                 "on_reply", "lease", "rid", "keeper")
+                 "on_reply", "lease", "rid", "keeper", "handle")
 
     def __init__(self, make, needs_lease, deadline, on_reply=None, keeper=False):
         self.make = make
@@ -202,6 +328,7 @@ class _Call:
         self.lease = None
         self.rid = None
         self.keeper = keeper        # the keeper's own (lease) call: goes first after a reconnection
+        self.handle = None          # the Watch a WATCH call feeds
 
 
 def _local_ip(host, port):
@@ -288,6 +415,7 @@ class DirectoryClient(DirectoryBackend):
         self._watched = {}    # name -> [serial, record or None, interval, next lookup time]
         self._watch_serial = 0
         self._looking = set()  # watched names with a lookup in flight
+        self._subscriptions = {}   # request id of the live WATCH -> Watch
 
         ctx = _zmq_context()
         try:
@@ -306,7 +434,7 @@ class DirectoryClient(DirectoryBackend):
         sock.setsockopt(zmq.TCP_KEEPALIVE_IDLE, p.KEEPALIVE_IDLE)
         sock.setsockopt(zmq.TCP_KEEPALIVE_INTVL, p.KEEPALIVE_INTERVAL)
         sock.setsockopt(zmq.TCP_KEEPALIVE_CNT, p.KEEPALIVE_COUNT)
-        sock.maxmsgsize = p.MAX_MESSAGE
+        sock.maxmsgsize = p.MAX_REPLY_MESSAGE
         if ":" in self._host:
             sock.ipv6 = True
         if self._server_key is not None:
@@ -403,6 +531,94 @@ class DirectoryClient(DirectoryBackend):
     def ping(self):
         """Check that the directory answers; raise Error if it does not."""
         self._request(lambda lease: p.Ping(), None, False)
+
+    def list(self, pattern="*"):
+        """Every record whose name matches glob ``pattern`` (``*``, ``?``,
+        ``[...]``), sorted by name: a list of :class:`pyzmq.protocol.Entry`.
+        Pages through LIST; each page is one request within ``timeout``."""
+        p.validate_pattern(pattern)
+        entries, after = [], ""
+        while True:
+            page = self._request(lambda lease, a=after: p.List(pattern, a, p.MAX_PAGE), pattern, False)
+            entries.extend(page.entries)
+            if not page.more or not page.entries:
+                return entries
+            after = page.entries[-1].name
+
+    def info(self, name):
+        """The record of ``name`` and what its owner's lease says (host, pid,
+        program) and when it was registered: a :class:`pyzmq.protocol.Entry`."""
+        p.validate_name(name)
+        reply = self._request(lambda lease: p.Info(name), name, False)
+        return p.Entry(name, reply.kind, reply.address, reply.key, reply.host, reply.pid, reply.program,
+                       reply.registered_ms)
+
+    def subscribe(self, pattern="*", exact=False):
+        """A :class:`Watch` of the names matching glob ``pattern`` (or,
+        ``exact``, the one name ``pattern``).  Returns once the directory
+        has sent the current records (within ``timeout``)."""
+        (p.validate_name if exact else p.validate_pattern)(pattern)
+        handle = Watch(self, pattern, exact)
+        self._watch_call(handle)
+        if not handle.synced.wait(self.timeout):
+            handle.close()
+            raise self._timed_out()
+        if handle.error is not None:
+            raise handle.error
+        return handle
+
+    def wait_for(self, name, timeout):
+        """``(kind, address, key)`` of ``name``, waiting up to ``timeout``
+        seconds for it to be registered (through an exact WATCH, not by
+        polling); DirectoryError(NOT_FOUND) when it does not come."""
+        p.validate_name(name)
+        deadline = time.monotonic() + timeout
+        with self.subscribe(name, exact=True) as handle:
+            while True:
+                entry = handle.records().get(name)
+                if entry is not None:
+                    return entry.kind, entry.address, entry.key
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise DirectoryError(f"no global object named {name!r} in the directory at {self.address} "
+                                         f"(waited {timeout:g} s for it)", p.NOT_FOUND)
+                handle.get(timeout=min(remaining, 0.5))
+
+    def _watch_call(self, handle):
+        mode = p.EXACT if handle.exact else p.GLOB
+        call = _Call(lambda lease: p.Watch(lease, handle.pattern, mode), True, math.inf,
+                     on_reply=lambda call, reply: None, keeper=False)
+        call.handle = handle
+        self._submit(call)
+
+    def _unwatch(self, handle):
+        with self._lock:
+            rid = handle.rid
+            if rid is not None:
+                self._subscriptions.pop(rid, None)
+            if self._closed or rid is None or self._lease is None:
+                return
+            lease = self._lease
+            self._queue.append(_Call(lambda current: p.Unwatch(lease, rid), False, time.monotonic() + self.timeout,
+                                     on_reply=lambda call, reply: None))
+        self._wakeup()
+
+    def _rewatch(self):
+        """With the lock held (keeper): watch again after a reconnection or a
+        new lease (the directory's watches went with the old connection or
+        lease); each Watch reports what changed meanwhile."""
+        handles = list(self._subscriptions.values())
+        self._subscriptions.clear()
+        for handle in handles:
+            if handle.closed:
+                continue
+            handle.rid = None
+            handle._resync()
+            mode = p.EXACT if handle.exact else p.GLOB
+            call = _Call(lambda lease, h=handle, m=mode: p.Watch(lease, h.pattern, m), True, math.inf,
+                         on_reply=lambda call, reply: None, keeper=True)
+            call.handle = handle
+            self._queue.append(call)
 
     def names(self):
         """The names this client has registered, sorted."""
@@ -566,7 +782,8 @@ class DirectoryClient(DirectoryBackend):
         return _UnreachableTimeout(f"cannot reach the directory at {self.address}: {reason}", reason)
 
     def _expect(self, request, reply):
-        expected = {p.Lookup: p.Found, p.Ping: p.Pong, p.Lease: p.Granted}.get(type(request), p.Ok)
+        expected = {p.Lookup: p.Found, p.Ping: p.Pong, p.Lease: p.Granted, p.List: p.Listed,
+                    p.Info: p.InfoReply}.get(type(request), p.Ok)
         if not isinstance(reply, expected):
             raise Error(f"the directory at {self.address} answered {type(reply).__name__} "
                         f"to {type(request).__name__.upper()}")
@@ -576,7 +793,7 @@ class DirectoryClient(DirectoryBackend):
         code = reply.code
         if code == p.DUPLICATE:
             return f"global name {name!r} is already registered by another process"
-        if code == p.NOT_FOUND and isinstance(request, p.Lookup):
+        if code == p.NOT_FOUND and isinstance(request, (p.Lookup, p.Info)):
             return f"no global object named {name!r} in the directory at {self.address}"
         if code == p.NOT_FOUND:
             return f"cannot unregister {name!r}: no global object of that name in the directory at {self.address}"
@@ -617,7 +834,11 @@ class DirectoryClient(DirectoryBackend):
         self._lease_ttl = reply.ttl_ms / 1000.0
         self._renew_at = time.monotonic() + self._lease_ttl / p.RENEW_FRACTION
         self._opened.set()
-        if first or not self._names:
+        if first:
+            return
+        if self._subscriptions:
+            self._rewatch()
+        if not self._names:
             return
         log.warning("registering %d name(s) again at the directory at %s under a new lease",
                     len(self._names), self.address)
@@ -726,6 +947,11 @@ class DirectoryClient(DirectoryBackend):
                 self._queue.appendleft(call)
                 break
             self._pending[rid] = call
+            if call.handle is not None:
+                if call.handle.closed:
+                    continue
+                call.handle.rid = rid
+                self._subscriptions[rid] = call.handle
         self._queue.extendleft(reversed(kept))
 
     def _receive(self, zmq):
@@ -741,6 +967,25 @@ class DirectoryClient(DirectoryBackend):
                 reply = p.decode_reply(frames[1])
             except p.ProtocolError as exc:
                 log.warning("the directory at %s sent a malformed reply: %s", self.address, exc)
+                continue
+            handle = self._subscriptions.get(rid)
+            if handle is not None:
+                call = self._pending.pop(rid, None)
+                if isinstance(reply, p.Events):
+                    handle._feed(reply)
+                    if call is not None and not reply.synced:
+                        self._pending[rid] = call       # more snapshot batches to come
+                    continue
+                del self._subscriptions[rid]
+                handle.rid = None
+                if isinstance(reply, p.ErrorReply) and reply.code == p.NO_LEASE and call is not None:
+                    if call.lease == self._lease:
+                        self._lost_lease()
+                    self._queue.append(call)
+                    continue
+                handle._fail(DirectoryError(f"the directory at {self.address} refused to watch "
+                                            f"{handle.pattern!r}: {_printable(getattr(reply, 'message', str(reply)))}",
+                                            getattr(reply, "code", p.MALFORMED)))
                 continue
             call = self._pending.pop(rid, None)
             if call is None:
@@ -809,6 +1054,7 @@ class DirectoryClient(DirectoryBackend):
                         # is the lease still there (or did the directory restart)?
                         self._hold = True
                         self._renew(time.monotonic())
+                    self._rewatch()
                 self._connected = self._ever_connected = True
                 self._refusal = None
                 self._last_failure = None

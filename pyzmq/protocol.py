@@ -33,6 +33,11 @@ VERSION = 2
 HEADER_SIZE = 9          # MAGIC, version byte, 4-byte request id
 MAX_BODY = 4096
 MAX_MESSAGE = HEADER_SIZE + MAX_BODY   # the server's ZMQ_MAXMSGSIZE (per frame)
+MAX_REPLY = 65536       # a reply body (LIST pages, WATCH event batches) is at most this
+MAX_REPLY_MESSAGE = HEADER_SIZE + MAX_REPLY   # the client's ZMQ_MAXMSGSIZE
+MAX_PATTERN = 255       # bytes of UTF-8 of a LIST/WATCH glob pattern
+MAX_PAGE = 1000         # entries a LIST page may ask for
+MAX_WATCHES_PER_LEASE = 100
 MAX_NAME = 255          # bytes of UTF-8
 MAX_ADDRESS = 255       # bytes of UTF-8
 MAX_HOST = 255          # owner host name, bytes of UTF-8
@@ -67,6 +72,10 @@ UNREGISTER = 0x04
 PING = 0x05
 KEEPALIVE = 0x06
 REVOKE = 0x07
+LIST = 0x08
+INFO = 0x09
+WATCH = 0x0A
+UNWATCH = 0x0B
 
 # Reply command bytes.
 OK = 0x80
@@ -74,6 +83,17 @@ FOUND = 0x81
 ERROR = 0x82
 PONG = 0x83
 GRANTED = 0x84
+LISTED = 0x85
+INFO_REPLY = 0x86
+EVENTS = 0x87
+
+# WATCH modes and event types.
+GLOB = 0
+EXACT = 1
+ADDED = "+"
+REMOVED = "-"
+CHANGED = "~"
+EVENT_TYPES = (ADDED, REMOVED, CHANGED)
 
 # Error codes carried by ERROR replies.
 MALFORMED = 1
@@ -110,6 +130,7 @@ _Z85_SET = frozenset(Z85_ALPHABET)
 _HEADER = struct.Struct(">4sBI")
 _STRLEN = struct.Struct(">H")
 _U32 = struct.Struct(">I")
+_U64 = struct.Struct(">Q")
 
 
 class ProtocolError(ValueError):
@@ -160,6 +181,30 @@ class Revoke(NamedTuple):
     lease: str
 
 
+class List(NamedTuple):
+    """A page of the names matching glob ``pattern`` that sort after ``after``."""
+    pattern: str = "*"
+    after: str = ""
+    limit: int = MAX_PAGE
+
+
+class Info(NamedTuple):
+    name: str
+
+
+class Watch(NamedTuple):
+    """Watch ``pattern`` (a glob, or with EXACT one name) under ``lease``;
+    events come with this request's header until UNWATCH or the lease ends."""
+    lease: str
+    pattern: str
+    mode: int = GLOB
+
+
+class Unwatch(NamedTuple):
+    lease: str
+    watch: int      # the request id of the WATCH
+
+
 class Ok(NamedTuple):
     pass
 
@@ -184,8 +229,50 @@ class Granted(NamedTuple):
     ttl_ms: int
 
 
-Request = Union[Lease, Register, Lookup, Unregister, Ping, KeepAlive, Revoke]
-Reply = Union[Ok, Found, ErrorReply, Pong, Granted]
+class Entry(NamedTuple):
+    """A record as LIST and WATCH carry it: the name, what LOOKUP gives, and
+    what the owner's lease said about it (for people: it proves nothing)."""
+    name: str
+    kind: str
+    address: str
+    key: str = ""
+    host: str = ""
+    pid: int = 0
+    program: str = ""
+    registered_ms: int = 0  # milliseconds since the epoch
+
+
+class Listed(NamedTuple):
+    """A LIST page: ``entries`` sorted by name; ``more`` when a next page exists
+    (ask again with ``after`` the last name)."""
+    more: bool
+    entries: tuple = ()
+
+
+class InfoReply(NamedTuple):
+    kind: str
+    address: str
+    key: str
+    host: str
+    pid: int
+    program: str
+    registered_ms: int      # milliseconds since the epoch
+
+
+class Event(NamedTuple):
+    type: str               # ADDED, REMOVED, CHANGED
+    entry: Entry
+
+
+class Events(NamedTuple):
+    """A batch of WATCH events; ``synced`` marks the end of the snapshot
+    (the snapshot's entries come as ADDED events before it)."""
+    synced: bool
+    events: tuple = ()
+
+
+Request = Union[Lease, Register, Lookup, Unregister, Ping, KeepAlive, Revoke, List, Info, Watch, Unwatch]
+Reply = Union[Ok, Found, ErrorReply, Pong, Granted, Listed, InfoReply, Events]
 
 
 # ---------------------------------------------------------------------------
@@ -294,6 +381,19 @@ def validate_lease(lease):
     return lease
 
 
+def validate_pattern(pattern):
+    """Check a LIST/WATCH glob pattern (``*``, ``?``, ``[...]``): 1 to 255
+    bytes of UTF-8, no control characters.  Return it."""
+    raw = _utf8(pattern, "pattern")
+    if not raw:
+        raise ValueError("pattern is empty; '*' matches every name")
+    if len(raw) > MAX_PATTERN:
+        raise ValueError(f"pattern is {len(raw)} bytes long; the limit is {MAX_PATTERN}")
+    if any(ord(ch) < 0x20 or ch == "\x7f" for ch in pattern):
+        raise ValueError(f"pattern {pattern!r} holds a control character")
+    return pattern
+
+
 def _validate_label(value, what, limit):
     raw = _utf8(value, what)
     if len(raw) > limit:
@@ -368,7 +468,33 @@ def encode_request(request):
         return _body(bytes([KEEPALIVE]), validate_lease(request.lease))
     if isinstance(request, Revoke):
         return _body(bytes([REVOKE]), validate_lease(request.lease))
+    if isinstance(request, List):
+        after = request.after
+        if after:
+            validate_name(after)
+        limit = _validate_u32(request.limit, "limit")
+        if not 1 <= limit <= MAX_PAGE:
+            raise ValueError(f"limit {limit} is not 1 to {MAX_PAGE}")
+        return _body(bytes([LIST]), validate_pattern(request.pattern), after) + _U32.pack(limit)
+    if isinstance(request, Info):
+        return _body(bytes([INFO]), validate_name(request.name))
+    if isinstance(request, Watch):
+        if request.mode not in (GLOB, EXACT):
+            raise ValueError(f"watch mode {request.mode!r} is not GLOB (0) or EXACT (1)")
+        pattern = (validate_name if request.mode == EXACT else validate_pattern)(request.pattern)
+        return _body(bytes([WATCH]), validate_lease(request.lease), pattern) + bytes([request.mode])
+    if isinstance(request, Unwatch):
+        return _body(bytes([UNWATCH]), validate_lease(request.lease)) + _U32.pack(
+            _validate_u32(request.watch, "watch"))
     raise TypeError(f"not a request message: {request!r}")
+
+
+def encode_entry(entry, event_type=None):
+    """One LIST entry or WATCH event (with its type byte first)."""
+    head = b"" if event_type is None else event_type.encode("ascii")
+    return (head + pack_str(entry.name) + bytes([ord(entry.kind)]) + pack_str(entry.address) + pack_str(entry.key)
+            + pack_str(entry.host) + _U32.pack(entry.pid) + pack_str(entry.program)
+            + _U64.pack(entry.registered_ms))
 
 
 def encode_reply(reply):
@@ -388,6 +514,16 @@ def encode_reply(reply):
     if isinstance(reply, Granted):
         return _body(bytes([GRANTED]), validate_lease(reply.lease)) + _U32.pack(
             _validate_u32(reply.ttl_ms, "ttl_ms"))
+    if isinstance(reply, Listed):
+        return (bytes([LISTED, 1 if reply.more else 0]) + _U32.pack(len(reply.entries))
+                + b"".join(encode_entry(e) for e in reply.entries))
+    if isinstance(reply, InfoReply):
+        return (_body(bytes([INFO_REPLY, ord(validate_kind(reply.kind))]), validate_address(reply.address),
+                      validate_key(reply.key), reply.host) + _U32.pack(_validate_u32(reply.pid, "pid"))
+                + pack_str(reply.program) + _U64.pack(reply.registered_ms))
+    if isinstance(reply, Events):
+        return (bytes([EVENTS, 1 if reply.synced else 0]) + _U32.pack(len(reply.events))
+                + b"".join(encode_entry(e.entry, e.type) for e in reply.events))
     raise TypeError(f"not a reply message: {reply!r}")
 
 
@@ -420,6 +556,20 @@ class _Fields:
     def u32(self, field):
         return _U32.unpack(self._take(4, field))[0]
 
+    def u64(self, field):
+        return _U64.unpack(self._take(8, field))[0]
+
+    def entry(self, what):
+        name = _checked(validate_name, self.text("name"), what)
+        kind = _kind(self.u8("kind"), what)
+        address = _checked(validate_address, self.text("address"), what)
+        key = _checked(validate_key, self.text("key"), what)
+        host = self.text("host")
+        pid = self.u32("pid")
+        program = self.text("program")
+        registered = self.u64("registered")
+        return Entry(name, kind, address, key, host, pid, program, registered)
+
     def raw(self, n, field):
         return self._take(n, field)
 
@@ -449,7 +599,8 @@ def _kind(byte, what):
 
 
 _NAMES = {LEASE: "LEASE", REGISTER: "REGISTER", LOOKUP: "LOOKUP", UNREGISTER: "UNREGISTER",
-          PING: "PING", KEEPALIVE: "KEEPALIVE", REVOKE: "REVOKE"}
+          PING: "PING", KEEPALIVE: "KEEPALIVE", REVOKE: "REVOKE", LIST: "LIST", INFO: "INFO",
+          WATCH: "WATCH", UNWATCH: "UNWATCH"}
 
 
 def command_name(body):
@@ -502,6 +653,33 @@ def decode_request(body):
     if command == PING:
         f.end()
         return Ping()
+    if command == LIST:
+        pattern = _checked(validate_pattern, f.text("pattern"), what)
+        after = f.text("after")
+        limit = f.u32("limit")
+        f.end()
+        if after:
+            _checked(validate_name, after, what)
+        if not 1 <= limit <= MAX_PAGE:
+            raise ProtocolError(MALFORMED, f"LIST limit {limit} is not 1 to {MAX_PAGE}")
+        return List(pattern, after, limit)
+    if command == INFO:
+        name = f.text("name")
+        f.end()
+        return Info(_checked(validate_name, name, what))
+    if command == WATCH:
+        lease = _checked(validate_lease, f.text("lease"), what)
+        pattern = f.text("pattern")
+        mode = f.u8("mode")
+        f.end()
+        if mode not in (GLOB, EXACT):
+            raise ProtocolError(MALFORMED, f"WATCH mode {mode} is not 0 (glob) or 1 (exact)")
+        return Watch(lease, _checked(validate_name if mode == EXACT else validate_pattern, pattern, what), mode)
+    if command == UNWATCH:
+        lease = _checked(validate_lease, f.text("lease"), what)
+        watch = f.u32("watch")
+        f.end()
+        return Unwatch(lease, watch)
     # KEEPALIVE, REVOKE
     lease = f.text("lease")
     f.end()
@@ -540,4 +718,38 @@ def decode_reply(body):
         ttl_ms = f.u32("ttl")
         f.end()
         return Granted(_checked(validate_lease, lease, "GRANTED"), ttl_ms)
+    if command == LISTED:
+        f = _Fields(body, "LISTED")
+        more = f.u8("more")
+        count = f.u32("count")
+        if count > len(body):
+            raise ProtocolError(MALFORMED, f"LISTED claims {count} entries in {len(body)} bytes")
+        entries = tuple(f.entry("LISTED") for _ in range(count))
+        f.end()
+        return Listed(bool(more), entries)
+    if command == INFO_REPLY:
+        f = _Fields(body, "INFO")
+        kind = _kind(f.u8("kind"), "INFO")
+        address = _checked(validate_address, f.text("address"), "INFO")
+        key = _checked(validate_key, f.text("key"), "INFO")
+        host = f.text("host")
+        pid = f.u32("pid")
+        program = f.text("program")
+        registered = f.u64("registered")
+        f.end()
+        return InfoReply(kind, address, key, host, pid, program, registered)
+    if command == EVENTS:
+        f = _Fields(body, "EVENTS")
+        synced = f.u8("synced")
+        count = f.u32("count")
+        if count > len(body):
+            raise ProtocolError(MALFORMED, f"EVENTS claims {count} events in {len(body)} bytes")
+        events = []
+        for _ in range(count):
+            kind = chr(f.u8("event type"))
+            if kind not in EVENT_TYPES:
+                raise ProtocolError(MALFORMED, f"EVENTS: event type {kind!r} is not one of {EVENT_TYPES}")
+            events.append(Event(kind, f.entry("EVENTS")))
+        f.end()
+        return Events(bool(synced), tuple(events))
     raise ProtocolError(MALFORMED, f"command byte 0x{command:02x} is not a reply")

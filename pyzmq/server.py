@@ -16,6 +16,8 @@ FILE]] [ADDRESS]`` or ``python -m pyzmq.server ...``.
 
 import argparse
 import asyncio
+import bisect
+import fnmatch
 import ipaddress
 import os
 import secrets
@@ -51,7 +53,7 @@ class Lease:
     """A client's lease: who holds it (owner identity, CURVE key), until
     when, and the names registered under it."""
 
-    __slots__ = ("id", "ttl", "expires", "host", "pid", "program", "key", "peer", "names")
+    __slots__ = ("id", "ttl", "expires", "host", "pid", "program", "key", "peer", "names", "watches")
 
     def __init__(self, lease_id, ttl, expires, host, pid, program, key, peer):
         self.id = lease_id
@@ -63,6 +65,24 @@ class Lease:
         self.key = key          # the client's CURVE key (ZAP User-Id), None on a plain directory
         self.peer = peer        # for logs: who, and from which address
         self.names = set()
+        self.watches = {}       # WATCH request id -> _Watch
+
+
+class _Watch:
+    """A WATCH: events for names matching ``pattern`` go to ``routing`` with ``header``."""
+
+    __slots__ = ("lease", "wid", "routing", "header", "pattern", "mode")
+
+    def __init__(self, lease, wid, routing, header, pattern, mode):
+        self.lease = lease
+        self.wid = wid
+        self.routing = routing
+        self.header = header
+        self.pattern = pattern
+        self.mode = mode
+
+    def matches(self, name):
+        return name == self.pattern if self.mode == p.EXACT else fnmatch.fnmatchcase(name, self.pattern)
 
 
 class Record:
@@ -92,6 +112,10 @@ class Registry:
         self.leases = {}
         self.log = log or (lambda line: None)
         self._new_id = new_id
+        self._sorted = None         # the names, sorted, for LIST (made again after a change)
+        self._exact_watches = {}    # name -> set of EXACT _Watch
+        self._glob_watches = set()
+        self.outbox = []            # (routing id, header, body) of WATCH events for the I/O side to send
 
     # -- leases ------------------------------------------------------------
 
@@ -141,8 +165,114 @@ class Registry:
 
     def _end(self, lease, why):
         del self.leases[lease.id]
+        for watch in list(lease.watches.values()):
+            self._drop_watch(watch)
         for name in sorted(lease.names):
             self._remove(name, why)
+
+    # -- listing and watching ------------------------------------------------
+
+    def entry(self, name, record):
+        owner = record.owner
+        return p.Entry(name, record.kind, record.address, record.key, owner.host, owner.pid, owner.program,
+                       int(record.registered * 1000))
+
+    def list(self, pattern, after="", limit=p.MAX_PAGE):
+        """A LIST page: names matching ``pattern`` sorted after ``after``, as
+        many as ``limit`` and one reply body allow."""
+        if self._sorted is None:
+            self._sorted = sorted(self.records)
+        names = self._sorted
+        literal = _literal_prefix(pattern)
+        start = bisect.bisect_right(names, after) if after else 0
+        if literal:
+            start = max(start, bisect.bisect_left(names, literal))
+        entries = []
+        size = 6
+        more = False
+        for i in range(start, len(names)):
+            name = names[i]
+            if literal and not name.startswith(literal):
+                break
+            if not fnmatch.fnmatchcase(name, pattern):
+                continue
+            entry = self.entry(name, self.records[name])
+            cost = len(p.encode_entry(entry))
+            if len(entries) >= limit or size + cost > p.MAX_REPLY:
+                more = True
+                break
+            entries.append(entry)
+            size += cost
+        return p.Listed(more, tuple(entries))
+
+    def info(self, name):
+        record = self.records.get(name)
+        if record is None:
+            return p.ErrorReply(p.NOT_FOUND, f"no object named {name!r}")
+        owner = record.owner
+        return p.InfoReply(record.kind, record.address, record.key, owner.host, owner.pid, owner.program,
+                           int(record.registered * 1000))
+
+    def watch(self, lease, wid, routing, header, pattern, mode):
+        """Start (or restart) a watch; queue its snapshot in the outbox."""
+        old = lease.watches.get(wid)
+        if old is not None:
+            self._drop_watch(old)
+        elif len(lease.watches) >= p.MAX_WATCHES_PER_LEASE:
+            return p.ErrorReply(p.LIMIT, f"this lease already holds {p.MAX_WATCHES_PER_LEASE} watches, the limit")
+        watch = _Watch(lease, wid, routing, header, pattern, mode)
+        lease.watches[wid] = watch
+        if mode == p.EXACT:
+            self._exact_watches.setdefault(pattern, set()).add(watch)
+            record = self.records.get(pattern)
+            snapshot = [self.entry(pattern, record)] if record is not None else []
+        else:
+            self._glob_watches.add(watch)
+            snapshot = []
+            after = ""
+            while True:
+                page = self.list(pattern, after)
+                snapshot.extend(page.entries)
+                if not page.more:
+                    break
+                after = page.entries[-1].name
+        batch, size = [], 6
+        for entry in snapshot:
+            event = p.Event(p.ADDED, entry)
+            cost = 1 + len(p.encode_entry(entry))
+            if size + cost > p.MAX_REPLY:
+                self.outbox.append((routing, header, p.encode_reply(p.Events(False, tuple(batch)))))
+                batch, size = [], 6
+            batch.append(event)
+            size += cost
+        return p.Events(True, tuple(batch))
+
+    def unwatch(self, lease, wid):
+        watch = lease.watches.get(wid)
+        if watch is None:
+            return p.ErrorReply(p.NOT_FOUND, f"no watch {wid} under this lease")
+        self._drop_watch(watch)
+        return p.Ok()
+
+    def _drop_watch(self, watch):
+        watch.lease.watches.pop(watch.wid, None)
+        if watch.mode == p.EXACT:
+            group = self._exact_watches.get(watch.pattern)
+            if group is not None:
+                group.discard(watch)
+                if not group:
+                    del self._exact_watches[watch.pattern]
+        else:
+            self._glob_watches.discard(watch)
+
+    def _notify(self, event_type, name, record):
+        watchers = list(self._exact_watches.get(name, ()))
+        watchers.extend(w for w in self._glob_watches if w.matches(name))
+        if not watchers:
+            return
+        body = p.encode_reply(p.Events(False, (p.Event(event_type, self.entry(name, record)),)))
+        for watch in watchers:
+            self.outbox.append((watch.routing, watch.header, body))
 
     # -- names -------------------------------------------------------------
 
@@ -152,9 +282,14 @@ class Registry:
             return p.ErrorReply(p.DUPLICATE, f"name {name!r} is already registered by another client")
         if record is None and len(lease.names) >= self.max_names:
             return p.ErrorReply(p.LIMIT, f"this lease already holds {self.max_names} names, the limit")
-        self.records[name] = Record(kind, address, key, lease, wall)
+        if record is not None and (record.kind, record.address, record.key) == (kind, address, key):
+            return p.Ok()       # the same again (a client registering its names anew): nothing changes
+        new = self.records[name] = Record(kind, address, key, lease, wall)
+        if record is None:
+            self._sorted = None
         lease.names.add(name)
         self.log(f"zmq_server: registered {name!r} kind {kind} at {address} by {lease.peer}")
+        self._notify(p.ADDED if record is None else p.CHANGED, name, new)
         return p.Ok()
 
     def lookup(self, name):
@@ -174,9 +309,19 @@ class Registry:
 
     def _remove(self, name, why):
         record = self.records.pop(name)
+        self._sorted = None
+        self._notify(p.REMOVED, name, record)
         record.owner.names.discard(name)
         self.log(f"zmq_server: removed {name!r} kind {record.kind} at {record.address} "
                  f"by {record.owner.peer} ({why})")
+
+
+def _literal_prefix(pattern):
+    """The part of a glob pattern before its first wildcard."""
+    for i, ch in enumerate(pattern):
+        if ch in "*?[":
+            return pattern[:i]
+    return pattern
 
 
 def _frame_property(frame, name):
@@ -280,7 +425,7 @@ class Server:
             if ready is not None:
                 ready(host.strip("[]"), self.port)
             tasks.append(asyncio.ensure_future(self._serve_loop(router)))
-            tasks.append(asyncio.ensure_future(self._expiry_loop()))
+            tasks.append(asyncio.ensure_future(self._expiry_loop(router)))
             stop = asyncio.ensure_future(self._stopping.wait())
             done, _ = await asyncio.wait(tasks + [stop], return_when=asyncio.FIRST_COMPLETED)
             stop.cancel()
@@ -301,17 +446,31 @@ class Server:
             self._stopping.set()
 
     async def _serve_loop(self, router):
+        outbox = self.registry.outbox
         while True:
             frames = await router.recv_multipart(copy=False)
             out = self.handle_message(frames)
+            if outbox:
+                # events go before the reply, so a WATCH's snapshot batches
+                # arrive in order, the last one (the reply) marked synced
+                for event in outbox:
+                    await router.send_multipart(event, copy=True)
+                outbox.clear()
             if out is not None:
                 await router.send_multipart(out, copy=True)
 
-    async def _expiry_loop(self):
+    async def _flush(self, router):
+        outbox = self.registry.outbox
+        for event in outbox:
+            await router.send_multipart(event, copy=True)
+        outbox.clear()
+
+    async def _expiry_loop(self, router):
         loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(EXPIRY_TICK)
             self.registry.expire(loop.time())
+            await self._flush(router)
 
     async def _zap_loop(self, zap):
         while True:
@@ -355,14 +514,26 @@ class Server:
                 header = header[:p.HEADER_SIZE]
         else:
             key = _frame_property(frames[1], "User-Id") or None
-            reply = self.handle(request, key, frames[1])
+            reply = self.handle(request, key, frames[1], routing.bytes, header)
         return [routing, header, p.encode_reply(reply)]
 
-    def handle(self, request, key, frame=None):
-        """The reply to one decoded request from the client with CURVE key ``key``."""
+    def handle(self, request, key, frame=None, routing=b"", header=b""):
+        """The reply to one decoded request from the client with CURVE key
+        ``key`` (``routing`` and ``header`` address the events of a WATCH)."""
         registry = self.registry
         if isinstance(request, p.Lookup):
             return registry.lookup(request.name)
+        if isinstance(request, p.List):
+            return registry.list(request.pattern, request.after, request.limit)
+        if isinstance(request, p.Info):
+            return registry.info(request.name)
+        if isinstance(request, (p.Watch, p.Unwatch)):
+            lease = registry.lease(request.lease, key)
+            if isinstance(lease, p.ErrorReply):
+                return lease
+            if isinstance(request, p.Unwatch):
+                return registry.unwatch(lease, request.watch)
+            return registry.watch(lease, p.decode_header(header), routing, header, request.pattern, request.mode)
         if isinstance(request, p.KeepAlive):
             return registry.keepalive(request.lease, key, time.monotonic())
         if isinstance(request, p.Register):

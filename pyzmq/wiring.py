@@ -325,7 +325,7 @@ class ZMQ(_zmq.Engine):
 
     # ---- binding ----------------------------------------------------------
 
-    def bind(self, exchange_name, queue_name, *, hwm=None):
+    def bind(self, exchange_name, queue_name, *, hwm=None, wait=None):
         """Wire exchange `exchange_name` to queue `queue_name`.
 
         Either may be this instance's own object or a global name owned by
@@ -335,18 +335,24 @@ class ZMQ(_zmq.Engine):
         message sent on the exchange reaches the queue.  Binding a pair
         twice does nothing the second time.  hwm: this binding's high-water
         mark in messages (default: the queue's, else the instance's); a send
-        waits when it is reached.
+        waits when it is reached.  wait: seconds to wait for a remote name
+        that is not registered yet (watched in the directory, not polled),
+        so a consumer may start before its producer; then pyzmq.Error.
         """
         self._check_usable()
         mark = -1 if hwm is None else _check_hwm(hwm)
+        if wait is not None and (isinstance(wait, bool) or not isinstance(wait, (int, float))
+                                 or not 0 <= wait < float("inf")):
+            raise (TypeError if not isinstance(wait, (int, float)) else ValueError)(
+                f"wait must be a number of seconds (0 or more), not {wait!r}")
         _check_name(exchange_name, "exchange")
         _check_name(queue_name, "queue")
         ex = self._own(exchange_name, "exchange")
         q = self._own(queue_name, "queue")
         if (exchange_name, queue_name) in self._bindings:
             return
-        ex_addr, ex_key = (None, None) if ex else self._lookup(exchange_name, "exchange")
-        q_addr, q_key = (None, None) if q else self._lookup(queue_name, "queue")
+        ex_addr, ex_key = (None, None) if ex else self._lookup(exchange_name, "exchange", wait)
+        q_addr, q_key = (None, None) if q else self._lookup(queue_name, "queue", wait)
         if ex and q:
             if mark < 0 and q.hwm is not None:
                 mark = q.hwm
@@ -417,11 +423,39 @@ class ZMQ(_zmq.Engine):
             raise Error(f"{name!r} is {_a(obj.kind)} of this instance, not {_a(kind)}")
         return obj
 
-    def _lookup(self, name, kind):
+    def _lookup(self, name, kind, wait=None):
         if self._directory is None:
             raise Error(f"unknown {kind} {name!r}: it is not in this instance, and "
                         "this instance has no directory to look global names up in")
-        return self._usable(name, kind, *self._directory.lookup(name))
+        from pyzmq.directory import DirectoryError
+        from pyzmq.protocol import NOT_FOUND
+        try:
+            record = self._directory.lookup(name)
+        except DirectoryError as exc:
+            if exc.code != NOT_FOUND or not wait:
+                raise
+            record = self._directory.wait_for(name, wait)
+        return self._usable(name, kind, *record)
+
+    # ---- the directory ------------------------------------------------------
+
+    def names(self, pattern="*"):
+        """The global names in the directory matching glob ``pattern``, sorted."""
+        return [entry.name for entry in self._need_directory().list(pattern)]
+
+    def info(self, name):
+        """The directory's record of global ``name``: a dict with ``name``,
+        ``kind`` ("exchange" or "queue"), ``address``, ``key`` (None when
+        plain), ``owner`` (``host``, ``pid``, ``program``: what its owner
+        said) and ``registered`` (ISO 8601 time, UTC)."""
+        from pyzmq.directory import entry_dict
+        return entry_dict(self._need_directory().info(validate_name(name)))
+
+    def _need_directory(self):
+        self._check_usable()
+        if self._directory is None:
+            raise Error("this instance has no directory: give ZMQ() the hostname of a zmq_server")
+        return self._directory
 
     def _usable(self, name, kind, code, address, key):
         """(address, key or None) of a directory record of global ``name``,

@@ -79,7 +79,7 @@ def register_body(kind=b"E", name=b"n", address=b"127.0.0.1:1", key=b"", lease=L
 # Each takes a Random and returns (body, expected error code), sent with a good header.
 
 def unknown_command(rng):
-    command = rng.choice([0x00, 0x08, 0x7f, 0x80, 0x81, 0x82, 0x83, 0xff, rng.randrange(8, 256)])
+    command = rng.choice([0x00, 0x0C, 0x7f, 0x80, 0x81, 0x82, 0x83, 0xff, rng.randrange(0x0C, 256)])
     return bytes([command]) + rng.randbytes(rng.randrange(0, 64)), p.UNKNOWN_COMMAND
 
 
@@ -97,7 +97,8 @@ def trailing_bytes(rng):
 
 
 def random_body(rng):
-    command = rng.choice([p.REGISTER, p.LOOKUP, p.UNREGISTER, p.LEASE, p.KEEPALIVE, p.REVOKE])
+    command = rng.choice([p.REGISTER, p.LOOKUP, p.UNREGISTER, p.LEASE, p.KEEPALIVE, p.REVOKE,
+                          p.LIST, p.INFO, p.WATCH, p.UNWATCH])
     body = bytes([command]) + rng.randbytes(rng.randrange(0, p.MAX_BODY))
     try:
         p.decode_request(body)
@@ -386,13 +387,23 @@ requests = st.one_of(
     st.just(p.Ping()),
     st.builds(p.KeepAlive, leases),
     st.builds(p.Revoke, leases),
+    st.builds(p.List, st.text(st.sampled_from("ab*?[]"), min_size=1, max_size=20), st.one_of(st.just(""), names),
+              st.integers(1, p.MAX_PAGE)),
+    st.builds(p.Info, names),
+    st.builds(p.Watch, leases, names, st.sampled_from([p.GLOB, p.EXACT])),
+    st.builds(p.Unwatch, leases, u32),
 )
+entries = st.builds(p.Entry, names, kinds, addresses, keys, labels, u32, labels, st.integers(0, 2**64 - 1))
 replies = st.one_of(
     st.just(p.Ok()),
     st.builds(p.Found, kinds, addresses, keys),
     st.builds(p.ErrorReply, st.integers(0, 255), st.text(max_size=200)),
     st.just(p.Pong()),
     st.builds(p.Granted, leases, u32),
+    st.builds(p.Listed, st.booleans(), st.lists(entries, max_size=5).map(tuple)),
+    st.builds(p.InfoReply, kinds, addresses, keys, labels, u32, labels, st.integers(0, 2**64 - 1)),
+    st.builds(p.Events, st.booleans(),
+              st.lists(st.builds(p.Event, st.sampled_from(p.EVENT_TYPES), entries), max_size=5).map(tuple)),
 )
 
 

@@ -1,0 +1,98 @@
+"""``zmq_names``: look at a directory's names from the shell (docs/directory.md).
+
+    zmq_names [-d HOST[:PORT]] [-k KEY] ls [PATTERN] [--json]
+    zmq_names info NAME [--json]
+    zmq_names watch [PATTERN]
+    zmq_names ping              # exit status 0 when the directory answers, else 1
+
+``--json`` prints one JSON array (ls) or object (info) with the fields
+``name``, ``kind`` (``exchange`` or ``queue``), ``address``, ``key``,
+``owner`` (``host``, ``pid``, ``program``) and ``registered`` (ISO time).
+"""
+
+import argparse
+import json
+import os
+import sys
+
+from pyzmq.errors import Error
+
+
+def _row(d):
+    owner = d["owner"]
+    return (f"{d['name']}\t{d['kind']}\t{d['address']}\t{d['key'] or '-'}\t"
+            f"{owner['program']}[{owner['pid']}]@{owner['host']}\t{d['registered']}")
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(prog="zmq_names", description="List, inspect and watch the global "
+                                     "names of a pyzmq-wiring directory (zmq_server).")
+    parser.add_argument("-d", "--directory", metavar="HOST[:PORT]",
+                        default=os.environ.get("ZMQ_DIRECTORY", "127.0.0.1"),
+                        help="the directory (default: $ZMQ_DIRECTORY, else 127.0.0.1; port 5682)")
+    parser.add_argument("-k", "--directory-key", metavar="KEY", default=os.environ.get("ZMQ_DIRECTORY_KEY"),
+                        help="the CURVE public key of a secure directory (default: $ZMQ_DIRECTORY_KEY)")
+    parser.add_argument("-t", "--timeout", type=float, default=5.0, help="seconds per request (default 5)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    ls = sub.add_parser("ls", help="list the names matching a glob pattern")
+    ls.add_argument("pattern", nargs="?", default="*")
+    ls.add_argument("--json", action="store_true", help="print one JSON array")
+    info = sub.add_parser("info", help="show one name's record and owner")
+    info.add_argument("name")
+    info.add_argument("--json", action="store_true", help="print one JSON object")
+    watch = sub.add_parser("watch", help="print the names matching a pattern, then every change (Ctrl-C ends)")
+    watch.add_argument("pattern", nargs="?", default="*")
+    sub.add_parser("ping", help="exit 0 if the directory answers, else 1")
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    """Entry point of ``zmq_names``; returns the exit status."""
+    args = parse_args(argv)
+    from pyzmq.directory import DirectoryClient, DirectoryError, entry_dict
+    from pyzmq.protocol import NOT_FOUND
+    try:
+        client = DirectoryClient(args.directory, timeout=args.timeout, server_key=args.directory_key)
+    except (Error, ValueError, TypeError) as exc:
+        print(f"zmq_names: {exc}", file=sys.stderr)
+        return 1
+    try:
+        if args.command == "ping":
+            client.ping()
+            print(f"zmq_names: the directory at {client.address} answers")
+        elif args.command == "ls":
+            entries = [entry_dict(e) for e in client.list(args.pattern)]
+            if args.json:
+                print(json.dumps(entries, indent=1))
+            else:
+                for d in entries:
+                    print(_row(d))
+        elif args.command == "info":
+            d = entry_dict(client.info(args.name))
+            if args.json:
+                print(json.dumps(d, indent=1))
+            else:
+                for field in ("name", "kind", "address", "key"):
+                    print(f"{field}: {d[field] or '-'}")
+                print(f"owner: pid {d['owner']['pid']} {d['owner']['program']} on {d['owner']['host']}")
+                print(f"registered: {d['registered']}")
+        else:
+            with client.subscribe(args.pattern) as watch:
+                for name, entry in sorted(watch.records().items()):
+                    print(f"= {_row(entry_dict(entry))}", flush=True)
+                    watch.get(0)    # (the snapshot's own "added" events)
+                sign = {"added": "+", "removed": "-", "changed": "~"}
+                for kind, entry in watch:
+                    print(f"{sign[kind]} {_row(entry_dict(entry))}", flush=True)
+    except KeyboardInterrupt:
+        return 0
+    except (DirectoryError, Error, ValueError) as exc:
+        print(f"zmq_names: {exc}", file=sys.stderr)
+        return 2 if isinstance(exc, DirectoryError) and exc.code == NOT_FOUND else 1
+    finally:
+        client.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

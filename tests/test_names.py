@@ -1,0 +1,237 @@
+"""LIST, INFO and WATCH, ZMQ.names/info, bind(wait=) and the zmq_names tool,
+against a real zmq_server and real processes."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+import pyzmq
+from pyzmq import protocol as p
+from pyzmq.directory import DirectoryClient, DirectoryError
+from pyzmq.testing import child_env
+from peers import COMMANDS, Peer
+
+FIELDS = {"name", "kind", "address", "key", "owner", "registered"}
+
+
+@pytest.fixture
+def client(directory):
+    with DirectoryClient(directory, timeout=5.0) as c:
+        yield c
+
+
+def zmq_names(directory, *args, timeout=20):
+    return subprocess.run([sys.executable, "-m", "pyzmq.names", "-d", directory, *args], env=child_env(),
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_list_matches_globs_and_pages_in_order(directory, client):
+    for i in range(2500):
+        client.register("E" if i % 2 else "Q", f"svc.{i:04d}", f"127.0.0.1:{1000 + i}")
+    client.register("E", "other", "127.0.0.1:1")
+    with DirectoryClient(directory, timeout=5.0) as observer:
+        names = [e.name for e in observer.list("svc.*")]
+        assert names == [f"svc.{i:04d}" for i in range(2500)]     # 3 pages of at most 1000
+        assert [e.name for e in observer.list("svc.00[0-2]?")] == [f"svc.{i:04d}" for i in range(30)]
+        assert [e.name for e in observer.list("*er")] == ["other"]
+        assert observer.list("nothing*") == []
+        assert len(observer.list()) == 2501
+        first = observer.list("svc.0001")[0]
+        assert (first.kind, first.address, first.key, first.pid) == ("E", "127.0.0.1:1001", "", os.getpid())
+        with pytest.raises(ValueError, match="pattern"):
+            observer.list("")
+
+
+def test_info_says_who_owns_a_name_and_since_when(client):
+    before = time.time()
+    client.register("Q", "jobs", "127.0.0.1:6000")
+    entry = client.info("jobs")
+    assert (entry.name, entry.kind, entry.address, entry.key) == ("jobs", "Q", "127.0.0.1:6000", "")
+    assert (entry.host, entry.pid, entry.program) == (socket.gethostname(), os.getpid(),
+                                                      os.path.basename(sys.argv[0]))
+    assert before - 1 <= entry.registered_ms / 1000 <= time.time() + 1
+    with pytest.raises(DirectoryError) as info:
+        client.info("nobody")
+    assert info.value.code == p.NOT_FOUND
+
+
+def test_watch_gives_a_snapshot_then_changes(directory, client):
+    client.register("E", "feed.a", "127.0.0.1:1")
+    client.register("E", "feed.b", "127.0.0.1:2")
+    client.register("E", "unrelated", "127.0.0.1:3")
+    with DirectoryClient(directory, timeout=5.0) as watcher:
+        with watcher.subscribe("feed.*") as watch:
+            assert watch.synced.is_set()
+            assert sorted(watch.records()) == ["feed.a", "feed.b"]
+            assert {watch.get(1)[0], watch.get(1)[0]} == {"added"}
+            client.register("Q", "feed.c", "127.0.0.1:4")
+            client.register("E", "not-a-feed", "127.0.0.1:5")
+            client.register("E", "feed.a", "127.0.0.1:9")      # moved
+            client.unregister("feed.b")
+            seen = [watch.get(5) for _ in range(3)]
+            assert [(kind, e.name) for kind, e in seen] == [("added", "feed.c"), ("changed", "feed.a"),
+                                                            ("removed", "feed.b")]
+            assert seen[1][1].address == "127.0.0.1:9"
+            assert watch.get(0.3) is None                       # nothing about the other names
+
+
+def test_watch_sees_a_killed_owner_leave_within_the_ttl(directory):
+    code = """
+import sys, time
+from pyzmq.directory import DirectoryClient
+c = DirectoryClient(sys.argv[1], timeout=3.0)
+c.register("E", "mortal", "127.0.0.1:5555")
+print("registered", flush=True)
+time.sleep(60)
+"""
+    with DirectoryClient(directory, timeout=5.0) as watcher, watcher.subscribe("mortal", exact=True) as watch:
+        with Peer(code, directory) as owner:
+            owner.expect("registered")
+            assert watch.get(5)[0] == "added"
+            owner.proc.kill()
+            started = time.monotonic()
+            kind, entry = watch.get(10)
+            print(f"removed event {time.monotonic() - started:.3f} s after SIGKILL")
+            assert (kind, entry.name) == ("removed", "mortal")
+            assert time.monotonic() - started < 5.0
+
+
+def test_a_watch_resyncs_after_a_directory_restart(directory_server):
+    with DirectoryClient(directory_server.address, timeout=5.0) as owner, \
+            DirectoryClient(directory_server.address, timeout=5.0) as watcher:
+        owner.register("E", "w.kept", "127.0.0.1:1")
+        watch = watcher.subscribe("w.*")
+        assert watch.get(2)[0] == "added"
+        directory_server.kill()
+        directory_server.start()
+        owner.register("E", "w.new", "127.0.0.1:2")         # after the owner registered its names again
+        deadline = time.monotonic() + 10
+        while sorted(watch.records()) != ["w.kept", "w.new"] and time.monotonic() < deadline:
+            watch.get(0.2)
+        assert sorted(watch.records()) == ["w.kept", "w.new"]
+        watch.close()
+        with pytest.raises(pyzmq.Error, match="closed"):
+            watch.get(0)
+
+
+def test_zmq_names_and_info_of_an_instance(directory):
+    with pyzmq.ZMQ(directory) as z:
+        z.create_exchange("prices.eu", pyzmq.SCOPE_GLOBAL, "127.0.0.1:0")
+        z.create_queue("prices.jobs", pyzmq.SCOPE_GLOBAL, "127.0.0.1:0")
+        assert z.names() == ["prices.eu", "prices.jobs"]
+        assert z.names("*.eu") == ["prices.eu"]
+        d = z.info("prices.eu")
+        assert set(d) == FIELDS and d["kind"] == "exchange" and d["key"] is None
+        assert d["owner"] == {"host": socket.gethostname(), "pid": os.getpid(),
+                              "program": os.path.basename(sys.argv[0])}
+        assert d["registered"].endswith("Z") and d["registered"][:4].isdigit()
+        assert z.info("prices.jobs")["kind"] == "queue"
+    with pytest.raises(pyzmq.Error, match="no directory"):
+        pyzmq.ZMQ().names()
+
+
+PRODUCER = COMMANDS + """
+import sys, pyzmq
+z = pyzmq.ZMQ(sys.argv[1])
+e = z.create_exchange("late-feed", pyzmq.SCOPE_GLOBAL, "127.0.0.1:0")
+print("ready", flush=True)
+while (line := next_command(z)) != "quit":
+    z.send(e, line.encode())
+z.close()
+"""
+
+
+def test_bind_waits_for_a_producer_that_starts_later(directory):
+    with pyzmq.ZMQ(directory) as z:
+        z.create_queue("in")
+        peers = []
+
+        def start_producer():
+            time.sleep(1.0)
+            peers.append(Peer(PRODUCER, directory))
+
+        starter = threading.Thread(target=start_producer)
+        starter.start()
+        started = time.monotonic()
+        try:
+            z.bind("late-feed", "in", wait=20)
+            waited = time.monotonic() - started
+            print(f"bind(wait=) returned {waited:.3f} s after it was called")
+            assert waited >= 0.9
+            starter.join()
+            peers[0].expect("ready")
+            peers[0].tell("hello")
+            assert z.receive(timeout=10) == b"hello"
+            peers[0].tell("quit")
+            assert peers[0].wait() == 0, peers[0].err()
+        finally:
+            starter.join()
+            for peer in peers:
+                peer.close()
+
+
+def test_bind_wait_gives_up_in_time(directory):
+    with pyzmq.ZMQ(directory) as z:
+        z.create_queue("in")
+        started = time.monotonic()
+        with pytest.raises(pyzmq.Error, match="no global object named 'never'.*waited 0.5 s") as info:
+            z.bind("never", "in", wait=0.5)
+        assert 0.4 < time.monotonic() - started < 3.0
+        assert info.value.code == p.NOT_FOUND
+        with pytest.raises(pyzmq.Error, match="no global object named 'never'"):
+            z.bind("never", "in")                       # without wait: at once, as before
+        with pytest.raises(ValueError, match="wait"):
+            z.bind("never", "in", wait=-1)
+
+
+def test_zmq_names_tool(directory, client):
+    client.register("E", "tool.a", "127.0.0.1:1111")
+    client.register("Q", "tool.b", "127.0.0.1:2222", key="1/.@})TAeU!GLIwz*kUIbyZ=V!T=?.Y>QSnrwf*=")
+    r = zmq_names(directory, "ls", "tool.*", "--json")
+    assert r.returncode == 0, r.stderr
+    items = json.loads(r.stdout)
+    assert [d["name"] for d in items] == ["tool.a", "tool.b"]
+    assert all(set(d) == FIELDS for d in items)
+    assert items[0]["kind"] == "exchange" and items[1]["kind"] == "queue"
+    assert items[1]["key"] == "1/.@})TAeU!GLIwz*kUIbyZ=V!T=?.Y>QSnrwf*=" and items[0]["key"] is None
+    assert items[0]["owner"]["pid"] == os.getpid()
+    r = zmq_names(directory, "ls")
+    assert r.returncode == 0 and "tool.a\texchange\t127.0.0.1:1111" in r.stdout
+    r = zmq_names(directory, "info", "tool.b", "--json")
+    assert r.returncode == 0 and json.loads(r.stdout)["address"] == "127.0.0.1:2222"
+    r = zmq_names(directory, "info", "missing")
+    assert r.returncode == 2 and "no global object named 'missing'" in r.stderr
+    assert zmq_names(directory, "ping").returncode == 0
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = f"127.0.0.1:{s.getsockname()[1]}"
+    r = zmq_names(dead, "-t", "1", "ping")
+    assert r.returncode == 1 and "cannot reach the directory" in r.stderr
+
+
+def test_zmq_names_watch_prints_the_snapshot_then_events(directory, client):
+    client.register("E", "watched.a", "127.0.0.1:1")
+    proc = subprocess.Popen([sys.executable, "-m", "pyzmq.names", "-d", directory, "watch", "watched.*"],
+                            env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        lines = []
+        reader = threading.Thread(target=lambda: [lines.append(line) for line in proc.stdout], daemon=True)
+        reader.start()
+        deadline = time.monotonic() + 10
+        while not lines and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert lines and lines[0].startswith("= watched.a\texchange\t127.0.0.1:1")
+        client.register("Q", "watched.b", "127.0.0.1:2")
+        client.unregister("watched.a")
+        while len(lines) < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert lines[1].startswith("+ watched.b\tqueue") and lines[2].startswith("- watched.a\texchange")
+    finally:
+        proc.send_signal(2)     # Ctrl-C ends it cleanly
+        assert proc.wait(10) == 0, proc.stderr.read()
