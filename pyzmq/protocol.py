@@ -50,6 +50,8 @@ MAX_ERROR_TEXT = 1024   # bytes; longer error messages are cut
 # Server limits.
 MAX_NAMES_PER_LEASE = 10_000
 MAX_NAMES_PER_CONNECTION = MAX_NAMES_PER_LEASE   # the old name of the limit
+MAX_RECORDS = 250_000   # names in the whole directory (sized for 10,000 clients of 10 to 25 names)
+MAX_LEASES = 50_000     # leases in the whole directory
 
 # Leases (seconds).
 DEFAULT_TTL = 4.0       # what a client asks for unless told otherwise

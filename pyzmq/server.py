@@ -49,6 +49,38 @@ def format_hostport(host, port):
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+class RateLimitedLog:
+    """Lines for stderr, at most ``per_second`` a second; the rest are
+    counted by kind ("registrations", "removals", "refusals") and a summary
+    line says how many went unlogged (``flush``, every tick)."""
+
+    def __init__(self, write=_log, per_second=20, clock=time.monotonic):
+        self.write = write
+        self.per_second = per_second
+        self.clock = clock
+        self._window = 0.0
+        self._count = 0
+        self.suppressed = {}
+
+    def __call__(self, line, kind="lines"):
+        now = self.clock()
+        if now - self._window >= 1.0:
+            self.flush()
+            self._window = now
+            self._count = 0
+        if self._count < self.per_second:
+            self._count += 1
+            self.write(line)
+        else:
+            self.suppressed[kind] = self.suppressed.get(kind, 0) + 1
+
+    def flush(self):
+        if self.suppressed:
+            parts = ", ".join(f"{n} more {kind}" for kind, n in sorted(self.suppressed.items()))
+            self.write(f"zmq_server: {parts} not logged (at most {self.per_second} lines a second)")
+            self.suppressed = {}
+
+
 class Lease:
     """A client's lease: who holds it (owner identity, CURVE key), until
     when, and the names registered under it."""
@@ -104,13 +136,15 @@ class Registry:
     """
 
     def __init__(self, max_names=p.MAX_NAMES_PER_LEASE, log=None, min_ttl=p.MIN_TTL, max_ttl=p.MAX_TTL,
-                 new_id=lambda: secrets.token_hex(16)):
+                 new_id=lambda: secrets.token_hex(16), max_records=p.MAX_RECORDS, max_leases=p.MAX_LEASES):
         self.max_names = max_names
+        self.max_records = max_records
+        self.max_leases = max_leases
         self.min_ttl = min_ttl
         self.max_ttl = max_ttl
         self.records = {}
         self.leases = {}
-        self.log = log or (lambda line: None)
+        self.log = log or (lambda line, kind=None: None)
         self._new_id = new_id
         self._sorted = None         # the names, sorted, for LIST (made again after a change)
         self._exact_watches = {}    # name -> set of EXACT _Watch
@@ -121,6 +155,9 @@ class Registry:
 
     def grant(self, ttl, now, host="", pid=0, program="", key=None, peer="?"):
         """A new lease of ``ttl`` seconds (clamped to the server's bounds)."""
+        if len(self.leases) >= self.max_leases:
+            return p.ErrorReply(p.LIMIT, f"the directory holds {self.max_leases} leases, its limit "
+                                         "(zmq_server --max-leases)")
         ttl = min(self.max_ttl, max(self.min_ttl, ttl))
         lease_id = self._new_id()
         while lease_id in self.leases:
@@ -282,13 +319,16 @@ class Registry:
             return p.ErrorReply(p.DUPLICATE, f"name {name!r} is already registered by another client")
         if record is None and len(lease.names) >= self.max_names:
             return p.ErrorReply(p.LIMIT, f"this lease already holds {self.max_names} names, the limit")
+        if record is None and len(self.records) >= self.max_records:
+            return p.ErrorReply(p.LIMIT, f"the directory holds {self.max_records} names, its limit "
+                                         "(zmq_server --max-records)")
         if record is not None and (record.kind, record.address, record.key) == (kind, address, key):
             return p.Ok()       # the same again (a client registering its names anew): nothing changes
         new = self.records[name] = Record(kind, address, key, lease, wall)
         if record is None:
             self._sorted = None
         lease.names.add(name)
-        self.log(f"zmq_server: registered {name!r} kind {kind} at {address} by {lease.peer}")
+        self.log(f"zmq_server: registered {name!r} kind {kind} at {address} by {lease.peer}", "registrations")
         self._notify(p.ADDED if record is None else p.CHANGED, name, new)
         return p.Ok()
 
@@ -313,7 +353,7 @@ class Registry:
         self._notify(p.REMOVED, name, record)
         record.owner.names.discard(name)
         self.log(f"zmq_server: removed {name!r} kind {record.kind} at {record.address} "
-                 f"by {record.owner.peer} ({why})")
+                 f"by {record.owner.peer} ({why})", "removals")
 
 
 def _literal_prefix(pattern):
@@ -337,7 +377,8 @@ class Server:
 
     def __init__(self, host="127.0.0.1", port=p.DEFAULT_PORT, quiet=False, secret_key=None,
                  allowed_keys=None, min_ttl=p.MIN_TTL, max_ttl=p.MAX_TTL,
-                 max_names=p.MAX_NAMES_PER_LEASE):
+                 max_names=p.MAX_NAMES_PER_LEASE, max_records=p.MAX_RECORDS, max_leases=p.MAX_LEASES,
+                 log_rate=20):
         """``secret_key`` (Z85) makes every connection CURVE (docs/directory.md):
         clients must know the matching public key, ``public_key`` here.
         ``allowed_keys`` (Z85 public keys) then limits which clients are served;
@@ -361,12 +402,14 @@ class Server:
         self.host = host
         self.port = port
         self.quiet = quiet
-        self.registry = Registry(max_names=max_names, log=self._info, min_ttl=min_ttl, max_ttl=max_ttl)
+        self._log = RateLimitedLog(per_second=log_rate)
+        self.registry = Registry(max_names=max_names, log=self._info, min_ttl=min_ttl, max_ttl=max_ttl,
+                                 max_records=max_records, max_leases=max_leases)
         self._stopping = None
 
-    def _info(self, line):
+    def _info(self, line, kind="lines"):
         if not self.quiet:
-            _log(line)
+            self._log(line, kind)
 
     def _endpoint(self):
         """``tcp://IP:port`` for the ROUTER, and whether it is IPv6."""
@@ -471,6 +514,7 @@ class Server:
             await asyncio.sleep(EXPIRY_TICK)
             self.registry.expire(loop.time())
             await self._flush(router)
+            self._log.flush()
 
     async def _zap_loop(self, zap):
         while True:
@@ -491,10 +535,10 @@ class Server:
             from zmq.utils import z85
             key = z85.encode(credentials[0]).decode("ascii")
             if self._allowed is not None and key not in self._allowed:
-                self._info(f"zmq_server: refused {peer}: key {key} is not allowed")
+                self._info(f"zmq_server: refused {peer}: key {key} is not allowed", "refusals")
                 return [b"1.0", request_id, b"400", b"this client's key is not allowed", b"", b""]
             return [b"1.0", request_id, b"200", b"OK", key.encode("ascii"), b""]
-        self._info(f"zmq_server: refused {peer}: mechanism {mechanism.decode('ascii', 'replace')}")
+        self._info(f"zmq_server: refused {peer}: mechanism {mechanism.decode('ascii', 'replace')}", "refusals")
         return [b"1.0", request_id, b"400", b"this directory requires CURVE", b"", b""]
 
     def handle_message(self, frames):
@@ -549,6 +593,8 @@ class Server:
             peer = (_frame_property(frame, "Peer-Address") if frame is not None else None) or "?"
             lease = registry.grant(request.ttl_ms / 1000.0, time.monotonic(), request.host, request.pid,
                                    request.program, key, peer)
+            if isinstance(lease, p.ErrorReply):
+                return lease
             return p.Granted(lease.id, int(lease.ttl * 1000))
         if isinstance(request, p.Unregister):
             lease = registry.lease(request.lease, key)
@@ -560,6 +606,36 @@ class Server:
         if isinstance(request, p.Ping):
             return p.Pong()
         return p.ErrorReply(p.UNKNOWN_COMMAND, f"{type(request).__name__} is not served")
+
+
+def ready_line(host, port, public_key=None):
+    """The line on stdout that says the server listens (and, on loopback,
+    how to listen on the network)."""
+    secure = f" (CURVE, public key {public_key})" if public_key else ""
+    hint = (" -- this host only; to listen on the network give an address, e.g. "
+            "zmq_server 0.0.0.0 --curve-secret KEYFILE --curve-allow CLIENTKEYS" if _is_loopback(host) else "")
+    return f"zmq_server: listening on {format_hostport(host, port)}{secure}{hint}"
+
+
+def startup_warnings(host, secure, allow_list):
+    """The warnings a start with these settings deserves (lines for stderr)."""
+    lines = []
+    if not secure and not _is_loopback(host):
+        lines.append(f"zmq_server: warning: plain mode on {host}, reachable from the network: any client "
+                     "that reaches this port can register any name and read every record; use "
+                     "--curve-secret and --curve-allow (docs/security.md)")
+    if secure and not allow_list:
+        lines.append("zmq_server: warning: --curve-secret without --curve-allow: any client key is admitted "
+                     "(the link is encrypted, but anyone can register names); list the client keys with "
+                     "--curve-allow FILE")
+    return lines
+
+
+def _is_loopback(host):
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return host == "localhost"
 
 
 def _raise_fd_limit():
@@ -581,8 +657,9 @@ def parse_args(argv=None):
         prog="zmq_server",
         description="The name directory of the wiring API: maps global names of exchanges "
                     "and queues to the addresses where their owners listen.")
-    parser.add_argument("address", nargs="?", default="0.0.0.0",
-                        help="interface address to listen on (default: 0.0.0.0, all IPv4 interfaces)")
+    parser.add_argument("address", nargs="?", default="127.0.0.1",
+                        help="address to listen on (default: 127.0.0.1, this host only; "
+                             "0.0.0.0 for every IPv4 interface)")
     parser.add_argument("--port", type=int, default=p.DEFAULT_PORT,
                         help=f"TCP port (default: {p.DEFAULT_PORT}; 0 picks a free port)")
     parser.add_argument("-q", "--quiet", action="store_true",
@@ -597,9 +674,18 @@ def parse_args(argv=None):
                         help=f"longest lease granted (default {p.MAX_TTL:g} s); longer requests get this")
     parser.add_argument("--min-ttl", type=float, default=p.MIN_TTL, metavar="SECONDS",
                         help=f"shortest lease granted (default {p.MIN_TTL:g} s)")
+    parser.add_argument("--max-records", type=int, default=p.MAX_RECORDS, metavar="N",
+                        help=f"names the directory holds at most (default {p.MAX_RECORDS:,}); "
+                             "one more REGISTER gets ERROR LIMIT")
+    parser.add_argument("--max-leases", type=int, default=p.MAX_LEASES, metavar="N",
+                        help=f"leases (clients) at most (default {p.MAX_LEASES:,})")
+    parser.add_argument("--log-rate", type=int, default=20, metavar="LINES",
+                        help="log lines a second at most; a summary line counts the rest (default 20)")
     args = parser.parse_args(argv)
     if not 0 <= args.port <= 65535:
         parser.error(f"port {args.port} is not in 0..65535")
+    if args.max_records < 1 or args.max_leases < 1 or args.log_rate < 1:
+        parser.error("--max-records, --max-leases and --log-rate must be at least 1")
     if not 0 < args.min_ttl <= args.max_ttl:
         parser.error(f"--min-ttl {args.min_ttl:g} and --max-ttl {args.max_ttl:g}: need 0 < min <= max")
     if args.curve_allow and not args.curve_secret:
@@ -654,11 +740,14 @@ def main(argv=None):
     args = parse_args(argv)
     _raise_fd_limit()
     server = Server(args.address, args.port, quiet=args.quiet, secret_key=args.secret_key,
-                    allowed_keys=args.allowed_keys, min_ttl=args.min_ttl, max_ttl=args.max_ttl)
+                    allowed_keys=args.allowed_keys, min_ttl=args.min_ttl, max_ttl=args.max_ttl,
+                    max_records=args.max_records, max_leases=args.max_leases, log_rate=args.log_rate)
 
     def ready(host, port):
         secure = f" (CURVE, public key {server.public_key})" if server.public_key else ""
-        print(f"zmq_server: listening on {format_hostport(host, port)}{secure}", flush=True)
+        print(ready_line(host, port, server.public_key), flush=True)
+        for line in startup_warnings(host, server.public_key is not None, args.allowed_keys is not None):
+            _log(line)
 
     async def run():
         loop = asyncio.get_running_loop()

@@ -34,7 +34,7 @@ import time
 
 from pyzmq.errors import Error
 
-_READY = re.compile(r"^zmq_server: listening on (.+):(\d+)(?: \(CURVE, public key (\S{40})\))?$")
+_READY = re.compile(r"^zmq_server: listening on (\S+):(\d+)(?: \(CURVE, public key (\S{40})\))?(?: -- .*)?$")
 _REGISTERED = re.compile(r"zmq_server: registered '(.*)' kind [EQ] at (\S+) by ")
 _PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

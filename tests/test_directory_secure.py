@@ -352,7 +352,12 @@ def test_garbage_to_a_secure_server(secure_server, keys):
                 s.recv(4096)
             except OSError:
                 pass
-    with alice(secure_server, keys) as c:   # still serving well-formed clients
+    try:
+        c = alice(secure_server, keys, timeout=10.0)    # still serving well-formed clients
+    except pyzmq.Error:
+        print("\n".join(secure_server.logs()[-20:]))
+        raise
+    with c:
         c.register("Q", "after-garbage", "127.0.0.1:5555")
         assert c.lookup("after-garbage")[0] == "Q"
 

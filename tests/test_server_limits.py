@@ -1,0 +1,126 @@
+"""zmq_server's safe defaults and abuse limits, with a real server process."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from pyzmq import protocol as p
+from pyzmq.directory import DirectoryClient, DirectoryError
+from pyzmq.server import RateLimitedLog, ready_line, startup_warnings
+from pyzmq.testing import ServerProcess, child_env
+
+
+def test_default_address_is_loopback_and_the_ready_line_says_how_to_go_further():
+    proc = subprocess.Popen([sys.executable, "-m", "pyzmq.server", "--port", "0"], env=child_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()
+        assert line.startswith("zmq_server: listening on 127.0.0.1:")
+        assert "to listen on the network give an address, e.g. zmq_server 0.0.0.0" in line
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(10) == 0
+    assert "warning" not in proc.stderr.read()
+
+
+def test_startup_warnings():
+    assert startup_warnings("127.0.0.1", False, False) == []
+    assert startup_warnings("127.0.0.5", True, True) == []
+    [plain] = startup_warnings("0.0.0.0", False, False)
+    assert "plain mode on 0.0.0.0" in plain and "any client" in plain and "--curve-secret" in plain
+    [open_] = startup_warnings("127.0.0.1", True, False)
+    assert "without --curve-allow: any client key is admitted" in open_
+    assert len(startup_warnings("10.1.2.3", True, False)) == 1
+    assert startup_warnings("10.1.2.3", True, True) == []
+    assert "this host only" not in ready_line("10.1.2.3", 5682)
+    assert ready_line("127.0.0.1", 5682, "k" * 40).startswith(
+        "zmq_server: listening on 127.0.0.1:5682 (CURVE, public key " + "k" * 40 + ") -- this host only")
+
+
+def test_curve_without_an_allow_list_warns(tmp_path):
+    import pyzmq
+    secret = tmp_path / "k"
+    secret.write_text(pyzmq.curve_keypair()[1] + "\n")
+    secret.chmod(0o600)
+    with ServerProcess(extra_args=["--curve-secret", str(secret)]) as server:
+        assert server.wait_for_log("without --curve-allow: any client key is admitted", 5.0)
+
+
+def test_global_record_cap_answers_limit(tmp_path):
+    with ServerProcess(extra_args=["--max-records", "50"]) as server:
+        with DirectoryClient(server.address, timeout=5.0) as a, DirectoryClient(server.address, timeout=5.0) as b:
+            for i in range(25):
+                a.register("E", f"a{i}", "127.0.0.1:1")
+                b.register("E", f"b{i}", "127.0.0.1:1")
+            with pytest.raises(DirectoryError, match="holds 50 names, its limit .*--max-records") as info:
+                b.register("E", "one-more", "127.0.0.1:1")
+            assert info.value.code == p.LIMIT
+            a.register("Q", "a0", "127.0.0.1:2")       # replacing is not growing
+            a.unregister("a1")
+            b.register("E", "one-more", "127.0.0.1:1")  # room again
+
+
+def test_a_client_with_10000_long_names_hits_the_cap_with_bounded_rss(directory_server):
+    with DirectoryClient(directory_server.address, timeout=10.0) as c:
+        rss_before = directory_server.rss_kib()
+        for i in range(p.MAX_NAMES_PER_LEASE):
+            c.register("E", f"{i:05d}".ljust(255, "x"), "h" * 249 + ":65535")
+        with pytest.raises(DirectoryError) as info:
+            c.register("E", "z" * 255, "127.0.0.1:1")
+        assert info.value.code == p.LIMIT
+        rss_after = directory_server.rss_kib()
+        print(f"\n10,000 names of 255 bytes (addresses of 255): server VmRSS {rss_before} -> {rss_after} KiB, "
+              f"{(rss_after - rss_before) * 1024 / 10000:.0f} bytes a name")
+        assert rss_after - rss_before < 64 * 1024
+    # all freed at once on close
+    with DirectoryClient(directory_server.address, timeout=5.0) as d:
+        assert d.list("0000*") == []
+
+
+def test_logging_is_rate_limited_with_a_summary(tmp_path):
+    with ServerProcess(extra_args=["--log-rate", "5"]) as server:
+        with DirectoryClient(server.address, timeout=5.0) as c:
+            for i in range(100):
+                c.register("E", f"n{i}", "127.0.0.1:1")
+            line = server.wait_for_log(r"more registrations not logged", 5.0)
+            assert line and "at most 5 lines a second" in line
+        logged = [line for line in server.logs() if "registered 'n" in line]
+        assert 5 <= len(logged) < 40, len(logged)
+        counts = [int(line.split()[1]) for line in server.logs() if "more registrations" in line]
+        assert len(logged) + sum(counts) == 100
+
+
+def test_rate_limited_log_in_isolation():
+    lines, now = [], [0.0]
+    log = RateLimitedLog(lines.append, per_second=3, clock=lambda: now[0])
+    for i in range(10):
+        log(f"line {i}", "registrations")
+    log("refused", "refusals")
+    assert lines == ["line 0", "line 1", "line 2"]
+    now[0] = 1.5
+    log("later")
+    assert lines[3] == "zmq_server: 1 more refusals, 7 more registrations not logged (at most 3 lines a second)"
+    assert lines[4] == "later"
+
+
+def test_sigterm_with_clients_and_watches_stops_without_tracebacks():
+    server = ServerProcess().start()
+    clients = [DirectoryClient(server.address, timeout=3.0) for _ in range(5)]
+    try:
+        for i, c in enumerate(clients):
+            c.register("E", f"held{i}", "127.0.0.1:5555")
+        watch = clients[0].subscribe("*")
+        os.kill(server.pid, signal.SIGTERM)
+        assert server._proc.wait(10) == 0
+        time.sleep(0.2)
+        logs = "\n".join(server.logs())
+        assert "zmq_server: stopped" in logs
+        assert "Traceback" not in logs and "CancelledError" not in logs and "Exception" not in logs, logs
+        watch.close()
+    finally:
+        for c in clients:
+            c.close()
