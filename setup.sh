@@ -19,7 +19,7 @@ PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/python -m pip install -q --disable-pip-version-check \
     "setuptools>=61" wheel "Cython>=3.0" \
-    pytest hypothesis pyzmq matplotlib
+    pytest hypothesis pyzmq matplotlib prometheus_client
 # the extension, built in place so the checkout imports as it is, and the
 # console scripts (zmq_server, local_lat, ...) installed into the venv
 .venv/bin/python -m pip install -q --disable-pip-version-check --no-build-isolation --no-deps -e .

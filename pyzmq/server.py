@@ -81,6 +81,62 @@ class RateLimitedLog:
             self.suppressed = {}
 
 
+class Metrics:
+    """Prometheus metrics of a server (``--metrics HOST:PORT``), through
+    ``prometheus_client`` in a registry of its own, served by its HTTP
+    thread: clients (leases), names by kind, requests by verb and result,
+    a histogram of LOOKUP handling time, refusals by reason."""
+
+    def __init__(self, server):
+        import prometheus_client as prom
+        self.prom = prom
+        self.registry = prom.CollectorRegistry()
+        reg = self.registry
+        records = server.registry.records
+        leases = server.registry.leases
+        prom.Gauge("zmq_directory_clients", "Clients holding a lease", registry=reg).set_function(
+            lambda: len(leases))
+        names = prom.Gauge("zmq_directory_names", "Registered names by kind", ["kind"], registry=reg)
+        counts = server.registry.kind_counts
+        names.labels("exchange").set_function(lambda: counts["E"])
+        names.labels("queue").set_function(lambda: counts["Q"])
+        self._requests = prom.Counter("zmq_directory_requests", "Requests by verb and result",
+                                      ["verb", "result"], registry=reg)
+        self._lookup = prom.Histogram("zmq_directory_lookup_seconds", "Time to handle a LOOKUP in the server",
+                                      buckets=(1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 5e-3, 0.01, 0.1),
+                                      registry=reg)
+        self._refusals = prom.Counter("zmq_directory_refusals", "Requests and connections refused, by reason",
+                                      ["reason"], registry=reg)
+        self._children = {}
+
+    def request(self, verb, reply):
+        result = "ok" if not isinstance(reply, p.ErrorReply) else p.ERROR_NAMES.get(reply.code, str(reply.code))
+        child = self._children.get((verb, result))
+        if child is None:
+            child = self._children[(verb, result)] = self._requests.labels(verb, result)
+        child.inc()
+        if result in ("LIMIT", "AUTH", "MALFORMED", "BAD_VERSION", "UNKNOWN_COMMAND", "NO_LEASE", "DUPLICATE"):
+            self.refused(result.lower())
+
+    def lookup_time(self, seconds):
+        self._lookup.observe(seconds)
+
+    def refused(self, reason):
+        self._refusals.labels(reason).inc()
+
+    def serve(self, host, port):
+        """Start the HTTP thread; return the (host, port) it listens on."""
+        server, _thread = self.prom.start_http_server(port, addr=host, registry=self.registry)
+        self._http = server
+        return server.server_address[:2]
+
+    def stop(self):
+        http = getattr(self, "_http", None)
+        if http is not None:
+            http.shutdown()
+            http.server_close()
+
+
 class Lease:
     """A client's lease: who holds it (owner identity, CURVE key), until
     when, and the names registered under it."""
@@ -147,6 +203,7 @@ class Registry:
         self.log = log or (lambda line, kind=None: None)
         self._new_id = new_id
         self._sorted = None         # the names, sorted, for LIST (made again after a change)
+        self.kind_counts = {p.EXCHANGE: 0, p.QUEUE: 0}
         self._exact_watches = {}    # name -> set of EXACT _Watch
         self._glob_watches = set()
         self.outbox = []            # (routing id, header, body) of WATCH events for the I/O side to send
@@ -327,6 +384,9 @@ class Registry:
         new = self.records[name] = Record(kind, address, key, lease, wall)
         if record is None:
             self._sorted = None
+        else:
+            self.kind_counts[record.kind] -= 1
+        self.kind_counts[kind] += 1
         lease.names.add(name)
         self.log(f"zmq_server: registered {name!r} kind {kind} at {address} by {lease.peer}", "registrations")
         self._notify(p.ADDED if record is None else p.CHANGED, name, new)
@@ -350,6 +410,7 @@ class Registry:
     def _remove(self, name, why):
         record = self.records.pop(name)
         self._sorted = None
+        self.kind_counts[record.kind] -= 1
         self._notify(p.REMOVED, name, record)
         record.owner.names.discard(name)
         self.log(f"zmq_server: removed {name!r} kind {record.kind} at {record.address} "
@@ -378,7 +439,8 @@ class Server:
     def __init__(self, host="127.0.0.1", port=p.DEFAULT_PORT, quiet=False, secret_key=None,
                  allowed_keys=None, min_ttl=p.MIN_TTL, max_ttl=p.MAX_TTL,
                  max_names=p.MAX_NAMES_PER_LEASE, max_records=p.MAX_RECORDS, max_leases=p.MAX_LEASES,
-                 log_rate=20):
+                 log_rate=20, metrics=None):
+        """``metrics`` ("HOST:PORT") serves Prometheus metrics over HTTP there."""
         """``secret_key`` (Z85) makes every connection CURVE (docs/directory.md):
         clients must know the matching public key, ``public_key`` here.
         ``allowed_keys`` (Z85 public keys) then limits which clients are served;
@@ -406,6 +468,11 @@ class Server:
         self.registry = Registry(max_names=max_names, log=self._info, min_ttl=min_ttl, max_ttl=max_ttl,
                                  max_records=max_records, max_leases=max_leases)
         self._stopping = None
+        self.metrics = None
+        self.metrics_address = None
+        if metrics is not None:
+            self.metrics = Metrics(self)
+            self._metrics_at = metrics
 
     def _info(self, line, kind="lines"):
         if not self.quiet:
@@ -462,6 +529,9 @@ class Server:
                 router.bind(endpoint)
             except zmq.ZMQError as exc:
                 raise OSError(exc.errno, exc.strerror) from None
+            if self.metrics is not None:
+                mhost, _, mport = self._metrics_at.rpartition(":")
+                self.metrics_address = self.metrics.serve(mhost.strip("[]") or "127.0.0.1", int(mport))
             bound = router.last_endpoint.decode()
             host, _, port = bound[len("tcp://"):].rpartition(":")
             self.port = int(port)
@@ -483,6 +553,8 @@ class Server:
             for sock in sockets:
                 sock.close(linger=0)
             ctx.term()
+            if self.metrics is not None:
+                self.metrics.stop()
 
     def stop(self):
         if self._stopping is not None:
@@ -536,6 +608,8 @@ class Server:
             key = z85.encode(credentials[0]).decode("ascii")
             if self._allowed is not None and key not in self._allowed:
                 self._info(f"zmq_server: refused {peer}: key {key} is not allowed", "refusals")
+                if self.metrics is not None:
+                    self.metrics.refused("key_not_allowed")
                 return [b"1.0", request_id, b"400", b"this client's key is not allowed", b"", b""]
             return [b"1.0", request_id, b"200", b"OK", key.encode("ascii"), b""]
         self._info(f"zmq_server: refused {peer}: mechanism {mechanism.decode('ascii', 'replace')}", "refusals")
@@ -558,7 +632,18 @@ class Server:
                 header = header[:p.HEADER_SIZE]
         else:
             key = _frame_property(frames[1], "User-Id") or None
-            reply = self.handle(request, key, frames[1], routing.bytes, header)
+            metrics = self.metrics
+            if metrics is None:
+                reply = self.handle(request, key, frames[1], routing.bytes, header)
+            else:
+                started = time.perf_counter()
+                reply = self.handle(request, key, frames[1], routing.bytes, header)
+                if isinstance(request, p.Lookup):
+                    metrics.lookup_time(time.perf_counter() - started)
+                metrics.request(type(request).__name__.upper(), reply)
+            return [routing, header, p.encode_reply(reply)]
+        if self.metrics is not None:
+            self.metrics.request(p.command_name(frames[2].bytes) if len(frames) == 3 else "?", reply)
         return [routing, header, p.encode_reply(reply)]
 
     def handle(self, request, key, frame=None, routing=b"", header=b""):
@@ -679,11 +764,22 @@ def parse_args(argv=None):
                              "one more REGISTER gets ERROR LIMIT")
     parser.add_argument("--max-leases", type=int, default=p.MAX_LEASES, metavar="N",
                         help=f"leases (clients) at most (default {p.MAX_LEASES:,})")
+    parser.add_argument("--metrics", metavar="HOST:PORT",
+                        help="serve Prometheus metrics over HTTP there (needs prometheus_client; "
+                             "port 0 picks one, printed on stderr)")
     parser.add_argument("--log-rate", type=int, default=20, metavar="LINES",
                         help="log lines a second at most; a summary line counts the rest (default 20)")
     args = parser.parse_args(argv)
     if not 0 <= args.port <= 65535:
         parser.error(f"port {args.port} is not in 0..65535")
+    if args.metrics is not None:
+        mhost, colon, mport = args.metrics.rpartition(":")
+        if not colon or not mport.isdigit() or not 0 <= int(mport) <= 65535:
+            parser.error(f"--metrics {args.metrics!r}: expected HOST:PORT, e.g. 127.0.0.1:9568")
+        try:
+            import prometheus_client  # noqa: F401
+        except ImportError:
+            parser.error("--metrics needs the prometheus_client package: pip install 'pyzmq-wiring[metrics]'")
     if args.max_records < 1 or args.max_leases < 1 or args.log_rate < 1:
         parser.error("--max-records, --max-leases and --log-rate must be at least 1")
     if not 0 < args.min_ttl <= args.max_ttl:
@@ -741,11 +837,14 @@ def main(argv=None):
     _raise_fd_limit()
     server = Server(args.address, args.port, quiet=args.quiet, secret_key=args.secret_key,
                     allowed_keys=args.allowed_keys, min_ttl=args.min_ttl, max_ttl=args.max_ttl,
-                    max_records=args.max_records, max_leases=args.max_leases, log_rate=args.log_rate)
+                    max_records=args.max_records, max_leases=args.max_leases, log_rate=args.log_rate,
+                    metrics=args.metrics)
 
     def ready(host, port):
         secure = f" (CURVE, public key {server.public_key})" if server.public_key else ""
         print(ready_line(host, port, server.public_key), flush=True)
+        if server.metrics_address is not None:
+            _log(f"zmq_server: metrics on http://{format_hostport(*server.metrics_address)}/metrics")
         for line in startup_warnings(host, server.public_key is not None, args.allowed_keys is not None):
             _log(line)
 

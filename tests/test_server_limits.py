@@ -124,3 +124,37 @@ def test_sigterm_with_clients_and_watches_stops_without_tracebacks():
     finally:
         for c in clients:
             c.close()
+
+
+def test_metrics_are_served_over_http():
+    import re
+    import urllib.request
+    with ServerProcess(extra_args=["--metrics", "127.0.0.1:0"]) as server:
+        line = server.wait_for_log(r"metrics on http://", 5.0)
+        url = re.search(r"(http://\S+)", line).group(1)
+        with DirectoryClient(server.address, timeout=5.0) as c:
+            c.register("E", "m.e", "127.0.0.1:1")
+            c.register("Q", "m.q1", "127.0.0.1:2")
+            c.register("Q", "m.q2", "127.0.0.1:3")
+            for _ in range(7):
+                c.lookup("m.e")
+            with pytest.raises(DirectoryError):
+                c.lookup("nothing")
+            with DirectoryClient(server.address, timeout=5.0) as other:
+                with pytest.raises(DirectoryError):
+                    other.register("E", "m.e", "127.0.0.1:9")
+                text = urllib.request.urlopen(url, timeout=5).read().decode()
+        values = {}
+        for row in text.splitlines():
+            if row and not row.startswith("#"):
+                metric, value = row.rsplit(" ", 1)
+                values[metric] = float(value)
+        assert values["zmq_directory_clients"] == 2
+        assert values['zmq_directory_names{kind="exchange"}'] == 1
+        assert values['zmq_directory_names{kind="queue"}'] == 2
+        assert values['zmq_directory_requests_total{result="ok",verb="LOOKUP"}'] == 7
+        assert values['zmq_directory_requests_total{result="NOT_FOUND",verb="LOOKUP"}'] == 1
+        assert values['zmq_directory_requests_total{result="ok",verb="REGISTER"}'] == 3
+        assert values['zmq_directory_lookup_seconds_count'] == 8
+        assert values['zmq_directory_refusals_total{reason="duplicate"}'] == 1
+        print(f"\nscraped {len(values)} samples from {url}")
