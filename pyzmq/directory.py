@@ -275,6 +275,8 @@ class Watch:
         """The next ``(type, entry)``; None when ``timeout`` passes first.
         Raises the directory's error if the watch was refused."""
         import queue
+        if self.closed:
+            raise Error("the watch is closed")
         try:
             item = self._events.get(timeout=timeout)
         except queue.Empty:
@@ -408,6 +410,7 @@ class DirectoryClient(DirectoryBackend):
         self._refusal = None               # DirectoryError of the last refused handshake
         self._last_failure = "not connected yet"
         self._opened = threading.Event()   # the first lease was granted, or opening failed
+        self._seen = collections.deque(maxlen=6)   # the last socket events (for error messages)
         self._open_error = None
         # names whose records the keeper looks up in the background (watch())
         self._watch_lock = threading.Lock()
@@ -777,8 +780,10 @@ class DirectoryClient(DirectoryBackend):
                                f"answer the ZeroMQ greeting within {self.timeout:g} s")
             if self._connected:
                 return Timeout(f"the directory at {self.address} did not grant a lease within {self.timeout:g} s")
-        reason = f"no answer within {self.timeout:g} s" if self._last_failure == "not connected yet" \
-            else self._last_failure
+        reason = (f"no answer within {self.timeout:g} s" if self._last_failure == "not connected yet"
+                  else self._last_failure)
+        if not self._seen:
+            reason += " (no TCP connection was made)"
         return _UnreachableTimeout(f"cannot reach the directory at {self.address}: {reason}", reason)
 
     def _expect(self, request, reply):
@@ -1036,6 +1041,7 @@ class DirectoryClient(DirectoryBackend):
             except zmq.Again:
                 return
             kind = event["event"]
+            self._seen.append(kind)
             if kind == zmq.EVENT_CONNECTED:
                 self._tcp_up = True
             elif kind == zmq.EVENT_CONNECT_RETRIED:
@@ -1077,8 +1083,10 @@ class DirectoryClient(DirectoryBackend):
                 if kind == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
                     text = (f"the directory at {self.address} refused this client's CURVE key "
                             f"{self.public_key} (ZAP status {event['value']}): it is not allowed by the "
-                            "directory's allow list (--curve-allow)" if self.secure else
-                            f"the directory at {self.address} refused this client (ZAP status {event['value']})")
+                            "directory's allow list (--curve-allow), or this address holds too many "
+                            "connections" if self.secure else
+                            f"the directory at {self.address} refused this client (ZAP status {event['value']}: "
+                            "this address may hold too many connections to it)")
                     error = DirectoryError(text, p.AUTH)
                 elif self.secure:
                     error = DirectoryError(f"the directory at {self.address} failed the CURVE handshake: "

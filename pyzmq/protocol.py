@@ -52,6 +52,8 @@ MAX_NAMES_PER_LEASE = 10_000
 MAX_NAMES_PER_CONNECTION = MAX_NAMES_PER_LEASE   # the old name of the limit
 MAX_RECORDS = 250_000   # names in the whole directory (sized for 10,000 clients of 10 to 25 names)
 MAX_LEASES = 50_000     # leases in the whole directory
+MAX_PER_SOURCE = 4096   # connections from one source address (one host may run thousands of instances)
+MAX_HANDSHAKING = 256   # connections from one source address still in the ZeroMQ handshake
 
 # Leases (seconds).
 DEFAULT_TTL = 4.0       # what a client asks for unless told otherwise

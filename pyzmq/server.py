@@ -17,6 +17,7 @@ FILE]] [ADDRESS]`` or ``python -m pyzmq.server ...``.
 import argparse
 import asyncio
 import bisect
+import collections
 import fnmatch
 import ipaddress
 import os
@@ -31,6 +32,7 @@ from pyzmq import protocol as p
 ZAP_DOMAIN = b"pyzmq-wiring-directory"
 ZAP_ENFORCE_DOMAIN = 93   # libzmq's ZMQ_ZAP_ENFORCE_DOMAIN (a draft constant in zmq.h)
 EXPIRY_TICK = 0.2         # seconds between sweeps for expired leases
+HANDSHAKE_MS = 5000       # a connection must finish the ZeroMQ handshake this soon (ZMQ_HANDSHAKE_IVL)
 SNDHWM = 100_000          # replies queued per client before the ROUTER drops them
 RCVHWM = 10_000
 
@@ -135,6 +137,62 @@ class Metrics:
         if http is not None:
             http.shutdown()
             http.server_close()
+
+
+class SourceCaps:
+    """Connections per source address: at most ``max_per_source`` in all
+    and ``max_handshaking`` not yet through the ZAP handler; no I/O.
+
+    The server feeds it the ROUTER's monitor events (``accepted`` with the
+    connection's fd and peer address, ``closed`` with the fd) and asks it
+    at each ZAP request (``admit``, with the address the request carries)."""
+
+    def __init__(self, max_per_source=p.MAX_PER_SOURCE, max_handshaking=p.MAX_HANDSHAKING):
+        self.max_per_source = max_per_source
+        self.max_handshaking = max_handshaking
+        self.fds = {}       # fd -> [address, through ZAP]
+        self.total = {}     # address -> connections
+        self.pending = {}   # address -> fds not through ZAP yet, oldest first
+
+    def accepted(self, fd, address):
+        """Count a new connection; False when its source has too many in the
+        handshake already (the caller then drops it)."""
+        if fd in self.fds:
+            self.closed(fd)     # (a missed close: the fd was reused)
+        self.fds[fd] = [address, False]
+        self.total[address] = self.total.get(address, 0) + 1
+        waiting = self.pending.setdefault(address, collections.deque())
+        waiting.append(fd)
+        return len(waiting) <= self.max_handshaking
+
+    def admit(self, address):
+        """At a ZAP request from ``address``: may it have one more connection?"""
+        waiting = self.pending.get(address)
+        if waiting:
+            self.fds[waiting.popleft()][1] = True
+            if not waiting:
+                del self.pending[address]
+        return self.total.get(address, 0) <= self.max_per_source
+
+    def closed(self, fd):
+        entry = self.fds.pop(fd, None)
+        if entry is None:
+            return
+        address, through = entry
+        left = self.total[address] - 1
+        if left:
+            self.total[address] = left
+        else:
+            del self.total[address]
+        if not through:
+            waiting = self.pending.get(address)
+            if waiting is not None:
+                try:
+                    waiting.remove(fd)
+                except ValueError:
+                    pass
+                if not waiting:
+                    del self.pending[address]
 
 
 class Lease:
@@ -425,6 +483,24 @@ def _literal_prefix(pattern):
     return pattern
 
 
+def _peer_address(fd):
+    """The peer IP of connection ``fd`` (libzmq's, from a monitor event), or None."""
+    try:
+        with socket.socket(fileno=os.dup(fd)) as s:
+            return s.getpeername()[0]
+    except OSError:
+        return None
+
+
+def _shut(fd):
+    """End connection ``fd`` (libzmq's): libzmq sees the end and drops it."""
+    try:
+        with socket.socket(fileno=os.dup(fd)) as s:
+            s.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+
+
 def _frame_property(frame, name):
     """A message property libzmq attached (``User-Id``, ``Peer-Address``), or None."""
     try:
@@ -439,7 +515,8 @@ class Server:
     def __init__(self, host="127.0.0.1", port=p.DEFAULT_PORT, quiet=False, secret_key=None,
                  allowed_keys=None, min_ttl=p.MIN_TTL, max_ttl=p.MAX_TTL,
                  max_names=p.MAX_NAMES_PER_LEASE, max_records=p.MAX_RECORDS, max_leases=p.MAX_LEASES,
-                 log_rate=20, metrics=None):
+                 log_rate=20, metrics=None, max_per_source=p.MAX_PER_SOURCE,
+                 max_handshaking=p.MAX_HANDSHAKING):
         """``metrics`` ("HOST:PORT") serves Prometheus metrics over HTTP there."""
         """``secret_key`` (Z85) makes every connection CURVE (docs/directory.md):
         clients must know the matching public key, ``public_key`` here.
@@ -468,6 +545,7 @@ class Server:
         self.registry = Registry(max_names=max_names, log=self._info, min_ttl=min_ttl, max_ttl=max_ttl,
                                  max_records=max_records, max_leases=max_leases)
         self._stopping = None
+        self.caps = SourceCaps(max_per_source, max_handshaking)
         self.metrics = None
         self.metrics_address = None
         if metrics is not None:
@@ -499,23 +577,32 @@ class Server:
         sockets = []
         tasks = []
         try:
-            if self._secret is not None:
-                zap = ctx.socket(zmq.REP)
-                sockets.append(zap)
-                zap.linger = 0
-                zap.bind("inproc://zeromq.zap.01")
-                tasks.append(asyncio.ensure_future(self._zap_loop(zap)))
+            # the ZAP handler runs for every connection (CURVE and, with a
+            # domain set, NULL too): it admits keys and caps connections per source
+            zap = ctx.socket(zmq.REP)
+            sockets.append(zap)
+            zap.linger = 0
+            zap.bind("inproc://zeromq.zap.01")
+            tasks.append(asyncio.ensure_future(self._zap_loop(zap)))
             router = ctx.socket(zmq.ROUTER)
             sockets.append(router)
             router.linger = 0
             endpoint, ipv6 = self._endpoint()
             if ipv6:
                 router.ipv6 = True
+            router.zap_domain = ZAP_DOMAIN
             if self._secret is not None:
                 router.curve_server = True
                 router.curve_secretkey = self._secret.encode("ascii")
-                router.zap_domain = ZAP_DOMAIN
                 router.setsockopt(ZAP_ENFORCE_DOMAIN, 1)   # no handler, no admission
+            router.handshake_ivl = HANDSHAKE_MS
+            monitor_at = f"inproc://zmq-server-monitor-{os.getpid()}"
+            router.monitor(monitor_at, zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED)
+            monitor = ctx.socket(zmq.PAIR)
+            sockets.append(monitor)
+            monitor.linger = 0
+            monitor.connect(monitor_at)
+            tasks.append(asyncio.ensure_future(self._monitor_loop(monitor)))
             router.maxmsgsize = p.MAX_MESSAGE
             router.sndhwm = SNDHWM
             router.rcvhwm = RCVHWM
@@ -588,6 +675,23 @@ class Server:
             await self._flush(router)
             self._log.flush()
 
+    async def _monitor_loop(self, monitor):
+        import zmq
+        from zmq.utils.monitor import parse_monitor_message
+        while True:
+            event = parse_monitor_message(await monitor.recv_multipart())
+            fd = event["value"]
+            if event["event"] == zmq.EVENT_ACCEPTED:
+                address = _peer_address(fd)
+                if address is not None and not self.caps.accepted(fd, address):
+                    self._info(f"zmq_server: dropped a connection from {address}: more than "
+                               f"{self.caps.max_handshaking} of its connections are in the handshake", "refusals")
+                    if self.metrics is not None:
+                        self.metrics.refused("handshakes_per_source")
+                    _shut(fd)
+            else:
+                self.caps.closed(fd)
+
     async def _zap_loop(self, zap):
         while True:
             frames = await zap.recv_multipart()
@@ -603,6 +707,14 @@ class Server:
         if version != b"1.0":
             return [b"1.0", request_id, b"500", b"unsupported ZAP version", b"", b""]
         peer = address.decode("ascii", "replace")
+        if not self.caps.admit(peer):
+            self._info(f"zmq_server: refused {peer}: it holds {self.caps.max_per_source} connections, "
+                       "the limit a source (--max-per-source)", "refusals")
+            if self.metrics is not None:
+                self.metrics.refused("connections_per_source")
+            return [b"1.0", request_id, b"400", b"too many connections from this address", b"", b""]
+        if mechanism == b"NULL" and self._secret is None:
+            return [b"1.0", request_id, b"200", b"OK", b"", b""]
         if mechanism == b"CURVE" and len(credentials) == 1 and len(credentials[0]) == 32:
             from zmq.utils import z85
             key = z85.encode(credentials[0]).decode("ascii")
@@ -767,6 +879,11 @@ def parse_args(argv=None):
     parser.add_argument("--metrics", metavar="HOST:PORT",
                         help="serve Prometheus metrics over HTTP there (needs prometheus_client; "
                              "port 0 picks one, printed on stderr)")
+    parser.add_argument("--max-per-source", type=int, default=p.MAX_PER_SOURCE, metavar="N",
+                        help=f"connections one source address may hold (default {p.MAX_PER_SOURCE:,})")
+    parser.add_argument("--max-handshaking", type=int, default=p.MAX_HANDSHAKING, metavar="N",
+                        help="connections of one source address still in the handshake "
+                             f"(default {p.MAX_HANDSHAKING:,}); more are dropped")
     parser.add_argument("--log-rate", type=int, default=20, metavar="LINES",
                         help="log lines a second at most; a summary line counts the rest (default 20)")
     args = parser.parse_args(argv)
@@ -780,8 +897,9 @@ def parse_args(argv=None):
             import prometheus_client  # noqa: F401
         except ImportError:
             parser.error("--metrics needs the prometheus_client package: pip install 'pyzmq-wiring[metrics]'")
-    if args.max_records < 1 or args.max_leases < 1 or args.log_rate < 1:
-        parser.error("--max-records, --max-leases and --log-rate must be at least 1")
+    if min(args.max_records, args.max_leases, args.log_rate, args.max_per_source, args.max_handshaking) < 1:
+        parser.error("--max-records, --max-leases, --max-per-source, --max-handshaking and --log-rate "
+                     "must be at least 1")
     if not 0 < args.min_ttl <= args.max_ttl:
         parser.error(f"--min-ttl {args.min_ttl:g} and --max-ttl {args.max_ttl:g}: need 0 < min <= max")
     if args.curve_allow and not args.curve_secret:
@@ -838,7 +956,8 @@ def main(argv=None):
     server = Server(args.address, args.port, quiet=args.quiet, secret_key=args.secret_key,
                     allowed_keys=args.allowed_keys, min_ttl=args.min_ttl, max_ttl=args.max_ttl,
                     max_records=args.max_records, max_leases=args.max_leases, log_rate=args.log_rate,
-                    metrics=args.metrics)
+                    metrics=args.metrics, max_per_source=args.max_per_source,
+                    max_handshaking=args.max_handshaking)
 
     def ready(host, port):
         secure = f" (CURVE, public key {server.public_key})" if server.public_key else ""

@@ -158,3 +158,70 @@ def test_metrics_are_served_over_http():
         assert values['zmq_directory_lookup_seconds_count'] == 8
         assert values['zmq_directory_refusals_total{reason="duplicate"}'] == 1
         print(f"\nscraped {len(values)} samples from {url}")
+
+
+def test_idle_connections_from_one_source_are_capped_and_others_still_served():
+    import resource
+    import socket as socketlib
+    import pyzmq
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 1400:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 4096), hard))
+    with ServerProcess(quiet=True, extra_args=["--max-handshaking", "100"]) as server:
+        idle = []
+        try:
+            for _ in range(1100):
+                s = socketlib.socket()
+                s.bind(("127.0.0.2", 0))
+                s.connect(("127.0.0.1", server.port))
+                idle.append(s)
+            started = time.monotonic()
+            with pyzmq.ZMQ(server.address) as owner, pyzmq.ZMQ(server.address) as binder:
+                owner.create_queue("capped-q", pyzmq.SCOPE_GLOBAL, "127.0.0.1:0")
+                ex = binder.create_exchange("local-e")
+                binder.bind("local-e", "capped-q")
+                elapsed = time.monotonic() - started
+                binder.send(ex, b"through")
+                assert owner.receive(timeout=5) == b"through"
+            print(f"\n1,100 idle connections from 127.0.0.2: register, look up and bind from 127.0.0.1 "
+                  f"in {elapsed:.3f} s")
+            assert elapsed < 1.0
+            # all but --max-handshaking of the idle ones were dropped by the server
+            time.sleep(0.5)
+            dropped = 0
+            for s in idle:
+                s.setblocking(False)
+                try:
+                    while s.recv(4096):     # (the server's ZMTP greeting comes first)
+                        pass
+                    dropped += 1            # end of stream: dropped
+                except BlockingIOError:
+                    pass                    # still open
+                except OSError:
+                    dropped += 1
+            print(f"the server dropped {dropped} of them at once")
+            assert dropped >= 1000 - 100
+        finally:
+            for s in idle:
+                s.close()
+
+
+def test_connections_per_source_are_capped_through_zap():
+    with ServerProcess(quiet=True, extra_args=["--max-per-source", "3"]) as server:
+        clients = [DirectoryClient(server.address, timeout=3.0) for _ in range(3)]
+        try:
+            with pytest.raises(DirectoryError, match="too many connections") as info:
+                DirectoryClient(server.address, timeout=3.0)
+            assert info.value.code == p.AUTH
+            clients.pop().close()
+            deadline = time.monotonic() + 5
+            while True:         # a slot is free once the server has seen the close
+                try:
+                    DirectoryClient(server.address, timeout=1.0).close()
+                    break
+                except DirectoryError:
+                    assert time.monotonic() < deadline
+                    time.sleep(0.1)
+        finally:
+            for c in clients:
+                c.close()
