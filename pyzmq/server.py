@@ -32,6 +32,7 @@ from pyzmq import protocol as p
 ZAP_DOMAIN = b"pyzmq-wiring-directory"
 ZAP_ENFORCE_DOMAIN = 93   # libzmq's ZMQ_ZAP_ENFORCE_DOMAIN (a draft constant in zmq.h)
 EXPIRY_TICK = 0.2         # seconds between sweeps for expired leases
+BATCH = 256               # messages handled per wake-up of the serving task
 HANDSHAKE_MS = 5000       # a connection must finish the ZeroMQ handshake this soon (ZMQ_HANDSHAKE_IVL)
 SNDHWM = 100_000          # replies queued per client before the ROUTER drops them
 RCVHWM = 10_000
@@ -232,7 +233,7 @@ class _Watch:
 
 
 class Record:
-    __slots__ = ("kind", "address", "key", "owner", "registered")
+    __slots__ = ("kind", "address", "key", "owner", "registered", "found")
 
     def __init__(self, kind, address, key, owner, registered):
         self.kind = kind
@@ -240,6 +241,7 @@ class Record:
         self.key = key
         self.owner = owner            # the Lease
         self.registered = registered  # wall-clock time (seconds since the epoch)
+        self.found = p.encode_reply(p.Found(kind, address, key))   # the LOOKUP answer, made once
 
 
 class Registry:
@@ -648,23 +650,47 @@ class Server:
             self._stopping.set()
 
     async def _serve_loop(self, router):
+        """Wait (zmq.asyncio) until the ROUTER has messages, then handle all
+        that are there through a synchronous shadow of the same socket:
+        one wake-up of the loop per batch, not per message."""
+        import zmq
+        sync = zmq.Socket.shadow(router.underlying)
         outbox = self.registry.outbox
+        again = zmq.Again
+        noblock = zmq.NOBLOCK
         while True:
-            frames = await router.recv_multipart(copy=False)
-            out = self.handle_message(frames)
-            if outbox:
-                # events go before the reply, so a WATCH's snapshot batches
-                # arrive in order, the last one (the reply) marked synced
-                for event in outbox:
-                    await router.send_multipart(event, copy=True)
-                outbox.clear()
-            if out is not None:
-                await router.send_multipart(out, copy=True)
+            await router.poll(flags=zmq.POLLIN)
+            for _ in range(BATCH):
+                try:
+                    frames = sync.recv_multipart(noblock, copy=False)
+                except again:
+                    break
+                out = self.handle_message(frames)
+                if outbox:
+                    # events go before the reply, so a WATCH's snapshot batches
+                    # arrive in order, the last one (the reply) marked synced
+                    for event in outbox:
+                        self._send(sync, event)
+                    outbox.clear()
+                if out is not None:
+                    self._send(sync, out)
+            await asyncio.sleep(0)      # let the other tasks (ZAP, sweep) run between batches
+
+    @staticmethod
+    def _send(sync, frames):
+        import zmq
+        try:
+            sync.send_multipart(frames, zmq.NOBLOCK)
+        except zmq.ZMQError:
+            pass    # the peer's queue is full (ROUTER drops) or it is gone
 
     async def _flush(self, router):
         outbox = self.registry.outbox
         for event in outbox:
-            await router.send_multipart(event, copy=True)
+            try:
+                await router.send_multipart(event, copy=True)
+            except Exception:
+                pass
         outbox.clear()
 
     async def _expiry_loop(self, router):
@@ -743,6 +769,11 @@ class Server:
             if len(header) > p.HEADER_SIZE:
                 header = header[:p.HEADER_SIZE]
         else:
+            if type(request) is p.Lookup and self.metrics is None:
+                # the hot path: no key needed, the answer made at registration
+                record = self.registry.records.get(request.name)
+                if record is not None:
+                    return [routing, header, record.found]
             key = _frame_property(frames[1], "User-Id") or None
             metrics = self.metrics
             if metrics is None:
