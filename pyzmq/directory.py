@@ -459,6 +459,7 @@ class DirectoryClient(DirectoryBackend):
         self._wake_r, self._wake_w = socket.socketpair()   # other threads wake the keeper
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
+        self._wake_fd = self._wake_r.fileno()
         self._stop = threading.Event()
         host = f"[{self._host}]" if ":" in self._host else self._host
         sock.connect(f"tcp://{host}:{self._port}")
@@ -899,7 +900,7 @@ class DirectoryClient(DirectoryBackend):
             timeout = max(0.0, min(timeout, self._renew_at - now))
         poller.modify(self._sock, zmq.POLLIN | (zmq.POLLOUT if writable else 0))
         events = dict(poller.poll(timeout * 1000))
-        if self._wake_r in events:
+        if self._wake_fd in events or self._wake_r in events:   # (zmq.Poller answers the fd)
             try:
                 while self._wake_r.recv(4096):
                     pass
