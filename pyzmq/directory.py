@@ -411,6 +411,7 @@ class DirectoryClient(DirectoryBackend):
         self._last_failure = "not connected yet"
         self._opened = threading.Event()   # the first lease was granted, or opening failed
         self._seen = collections.deque(maxlen=6)   # the last socket events (for error messages)
+        self._rounds = 0
         self._open_error = None
         # names whose records the keeper looks up in the background (watch())
         self._watch_lock = threading.Lock()
@@ -784,7 +785,8 @@ class DirectoryClient(DirectoryBackend):
         reason = (f"no answer within {self.timeout:g} s" if self._last_failure == "not connected yet"
                   else self._last_failure)
         if not self._seen:
-            reason += " (no TCP connection was made)"
+            reason += (f" (no TCP connection was made; keeper {'alive' if self._keeper.is_alive() else 'dead'}, "
+                       f"{self._rounds} rounds)")
         return _UnreachableTimeout(f"cannot reach the directory at {self.address}: {reason}", reason)
 
     def _expect(self, request, reply):
@@ -890,10 +892,13 @@ class DirectoryClient(DirectoryBackend):
     def _round(self, poller, zmq):
         """One round of the keeper: wait (at most ROUND_MAX) for anything
         to do, then do it.  Returns False when the client is closed."""
+        self._rounds += 1
         with self._lock:
             if self._closed:
                 return False
-            writable = bool(self._queue) and self._connected
+            # (with ZMQ_IMMEDIATE the DEALER is writable only with a live
+            # connection: sending does not wait for the monitor's word)
+            writable = bool(self._queue)
         now = time.monotonic()
         timeout = ROUND_MAX
         if self._lease is not None:
@@ -923,8 +928,6 @@ class DirectoryClient(DirectoryBackend):
 
     def _send(self, zmq):
         """Send queued calls while the link takes them."""
-        if not self._connected:
-            return
         kept = collections.deque()
         while self._queue:
             call = self._queue.popleft()
@@ -952,6 +955,7 @@ class DirectoryClient(DirectoryBackend):
             except zmq.Again:
                 self._queue.appendleft(call)
                 break
+            self._connected = True      # a live pipe took it
             self._pending[rid] = call
             if call.handle is not None:
                 if call.handle.closed:
