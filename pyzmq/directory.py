@@ -1169,6 +1169,12 @@ def _keep_alive(ref, stop):
                 time.sleep(ROUND_MAX)
             del client
     finally:
+        # stop the monitor before closing anything: closing a monitored
+        # socket (or its monitor's reader) first can wedge libzmq's I/O thread
+        try:
+            sock.disable_monitor()
+        except Exception:
+            pass
         for s in (monitor, sock):
             try:
                 s.close(linger=0)

@@ -438,7 +438,7 @@ def test_taken_name_is_dropped_on_reregistration(directory_server, caplog):
 
 
 def test_close_is_idempotent_and_stops_the_thread(directory):
-    client = DirectoryClient(directory, timeout=1.0)
+    client = DirectoryClient(directory, timeout=3.0)
     keeper = client._keeper
     assert keeper.daemon and keeper.is_alive()
     client.close()
@@ -450,7 +450,7 @@ def test_close_is_idempotent_and_stops_the_thread(directory):
 
 
 def test_dropped_client_is_collected_and_its_thread_ends(directory):
-    client = DirectoryClient(directory, timeout=1.0)
+    client = DirectoryClient(directory, timeout=3.0)
     keeper = client._keeper
     del client
     gc.collect()
