@@ -12,7 +12,7 @@ import pytest
 
 import pyzmq
 from pyzmq.directory import DirectoryClient
-from peers import Peer
+from helpers import Peer
 
 pytestmark = pytest.mark.skipif(not pyzmq._zmq.has("curve"), reason="libzmq without CURVE")
 

@@ -10,18 +10,16 @@ declared in pyproject.toml.
 
 from __future__ import annotations
 
-import os
 import re
 import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-PERF = ROOT / "perf"
+from helpers import PERF, ROOT, child_env, free_port
+
 TIMEOUT = 30        # seconds for any one process; the runs below take < 1 s
 
 LAT_LINES = (
@@ -71,12 +69,6 @@ def parse(out, patterns):
         assert m, f"{line!r} does not match {pattern!r}"
         values.append(float(m.group(1)))
     return values
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # ------------------------------------------------------------ measurements
@@ -251,7 +243,7 @@ def test_console_scripts_declared():
 def test_console_script_entry_point_runs():
     """The entry-point function behaves as the perf/ script does (argv from sys.argv)."""
     code = "import sys; from pyzmq.perftools import remote_thr_main; remote_thr_main()"
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env = child_env()
     proc = subprocess.run([sys.executable, "-c", code, "h:1", "0", "5"], capture_output=True,
                           text=True, timeout=15, env=env, cwd=str(ROOT))
     assert proc.returncode == 2
