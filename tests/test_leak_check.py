@@ -15,6 +15,14 @@ from helpers import ROOT, Snapshot, child_env, loans_back
 BIG = b"x" * (1 << 20)          # above ZERO_COPY_MIN: lent to libzmq, not copied
 
 
+def _wired(z):
+    """Exchange E bound to queue Q (inproc) in instance z; returns E's id."""
+    eid = z.create_exchange("E")
+    z.create_queue("Q")
+    z.bind("E", "Q")
+    return eid
+
+
 def test_an_instance_left_open_is_reported_and_closed():
     before = Snapshot()
     z = pyzmq.ZMQ()
@@ -28,9 +36,7 @@ def test_an_instance_left_open_is_reported_and_closed():
 def test_a_closed_instance_is_not_a_leak():
     before = Snapshot()
     with pyzmq.ZMQ() as z:
-        eid = z.create_exchange("E")
-        z.create_queue("Q")
-        z.bind("E", "Q")
+        eid = _wired(z)
         z.send(eid, BIG)
         assert z.receive2(timeout=5) == (z._objects["Q"].id, BIG)
     assert before.leaks() == []
@@ -43,9 +49,7 @@ def test_a_closed_instance_is_not_a_leak():
 def test_close_lets_go_of_the_last_large_message_received():
     before = Snapshot()
     with pyzmq.ZMQ() as z:
-        eid = z.create_exchange("E")
-        z.create_queue("Q")
-        z.bind("E", "Q")
+        eid = _wired(z)
         z.send(eid, BIG)
         assert z.receive(timeout=5) == BIG      # the fast path keeps this message
     released = loans_back(before.loans, timeout=1.0)
@@ -78,9 +82,7 @@ def test_the_process_wide_zap_thread_is_allowed():
 
 def test_a_loan_never_handed_back_is_reported():
     with pyzmq.ZMQ() as z:
-        eid = z.create_exchange("E")
-        z.create_queue("Q")
-        z.bind("E", "Q")
+        eid = _wired(z)
         before = Snapshot()             # the instance is older: only the loan is new
         z.send(eid, BIG)                # waits, unread, in the queue's pipe
         leaks = before.leaks(grace=0.2)
