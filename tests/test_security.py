@@ -1,0 +1,267 @@
+"""The attacks of issue 11, each against real processes and a real zmq_server
+on loopback: a keyless squatter taking a CURVE name, a pinned key that does
+not match, a stranger meeting an owner whose ZAP handler is gone, a name
+lost while the directory connection was down."""
+
+import errno
+import logging
+import time
+
+import pytest
+
+import pyzmq
+from pyzmq.directory import DirectoryClient
+from peers import Peer
+
+pytestmark = pytest.mark.skipif(not pyzmq._zmq.has("curve"), reason="libzmq without CURVE")
+
+
+def wait_until(predicate, timeout):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return predicate()
+
+
+def is_free(directory, name):
+    with DirectoryClient(directory) as d:
+        try:
+            d.lookup(name)
+        except pyzmq.Error:
+            return True
+    return False
+
+
+# A queue owner: "orders" with the secret key argv[2] (or plain with "-"),
+# at port argv[3] (0: a free one); prints every message it gets.
+QUEUE_OWNER = """
+import sys, pyzmq
+secret = None if sys.argv[2] == "-" else sys.argv[2]
+z = pyzmq.ZMQ(sys.argv[1], secret_key=secret)
+z.create_queue("orders", pyzmq.SCOPE_GLOBAL, "127.0.0.1:" + sys.argv[3])
+print("ready", z._objects["orders"].address, flush=True)
+while True:
+    print("got", z.receive().decode(), flush=True)
+"""
+
+
+def _bound_then_owner_killed(directory, z, eid, secret=None, **bind_kw):
+    """Bind z's exchange to a CURVE owner's "orders", check one message
+    arrives, then kill the owner and wait until the directory freed the name."""
+    with Peer(QUEUE_OWNER, directory, secret or pyzmq.curve_keypair()[1], 0) as owner:
+        owner.expect("ready")
+        z.bind("E", "orders", **bind_kw)
+        z.send(eid, b"first")
+        assert owner.expect("got") == "first"
+        owner.proc.kill()
+        owner.proc.wait(5)
+    assert wait_until(lambda: is_free(directory, "orders"), 10.0)
+
+
+@pytest.mark.parametrize("squatter_key", ["none", "its own"])
+def test_a_squatter_gets_nothing(directory, caplog, squatter_key):
+    # Before the fix the binder's blocked send followed the squatter's
+    # keyless record and its messages arrived there in plaintext (999 of
+    # 1000 here), or, with a key of the squatter's own, encrypted to it.
+    with pyzmq.ZMQ(directory, hwm=1) as z:
+        eid = z.create_exchange("E")
+        _bound_then_owner_killed(directory, z, eid)
+        secret = "-" if squatter_key == "none" else pyzmq.curve_keypair()[1]
+        with Peer(QUEUE_OWNER, directory, secret, 0) as squatter:
+            squatter.expect("ready")
+            timeout = None
+            with caplog.at_level(logging.WARNING, logger="pyzmq.wiring"):
+                try:
+                    for i in range(1000):
+                        z.send(eid, b"secret %d" % i, timeout=3.0)
+                except pyzmq.Timeout as exc:
+                    timeout = exc
+            got = [line for line in squatter.remaining_lines(quiet_for=1.0) if line.startswith("got")]
+            assert got == [], f"the squatter read {len(got)} messages: {got[:3]}"
+    assert timeout is not None, "every send went somewhere"
+    text = str(timeout)
+    assert "'orders'" in text and "not followed" in text, text
+    assert ("no CURVE key" if squatter_key == "none" else "not the key the binding was made with") in text
+    refusals = [r for r in caplog.records if "'orders'" in r.getMessage() and "not followed" in r.getMessage()]
+    assert len(refusals) == 1, [r.getMessage() for r in caplog.records]
+    assert refusals[0].levelno == logging.WARNING
+
+
+def test_the_real_owner_back_on_another_port_is_followed(directory):
+    # "same key only" still follows an owner that restarted elsewhere
+    public, secret = pyzmq.curve_keypair()
+    with pyzmq.ZMQ(directory, hwm=1) as z:
+        eid = z.create_exchange("E")
+        _bound_then_owner_killed(directory, z, eid, secret)
+        with Peer(QUEUE_OWNER, directory, secret, 0) as owner:
+            owner.expect("ready")
+            for i in range(20):
+                z.send(eid, b"m%d" % i, timeout=20)
+            got = []
+            while not got or got[-1] != "m19":
+                got.append(owner.expect("got", timeout=20))
+
+
+@pytest.mark.parametrize("owner", ["another key", "no key"])
+def test_a_pinned_key_that_does_not_match_is_refused(directory, owner):
+    pinned, _ = pyzmq.curve_keypair()
+    secret = pyzmq.curve_keypair()[1] if owner == "another key" else "-"
+    with Peer(QUEUE_OWNER, directory, secret, 0) as peer, pyzmq.ZMQ(directory) as z:
+        peer.expect("ready")
+        z.create_exchange("E")
+        with pytest.raises(pyzmq.Error) as info:
+            z.bind("E", "orders", key=pinned)
+        assert info.value.errno == errno.EACCES
+        assert "'orders'" in str(info.value) and pinned in str(info.value)
+        assert z.bindings == []
+
+
+def test_a_pinned_key_that_matches_binds_and_follows_only_that_key(directory):
+    public, secret = pyzmq.curve_keypair()
+    with pyzmq.ZMQ(directory, hwm=1) as z:
+        eid = z.create_exchange("E")
+        _bound_then_owner_killed(directory, z, eid, secret, key=public)
+        with Peer(QUEUE_OWNER, directory, pyzmq.curve_keypair()[1], 0) as other:
+            other.expect("ready")
+            with pytest.raises(pyzmq.Timeout, match="not the pinned key"):
+                for i in range(1000):
+                    z.send(eid, b"m%d" % i, timeout=2.5)
+            assert not [l for l in other.remaining_lines(quiet_for=0.5) if l.startswith("got")]
+
+
+def test_require_curve_refuses_a_keyless_record_at_bind(directory):
+    with Peer(QUEUE_OWNER, directory, "-", 0) as peer, \
+            pyzmq.ZMQ(directory, require_curve=True) as z:
+        peer.expect("ready")
+        z.create_exchange("E")
+        with pytest.raises(pyzmq.Error, match="requires CURVE") as info:
+            z.bind("E", "orders")
+        assert info.value.errno == errno.EACCES
+        z.create_queue("mine")
+        z.bind("E", "mine")             # its own objects need no key
+
+
+def test_bind_arguments_are_checked(directory):
+    with pyzmq.ZMQ(directory) as z:
+        z.create_exchange("E")
+        z.create_queue("Q")
+        with pytest.raises(ValueError, match="follow must be one of"):
+            z.bind("E", "Q", follow="sometimes")
+        with pytest.raises(ValueError, match="40 Z85"):
+            z.bind("E", "Q", key="short")
+        with pytest.raises(ValueError, match="pins the name to one key"):
+            z.bind("E", "Q", key=pyzmq.curve_keypair()[0], follow="any-key")
+        with pytest.raises(ValueError, match="both this instance's own"):
+            z.bind("E", "Q", key=pyzmq.curve_keypair()[0])
+
+
+# -- ZAP fails closed -----------------------------------------------------------
+
+# An owner that lets only argv[3] in, then stops its ZAP handler and keeps
+# sending on its exchange ZE; prints what reaches its queue ZQ.
+ZAPLESS_OWNER = """
+import sys, pyzmq
+z = pyzmq.ZMQ(sys.argv[1], secret_key=sys.argv[2], allowed_keys=[sys.argv[3]])
+e = z.create_exchange("ZE", pyzmq.SCOPE_GLOBAL, "127.0.0.1:0")
+z.create_queue("ZQ", pyzmq.SCOPE_GLOBAL, "127.0.0.1:0")
+pyzmq._zmq._zap_stop()
+assert not pyzmq._zmq._zap_running()
+print("stopped", flush=True)
+i = 0
+while True:
+    z.serve(0.02)
+    z.send(e, b"stranger-%d" % i, block=False)
+    i += 1
+    m = z.receive(block=False)
+    if m is not None:
+        print("got", m.decode(), flush=True)
+"""
+
+
+def test_with_the_zap_handler_stopped_a_stranger_is_refused(directory):
+    # Before ZMQ_ZAP_ENFORCE_DOMAIN, libzmq admitted any key once the
+    # handler was gone: the stranger's bind() returned and it read
+    # b"stranger-N" from an owner that allowed only a friend.
+    friend, _ = pyzmq.curve_keypair()
+    with Peer(ZAPLESS_OWNER, directory, pyzmq.curve_keypair()[1], friend) as owner, \
+            pyzmq.ZMQ(directory, secret_key=pyzmq.curve_keypair()[1], bind_timeout=2.0) as z:
+        owner.expect("stopped")
+        z.create_queue("mine")
+        z.create_exchange("out")
+        with pytest.raises(pyzmq.Error) as sub:
+            z.bind("ZE", "mine")
+        assert z.receive(block=False) is None
+        with pytest.raises(pyzmq.Error) as push:
+            z.bind("out", "ZQ")
+        assert z.bindings == []
+        assert not [l for l in owner.remaining_lines(quiet_for=0.5) if l.startswith("got")]
+    print("refused:", sub.value, "|", push.value)
+
+
+def _zap(domain, key, mechanism=b"CURVE", version=b"1.0", extra=()):
+    return pyzmq._zmq._zap_request([version, b"7", domain, b"127.0.0.1", b"", mechanism, key, *extra])
+
+
+def test_the_zap_handler_answers_what_it_cannot_handle_with_500_and_keeps_serving():
+    friend, _ = pyzmq.curve_keypair()
+    stranger, _ = pyzmq.curve_keypair()
+    with pyzmq.ZMQ(secret_key=pyzmq.curve_keypair()[1], allowed_keys=[friend]) as z:
+        domain = z._zap_domain.encode()
+        raw = pyzmq._zmq._z85_decode(friend)
+        assert _zap(domain, raw) == [b"1.0", b"7", b"200", b"OK", friend.encode(), b""]
+        assert _zap(domain, pyzmq._zmq._z85_decode(stranger))[2] == b"400"
+        assert _zap(b"not-ours", raw)[2] == b"400"
+        for bad in (_zap(domain, raw, version=b"2.0"),
+                    _zap(domain, raw, mechanism=b"PLAIN"),
+                    _zap(domain, b"short"),
+                    _zap(domain, raw, extra=[b"more"]),
+                    pyzmq._zmq._zap_request([b"1.0", b"7"])):
+            assert bad[2] == b"500", bad
+            assert bad[1] in (b"7", b"")
+        # an exception inside the handler (here a policy entry whose
+        # comparison raises) is a 500 for that request, not a dead thread
+        class Raises:
+            def __hash__(self):
+                return hash(raw)
+
+            def __eq__(self, other):
+                raise RuntimeError("boom")
+        pyzmq._zmq._zap_allow(b"odd-domain", [Raises()])
+        try:
+            reply = _zap(b"odd-domain", raw)
+            assert reply[2] == b"500" and b"RuntimeError" in reply[3], reply
+        finally:
+            pyzmq._zmq._zap_forget(b"odd-domain")
+        assert pyzmq._zmq._zap_running()
+        assert _zap(domain, raw)[2] == b"200"
+
+
+SENDER = """
+import sys, pyzmq
+secret = None if sys.argv[2] == "-" else sys.argv[2]
+z = pyzmq.ZMQ(sys.argv[1], secret_key=secret)
+e = z.create_exchange("S")
+z.bind("S", sys.argv[3])
+z.send(e, b"hello")
+print("sent", flush=True)
+sys.stdin.readline()
+"""
+
+
+def test_the_owner_reads_the_senders_key(directory):
+    public, secret = pyzmq.curve_keypair()
+    with pyzmq.ZMQ(directory, secret_key=pyzmq.curve_keypair()[1]) as z, \
+            pyzmq.ZMQ(directory) as plain:
+        z.create_queue("KQ", pyzmq.SCOPE_GLOBAL, "127.0.0.1:0")
+        plain.create_queue("PQ", pyzmq.SCOPE_GLOBAL, "127.0.0.1:0")
+        with Peer(SENDER, directory, secret, "KQ") as peer:
+            peer.expect("sent")
+            frame = z.receive(timeout=10, copy=False)
+            assert bytes(frame) == b"hello"
+            assert frame.sender_key == public
+        with Peer(SENDER, directory, "-", "PQ") as peer:
+            peer.expect("sent")
+            frame = plain.receive(timeout=10, copy=False)
+            assert bytes(frame) == b"hello" and frame.sender_key is None
