@@ -5,13 +5,15 @@ lost while the directory connection was down."""
 
 import errno
 import logging
+import os
+import signal
 import time
 
 import pytest
 
 import pyzmq
 from pyzmq.directory import DirectoryClient
-from peers import Peer
+from peers import COMMANDS, Peer
 
 pytestmark = pytest.mark.skipif(not pyzmq._zmq.has("curve"), reason="libzmq without CURVE")
 
@@ -265,3 +267,51 @@ def test_the_owner_reads_the_senders_key(directory):
             peer.expect("sent")
             frame = plain.receive(timeout=10, copy=False)
             assert bytes(frame) == b"hello" and frame.sender_key is None
+
+
+# -- a name lost while reconnecting ---------------------------------------------
+
+LOSING_OWNER = COMMANDS + """
+import sys, pyzmq
+z = pyzmq.ZMQ(sys.argv[1], on_lost=lambda name, why: print("lost", name, "|", why, flush=True))
+z.create_exchange("src")
+z.create_queue("contested", pyzmq.SCOPE_GLOBAL, "127.0.0.1:0")
+print("ready", flush=True)
+while (c := next_command(z)) != "quit":
+    try:
+        if c == "bind":
+            z.bind("src", "contested")
+        else:
+            z.create_queue("contested", pyzmq.SCOPE_GLOBAL, "127.0.0.1:0")
+        print("ok", c, flush=True)
+    except pyzmq.Error as e:
+        print("error", e.errno, e, flush=True)
+    print("lost-map", sorted(z.lost), flush=True)
+"""
+
+
+def test_a_name_lost_while_reconnecting_reaches_the_application(directory_server):
+    # Before: only a log line; the owner went on as if it held the name.
+    with Peer(LOSING_OWNER, directory_server.address) as owner:
+        owner.expect("ready")
+        os.kill(owner.proc.pid, signal.SIGSTOP)     # so the thief wins the race
+        try:
+            directory_server.kill()
+            directory_server.start()
+            thief = DirectoryClient(directory_server.address)
+            thief.register("Q", "contested", "127.0.0.1:3333")
+        finally:
+            os.kill(owner.proc.pid, signal.SIGCONT)
+        try:
+            line = owner.expect("lost", timeout=15)
+            assert line.startswith("contested |") and "another process" in line, line
+            for command in ("bind", "create"):
+                owner.tell(command)
+                error = owner.expect("error")
+                assert error.startswith(str(errno.EADDRINUSE)) and "'contested'" in error, error
+                assert owner.expect("lost-map") == "['contested']"
+            assert thief.lookup("contested") == ("Q", "127.0.0.1:3333", "")
+        finally:
+            thief.close()
+        owner.tell("quit")
+        assert owner.wait(10) == 0, owner.err()
