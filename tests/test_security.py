@@ -315,3 +315,127 @@ def test_a_name_lost_while_reconnecting_reaches_the_application(directory_server
             thief.close()
         owner.tell("quit")
         assert owner.wait(10) == 0, owner.err()
+
+
+# -- the directory keeps a keyed name for its key for a while -----------------
+
+from pyzmq import protocol as proto             # noqa: E402
+from pyzmq.server import Connection, Registry   # noqa: E402
+
+
+class Clock:
+    def __init__(self):
+        self.now = 100.0
+
+    def __call__(self):
+        return self.now
+
+
+def _secure_conn(peer, key):
+    conn = Connection(peer)
+    conn.key = key
+    return conn
+
+
+def test_registry_holds_a_keyed_name_for_its_key_during_the_grace_period():
+    alice_key, mallory_key = pyzmq.curve_keypair()[0], pyzmq.curve_keypair()[0]
+    clock = Clock()
+    reg = Registry(key_grace=30.0, clock=clock)
+    owner = _secure_conn("alice", alice_key)
+    assert isinstance(reg.register(owner, "Q", "orders", "127.0.0.1:1", alice_key), proto.Ok)
+    reg.drop(owner)                                 # the owner went away
+    assert isinstance(reg.lookup("orders"), proto.ErrorReply)
+    mallory = _secure_conn("mallory", mallory_key)
+    for key in ("", mallory_key):
+        reply = reg.register(mallory, "Q", "orders", "127.0.0.1:2", key)
+        assert isinstance(reply, proto.ErrorReply) and reply.code == proto.AUTH
+        assert "held for the CURVE key" in reply.message
+    clock.now += 29.0
+    back = _secure_conn("alice again", alice_key)   # the real owner restarting wins
+    assert isinstance(reg.register(back, "Q", "orders", "127.0.0.1:3", alice_key), proto.Ok)
+    assert reg.lookup("orders").address == "127.0.0.1:3"
+    assert isinstance(reg.unregister(back, "orders"), proto.Ok)   # a clean exit holds it too
+    assert reg.register(mallory, "Q", "orders", "127.0.0.1:2", "").code == proto.AUTH
+    clock.now += 30.5                               # the grace period is over
+    assert isinstance(reg.register(mallory, "Q", "orders", "127.0.0.1:2", ""), proto.Ok)
+    assert reg.reserved == {}
+
+
+def test_registry_grace_applies_to_keyed_names_on_secure_connections_only():
+    clock = Clock()
+    reg = Registry(key_grace=30.0, clock=clock)
+    key = pyzmq.curve_keypair()[0]
+    plain = Connection("plain")                     # key not proven: nothing to hold
+    reg.register(plain, "Q", "a", "127.0.0.1:1", key)
+    secure = _secure_conn("s", key)
+    reg.register(secure, "Q", "b", "127.0.0.1:1", "")   # registered without a key
+    reg.drop(plain)
+    reg.drop(secure)
+    other = _secure_conn("o", pyzmq.curve_keypair()[0])
+    assert isinstance(reg.register(other, "Q", "a", "127.0.0.1:2", ""), proto.Ok)
+    assert isinstance(reg.register(other, "Q", "b", "127.0.0.1:2", ""), proto.Ok)
+    none = Registry(key_grace=0.0, clock=clock)
+    none.register(secure, "Q", "c", "127.0.0.1:1", key)
+    none.drop(secure)
+    assert isinstance(none.register(other, "Q", "c", "127.0.0.1:2", ""), proto.Ok)
+
+
+def test_registry_holds_a_bounded_number_of_names():
+    clock = Clock()
+    reg = Registry(key_grace=30.0, clock=clock, max_reserved=3)
+    key = pyzmq.curve_keypair()[0]
+    conn = _secure_conn("s", key)
+    for i in range(5):
+        reg.register(conn, "Q", f"n{i}", "127.0.0.1:1", key)
+    reg.drop(conn)
+    assert list(reg.reserved) == ["n2", "n3", "n4"]
+
+
+def _write(path, text, mode):
+    path.write_text(text)
+    os.chmod(path, mode)
+    return str(path)
+
+
+def test_a_squatter_cannot_take_a_keyed_name_on_a_secure_directory(tmp_path):
+    server_pub, server_sec = pyzmq.curve_keypair()
+    alice_pub, alice_sec = pyzmq.curve_keypair()
+    mallory_pub, mallory_sec = pyzmq.curve_keypair()
+    secret = _write(tmp_path / "server.key", server_sec + "\n", 0o600)
+    allow = _write(tmp_path / "allow", f"{alice_pub}\n{mallory_pub}\n", 0o644)
+    from pyzmq.testing import ServerProcess
+    with ServerProcess(extra_args=["--curve-secret", secret, "--curve-allow", allow,
+                                   "--key-grace", "3"]) as server:
+        with pyzmq.ZMQ(server.address, directory_key=server_pub, secret_key=alice_sec) as owner:
+            owner.create_queue("orders", pyzmq.SCOPE_GLOBAL, "127.0.0.1:0")
+        started = time.monotonic()
+        for keyless in (True, False):
+            with pyzmq.ZMQ(server.address, directory_key=server_pub, secret_key=mallory_sec) as m:
+                with pytest.raises(pyzmq.DirectoryError, match="held for the CURVE key") as info:
+                    if keyless:
+                        m._directory.register("Q", "orders", "127.0.0.1:9")   # keyless
+                    else:
+                        m.create_queue("orders", pyzmq.SCOPE_GLOBAL, "127.0.0.1:0")
+                assert info.value.code == proto.AUTH
+        with pyzmq.ZMQ(server.address, directory_key=server_pub, secret_key=alice_sec) as owner:
+            owner.create_queue("orders", pyzmq.SCOPE_GLOBAL, "127.0.0.1:0")   # its owner may
+        assert time.monotonic() - started < 3.0
+        time.sleep(3.2)
+        with pyzmq.ZMQ(server.address, directory_key=server_pub, secret_key=mallory_sec) as m:
+            m.create_queue("orders", pyzmq.SCOPE_GLOBAL, "127.0.0.1:0")        # after the grace
+        assert server.wait_for_log("refused 'orders'")
+
+
+def test_the_server_warns_about_weak_curve_settings(tmp_path):
+    from pyzmq.testing import ServerProcess
+    server_pub, server_sec = pyzmq.curve_keypair()
+    secret = _write(tmp_path / "server.key", server_sec + "\n", 0o600)
+    with ServerProcess(extra_args=["--curve-secret", secret]) as server:
+        assert server.wait_for_log("without --curve-allow serves any client")
+    allow = _write(tmp_path / "allow", pyzmq.curve_keypair()[0] + "\n", 0o666)
+    with ServerProcess(extra_args=["--curve-secret", secret, "--curve-allow", allow]) as server:
+        assert server.wait_for_log("writable by other users")
+    os.chmod(allow, 0o644)
+    with ServerProcess(extra_args=["--curve-secret", secret, "--curve-allow", allow]) as server:
+        time.sleep(0.2)
+        assert not [l for l in server.logs() if "warning" in l], server.logs()
