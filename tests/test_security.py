@@ -439,3 +439,39 @@ def test_the_server_warns_about_weak_curve_settings(tmp_path):
     with ServerProcess(extra_args=["--curve-secret", secret, "--curve-allow", allow]) as server:
         time.sleep(0.2)
         assert not [l for l in server.logs() if "warning" in l], server.logs()
+
+
+# -- zmq_keygen never writes through a planted link -----------------------------
+
+def _keygen(path):
+    import subprocess
+    import sys
+    from pyzmq.testing import child_env
+    return subprocess.run([sys.executable, "-m", "pyzmq.curve", str(path)], capture_output=True,
+                          text=True, env=child_env(), timeout=20)
+
+
+@pytest.mark.parametrize("planted", ["PATH.pub", "PATH", "dangling PATH.pub"])
+def test_zmq_keygen_refuses_a_planted_symlink(tmp_path, planted):
+    # Before: PATH.pub was opened with open("w") and the link was followed,
+    # overwriting its target with the public key.
+    target = tmp_path / "victim"
+    target.write_text("precious\n")
+    path = tmp_path / "id"
+    link = tmp_path / ("id" if planted == "PATH" else "id.pub")
+    link.symlink_to(target if not planted.startswith("dangling") else tmp_path / "nowhere")
+    r = _keygen(path)
+    assert r.returncode == 2 and "not overwriting" in r.stderr, r.stderr
+    assert target.read_text() == "precious\n"
+    assert not (tmp_path / "nowhere").exists()
+    if planted != "PATH":
+        assert not path.exists(), "a secret key without its .pub was left behind"
+
+
+def test_zmq_keygen_writes_both_files_new(tmp_path):
+    path = tmp_path / "id"
+    r = _keygen(path)
+    assert r.returncode == 0, r.stderr
+    assert os.stat(path).st_mode & 0o777 == 0o600
+    assert os.stat(str(path) + ".pub").st_mode & 0o777 == 0o644 & ~os.umask(os.umask(0))
+    assert (tmp_path / "id.pub").read_text().strip() == r.stdout.strip()
