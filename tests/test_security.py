@@ -55,7 +55,7 @@ def _bound_then_owner_killed(directory, z, eid, secret=None, **bind_kw):
     with Peer(QUEUE_OWNER, directory, secret or pyzmq.curve_keypair()[1], 0) as owner:
         owner.expect("ready")
         z.bind("E", "orders", **bind_kw)
-        z.send(eid, b"first")
+        assert (z.send_now if hasattr(z, "send_now") else z.send)(eid, b"first")
         assert owner.expect("got") == "first"
         owner.proc.kill()
         owner.proc.wait(5)
@@ -475,3 +475,55 @@ def test_zmq_keygen_writes_both_files_new(tmp_path):
     assert os.stat(path).st_mode & 0o777 == 0o600
     assert os.stat(str(path) + ".pub").st_mode & 0o777 == 0o644 & ~os.umask(os.umask(0))
     assert (tmp_path / "id.pub").read_text().strip() == r.stdout.strip()
+
+
+# -- the receiving side and asyncio follow the same policy -------------------
+
+EXCHANGE_OWNER = """
+import sys, pyzmq
+secret = None if sys.argv[2] == "-" else sys.argv[2]
+z = pyzmq.ZMQ(sys.argv[1], secret_key=secret)
+e = z.create_exchange("feed", pyzmq.SCOPE_GLOBAL, "127.0.0.1:0")
+print("ready", flush=True)
+while True:
+    z.send(e, sys.argv[3].encode())
+    z.serve(0.05)
+"""
+
+
+def test_a_keyless_exchange_squatter_cannot_inject(directory):
+    with pyzmq.ZMQ(directory) as z:
+        z.create_queue("mine")
+        with Peer(EXCHANGE_OWNER, directory, pyzmq.curve_keypair()[1], "real") as owner:
+            owner.expect("ready")
+            z.bind("feed", "mine")
+            assert z.receive(timeout=10) == b"real"
+            owner.proc.kill()
+            owner.proc.wait(5)
+        assert wait_until(lambda: is_free(directory, "feed"), 10.0)
+        while z.receive(block=False) is not None:
+            pass
+        with Peer(EXCHANGE_OWNER, directory, "-", "injected") as squatter:
+            squatter.expect("ready")
+            with pytest.raises(pyzmq.Timeout, match="'feed' was not followed") as info:
+                while True:
+                    assert z.receive(timeout=3.0) != b"injected"
+    assert "no CURVE key" in str(info.value)
+
+
+def test_asyncio_sends_do_not_follow_a_squatter_either(directory):
+    import asyncio
+    import pyzmq.asyncio
+
+    async def main(z, eid):
+        for i in range(1000):
+            await z.send(eid, b"secret %d" % i, timeout=3.0)
+
+    with pyzmq.asyncio.ZMQ(directory, hwm=1) as z:
+        eid = z.create_exchange("E")
+        _bound_then_owner_killed(directory, z, eid)
+        with Peer(QUEUE_OWNER, directory, "-", 0) as squatter:
+            squatter.expect("ready")
+            with pytest.raises(pyzmq.Timeout, match="'orders' was not followed"):
+                asyncio.run(main(z, eid))
+            assert not [l for l in squatter.remaining_lines(quiet_for=0.5) if l.startswith("got")]
