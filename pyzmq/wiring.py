@@ -501,6 +501,10 @@ class ZMQ(_zmq.Engine):
                 address, key = self._usable(remote.name, remote.kind, *record)
             except Error:
                 continue
+            endpoint, ckey = _target(address, key)
+            if (endpoint, ckey) == (remote.endpoint, remote.key):
+                remote.refused = remote.refused_record = None   # where it is connected
+                continue
             why = self._follow_refusal(remote, key)
             if why is not None:
                 if remote.refused_record != record:
@@ -511,9 +515,7 @@ class ZMQ(_zmq.Engine):
                 remote.refused, remote.refused_record = why, record
                 continue
             remote.refused = remote.refused_record = None
-            endpoint, key = _target(address, key)
-            if (endpoint, key) == (remote.endpoint, remote.key):
-                continue
+            key = ckey
             old = remote.endpoint
             remote.endpoint, remote.key = endpoint, key     # first: never re-pointed twice
             try:

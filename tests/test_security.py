@@ -106,6 +106,19 @@ def test_the_real_owner_back_on_another_port_is_followed(directory):
                 got.append(owner.expect("got", timeout=20))
 
 
+def test_follow_never_stays_put(directory):
+    public, secret = pyzmq.curve_keypair()
+    with pyzmq.ZMQ(directory, hwm=1) as z:
+        eid = z.create_exchange("E")
+        _bound_then_owner_killed(directory, z, eid, secret, follow="never")
+        with Peer(QUEUE_OWNER, directory, secret, 0) as owner:
+            owner.expect("ready")
+            with pytest.raises(pyzmq.Timeout, match="follow='never'"):
+                for i in range(1000):
+                    z.send(eid, b"m%d" % i, timeout=2.5)
+            assert not [l for l in owner.remaining_lines(quiet_for=0.5) if l.startswith("got")]
+
+
 @pytest.mark.parametrize("owner", ["another key", "no key"])
 def test_a_pinned_key_that_does_not_match_is_refused(directory, owner):
     pinned, _ = pyzmq.curve_keypair()
