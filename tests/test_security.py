@@ -540,3 +540,36 @@ def test_asyncio_sends_do_not_follow_a_squatter_either(directory):
             with pytest.raises(pyzmq.Timeout, match="'orders' was not followed"):
                 asyncio.run(main(z, eid))
             assert not [l for l in squatter.remaining_lines(quiet_for=0.5) if l.startswith("got")]
+
+
+def test_a_failing_on_lost_callback_does_not_stop_the_directory_client(directory_server, caplog):
+    calls = []
+
+    def on_lost(name, why):
+        calls.append((name, why))
+        raise RuntimeError("the application's bug")
+
+    first = DirectoryClient(directory_server.address, timeout=2.0, on_lost=on_lost)
+    try:
+        first.register("Q", "contested", "127.0.0.1:1111")
+        first.register("Q", "kept", "127.0.0.1:1112")
+        directory_server.kill()
+        assert wait_until(lambda: not first.connected, 3.0)
+        with first._lock:                       # hold the keeper back while a thief comes
+            directory_server.start()
+            thief = DirectoryClient(directory_server.address, timeout=2.0)
+            thief.register("Q", "contested", "127.0.0.1:3333")
+        try:
+            assert wait_until(lambda: calls, 5.0)
+            assert calls[0][0] == "contested" and "another process" in calls[0][1]
+            assert list(first.lost) == ["contested"]
+            assert first.names() == ["kept"]
+            first.ping()                        # the client still works
+            assert thief.lookup("kept") == ("Q", "127.0.0.1:1112", "")
+            assert any("on_lost callback failed" in r.getMessage() for r in caplog.records)
+        finally:
+            thief.close()
+    finally:
+        first.close()
+    with pytest.raises(TypeError, match="on_lost"):
+        pyzmq.ZMQ(on_lost="not callable")
