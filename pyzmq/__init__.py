@@ -12,7 +12,8 @@
 from pyzmq.errors import Error, Timeout
 from pyzmq._zmq import Frame, libzmq_version as zmq_version
 from pyzmq.wiring import (ZMQ, SCOPE_LOCAL, SCOPE_GLOBAL,
-                          STYLE_DATA_DISTRIBUTION, STYLE_LOAD_BALANCING)
+                          STYLE_DATA_DISTRIBUTION, STYLE_LOAD_BALANCING,
+                          FOLLOW_SAME_KEY, FOLLOW_ANY_KEY, FOLLOW_ANY, FOLLOW_NEVER)
 from pyzmq.curve import curve_keypair, curve_public
 from pyzmq.directory import DirectoryError
 
@@ -20,5 +21,6 @@ __version__ = "0.1.0"
 
 __all__ = ["ZMQ", "Error", "Timeout", "DirectoryError", "Frame", "SCOPE_LOCAL", "SCOPE_GLOBAL",
            "STYLE_DATA_DISTRIBUTION", "STYLE_LOAD_BALANCING", "zmq_version",
+           "FOLLOW_SAME_KEY", "FOLLOW_ANY_KEY", "FOLLOW_ANY", "FOLLOW_NEVER",
            "curve_keypair", "curve_public",
            "__version__"]

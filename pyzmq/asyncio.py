@@ -128,7 +128,8 @@ class ZMQ(wiring.ZMQ):
             try:
                 await self._readable(deadline, 0, follow)
             except Timeout:
-                raise Timeout(f"no message arrived within {timeout} s") from None
+                raise Timeout(f"no message arrived within {timeout} s"
+                              + self._follow_refusals(0)) from None
 
     async def receive2(self, timeout=None, copy=True):
         """(queue_id, message), as receive()."""
@@ -143,7 +144,8 @@ class ZMQ(wiring.ZMQ):
             try:
                 await self._readable(deadline, 0, follow)
             except Timeout:
-                raise Timeout(f"no message arrived within {timeout} s") from None
+                raise Timeout(f"no message arrived within {timeout} s"
+                              + self._follow_refusals(0)) from None
 
     async def send(self, eid, msg, timeout=None):
         """Send; waits (without blocking the loop) while a bound queue is full."""
@@ -158,7 +160,7 @@ class ZMQ(wiring.ZMQ):
                 await self._readable(deadline, eid, follow)
             except Timeout:
                 raise Timeout("send timed out: a bound queue stayed full "
-                              "(high-water mark)") from None
+                              "(high-water mark)" + self._follow_refusals(eid)) from None
 
     def receive_now(self, copy=True):
         """A message if one is there, else None; never waits."""

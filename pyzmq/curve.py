@@ -29,14 +29,28 @@ def check_key(key, what="key"):
     return _zmq._check_z85_key(key, what)
 
 
+def _create(path, mode):
+    """A new file at ``path`` opened for writing: never an existing file,
+    never through a symlink (O_EXCL, O_NOFOLLOW)."""
+    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
+
+
 def write_keypair(path):
-    """Write a new secret key to ``path`` (mode 0600, never over an existing
-    file) and its public key to ``path.pub``; return the public key."""
+    """Write a new secret key to ``path`` (mode 0600) and its public key to
+    ``path.pub`` (0644); neither may exist yet (a symlink planted at either
+    is refused: FileExistsError); return the public key."""
     public, secret = curve_keypair()
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    path = os.fspath(path)
+    fd = _create(path, 0o600)
+    try:
+        pub_fd = _create(path + ".pub", 0o644)
+    except BaseException:
+        os.close(fd)
+        os.unlink(path)         # nothing written yet: leave no half pair
+        raise
     with os.fdopen(fd, "w") as f:
         f.write(secret + "\n")
-    with open(path + ".pub", "w") as f:
+    with os.fdopen(pub_fd, "w") as f:
         f.write(public + "\n")
     return public
 
@@ -51,8 +65,9 @@ def main(argv=None):
     args = parser.parse_args(argv)
     try:
         public = write_keypair(args.path)
-    except FileExistsError:
-        parser.error(f"{args.path} exists; not overwriting a key")
+    except FileExistsError as exc:
+        parser.error(f"{exc.filename or args.path} exists; not overwriting a key "
+                     "(nor writing through a link)")
     except OSError as exc:
         parser.error(f"cannot write {args.path}: {exc.strerror or exc}")
     print(public)

@@ -174,9 +174,17 @@ class DirectoryClient:
     connection secure: the directory must prove it holds the matching secret
     key, this client proves it holds ``secret_key`` (Z85; a key made for
     this client when None), and every frame is encrypted and authenticated.
+
+    ``on_lost(name, reason)`` is called from the background thread (never
+    with a lock held) for each name that could not be registered again
+    after a reconnection; such names are also kept in ``lost``.
     """
 
-    def __init__(self, hostname, timeout=5.0, server_key=None, secret_key=None):
+    def __init__(self, hostname, timeout=5.0, server_key=None, secret_key=None, on_lost=None):
+        if on_lost is not None and not callable(on_lost):
+            raise TypeError(f"on_lost must be a callable(name, reason), not {type(on_lost).__name__}")
+        self._on_lost = on_lost
+        self.lost = {}    # name -> reason: names the directory refused on re-registration
         self._host, self._port = parse_hostname(hostname)
         self._server_key = self._secret_key = None
         if server_key is not None:
@@ -526,29 +534,42 @@ class DirectoryClient:
                 link.close()
                 return False
             self._install(link)
-            self._reregister()
+            lost = self._reregister()
             if self._sock is not None:
                 self.reconnects += 1
                 log.warning("reconnected to the directory at %s; registered %d name(s) again",
                             self.address, len(self._names))
             self._cond.notify_all()
-            return self._sock is not None
+            connected = self._sock is not None
+        for name, why in lost:
+            if self._on_lost is not None:
+                try:
+                    self._on_lost(name, why)
+                except Exception:
+                    log.exception("the on_lost callback failed for global name %r", name)
+        return connected
 
     def _reregister(self):
-        """With the lock held, register every remembered name on the new connection."""
+        """With the lock held, register every remembered name on the new
+        connection; returns [(name, reason)] of those the directory refused."""
+        lost = []
         for name, (kind, address, key) in list(self._names.items()):
             try:
                 reply = _exchange(self._sock, p.Register(kind, name, address, key),
                                   time.monotonic() + self.timeout)
             except (socket.timeout, _Lost) as exc:
                 self._drop(f"while registering names again: {exc or 'timed out'}")
-                return
+                return lost
             if isinstance(reply, p.ErrorReply):
                 del self._names[name]
-                why = ("another process registered it while the connection was down"
-                       if reply.code == p.DUPLICATE else reply.message)
+                why = ("another process registered it while the connection to the directory "
+                       f"at {self.address} was down" if reply.code == p.DUPLICATE
+                       else f"the directory at {self.address} refused it: {_printable(reply.message)}")
+                self.lost[name] = why
+                lost.append((name, why))
                 log.warning("global name %r is no longer registered by this process: the directory at %s "
                             "refused it on reconnection (%s)", name, self.address, why)
+        return lost
 
     def _look_up_wanted(self):
         """From the keeper thread: look up the names watch() asked for whose

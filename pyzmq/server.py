@@ -7,21 +7,25 @@ partial frame on a deadline; with ``--curve-secret`` each connection runs
 the handshake of :mod:`pyzmq.dirsecure` (libsodium through ``pyzmq._box``).
 
 Run it as ``zmq_server [--port N] [-q] [--curve-secret FILE [--curve-allow
-FILE]] [ADDRESS]`` or ``python -m pyzmq.server ...``.
+FILE] [--key-grace SECONDS]] [ADDRESS]`` or ``python -m pyzmq.server ...``.
 """
 
 import argparse
 import asyncio
 import os
 import signal
+import math
 import socket
 import sys
+import time
 
 from pyzmq import dirsecure
 from pyzmq import protocol as p
 
 READ_LIMIT = 8192  # per-connection read buffer (asyncio pauses reading at twice this)
 CLOSE_TIMEOUT = 2.0  # seconds to flush a last reply before dropping a connection
+KEY_GRACE = 30.0     # seconds a keyed name stays tied to its key after its owner left
+MAX_RESERVED = 100_000  # names held for their last key at once; the oldest go first
 
 
 def _log(line):
@@ -60,11 +64,24 @@ class Record:
 
 
 class Registry:
-    """The name table and its ownership rules; no I/O, so it is easy to test."""
+    """The name table and its ownership rules; no I/O, so it is easy to test.
 
-    def __init__(self, max_names=p.MAX_NAMES_PER_CONNECTION, log=None):
+    On a secure directory (connections with a proven ``key``) a name that
+    was registered with a key stays tied to that key for ``key_grace``
+    seconds after its owner unregistered it or went away: meanwhile only a
+    registration with the same key is accepted, so an owner that restarts
+    gets its name back before anyone else can take it (and binders never
+    find a keyless or foreign record under it).  ``clock`` gives the time
+    in seconds (monotonic)."""
+
+    def __init__(self, max_names=p.MAX_NAMES_PER_CONNECTION, log=None, key_grace=KEY_GRACE,
+                 clock=time.monotonic, max_reserved=MAX_RESERVED):
         self.max_names = max_names
         self.records = {}
+        self.reserved = {}      # name -> (key, until), oldest first
+        self.key_grace = key_grace
+        self.max_reserved = max_reserved
+        self.clock = clock
         self.log = log or (lambda line: None)
 
     def register(self, conn, kind, name, address, key):
@@ -73,6 +90,15 @@ class Registry:
             return p.ErrorReply(p.DUPLICATE, f"name {name!r} is already registered by another connection")
         if record is None and len(conn.names) >= self.max_names:
             return p.ErrorReply(p.LIMIT, f"this connection already holds {self.max_names} names, the limit")
+        held = self._held(name)
+        if held is not None and key != held[0]:
+            left = held[1] - self.clock()
+            self.log(f"zmq_server: refused {name!r} to {conn.peer}: held for key {held[0]} "
+                     f"for another {left:.1f} s")
+            return p.ErrorReply(p.AUTH, f"name {name!r} is held for the CURVE key of its last owner "
+                                        f"for another {left:.0f} s; until then only that key may "
+                                        "register it")
+        self.reserved.pop(name, None)
         self.records[name] = Record(kind, address, key, conn)
         conn.names.add(name)
         self.log(f"zmq_server: registered {name!r} kind {kind} at {address} by {conn.peer}")
@@ -103,6 +129,24 @@ class Registry:
         record.owner.names.discard(name)
         self.log(f"zmq_server: removed {name!r} kind {record.kind} at {record.address} "
                  f"by {record.owner.peer} ({why})")
+        if record.key and record.owner.key is not None and self.key_grace > 0:
+            self._expire()
+            while len(self.reserved) >= self.max_reserved:
+                self.reserved.pop(next(iter(self.reserved)))
+            self.reserved[name] = (record.key, self.clock() + self.key_grace)
+
+    def _held(self, name):
+        """(key, until) if ``name`` is still tied to its last owner's key."""
+        self._expire()
+        return self.reserved.get(name)
+
+    def _expire(self):
+        now = self.clock()
+        while self.reserved:
+            name, (key, until) = next(iter(self.reserved.items()))
+            if until > now:
+                break
+            del self.reserved[name]
 
 
 class _Close(Exception):
@@ -131,11 +175,13 @@ class Server:
 
     def __init__(self, host="0.0.0.0", port=p.DEFAULT_PORT, quiet=False,
                  max_connections=p.MAX_CONNECTIONS, frame_timeout=p.FRAME_TIMEOUT,
-                 secret_key=None, allowed_keys=None):
+                 secret_key=None, allowed_keys=None, key_grace=KEY_GRACE):
         """``secret_key`` (Z85) makes every connection secure (docs/directory.md):
         clients must know the matching public key, ``public_key`` here.
         ``allowed_keys`` (Z85 public keys) then limits which clients are served;
-        None serves any client that completes the handshake."""
+        None serves any client that completes the handshake.  ``key_grace``:
+        seconds a name registered with a key stays tied to it after its
+        owner left (secure directories only; see Registry)."""
         self._secret = None
         self._allowed = None
         self.public_key = None
@@ -155,7 +201,7 @@ class Server:
         self.quiet = quiet
         self.max_connections = max_connections
         self.frame_timeout = frame_timeout
-        self.registry = Registry(log=self._info)
+        self.registry = Registry(log=self._info, key_grace=key_grace)
         self.connections = set()
         self._stopping = None
         self._tasks = set()
@@ -406,7 +452,13 @@ def parse_args(argv=None):
     parser.add_argument("--curve-allow", metavar="FILE",
                         help="file of client public keys allowed to connect, one per line "
                              "(lines starting with '#' are comments); needs --curve-secret")
+    parser.add_argument("--key-grace", metavar="SECONDS", type=float, default=KEY_GRACE,
+                        help="with --curve-secret: seconds a name registered with a key stays "
+                             "tied to that key after its owner left, so that only the same key "
+                             f"may take it back (default: {KEY_GRACE:g}; 0: none)")
     args = parser.parse_args(argv)
+    if not (math.isfinite(args.key_grace) and args.key_grace >= 0):
+        parser.error(f"--key-grace must be a number of seconds >= 0, not {args.key_grace}")
     if not 0 <= args.port <= 65535:
         parser.error(f"port {args.port} is not in 0..65535")
     if args.curve_allow and not args.curve_secret:
@@ -419,9 +471,25 @@ def parse_args(argv=None):
             args.allowed_keys = read_key_list(args.curve_allow)
             if not args.allowed_keys:
                 raise ValueError(f"--curve-allow {args.curve_allow} lists no keys: no client could connect")
+            _warn_if_writable(args.curve_allow)
     except (OSError, ValueError) as exc:
         parser.error(str(exc))
+    if args.curve_secret and not args.curve_allow:
+        _log("zmq_server: warning: --curve-secret without --curve-allow serves any client that "
+             "makes itself a key: connections are encrypted, but anyone who reaches this port "
+             "can register and look up names; list the clients' public keys with --curve-allow FILE")
     return args
+
+
+def _warn_if_writable(path):
+    """Warn when users other than the file's owner could change the allow
+    list (and so let their own key in)."""
+    try:
+        if os.stat(path).st_mode & 0o022:
+            _log(f"zmq_server: warning: {path} lists the allowed client keys and is writable by "
+                 "other users: any of them can add a key (chmod go-w)")
+    except OSError:
+        pass
 
 
 def read_key_file(path, what):
@@ -460,7 +528,7 @@ def main(argv=None):
     args = parse_args(argv)
     _raise_fd_limit(p.MAX_CONNECTIONS + 64)
     server = Server(args.address, args.port, quiet=args.quiet, secret_key=args.secret_key,
-                    allowed_keys=args.allowed_keys)
+                    allowed_keys=args.allowed_keys, key_grace=args.key_grace)
 
     def ready(host, port):
         secure = f" (CURVE, public key {server.public_key})" if server.public_key else ""

@@ -7,6 +7,7 @@ directory (``zmq_server``) about global names; the sockets and the hot path
 """
 
 import atexit
+import errno
 import itertools
 import logging
 import os
@@ -32,6 +33,14 @@ _KIND_CODE = {"exchange": "E", "queue": "Q"}
 _KIND_NAME = {"E": "exchange", "Q": "queue"}
 
 log = logging.getLogger("pyzmq.wiring")
+
+# bind(follow=...): whether a binding follows its name to a new directory
+# record (an owner that restarted elsewhere or with another key)
+FOLLOW_SAME_KEY = "same-key"    # only to a record with the key it was bound with
+FOLLOW_ANY_KEY = "any-key"      # to a record with any CURVE key, never a keyless one
+FOLLOW_ANY = "any"              # to any record, keyless too (plain bindings' default)
+FOLLOW_NEVER = "never"          # stay where bind() connected
+_FOLLOW = (FOLLOW_SAME_KEY, FOLLOW_ANY_KEY, FOLLOW_ANY, FOLLOW_NEVER)
 
 _live = weakref.WeakSet()
 
@@ -148,11 +157,26 @@ class ZMQ(_zmq.Engine):
       directory_key: the CURVE public key (Z85) of a secure zmq_server; the
         directory connection is then authenticated both ways and encrypted,
         this instance proving `secret_key` (or a key made for it).
+      require_curve: every global object this instance binds to must be
+        registered with a CURVE key; bind() refuses a keyless one
+        (pyzmq.Error, EACCES) and no binding follows a name to one.
+      on_lost: called as on_lost(name, reason) from the directory client's
+        thread when a global name of this instance could not be registered
+        again after a directory reconnection (another process took it);
+        whether or not it is given, the next call that uses the object
+        raises pyzmq.Error naming it.
     """
 
     def __init__(self, hostname=None, *, timeout=5.0, hwm=1000, linger=1.0,
-                 bind_timeout=10.0, secret_key=None, allowed_keys=None, directory_key=None):
+                 bind_timeout=10.0, secret_key=None, allowed_keys=None, directory_key=None,
+                 require_curve=False, on_lost=None):
         self._zap_domain = None
+        if on_lost is not None and not callable(on_lost):
+            raise TypeError(f"on_lost must be a callable(name, reason) or None, "
+                            f"not {type(on_lost).__name__}")
+        self._require_curve = bool(require_curve)
+        self._on_lost = on_lost
+        self._lost = {}         # name -> reason: global names this instance lost
         self._timeout = _check_seconds(timeout, "timeout")
         if self._timeout > 86400:
             raise ValueError(f"timeout must be at most a day (86400 s), not {timeout}")
@@ -175,7 +199,8 @@ class ZMQ(_zmq.Engine):
             from pyzmq.directory import DirectoryClient
             self._directory = DirectoryClient(
                 hostname, timeout=self._timeout, server_key=directory_key,
-                secret_key=secret_key if directory_key is not None else None)
+                secret_key=secret_key if directory_key is not None else None,
+                on_lost=_LostHook(self))
         elif directory_key is not None:
             raise ValueError("directory_key needs a directory: give the hostname of its zmq_server")
         if secret_key is not None:
@@ -277,6 +302,7 @@ class ZMQ(_zmq.Engine):
                              "SCOPE_GLOBAL objects (local ones do not listen)")
         old = self._objects.get(name)
         if old is not None:
+            self._check_not_lost(name)
             if (old.kind, old.scope, old.location, old.style, old.hwm) == (
                     kind, scope, location, style, hwm):
                 return old.id
@@ -325,7 +351,7 @@ class ZMQ(_zmq.Engine):
 
     # ---- binding ----------------------------------------------------------
 
-    def bind(self, exchange_name, queue_name, *, hwm=None):
+    def bind(self, exchange_name, queue_name, *, hwm=None, follow=None, key=None):
         """Wire exchange `exchange_name` to queue `queue_name`.
 
         Either may be this instance's own object or a global name owned by
@@ -336,32 +362,65 @@ class ZMQ(_zmq.Engine):
         twice does nothing the second time.  hwm: this binding's high-water
         mark in messages (default: the queue's, else the instance's); a send
         waits when it is reached.
+
+        follow: whether the binding follows the remote object's name when
+        its owner comes back elsewhere: FOLLOW_SAME_KEY ("same-key", the
+        default for a binding made over CURVE: only to a record with the
+        same key), FOLLOW_ANY_KEY ("any-key": the key may change, but never
+        to a keyless record), FOLLOW_ANY ("any", the default for a plain
+        binding) or FOLLOW_NEVER ("never").  A refused follow leaves the
+        binding where it was, so a waiting send/receive ends with its
+        Timeout, which says why.
+        key: the CURVE public key (Z85) the remote object must be
+        registered with; another key, or none, raises pyzmq.Error (EACCES)
+        here, and the binding then follows only to that key.
         """
         self._check_usable()
         mark = -1 if hwm is None else _check_hwm(hwm)
         _check_name(exchange_name, "exchange")
         _check_name(queue_name, "queue")
+        if follow is not None and follow not in _FOLLOW:
+            raise ValueError(f"follow must be one of {', '.join(map(repr, _FOLLOW))} "
+                             f"or None, not {follow!r}")
+        if key is not None:
+            _zmq._check_z85_key(key, "key")
+            if follow in (FOLLOW_ANY_KEY, FOLLOW_ANY):
+                raise ValueError(f"key= pins the name to one key; follow={follow!r} would "
+                                 "let it change: use follow='same-key' or 'never'")
         ex = self._own(exchange_name, "exchange")
         q = self._own(queue_name, "queue")
+        self._check_not_lost(exchange_name if ex else None, queue_name if q else None)
+        if key is not None and not ex and not q:
+            raise ValueError("key= pins one remote object, but both of "
+                             f"{exchange_name!r} and {queue_name!r} are remote")
+        if key is not None and ex and q:
+            raise ValueError(f"key= pins a remote object, but {exchange_name!r} and "
+                             f"{queue_name!r} are both this instance's own")
         if (exchange_name, queue_name) in self._bindings:
             return
         ex_addr, ex_key = (None, None) if ex else self._lookup(exchange_name, "exchange")
         q_addr, q_key = (None, None) if q else self._lookup(queue_name, "queue")
+        for name, kind, rec_key, mine in ((exchange_name, "exchange", ex_key, ex),
+                                          (queue_name, "queue", q_key, q)):
+            if not mine:
+                self._check_record_key(name, kind, rec_key, key)
         if ex and q:
             if mark < 0 and q.hwm is not None:
                 mark = q.hwm
             self._exchange_connect(ex.id, self._queue_connectable(q.id), None, mark)
         elif ex:
-            q_ep, q_key = _target(q_addr, q_key)
-            handle = self._exchange_connect(ex.id, q_ep, q_key, mark, self._bind_timeout)
-            self._remote.append(_Remote(queue_name, "queue", ex.id, handle, q_ep, q_key,
-                                        self._directory.watch_serial()))
+            q_ep, q_ckey = _target(q_addr, q_key)
+            handle = self._exchange_connect(ex.id, q_ep, q_ckey, mark, self._bind_timeout)
+            self._remote.append(_Remote(queue_name, "queue", ex.id, handle, q_ep, q_ckey,
+                                        self._directory.watch_serial(),
+                                        *self._follow_rule(follow, key, q_key)))
         elif q:
-            ex_ep, ex_key = _target(ex_addr, ex_key)
+            ex_ep, ex_ckey = _target(ex_addr, ex_key)
             handle = self._queue_subscribe(q.id, ex_ep, self._bind_timeout,
-                                           _owner_here(ex_addr), ex_key, mark)
-            self._remote.append(_Remote(exchange_name, "exchange", 0, handle, ex_ep, ex_key,
-                                        self._directory.watch_serial()))
+                                           _owner_here(ex_addr), ex_ckey, mark)
+            self._remote.append(_Remote(exchange_name, "exchange", 0, handle, ex_ep, ex_ckey,
+                                        self._directory.watch_serial(),
+                                        *self._follow_rule(follow, key, ex_key)))
         else:
             q_ep, q_key = _target(q_addr, q_key)
             ex_ep, ex_key = _target(ex_addr, ex_key)
@@ -370,13 +429,62 @@ class ZMQ(_zmq.Engine):
         self._bindings.append((exchange_name, queue_name))
         self.following = bool(self._remote)
 
+    def _follow_rule(self, follow, pinned, record_key):
+        """(policy, key a new record must carry) of a new binding to a remote
+        object whose bind()-time record had record_key ("" or None: none)."""
+        record_key = record_key or None
+        if follow is None:
+            follow = FOLLOW_SAME_KEY if (record_key or pinned) else FOLLOW_ANY
+        return follow, pinned or record_key, None, None, pinned is not None
+
+    def _check_record_key(self, name, kind, record_key, pinned):
+        """Refuse (pyzmq.Error, EACCES) a bind()-time record whose key is not
+        the pinned one, or that has none when this instance demands CURVE."""
+        if pinned is not None and (record_key or None) != pinned:
+            has = f"key {record_key}" if record_key else "no CURVE key"
+            raise Error(f"global {kind} {name!r} is registered with {has}, not the "
+                        f"pinned key {pinned}: refusing to bind to it", errno.EACCES)
+        if self._require_curve and not record_key:
+            raise Error(f"global {kind} {name!r} is registered without a CURVE key, and "
+                        "this instance requires CURVE (require_curve=True): refusing to "
+                        "bind to it in plaintext", errno.EACCES)
+
+    def _follow_refusal(self, remote, record_key):
+        """Why ``remote`` must not follow its name to a record with
+        record_key (None: none), or None when it may."""
+        if remote.follow == FOLLOW_NEVER:
+            return "the binding was made with follow='never'"
+        if not record_key:
+            if remote.follow == FOLLOW_SAME_KEY and remote.expected:
+                return ("the new record has no CURVE key and the binding was made over CURVE: "
+                        "refusing to fall back to plaintext; bind with follow='any' to allow it")
+            if remote.follow == FOLLOW_ANY_KEY:
+                return ("the new record has no CURVE key, and follow='any-key' follows "
+                        "only records with one")
+            if self._require_curve:
+                return ("the new record has no CURVE key and this instance requires CURVE "
+                        "(require_curve=True)")
+            return None
+        if remote.follow == FOLLOW_SAME_KEY and record_key != remote.expected:
+            if remote.pinned:
+                return (f"the new record has CURVE key {record_key}, not the pinned key "
+                        f"{remote.expected}")
+            if remote.expected is None:
+                return ("the new record has a CURVE key, but the binding was made plain and "
+                        "follow='same-key' keeps it so")
+            return (f"the new record has CURVE key {record_key}, not the key the binding "
+                    f"was made with, {remote.expected}; bind with follow='any-key' to let "
+                    "it change keys")
+        return None
+
     def _follow_moved(self, eid):
         """Called by a send on exchange eid (or, eid 0, a receive) that has
         been waiting a while: re-point every binding it depends on whose
         peer is now registered elsewhere (an owner restarted on another
         port or with another key, or re-created by another instance of this
-        process).  Never blocks: it asks the directory client's background
-        thread to look the names up and uses the answers that have come."""
+        process), as far as the binding's follow policy allows.  Never
+        blocks: it asks the directory client's background thread to look
+        the names up and uses the answers that have come."""
         directory = self._directory
         remotes = [r for r in self._remote if r.eid == eid]
         if directory is None or not remotes:
@@ -393,9 +501,21 @@ class ZMQ(_zmq.Engine):
                 address, key = self._usable(remote.name, remote.kind, *record)
             except Error:
                 continue
-            endpoint, key = _target(address, key)
-            if (endpoint, key) == (remote.endpoint, remote.key):
+            endpoint, ckey = _target(address, key)
+            if (endpoint, ckey) == (remote.endpoint, remote.key):
+                remote.refused = remote.refused_record = None   # where it is connected
                 continue
+            why = self._follow_refusal(remote, key)
+            if why is not None:
+                if remote.refused_record != record:
+                    # once per record: a waiting send asks four times a second
+                    log.warning("global %s %r is now registered at %s, but its binding "
+                                "was not followed there: %s", remote.kind, remote.name,
+                                address, why)
+                remote.refused, remote.refused_record = why, record
+                continue
+            remote.refused = remote.refused_record = None
+            key = ckey
             old = remote.endpoint
             remote.endpoint, remote.key = endpoint, key     # first: never re-pointed twice
             try:
@@ -408,6 +528,29 @@ class ZMQ(_zmq.Engine):
                 continue
             log.warning("global %s %r moved from %s to %s: binding re-pointed",
                         remote.kind, remote.name, old, endpoint)
+
+    def _follow_refusals(self, eid):
+        """For a Timeout's message: which bindings of exchange eid (0: of
+        this instance's queues) did not follow their name, and why."""
+        notes = [f"; global {r.kind} {r.name!r} was not followed to its new record: {r.refused}"
+                 for r in self._remote if r.eid == eid and r.refused]
+        return "".join(notes)
+
+    @property
+    def lost(self):
+        """{name: reason} of this instance's global names that another
+        process took while the directory connection was down."""
+        return dict(self._lost)
+
+    def _check_not_lost(self, *names):
+        for name in names:
+            if name is not None and name in self._lost:
+                obj = self._objects.get(name)
+                kind = obj.kind if obj is not None else "object"
+                raise Error(f"global {kind} {name!r} of this instance lost its name in the "
+                            f"directory: {self._lost[name]}; binders that look it up now reach "
+                            "that other process (close this instance and create the object "
+                            "under another name, or stop the other process)", errno.EADDRINUSE)
 
     def _own(self, name, kind):
         obj = self._objects.get(name)
@@ -466,6 +609,23 @@ class ZMQ(_zmq.Engine):
                 f"queues=[{queues}] bindings=[{bindings}]>")
 
 
+class _LostHook:
+    """The directory client's on_lost for one instance: remembers the lost
+    name (the instance's next call that uses it raises) and calls the
+    application's on_lost.  Holds the instance weakly."""
+
+    def __init__(self, inst):
+        self._ref = weakref.ref(inst)
+
+    def __call__(self, name, reason):
+        inst = self._ref()
+        if inst is None:
+            return
+        inst._lost[name] = reason
+        if inst._on_lost is not None:
+            inst._on_lost(name, reason)
+
+
 @dataclass
 class _Remote:
     """A binding whose connecting socket (``handle``) reaches a global object
@@ -480,6 +640,11 @@ class _Remote:
     key: object = None      # the CURVE key it connects with, or None
     serial: int = 0         # of the directory answer last looked at (or, at first,
                             # the serial when bind() looked it up: older answers are stale)
+    follow: str = "any"     # its FOLLOW_* policy
+    expected: object = None # the key a record must have to be followed (same-key), or None
+    refused: str = None     # why it did not follow the latest record, or None
+    refused_record: tuple = None
+    pinned: bool = False    # expected came from bind(key=)
 
 
 def _here_entry(address):

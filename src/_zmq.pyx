@@ -218,6 +218,17 @@ def _z85_encode(bytes raw):
     return out[:40].decode("ascii")
 
 
+cdef extern from "zmq.h" nogil:
+    # zmq.h has the property getter; the option below only under the draft API
+    const char *zmq_msg_gets(const zmq_msg_t *msg, const char *property)
+    enum: ZMQ_REQ   # for _zap_request
+
+cdef enum:
+    # accepted by libzmq 4.3.4 though zmq.h defines it only as a draft option:
+    # without it a CURVE server whose ZAP handler is gone admits any key
+    _ZMQ_ZAP_ENFORCE_DOMAIN = 93
+
+
 cdef class _Zap:
     """The process's ZAP handler: a REP socket at inproc://zeromq.zap.01
     answered by a daemon thread, allowing a CURVE client key per ZAP domain
@@ -251,7 +262,10 @@ cdef class _Zap:
                 if items[1].revents:
                     break
                 if items[0].revents:
-                    self._answer()
+                    try:
+                        self._answer()
+                    except Exception:
+                        pass    # _answer replied 500; one bad request never ends the handler
         finally:
             zmq_close(self.rep)
             zmq_close(self.ctl)
@@ -272,22 +286,38 @@ cdef class _Zap:
             more = zmq_msg_more(&m)
             zmq_msg_close(&m)
         # a REP must answer every request, malformed ones too, or it can
-        # never receive again: refuse what is not a ZAP request
+        # never receive again: whatever goes wrong, a reply goes out
         reqid = frames[1] if len(frames) > 1 else b""
-        domain = frames[2] if len(frames) > 2 else b""
-        mechanism = frames[5] if len(frames) > 5 else b""
-        ok = False
-        if mechanism == b"CURVE" and len(frames) >= 7 and domain in self.policy:
-            allowed = self.policy.get(domain)
-            ok = allowed is None or frames[6] in allowed
-        reply = [b"1.0", reqid, b"200" if ok else b"400",
-                 b"OK" if ok else b"client key not allowed", b"", b""]
+        try:
+            status, text, user = self._decide(frames)
+        except Exception as exc:
+            status, text, user = b"500", f"internal error: {type(exc).__name__}".encode(), b""
+        cdef list reply = [b"1.0", reqid, status, text, user, b""]
         cdef bytes f
         cdef int i
         for i in range(6):
             f = reply[i]
             zmq_send(self.rep, <char *>f, len(f), ZMQ_SNDMORE if i < 5 else 0)
         return 0
+
+    cdef tuple _decide(self, list frames):
+        """(status, status text, User-Id) for one ZAP request: 500 for what
+        this handler cannot handle (not ZAP 1.0, not CURVE, malformed), 400
+        for a domain or key it does not allow, 200 with the client's public
+        key (Z85) as User-Id."""
+        if len(frames) < 6 or frames[0] != b"1.0":
+            return b"500", b"not a ZAP 1.0 request", b""
+        domain, mechanism = frames[2], frames[5]
+        if mechanism != b"CURVE":
+            return b"500", b"this handler serves CURVE only", b""
+        if len(frames) != 7 or len(frames[6]) != 32:
+            return b"500", b"CURVE credentials must be one 32-byte key", b""
+        allowed = self.policy.get(domain, False)     # one look: domains come and go
+        if allowed is False:
+            return b"400", b"unknown ZAP domain", b""
+        if allowed is not None and frames[6] not in allowed:
+            return b"400", b"client key not allowed", b""
+        return b"200", b"OK", _z85_encode(frames[6]).encode("ascii")
 
 
 cdef _Zap _zap = None
@@ -346,6 +376,45 @@ def _zap_stop():
     zmq_close(z.ctl_peer)
     z.ctl_peer = NULL
     z.thread = None
+
+
+def _zap_request(frames, double timeout=2.0):
+    """Send one request (a list of bytes frames) to this process's ZAP
+    handler from a REQ socket of the shared context and return its reply
+    frames; pyzmq.Timeout if none comes.  For tests and diagnostics."""
+    cdef void *s = zmq_socket(_context(), ZMQ_REQ)
+    if s == NULL:
+        _raise_zmq("cannot create a ZAP client socket")
+    cdef int ms = <int>(timeout * 1000)
+    cdef int zero = 0
+    cdef int rc, i, more = 1
+    cdef bytes f
+    cdef zmq_msg_t m
+    cdef list out = []
+    try:
+        zmq_setsockopt(s, ZMQ_LINGER, &zero, sizeof(int))
+        zmq_setsockopt(s, ZMQ_RCVTIMEO, &ms, sizeof(int))
+        if zmq_connect(s, b"inproc://zeromq.zap.01") != 0:
+            _raise_zmq("no ZAP handler in this process")
+        for i in range(len(frames)):
+            f = frames[i]
+            if zmq_send(s, <char *>f, len(f), ZMQ_SNDMORE if i < len(frames) - 1 else 0) < 0:
+                _raise_zmq("cannot send the ZAP request")
+        while more:
+            zmq_msg_init(&m)
+            with nogil:
+                rc = zmq_msg_recv(&m, s, 0)
+            if rc < 0:
+                zmq_msg_close(&m)
+                if zmq_errno() == EAGAIN:
+                    raise Timeout(f"the ZAP handler did not answer within {timeout} s")
+                _raise_zmq("cannot receive the ZAP reply")
+            out.append(_copy(&m))
+            more = zmq_msg_more(&m)
+            zmq_msg_close(&m)
+        return out
+    finally:
+        zmq_close(s)
 
 
 def _collect_loans():
@@ -498,6 +567,17 @@ cdef class Frame:
 
     def __hash__(self):
         return hash(bytes(self))
+
+    @property
+    def sender_key(self):
+        """The CURVE public key (Z85) of the client that sent this message,
+        as this process's ZAP handler admitted it; None when the message
+        did not come over CURVE to one of this instance's listeners (a
+        plain or inproc connection, or a message read while a bind waited)."""
+        cdef const char *v = zmq_msg_gets(&self.msg, b"User-Id")
+        if v == NULL or v[0] == 0:
+            return None
+        return (<bytes>v).decode("ascii", "replace")
 
     def __repr__(self):
         return f"<pyzmq.Frame {len(self)} bytes>"
@@ -662,6 +742,10 @@ cdef class Engine:
                 or zmq_setsockopt(s, ZMQ_CURVE_SERVER, &one, sizeof(int)) != 0
                 or zmq_setsockopt(s, ZMQ_CURVE_SECRETKEY, <char *>self._csec, 40) != 0):
             _raise_zmq("cannot make a CURVE server socket")
+        if zmq_setsockopt(s, _ZMQ_ZAP_ENFORCE_DOMAIN, &one, sizeof(int)) != 0:
+            # never run a CURVE server that would admit anyone without ZAP
+            _raise_zmq("cannot make a CURVE server refuse clients when no ZAP handler "
+                       "answers (ZMQ_ZAP_ENFORCE_DOMAIN)")
         return 0
 
     cdef int _curve_client_opts(self, void *s, object serverkey) except -1:
@@ -1336,7 +1420,7 @@ cdef class Engine:
             if ready == n:
                 break
             if deadline == 0.0 or (deadline > 0 and _now() >= deadline):
-                return self._would_block(block)
+                return self._would_block(block, eid)
             # wait, and keep the listeners served meanwhile
             n = self._add_listeners(n)
             if check_at == 0.0:
@@ -1347,18 +1431,25 @@ cdef class Engine:
             e = &self.ex[eid - 1]
         if e.xpub != NULL:
             if not self._send_listener(e.xpub, data, size, deadline, shared):
-                return self._would_block(block)
+                return self._would_block(block, eid)
         for i in range(e.npush):
             rc = _send_one(e.pushes[i], data, size, shared, ZMQ_DONTWAIT)
             if rc < 0:
                 _raise_zmq("send")
         return True
 
-    cdef object _would_block(self, bint block):
+    cdef object _would_block(self, bint block, Py_ssize_t eid):
         if not block:
             return False
         raise Timeout("send timed out: a bound queue stayed full (at its high-water "
-                      "mark: a slow or stalled consumer, or one that is unreachable)")
+                      "mark: a slow or stalled consumer, or one that is unreachable)"
+                      + (self._follow_refusals(eid) if self.following else ""))
+
+    def _follow_refusals(self, eid):
+        """Why bindings of exchange eid (0: of this instance's queues) did not
+        follow their name, for a Timeout's message ("" if none); the
+        wiring layer overrides it."""
+        return ""
 
     cdef int _add_listeners(self, int n) except -1:
         cdef int i
@@ -1415,7 +1506,7 @@ cdef class Engine:
                 if zmq_errno() != EAGAIN:
                     _raise_zmq("send")
             if deadline == 0.0 or (deadline > 0 and _now() >= deadline):
-                return self._would_block(deadline != 0.0)
+                return self._would_block(deadline != 0.0, eid)
             for i in range(e.npush):
                 self.sitems[i].socket = e.pushes[i]
                 self.sitems[i].fd = 0
@@ -1621,7 +1712,8 @@ cdef class Engine:
     cdef object _nothing(self, bint block, object timeout):
         if not block:
             return None
-        raise Timeout(f"no message arrived within {timeout} s")
+        raise Timeout(f"no message arrived within {timeout} s"
+                      + (self._follow_refusals(0) if self.following else ""))
 
     cdef object _receive_frame(self, object timeout, bint block):
         cdef Frame f = Frame.__new__(Frame)
@@ -1679,7 +1771,8 @@ cdef class Engine:
         if not out:
             m = _receive_copy(self, _deadline(timeout), &qid)
             if m is None:
-                raise Timeout(f"no message arrived within {timeout} s")
+                raise Timeout(f"no message arrived within {timeout} s"
+                              + (self._follow_refusals(0) if self.following else ""))
             out.append(m)
         while len(out) < max_count and self._try_receive(&self.rmsg):
             out.append(_copy(&self.rmsg))
