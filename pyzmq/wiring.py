@@ -7,6 +7,7 @@ directory (``zmq_server``) about global names; the sockets and the hot path
 """
 
 import atexit
+import difflib
 import itertools
 import logging
 import os
@@ -15,6 +16,7 @@ import weakref
 from dataclasses import dataclass, field
 
 from pyzmq import _zmq
+from pyzmq.curve import strip_key
 from pyzmq.errors import Error
 from pyzmq.location import parse_location
 from pyzmq.protocol import validate_name
@@ -50,6 +52,7 @@ def _check_curve_args(secret_key, allowed_keys):
             raise ValueError("allowed_keys needs secret_key: only an instance whose "
                              "listeners are CURVE servers can check client keys")
         return None, None
+    secret_key = strip_key(secret_key)      # a key read from a file ends in a newline
     _zmq._check_z85_key(secret_key, "secret_key")
     if not _zmq.has("curve"):
         raise Error("secret_key given, but this libzmq was built without CURVE")
@@ -66,6 +69,7 @@ def _check_curve_args(secret_key, allowed_keys):
                         f"None, not {type(allowed_keys).__name__}") from None
     decoded = []
     for k in keys:
+        k = strip_key(k)
         _zmq._check_z85_key(k, "allowed key")
         decoded.append(_zmq._z85_decode(k))
     return secret_key, decoded
@@ -421,7 +425,21 @@ class ZMQ(_zmq.Engine):
         if self._directory is None:
             raise Error(f"unknown {kind} {name!r}: it is not in this instance, and "
                         "this instance has no directory to look global names up in")
-        return self._usable(name, kind, *self._directory.lookup(name))
+        from pyzmq.directory import DirectoryError
+        from pyzmq.protocol import NOT_FOUND
+        try:
+            record = self._directory.lookup(name)
+        except DirectoryError as exc:
+            if exc.code != NOT_FOUND:
+                raise
+            mine = sorted(o.name for o in self._objects.values() if o.kind == kind)
+            close = difflib.get_close_matches(name, mine, n=1)
+            hint = (f"; did you mean {close[0]!r}?" if close else
+                    f"; this instance's {kind}s: {', '.join(map(repr, mine))}" if mine else "")
+            raise DirectoryError(f"no {kind} {name!r}: it is neither an object of this instance "
+                                 f"nor a global name in the directory at "
+                                 f"{self._directory.address}{hint}", exc.code) from None
+        return self._usable(name, kind, *record)
 
     def _usable(self, name, kind, code, address, key):
         """(address, key or None) of a directory record of global ``name``,
