@@ -17,7 +17,7 @@ import signal
 import socket
 import sys
 
-from pyzmq import dirsecure
+from pyzmq import dirsecure, lifeline
 from pyzmq import protocol as p
 
 READ_LIMIT = 8192  # per-connection read buffer (asyncio pauses reading at twice this)
@@ -406,6 +406,9 @@ def parse_args(argv=None):
     parser.add_argument("--curve-allow", metavar="FILE",
                         help="file of client public keys allowed to connect, one per line "
                              "(lines starting with '#' are comments); needs --curve-secret")
+    parser.add_argument(lifeline.FLAG, action="store_true",
+                        help="stop when the parent process exits (its pipe on stdin closes); "
+                             "how pyzmq.Directory() runs it")
     args = parser.parse_args(argv)
     if not 0 <= args.port <= 65535:
         parser.error(f"port {args.port} is not in 0..65535")
@@ -473,6 +476,8 @@ def main(argv=None):
                 loop.add_signal_handler(sig, server.stop)
             except (NotImplementedError, RuntimeError):
                 pass  # not on this platform; KeyboardInterrupt still ends the loop
+        if args.exit_with_parent:
+            lifeline.watch_parent(loop, server.stop)
         await server.serve(ready)
 
     try:
