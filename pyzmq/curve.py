@@ -14,18 +14,18 @@ import sys
 from pyzmq import _zmq
 
 
-def curve_keypair():
+def curve_keypair() -> "tuple[str, str]":
     """A new CURVE keypair ``(public, secret)``, each 40 Z85 characters."""
     return _zmq.curve_keypair()
 
 
-def curve_public(secret):
+def curve_public(secret: str) -> str:
     """The public key (Z85) of a secret key (Z85, surrounding whitespace
     ignored); ValueError if it is not one."""
     return _zmq.curve_public(strip_key(secret))
 
 
-def strip_key(key):
+def strip_key(key: object) -> object:
     """A key as given, less surrounding whitespace when it is a str (a key
     read from a file ends in a newline); anything else is returned as is,
     for the checks to refuse."""

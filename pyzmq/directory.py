@@ -35,7 +35,7 @@ DROP_GRACE = 0.2      # seconds between losing a connection and the first reconn
 class DirectoryError(Error):
     """The directory refused a request.  ``code`` is the protocol error code."""
 
-    def __init__(self, message, code):
+    def __init__(self, message: str, code: int) -> None:
         super().__init__(message)
         self.code = code
 
@@ -46,7 +46,7 @@ class DirectoryUnreachable(Error):
     message also says what to do (start ``zmq_server``, or run one inside
     the program with ``pyzmq.Directory()``)."""
 
-    def __init__(self, message, reason):
+    def __init__(self, message: str, reason: str) -> None:
         super().__init__(message)
         self.reason = reason
 

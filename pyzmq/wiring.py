@@ -6,6 +6,8 @@ directory (``zmq_server``) about global names; the sockets and the hot path
 ``pyzmq._zmq.Engine``, which ``ZMQ`` extends.
 """
 
+from __future__ import annotations
+
 import atexit
 import difflib
 import itertools
@@ -14,6 +16,7 @@ import os
 import threading
 import weakref
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Dict, Iterable, List, Optional, Tuple
 
 from pyzmq import _zmq
 from pyzmq.curve import strip_key
@@ -21,8 +24,11 @@ from pyzmq.errors import Error
 from pyzmq.location import parse_location
 from pyzmq.protocol import validate_name
 
-SCOPE_LOCAL = 0
-SCOPE_GLOBAL = 2
+if TYPE_CHECKING:
+    from typing_extensions import Self
+
+SCOPE_LOCAL: int = 0
+SCOPE_GLOBAL: int = 2
 _SCOPE_NAMES = {SCOPE_LOCAL: "local", SCOPE_GLOBAL: "global"}
 
 STYLE_DATA_DISTRIBUTION = _zmq.STYLE_DATA_DISTRIBUTION
@@ -154,8 +160,10 @@ class ZMQ(_zmq.Engine):
         this instance proving `secret_key` (or a key made for it).
     """
 
-    def __init__(self, hostname=None, *, timeout=5.0, hwm=1000, linger=1.0,
-                 bind_timeout=10.0, secret_key=None, allowed_keys=None, directory_key=None):
+    def __init__(self, hostname: Optional[str] = None, *, timeout: float = 5.0,
+                 hwm: int = 1000, linger: float = 1.0, bind_timeout: float = 10.0,
+                 secret_key: Optional[str] = None, allowed_keys: Optional[Iterable[str]] = None,
+                 directory_key: Optional[str] = None) -> None:
         self._zap_domain = None
         self._timeout = _check_seconds(timeout, "timeout")
         if self._timeout > 86400:
@@ -196,13 +204,13 @@ class ZMQ(_zmq.Engine):
 
     # ---- context manager, closing -----------------------------------------
 
-    def __enter__(self):
+    def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def close(self):
+    def close(self) -> None:
         """Remove this instance's global names from the directory and close
         its sockets (outgoing messages get `linger` seconds to drain).
         Idempotent; any other call afterwards raises pyzmq.Error."""
@@ -240,8 +248,8 @@ class ZMQ(_zmq.Engine):
 
     # ---- creating ---------------------------------------------------------
 
-    def create_exchange(self, name, scope=SCOPE_LOCAL, location="", *,
-                        style=STYLE_DATA_DISTRIBUTION):
+    def create_exchange(self, name: str, scope: int = SCOPE_LOCAL, location: str = "", *,
+                        style: int = STYLE_DATA_DISTRIBUTION) -> int:
         """Create (or get) the exchange `name`; returns its id for send().
 
         SCOPE_GLOBAL registers it in the directory, listening at `location`
@@ -257,7 +265,8 @@ class ZMQ(_zmq.Engine):
             raise ValueError(f"unknown exchange style {style}")
         return self._create("exchange", name, scope, location, style)
 
-    def create_queue(self, name, scope=SCOPE_LOCAL, location="", *, hwm=None):
+    def create_queue(self, name: str, scope: int = SCOPE_LOCAL, location: str = "", *,
+                     hwm: Optional[int] = None) -> int:
         """Create (or get) the queue `name`; returns its id.
 
         receive() takes messages from every queue of this instance.
@@ -329,7 +338,7 @@ class ZMQ(_zmq.Engine):
 
     # ---- binding ----------------------------------------------------------
 
-    def bind(self, exchange_name, queue_name, *, hwm=None):
+    def bind(self, exchange_name: str, queue_name: str, *, hwm: Optional[int] = None) -> None:
         """Wire exchange `exchange_name` to queue `queue_name`.
 
         Either may be this instance's own object or a global name owned by
@@ -459,21 +468,21 @@ class ZMQ(_zmq.Engine):
     # ---- looking at it ----------------------------------------------------
 
     @property
-    def exchanges(self):
+    def exchanges(self) -> Dict[str, int]:
         """{name: id} of this instance's exchanges."""
         return {o.name: o.id for o in self._objects.values() if o.kind == "exchange"}
 
     @property
-    def queues(self):
+    def queues(self) -> Dict[str, int]:
         """{name: id} of this instance's queues."""
         return {o.name: o.id for o in self._objects.values() if o.kind == "queue"}
 
     @property
-    def bindings(self):
+    def bindings(self) -> List[Tuple[str, str]]:
         """[(exchange name, queue name)] made by this instance's bind()."""
         return list(self._bindings)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         if self.closed:
             return "<pyzmq.ZMQ closed>"
         directory = self._directory.address if self._directory else None
