@@ -52,9 +52,9 @@ class Directory:
     to give ``pyzmq.ZMQ()``.
 
     It starts when made and listens on ``host`` (default 127.0.0.1) at
-    ``port`` (default 0: a free port).  ``verbose=True`` copies the
-    server's log (registrations, removals) to this process's stderr;
-    either way its last lines are kept (:meth:`logs`).  Raises
+    ``port`` (default 0: a free port).  ``verbose=True`` has the server
+    log registrations and removals and copies its log to this process's
+    stderr; either way its last log lines are kept (:meth:`logs`).  Raises
     :class:`pyzmq.Error`, with the server's last log lines, when it
     cannot start within ``ready_timeout`` seconds (a port in use, say).
 

@@ -21,6 +21,7 @@ import ctypes
 import ctypes.util
 import os
 import signal
+import stat
 import subprocess
 import sys
 
@@ -35,6 +36,18 @@ def spawn(cmd, popen=subprocess.Popen, **kwargs):
     (``proc.stdin``; closing it asks the child to stop)."""
     kwargs["stdin"] = subprocess.PIPE
     return popen(cmd, **kwargs)
+
+
+def stdin_problem():
+    """Why this process's stdin cannot carry a lifeline (it must be a pipe
+    or socket from the parent), or None when it can."""
+    try:
+        mode = os.fstat(0).st_mode
+    except OSError as exc:
+        return f"stdin is not open ({exc.strerror})"
+    if stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode):
+        return None
+    return "stdin must be a pipe from the parent process, which keeps its other end open"
 
 
 def _set_pdeathsig(signum):

@@ -414,6 +414,8 @@ def parse_args(argv=None):
         parser.error(f"port {args.port} is not in 0..65535")
     if args.curve_allow and not args.curve_secret:
         parser.error("--curve-allow needs --curve-secret")
+    if args.exit_with_parent and lifeline.stdin_problem():
+        parser.error(f"{lifeline.FLAG}: {lifeline.stdin_problem()}")
     args.secret_key = args.allowed_keys = None
     try:
         if args.curve_secret:

@@ -145,3 +145,21 @@ def test_stopped_server_process_leaves_no_pipe_behind():
     proc = server.proc
     server.stop()
     assert proc.stdin.closed
+
+
+def test_exit_with_parent_needs_a_pipe_on_stdin():
+    import subprocess
+    import sys
+    proc = subprocess.run([sys.executable, "-m", "pyzmq.server", "--exit-with-parent",
+                           "--port", "0", "127.0.0.1"], stdin=subprocess.DEVNULL,
+                          capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 2
+    assert "--exit-with-parent: stdin must be a pipe" in proc.stderr
+
+
+def test_closing_the_pipe_stops_the_server():
+    """What close() and the owner's death have in common: end of file on stdin."""
+    directory = pyzmq.Directory()
+    directory._proc.stdin.close()
+    assert directory._proc.wait(10) == 0
+    assert "zmq_server: stopped" in "\n".join(directory.logs()) or not directory.running
