@@ -161,5 +161,4 @@ def test_closing_the_pipe_stops_the_server():
     """What close() and the owner's death have in common: end of file on stdin."""
     directory = pyzmq.Directory()
     directory._proc.stdin.close()
-    assert directory._proc.wait(10) == 0
-    assert "zmq_server: stopped" in "\n".join(directory.logs()) or not directory.running
+    assert directory._proc.wait(10) == 0          # a clean stop, not a kill
