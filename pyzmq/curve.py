@@ -51,9 +51,8 @@ def load_key(path: "str | os.PathLike[str]") -> str:
 
 
 def check_key(key, what="key"):
-    """Return key, less surrounding whitespace, if it is a str of 40 Z85
-    characters; TypeError for a non-str, else ValueError."""
-    return _zmq._check_z85_key(strip_key(key), what)
+    """Return key if it is a str of 40 Z85 characters; TypeError for a non-str, else ValueError."""
+    return _zmq._check_z85_key(key, what)
 
 
 def write_keypair(path):
