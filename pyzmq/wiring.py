@@ -27,8 +27,8 @@ from pyzmq.protocol import validate_name
 if TYPE_CHECKING:
     from typing_extensions import Self
 
-SCOPE_LOCAL: int = 0
-SCOPE_GLOBAL: int = 2
+SCOPE_LOCAL = 0
+SCOPE_GLOBAL = 2
 _SCOPE_NAMES = {SCOPE_LOCAL: "local", SCOPE_GLOBAL: "global"}
 
 STYLE_DATA_DISTRIBUTION = _zmq.STYLE_DATA_DISTRIBUTION
