@@ -19,9 +19,12 @@ PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/python -m pip install -q --disable-pip-version-check \
     "setuptools>=61" wheel "Cython>=3.0" \
-    pytest hypothesis pyzmq matplotlib
+    pytest hypothesis pyzmq matplotlib mypy ipykernel nbclient nbformat
 # the extension, built in place so the checkout imports as it is, and the
-# console scripts (zmq_server, local_lat, ...) installed into the venv
-.venv/bin/python -m pip install -q --disable-pip-version-check --no-build-isolation --no-deps -e .
+# console scripts (zmq_server, local_lat, ...) installed into the venv.
+# editable_mode=compat puts the checkout on the venv's path with a plain .pth
+# entry, which mypy follows (the default import-hook mode is invisible to it)
+.venv/bin/python -m pip install -q --disable-pip-version-check --no-build-isolation --no-deps \
+    --config-settings editable_mode=compat -e .
 .venv/bin/python setup.py -q build_ext --inplace 2>&1 | grep -v -e "^warning" -e "Warning" -e "warnings.warn" || true
 .venv/bin/python -c "import pyzmq; print('setup: pyzmq-wiring', pyzmq.__version__, 'on libzmq', pyzmq.zmq_version())"

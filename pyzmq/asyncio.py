@@ -21,10 +21,18 @@ once; cancelling one loses nothing (a message is only taken by a task that
 then returns it).
 """
 
+from __future__ import annotations
+
 import asyncio
+from typing import TYPE_CHECKING, Callable, Dict, Iterable, Literal, Optional, Set, Tuple, Union, overload
 
 from pyzmq import wiring
+from pyzmq._zmq import Frame
 from pyzmq.errors import Timeout
+
+Seconds = Optional[float]
+if TYPE_CHECKING:
+    from pyzmq._zmq import Message
 
 
 FOLLOW_AFTER = 1.0   # seconds of waiting before looking for moved peers,
@@ -35,10 +43,18 @@ class ZMQ(wiring.ZMQ):
     """A wiring instance whose send/receive are coroutines.  The blocking
     forms stay available as ``send_now``/``receive_now`` (non-blocking)."""
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self._watched = {}          # fd -> loop it is registered with
-        self._waiters = set()       # futures woken when any watched fd is readable
+    # the same arguments as pyzmq.ZMQ (tests/test_types.py checks they stay so)
+    def __init__(self, hostname: Optional[str] = None, *, timeout: float = 5.0,
+                 hwm: int = 1000, linger: float = 1.0, bind_timeout: float = 10.0,
+                 secret_key: Optional[str] = None, allowed_keys: Optional[Iterable[str]] = None,
+                 directory_key: Optional[str] = None, require_curve: bool = False,
+                 on_lost: Optional[Callable[[str, str], None]] = None) -> None:
+        super().__init__(hostname, timeout=timeout, hwm=hwm, linger=linger,
+                         bind_timeout=bind_timeout, secret_key=secret_key,
+                         allowed_keys=allowed_keys, directory_key=directory_key,
+                         require_curve=require_curve, on_lost=on_lost)
+        self._watched: Dict[int, asyncio.AbstractEventLoop] = {}   # fd -> its loop
+        self._waiters: Set[asyncio.Future[None]] = set()  # woken when a watched fd is readable
 
     # ---- waiting on the loop ---------------------------------------------
 
@@ -115,7 +131,14 @@ class ZMQ(wiring.ZMQ):
 
     # ---- the coroutines ---------------------------------------------------
 
-    async def receive(self, timeout=None, copy=True):
+    @overload  # type: ignore[override]
+    async def receive(self, timeout: Seconds = None, copy: Literal[True] = True) -> bytes: ...
+    @overload
+    async def receive(self, timeout: Seconds, copy: Literal[False]) -> Frame: ...
+    @overload
+    async def receive(self, timeout: Seconds = None, *, copy: Literal[False]) -> Frame: ...
+
+    async def receive(self, timeout: Seconds = None, copy: bool = True) -> Union[bytes, Frame]:
         """The next message from any queue; pyzmq.Timeout after timeout s."""
         deadline = self._deadline(timeout)
         follow = [None]
@@ -131,7 +154,17 @@ class ZMQ(wiring.ZMQ):
                 raise Timeout(f"no message arrived within {timeout} s"
                               + self._follow_refusals(0)) from None
 
-    async def receive2(self, timeout=None, copy=True):
+    @overload  # type: ignore[override]
+    async def receive2(self, timeout: Seconds = None,
+                       copy: Literal[True] = True) -> Tuple[int, bytes]: ...
+    @overload
+    async def receive2(self, timeout: Seconds, copy: Literal[False]) -> Tuple[int, Frame]: ...
+    @overload
+    async def receive2(self, timeout: Seconds = None, *,
+                       copy: Literal[False]) -> Tuple[int, Frame]: ...
+
+    async def receive2(self, timeout: Seconds = None,
+                       copy: bool = True) -> Tuple[int, Union[bytes, Frame]]:
         """(queue_id, message), as receive()."""
         deadline = self._deadline(timeout)
         follow = [None]
@@ -147,7 +180,8 @@ class ZMQ(wiring.ZMQ):
                 raise Timeout(f"no message arrived within {timeout} s"
                               + self._follow_refusals(0)) from None
 
-    async def send(self, eid, msg, timeout=None):
+    async def send(self, eid: int, msg: Message,  # type: ignore[override]
+                   timeout: Seconds = None) -> bool:
         """Send; waits (without blocking the loop) while a bound queue is full."""
         deadline = self._deadline(timeout)
         follow = [None]
@@ -162,14 +196,19 @@ class ZMQ(wiring.ZMQ):
                 raise Timeout("send timed out: a bound queue stayed full "
                               "(high-water mark)" + self._follow_refusals(eid)) from None
 
-    def receive_now(self, copy=True):
+    @overload
+    def receive_now(self, copy: Literal[True] = True) -> Optional[bytes]: ...
+    @overload
+    def receive_now(self, copy: Literal[False]) -> Optional[Frame]: ...
+
+    def receive_now(self, copy: bool = True) -> Union[bytes, Frame, None]:
         """A message if one is there, else None; never waits."""
         return wiring.ZMQ.receive(self, block=False, copy=copy)
 
-    def send_now(self, eid, msg):
+    def send_now(self, eid: int, msg: Message) -> bool:
         """Send if there is room (True), else False; never waits."""
         return wiring.ZMQ.send(self, eid, msg, block=False)
 
-    def close(self):
+    def close(self) -> None:
         super().close()
         self._wake()           # waiting tasks retry and get "closed"

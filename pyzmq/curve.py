@@ -14,14 +14,40 @@ import sys
 from pyzmq import _zmq
 
 
-def curve_keypair():
+def curve_keypair() -> "tuple[str, str]":
     """A new CURVE keypair ``(public, secret)``, each 40 Z85 characters."""
     return _zmq.curve_keypair()
 
 
-def curve_public(secret):
-    """The public key (Z85) of a secret key (Z85); ValueError if it is not one."""
-    return _zmq.curve_public(secret)
+def curve_public(secret: str) -> str:
+    """The public key (Z85) of a secret key (Z85, surrounding whitespace
+    ignored); ValueError if it is not one."""
+    return _zmq.curve_public(strip_key(secret))
+
+
+def strip_key(key: object) -> object:
+    """A key as given, less surrounding whitespace when it is a str (a key
+    read from a file ends in a newline); anything else is returned as is,
+    for the checks to refuse."""
+    return key.strip() if isinstance(key, str) else key
+
+
+def load_key(path: "str | os.PathLike[str]") -> str:
+    """The one CURVE key (Z85, 40 characters) in the file at ``path``, such
+    as the secret key ``zmq_keygen PATH`` writes to PATH or the public key
+    in PATH.pub.  Surrounding whitespace, blank lines and lines starting
+    with '#' are skipped.  OSError when the file cannot be read,
+    ValueError when it does not hold exactly one key."""
+    with open(path, encoding="ascii", errors="replace") as f:
+        lines = [line.strip() for line in f]
+    keys = [line for line in lines if line and not line.startswith("#")]
+    if len(keys) != 1:
+        raise ValueError(f"{os.fspath(path)}: expected one CURVE key (40 Z85 characters), "
+                         f"found {len(keys)} non-comment lines")
+    try:
+        return _zmq._check_z85_key(keys[0], "key")
+    except ValueError as exc:
+        raise ValueError(f"{os.fspath(path)}: {exc}") from None
 
 
 def check_key(key, what="key"):

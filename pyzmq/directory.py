@@ -21,6 +21,8 @@ from pyzmq.errors import Error, Timeout
 
 log = logging.getLogger("pyzmq.directory")
 
+_clients = weakref.WeakSet()   # every DirectoryClient of this process (to tell who holds a name)
+
 PING_INTERVAL = 1.0   # seconds between liveness PINGs on an idle connection
 RETRY_INTERVAL = 0.5  # seconds between reconnection attempts
 REFUSED_RETRY_MAX = 30.0  # after refusals (e.g. key not allowed) the interval doubles up to this
@@ -33,21 +35,33 @@ DROP_GRACE = 0.2      # seconds between losing a connection and the first reconn
 class DirectoryError(Error):
     """The directory refused a request.  ``code`` is the protocol error code."""
 
-    def __init__(self, message, code):
+    def __init__(self, message: str, code: int) -> None:
         super().__init__(message)
         self.code = code
 
 
-class _Unreachable(Error):
-    """A connection attempt failed; ``reason`` says why in a few words."""
+class DirectoryUnreachable(Error):
+    """No directory answers at the address: nothing listens there, or the
+    connection attempt timed out.  ``reason`` says why in a few words; the
+    message also says what to do (start ``zmq_server``, or run one inside
+    the program with ``pyzmq.Directory()``)."""
 
-    def __init__(self, message, reason):
+    def __init__(self, message: str, reason: str) -> None:
         super().__init__(message)
         self.reason = reason
 
 
-class _UnreachableTimeout(_Unreachable, Timeout):
+_Unreachable = DirectoryUnreachable
+
+
+class _UnreachableTimeout(DirectoryUnreachable, Timeout):
     pass
+
+
+def _unreachable_text(address, reason):
+    return (f"cannot reach the directory at {address}: {reason}; start one there with "
+            f"`zmq_server` (e.g. `zmq_server --port {address.rsplit(':', 1)[-1]}`), or run "
+            "one inside this program: `with pyzmq.Directory() as d: pyzmq.ZMQ(d.address)`")
 
 
 class _Lost(Exception):
@@ -75,6 +89,14 @@ def parse_hostname(hostname):
     text = hostname.strip()
     if not text:
         raise ValueError("directory hostname is empty; expected 'host' or 'host:port'")
+    scheme, sep, rest = text.partition("://")
+    if sep:
+        if scheme.lower() == "tcp":
+            raise ValueError(f"directory hostname {hostname!r}: a hostname takes no scheme; "
+                             f"write {rest!r}")
+        raise ValueError(f"directory hostname {hostname!r}: unknown scheme {scheme + sep!r}; "
+                         "the directory is reached over TCP at 'host' or 'host:port', "
+                         "written without a scheme")
     if text.startswith("["):
         host, bracket, rest = text[1:].partition("]")
         if not bracket or not host or (rest and not rest.startswith(":")):
@@ -222,6 +244,7 @@ class DirectoryClient:
 
         sock = self._open(time.monotonic() + self.timeout)
         self._install(sock)
+        _clients.add(self)
         self._keeper = threading.Thread(target=_keep_alive, args=(weakref.ref(self), self._stop, self._wake),
                                         name=f"pyzmq-directory-{self.address}", daemon=True)
         self._keeper.start()
@@ -401,6 +424,9 @@ class DirectoryClient:
     def _error_text(self, request, reply, name):
         code = reply.code
         if code == p.DUPLICATE:
+            if self._held_here(name):
+                return (f"global name {name!r} is already registered by another instance "
+                        "(in this process: close it first)")
             return f"global name {name!r} is already registered by another process"
         if code == p.NOT_FOUND and isinstance(request, p.Lookup):
             return f"no global object named {name!r} in the directory at {self.address}"
@@ -412,6 +438,16 @@ class DirectoryClient:
             return f"the directory at {self.address} refused {name!r}: {reply.message}"
         what = p.ERROR_NAMES.get(code, f"error {code}")
         return f"the directory at {self.address} answered {what}: {reply.message}"
+
+    def _held_here(self, name):
+        """True when another open client of this process holds ``name`` in
+        the same directory (an instance made again, as by a notebook cell
+        run twice, while the first one is still open)."""
+        for other in list(_clients):
+            if other is not self and not other._closed and name in other._names \
+                    and other.address == self.address:
+                return True
+        return False
 
     # -- connection management ---------------------------------------------
 
@@ -428,10 +464,10 @@ class DirectoryClient:
                                             timeout=max(0.001, deadline - time.monotonic()))
         except socket.timeout:
             reason = f"no answer within {self.timeout:g} s"
-            raise _UnreachableTimeout(f"cannot reach the directory at {self.address}: {reason}", reason) from None
+            raise _UnreachableTimeout(_unreachable_text(self.address, reason), reason) from None
         except OSError as exc:
             reason = exc.strerror or str(exc)
-            raise _Unreachable(f"cannot reach the directory at {self.address}: {reason}", reason) from None
+            raise DirectoryUnreachable(_unreachable_text(self.address, reason), reason) from None
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if self._server_key is not None:

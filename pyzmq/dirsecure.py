@@ -67,6 +67,8 @@ _N_TO_CLIENT = _label("pzwdir-s2c")
 
 def decode_key(key, what):
     """Z85 key (40 characters) -> 32 bytes; TypeError/ValueError naming ``what`` if it is not one."""
+    if isinstance(key, str):
+        key = key.strip()       # a key read from a file ends in a newline
     return _zmq._z85_decode(_zmq._check_z85_key(key, what))
 
 

@@ -19,7 +19,7 @@ import socket
 import sys
 import time
 
-from pyzmq import dirsecure
+from pyzmq import dirsecure, lifeline
 from pyzmq import protocol as p
 
 READ_LIMIT = 8192  # per-connection read buffer (asyncio pauses reading at twice this)
@@ -456,6 +456,9 @@ def parse_args(argv=None):
                         help="with --curve-secret: seconds a name registered with a key stays "
                              "tied to that key after its owner left, so that only the same key "
                              f"may take it back (default: {KEY_GRACE:g}; 0: none)")
+    parser.add_argument(lifeline.FLAG, action="store_true",
+                        help="stop when the parent process exits (its pipe on stdin closes); "
+                             "how pyzmq.Directory() runs it")
     args = parser.parse_args(argv)
     if not (math.isfinite(args.key_grace) and args.key_grace >= 0):
         parser.error(f"--key-grace must be a number of seconds >= 0, not {args.key_grace}")
@@ -463,6 +466,8 @@ def parse_args(argv=None):
         parser.error(f"port {args.port} is not in 0..65535")
     if args.curve_allow and not args.curve_secret:
         parser.error("--curve-allow needs --curve-secret")
+    if args.exit_with_parent and lifeline.stdin_problem():
+        parser.error(f"{lifeline.FLAG}: {lifeline.stdin_problem()}")
     args.secret_key = args.allowed_keys = None
     try:
         if args.curve_secret:
@@ -541,6 +546,8 @@ def main(argv=None):
                 loop.add_signal_handler(sig, server.stop)
             except (NotImplementedError, RuntimeError):
                 pass  # not on this platform; KeyboardInterrupt still ends the loop
+        if args.exit_with_parent:
+            lifeline.watch_parent(loop, server.stop)
         await server.serve(ready)
 
     try:

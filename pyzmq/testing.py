@@ -12,6 +12,9 @@
         peer.expect("ready")
         peer.tell("go")
 
+A server child stops with this process, however it ends (SIGKILL
+included): see ``pyzmq/lifeline.py``, shared with :class:`pyzmq.Directory`.
+
 The children's stdout and stderr are drained by daemon threads (so a chatty
 child never blocks on a full pipe); the last lines of a server's stderr are
 kept for :meth:`ServerProcess.logs` and :meth:`ServerProcess.wait_for_log`.
@@ -32,20 +35,15 @@ import textwrap
 import threading
 import time
 
+from pyzmq import lifeline
+from pyzmq.embedded import READY_LINE, child_env, server_command
 from pyzmq.errors import Error
 
-_READY = re.compile(r"^zmq_server: listening on (.+):(\d+)(?: \(CURVE, public key (\S{40})\))?$")
+_READY = READY_LINE
 _REGISTERED = re.compile(r"zmq_server: registered '(.*)' kind [EQ] at (\S+) by ")
 _PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def child_env():
-    """This process's environment, with this checkout first on PYTHONPATH and
-    unbuffered output (children's lines arrive as they are printed)."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [_PACKAGE_ROOT, env.get("PYTHONPATH")]))
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
 
 
 class ServerProcess:
@@ -81,14 +79,12 @@ class ServerProcess:
             raise Error(f"zmq_server is already running as pid {self._proc.pid}")
         if port is not None:
             self.port = port
-        cmd = [sys.executable, "-m", "pyzmq.server", "--port", str(self.port)]
-        if self.quiet:
-            cmd.append("-q")
-        cmd.extend(self.extra_args)
-        cmd.append(self.host)
-        self._proc = proc = self._popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                        stderr=subprocess.PIPE, env=child_env(), text=True,
-                                        errors="replace")
+        # it stops with this process, however this process ends (a
+        # script that never calls stop() leaves nothing running)
+        cmd = server_command(self.host, self.port, (["-q"] if self.quiet else []) + self.extra_args)
+        self._proc = proc = lifeline.spawn(cmd, popen=self._popen, stdout=subprocess.PIPE,
+                                           stderr=subprocess.PIPE, env=child_env(), text=True,
+                                           errors="replace")
         ready = {}
         ready_event = threading.Event()
         threading.Thread(target=self._drain_stdout, args=(proc, ready, ready_event),
@@ -129,17 +125,21 @@ class ServerProcess:
             return None
         if proc.poll() is None:
             proc.kill()
-        return proc.wait()
+        status = proc.wait()
+        _close_lifeline(proc)
+        return status
 
     @staticmethod
     def _terminate(proc, timeout=5.0):
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
             try:
-                return proc.wait(timeout)
+                proc.wait(timeout)
             except subprocess.TimeoutExpired:
                 proc.kill()
-        return proc.wait()
+        status = proc.wait()
+        _close_lifeline(proc)
+        return status
 
     def __enter__(self):
         if not self.running:
@@ -226,6 +226,15 @@ class ServerProcess:
             with self._logs_changed:
                 self._logs.append(line.rstrip("\n"))
                 self._logs_changed.notify_all()
+
+
+def _close_lifeline(proc):
+    """Close our end of a stopped server's stdin pipe (no fd kept per run)."""
+    try:
+        if proc.stdin is not None:
+            proc.stdin.close()
+    except OSError:
+        pass
 
 
 class PeerProcess:

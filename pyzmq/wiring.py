@@ -6,7 +6,10 @@ directory (``zmq_server``) about global names; the sockets and the hot path
 ``pyzmq._zmq.Engine``, which ``ZMQ`` extends.
 """
 
+from __future__ import annotations
+
 import atexit
+import difflib
 import errno
 import itertools
 import logging
@@ -14,11 +17,16 @@ import os
 import threading
 import weakref
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Callable, Dict, Iterable, List, Optional, Tuple
 
 from pyzmq import _zmq
+from pyzmq.curve import strip_key
 from pyzmq.errors import Error
 from pyzmq.location import parse_location
 from pyzmq.protocol import validate_name
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 SCOPE_LOCAL = 0
 SCOPE_GLOBAL = 2
@@ -59,6 +67,7 @@ def _check_curve_args(secret_key, allowed_keys):
             raise ValueError("allowed_keys needs secret_key: only an instance whose "
                              "listeners are CURVE servers can check client keys")
         return None, None
+    secret_key = strip_key(secret_key)      # a key read from a file ends in a newline
     _zmq._check_z85_key(secret_key, "secret_key")
     if not _zmq.has("curve"):
         raise Error("secret_key given, but this libzmq was built without CURVE")
@@ -75,6 +84,7 @@ def _check_curve_args(secret_key, allowed_keys):
                         f"None, not {type(allowed_keys).__name__}") from None
     decoded = []
     for k in keys:
+        k = strip_key(k)
         _zmq._check_z85_key(k, "allowed key")
         decoded.append(_zmq._z85_decode(k))
     return secret_key, decoded
@@ -167,9 +177,11 @@ class ZMQ(_zmq.Engine):
         raises pyzmq.Error naming it.
     """
 
-    def __init__(self, hostname=None, *, timeout=5.0, hwm=1000, linger=1.0,
-                 bind_timeout=10.0, secret_key=None, allowed_keys=None, directory_key=None,
-                 require_curve=False, on_lost=None):
+    def __init__(self, hostname: Optional[str] = None, *, timeout: float = 5.0,
+                 hwm: int = 1000, linger: float = 1.0, bind_timeout: float = 10.0,
+                 secret_key: Optional[str] = None, allowed_keys: Optional[Iterable[str]] = None,
+                 directory_key: Optional[str] = None, require_curve: bool = False,
+                 on_lost: Optional[Callable[[str, str], None]] = None) -> None:
         self._zap_domain = None
         if on_lost is not None and not callable(on_lost):
             raise TypeError(f"on_lost must be a callable(name, reason) or None, "
@@ -217,13 +229,13 @@ class ZMQ(_zmq.Engine):
 
     # ---- context manager, closing -----------------------------------------
 
-    def __enter__(self):
+    def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def close(self):
+    def close(self) -> None:
         """Remove this instance's global names from the directory and close
         its sockets (outgoing messages get `linger` seconds to drain).
         Idempotent; any other call afterwards raises pyzmq.Error."""
@@ -261,8 +273,8 @@ class ZMQ(_zmq.Engine):
 
     # ---- creating ---------------------------------------------------------
 
-    def create_exchange(self, name, scope=SCOPE_LOCAL, location="", *,
-                        style=STYLE_DATA_DISTRIBUTION):
+    def create_exchange(self, name: str, scope: int = SCOPE_LOCAL, location: str = "", *,
+                        style: int = STYLE_DATA_DISTRIBUTION) -> int:
         """Create (or get) the exchange `name`; returns its id for send().
 
         SCOPE_GLOBAL registers it in the directory, listening at `location`
@@ -278,7 +290,8 @@ class ZMQ(_zmq.Engine):
             raise ValueError(f"unknown exchange style {style}")
         return self._create("exchange", name, scope, location, style)
 
-    def create_queue(self, name, scope=SCOPE_LOCAL, location="", *, hwm=None):
+    def create_queue(self, name: str, scope: int = SCOPE_LOCAL, location: str = "", *,
+                     hwm: Optional[int] = None) -> int:
         """Create (or get) the queue `name`; returns its id.
 
         receive() takes messages from every queue of this instance.
@@ -351,7 +364,8 @@ class ZMQ(_zmq.Engine):
 
     # ---- binding ----------------------------------------------------------
 
-    def bind(self, exchange_name, queue_name, *, hwm=None, follow=None, key=None):
+    def bind(self, exchange_name: str, queue_name: str, *, hwm: Optional[int] = None,
+             follow: Optional[str] = None, key: Optional[str] = None) -> None:
         """Wire exchange `exchange_name` to queue `queue_name`.
 
         Either may be this instance's own object or a global name owned by
@@ -383,7 +397,7 @@ class ZMQ(_zmq.Engine):
             raise ValueError(f"follow must be one of {', '.join(map(repr, _FOLLOW))} "
                              f"or None, not {follow!r}")
         if key is not None:
-            _zmq._check_z85_key(key, "key")
+            key = _zmq._check_z85_key(strip_key(key), "key")
             if follow in (FOLLOW_ANY_KEY, FOLLOW_ANY):
                 raise ValueError(f"key= pins the name to one key; follow={follow!r} would "
                                  "let it change: use follow='same-key' or 'never'")
@@ -564,7 +578,21 @@ class ZMQ(_zmq.Engine):
         if self._directory is None:
             raise Error(f"unknown {kind} {name!r}: it is not in this instance, and "
                         "this instance has no directory to look global names up in")
-        return self._usable(name, kind, *self._directory.lookup(name))
+        from pyzmq.directory import DirectoryError
+        from pyzmq.protocol import NOT_FOUND
+        try:
+            record = self._directory.lookup(name)
+        except DirectoryError as exc:
+            if exc.code != NOT_FOUND:
+                raise
+            mine = sorted(o.name for o in self._objects.values() if o.kind == kind)
+            close = difflib.get_close_matches(name, mine, n=1)
+            hint = (f"; did you mean {close[0]!r}?" if close else
+                    f"; this instance's {kind}s: {', '.join(map(repr, mine))}" if mine else "")
+            raise DirectoryError(f"no {kind} {name!r}: it is neither an object of this instance "
+                                 f"nor a global name in the directory at "
+                                 f"{self._directory.address}{hint}", exc.code) from None
+        return self._usable(name, kind, *record)
 
     def _usable(self, name, kind, code, address, key):
         """(address, key or None) of a directory record of global ``name``,
@@ -584,21 +612,21 @@ class ZMQ(_zmq.Engine):
     # ---- looking at it ----------------------------------------------------
 
     @property
-    def exchanges(self):
+    def exchanges(self) -> Dict[str, int]:
         """{name: id} of this instance's exchanges."""
         return {o.name: o.id for o in self._objects.values() if o.kind == "exchange"}
 
     @property
-    def queues(self):
+    def queues(self) -> Dict[str, int]:
         """{name: id} of this instance's queues."""
         return {o.name: o.id for o in self._objects.values() if o.kind == "queue"}
 
     @property
-    def bindings(self):
+    def bindings(self) -> List[Tuple[str, str]]:
         """[(exchange name, queue name)] made by this instance's bind()."""
         return list(self._bindings)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         if self.closed:
             return "<pyzmq.ZMQ closed>"
         directory = self._directory.address if self._directory else None

@@ -105,7 +105,9 @@ def test_duplicate_from_second_connection_is_refused(directory, client):
     with DirectoryClient(directory, timeout=3.0) as other:
         with pytest.raises(DirectoryError) as info:
             other.register("E", "E", "127.0.0.1:6666")
-        assert str(info.value) == "global name 'E' is already registered by another process"
+        # both connections are this process's: it says so, and what to do
+        assert str(info.value) == ("global name 'E' is already registered by another "
+                                   "instance (in this process: close it first)")
         assert info.value.code == p.DUPLICATE
         assert other.names() == []
     assert client.lookup("E") == ("E", "127.0.0.1:5555", "")
