@@ -12,6 +12,7 @@ cdef extern from "zmq.h" nogil:
         EAGAIN
         EINTR
         EINVAL
+        ENOENT
         EFSM
         ETERM
         EADDRINUSE
@@ -66,10 +67,13 @@ cdef extern from "zmq.h" nogil:
         ZMQ_POLLIN
         ZMQ_POLLOUT
 
-    # socket monitor events
+    # socket monitor events, and the protocol error a binder explains
     enum:
+        ZMQ_EVENT_HANDSHAKE_SUCCEEDED
+        ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL
         ZMQ_EVENT_HANDSHAKE_FAILED_AUTH
         ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL
+        ZMQ_PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH
 
     # context options
     enum:
