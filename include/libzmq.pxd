@@ -2,30 +2,19 @@
 # One extern block, all nogil: every call may be made with the GIL released.
 
 cdef extern from "zmq.h" nogil:
-    enum:
-        ZMQ_VERSION_MAJOR
-        ZMQ_VERSION_MINOR
-        ZMQ_VERSION_PATCH
-
     # error numbers libzmq adds to errno
     enum:
         EAGAIN
         EINTR
         EINVAL
         ENOENT
-        EFSM
-        ETERM
-        EADDRINUSE
-        EADDRNOTAVAIL
 
     # socket types
     enum:
-        ZMQ_PUB
         ZMQ_SUB
         ZMQ_PUSH
         ZMQ_PULL
         ZMQ_XPUB
-        ZMQ_XSUB
         ZMQ_PAIR
         ZMQ_REP
 
@@ -36,24 +25,16 @@ cdef extern from "zmq.h" nogil:
         ZMQ_RCVHWM
         ZMQ_SUBSCRIBE
         ZMQ_UNSUBSCRIBE
-        ZMQ_RCVMORE
         ZMQ_SNDTIMEO
         ZMQ_RCVTIMEO
         ZMQ_LAST_ENDPOINT
         ZMQ_XPUB_NODROP
-        ZMQ_XPUB_VERBOSE
         ZMQ_EVENTS
         ZMQ_FD
         ZMQ_TCP_KEEPALIVE
         ZMQ_TCP_KEEPALIVE_IDLE
         ZMQ_TCP_KEEPALIVE_INTVL
         ZMQ_TCP_KEEPALIVE_CNT
-        ZMQ_HEARTBEAT_IVL
-        ZMQ_HEARTBEAT_TIMEOUT
-        ZMQ_HEARTBEAT_TTL
-        ZMQ_RECONNECT_IVL
-        ZMQ_RECONNECT_IVL_MAX
-        ZMQ_IMMEDIATE
         ZMQ_CURVE_SERVER
         ZMQ_CURVE_PUBLICKEY
         ZMQ_CURVE_SECRETKEY
@@ -75,12 +56,6 @@ cdef extern from "zmq.h" nogil:
         ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL
         ZMQ_PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH
 
-    # context options
-    enum:
-        ZMQ_IO_THREADS
-        ZMQ_MAX_SOCKETS
-        ZMQ_BLOCKY
-
     int zmq_errno()
     const char *zmq_strerror(int errnum)
     void zmq_version(int *major, int *minor, int *patch)
@@ -88,8 +63,6 @@ cdef extern from "zmq.h" nogil:
 
     void *zmq_ctx_new()
     int zmq_ctx_term(void *context)
-    int zmq_ctx_shutdown(void *context)
-    int zmq_ctx_set(void *context, int option, int optval)
 
     ctypedef struct zmq_msg_t:
         unsigned char _[64]     # opaque; zmq.h has the real layout
@@ -116,7 +89,6 @@ cdef extern from "zmq.h" nogil:
     int zmq_unbind(void *s, const char *addr)
     int zmq_disconnect(void *s, const char *addr)
     int zmq_send(void *s, const void *buf, size_t len, int flags)
-    int zmq_recv(void *s, void *buf, size_t len, int flags)
 
     ctypedef struct zmq_pollitem_t:
         void *socket
