@@ -206,6 +206,8 @@ cdef class _Binder(_Core):
         cdef QueueSlot *q = self._queue(qid)
         cdef bytes ep = endpoint.encode()
         if q.pull != NULL:
+            # an undo while another error is raised: its own failure (the
+            # endpoint was never bound) must not replace that error
             zmq_unbind(q.pull, ep)
 
     def _queue_subscribe(self, Py_ssize_t qid, str endpoint, timeout, _Binder owner=None,

@@ -372,7 +372,9 @@ cdef class Engine(_Binder):
         cdef Frame f = Frame.__new__(Frame)
         cdef bytes b = item[1]
         zmq_msg_close(&f.msg)
-        zmq_msg_init_size(&f.msg, len(b))
+        if zmq_msg_init_size(&f.msg, len(b)) != 0:
+            zmq_msg_init(&f.msg)
+            _raise_zmq("cannot make a message for a stashed frame")
         memcpy(zmq_msg_data(&f.msg), <char *>b, len(b))
         f.queue_id = item[0]
         return (item[0], f)
