@@ -200,7 +200,7 @@ cdef class Engine(_Binder):
                     n += 1
                     continue
                 if zmq_errno() != EAGAIN:
-                    _raise_zmq(f"send on exchange {eid}")
+                    _send_failed(eid)
             _send(self, eid, m, timeout, True)
             n += 1
         return n
@@ -431,7 +431,6 @@ cdef inline object _send(Engine self, object eid, object msg, object timeout, bi
     cdef ExchangeSlot *e = self._exchange(_id(eid, "exchange"))
     cdef const char *data
     cdef Py_ssize_t size
-    cdef Py_buffer view
     cdef int rc
     cdef void *only
     if PyBytes_CheckExact(msg):
@@ -452,8 +451,21 @@ cdef inline object _send(Engine self, object eid, object msg, object timeout, bi
             if rc >= 0:
                 return True
             if zmq_errno() != EAGAIN:
-                _raise_zmq(f"send on exchange {eid}")
+                _send_failed(eid)
         return self._send_slow(e, data, size, timeout, block, NULL)
+    return _send_buffer(self, e, msg, timeout, block)
+
+
+# The cold parts of _send, out of line so that _send stays small enough for
+# the compiler to inline it into send().
+
+cdef int _send_failed(object eid) except -1:
+    return _raise_zmq(f"send on exchange {eid}")
+
+
+cdef object _send_buffer(Engine self, ExchangeSlot *e, object msg, object timeout, bint block):
+    """Send any contiguous buffer but bytes (a str is a TypeError)."""
+    cdef Py_buffer view
     _get_buffer(msg, &view)
     try:
         return self._send_slow(e, <const char *>view.buf, view.len, timeout, block, NULL)
