@@ -372,6 +372,33 @@ def test_a_terminated_context_is_a_pyzmq_error_with_its_errno():
     assert f"errno {eterm} Error" in out.stdout, out.stdout + out.stderr
 
 
+def test_a_failed_poll_is_a_pyzmq_error_with_its_errno():
+    """poll() on the signalling fds fails with EINVAL when it is given more
+    fds than RLIMIT_NOFILE allows; that is pyzmq.Error(errno=EINVAL) like
+    every other failure, not an OSError of its own."""
+    code = textwrap.dedent("""
+        import resource, pyzmq
+        from pyzmq import _zmq
+        e = _zmq.Engine()
+        for _ in range(3):
+            e._queue_connectable(e._new_queue())      # three input sockets: poll() waits
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (2, hard))
+        try:
+            e.receive(timeout=0.5)
+        except pyzmq.Error as exc:
+            print("errno", exc.errno, type(exc).__name__, exc)
+        except OSError as exc:
+            print("OSError", exc.errno)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        e._close()
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60, cwd=os.path.dirname(os.path.dirname(__file__)))
+    assert out.returncode == 0, out.stderr
+    assert f"errno {errno.EINVAL} Error poll" in out.stdout, out.stdout + out.stderr
+
+
 # ---- lifecycles -------------------------------------------------------------------
 
 def test_an_open_engine_collected_warns_and_closes():
