@@ -24,9 +24,9 @@ then returns it).
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Callable, Dict, Iterable, Literal, Optional, Set, Tuple, Union, overload
+from typing import TYPE_CHECKING, Callable, Dict, Iterable, List, Literal, Optional, Set, Tuple, Union, overload
 
-from pyzmq import wiring
+from pyzmq import _zmq, wiring
 from pyzmq._zmq import Frame
 from pyzmq.errors import Timeout
 
@@ -34,14 +34,20 @@ Seconds = Optional[float]
 if TYPE_CHECKING:
     from pyzmq._zmq import Message
 
-
-FOLLOW_AFTER = 1.0   # seconds of waiting before looking for moved peers,
-FOLLOW_EVERY = 0.25  # and between looks while the wait goes on
+# as the blocking calls: seconds of waiting before looking for moved peers,
+# and between looks while the wait goes on
+FOLLOW_FIRST = _zmq.FOLLOW_FIRST
+FOLLOW_EVERY = _zmq.FOLLOW_EVERY
 
 
 class ZMQ(wiring.ZMQ):
     """A wiring instance whose send/receive are coroutines.  The blocking
-    forms stay available as ``send_now``/``receive_now`` (non-blocking)."""
+    forms stay available as ``send_now``/``receive_now`` (non-blocking).
+
+    Every inherited call that could wait is a coroutine here too
+    (``send``, ``send_many``, ``receive``, ``receive2``, ``receive_many``,
+    ``serve``); ``bind`` and ``close`` keep their blocking forms (a remote
+    bind waits for its owner's answer, up to ``bind_timeout``)."""
 
     # the same arguments as pyzmq.ZMQ (tests/test_types.py checks they stay so)
     def __init__(self, hostname: Optional[str] = None, *, timeout: float = 5.0,
@@ -77,14 +83,14 @@ class ZMQ(wiring.ZMQ):
             loop.remove_reader(fd)
         self._watched.clear()
 
-    async def _readable(self, deadline, eid=0, follow=None):
+    async def _readable(self, deadline, eid=0, follow=None, listeners=False):
         """Until one of the instance's fds is readable (or the deadline).
 
         ``follow`` is the calling wait's [next time to look for moved
         peers]: kept by the caller across wake-ups, so other tasks' traffic
         waking this one often does not postpone the look for ever."""
         loop = asyncio.get_running_loop()
-        for fd in self._fds(eid):
+        for fd in self._fds(eid, listeners):
             if fd not in self._watched:
                 loop.add_reader(fd, self._wake)
                 self._watched[fd] = loop
@@ -100,7 +106,7 @@ class ZMQ(wiring.ZMQ):
             piece = left
             if self.following and follow is not None:
                 if follow[0] is None:
-                    follow[0] = now + FOLLOW_AFTER
+                    follow[0] = now + FOLLOW_FIRST
                 if follow[0] <= now:
                     self._follow_moved(eid)
                     follow[0] = now + FOLLOW_EVERY
@@ -122,10 +128,8 @@ class ZMQ(wiring.ZMQ):
 
     @staticmethod
     def _deadline(timeout):
-        if timeout is None:
-            return None
-        seconds = wiring._check_seconds(timeout, "timeout")
-        if seconds == float("inf"):
+        seconds = _zmq.check_timeout(timeout)     # as the blocking calls check it
+        if seconds is None:
             return None
         return asyncio.get_running_loop().time() + seconds
 
@@ -143,7 +147,7 @@ class ZMQ(wiring.ZMQ):
         deadline = self._deadline(timeout)
         follow = [None]
         while True:
-            self.serve(0)          # let binders of our global exchanges in
+            wiring.ZMQ.serve(self, 0)      # let binders of our global exchanges in
             msg = self.receive_now(copy=copy)
             if msg is not None:
                 self._pass_on()
@@ -169,7 +173,7 @@ class ZMQ(wiring.ZMQ):
         deadline = self._deadline(timeout)
         follow = [None]
         while True:
-            self.serve(0)
+            wiring.ZMQ.serve(self, 0)
             item = wiring.ZMQ.receive2(self, block=False, copy=copy)
             if item is not None:
                 self._pass_on()
@@ -186,7 +190,7 @@ class ZMQ(wiring.ZMQ):
         deadline = self._deadline(timeout)
         follow = [None]
         while True:
-            self.serve(0)          # listeners' fds are watched too: take their news
+            wiring.ZMQ.serve(self, 0)      # listeners' fds are watched too: take their news
             if wiring.ZMQ.send(self, eid, msg, block=False):
                 self._pass_on()
                 return True
@@ -195,6 +199,57 @@ class ZMQ(wiring.ZMQ):
             except Timeout:
                 raise Timeout("send timed out: a bound queue stayed full "
                               "(high-water mark)" + self._follow_refusals(eid)) from None
+
+    async def send_many(self, eid: int, messages: Iterable["Message"],
+                        timeout: Seconds = None) -> int:
+        """Send every message of an iterable on exchange eid, in order,
+        waiting (without blocking the loop) while a bound queue is full;
+        timeout bounds each wait.  Returns the count sent."""
+        _zmq.check_timeout(timeout)
+        n = 0
+        for msg in messages:
+            if not wiring.ZMQ.send(self, eid, msg, block=False):
+                await self.send(eid, msg, timeout)
+            else:
+                self._pass_on()
+            n += 1
+        return n
+
+    async def receive_many(self, max_count: int, timeout: Seconds = None) -> List[bytes]:
+        """Up to max_count messages: waits (up to timeout, without blocking
+        the loop) for the first, then takes whatever else is already there."""
+        if isinstance(max_count, bool) or not isinstance(max_count, int):
+            raise TypeError(f"max_count must be an int, not {type(max_count).__name__}")
+        if max_count < 1:
+            raise ValueError(f"max_count must be >= 1, not {max_count}")
+        out = [await self.receive(timeout)]
+        while len(out) < max_count:
+            msg = wiring.ZMQ.receive(self, block=False)
+            if msg is None:
+                break
+            out.append(msg)
+        return out
+
+    async def serve(self, timeout: float) -> None:
+        """Let remote binders in for `timeout` seconds (as the blocking
+        serve()), waiting on the loop."""
+        seconds = _zmq.check_timeout(timeout)
+        if seconds is None:
+            raise TypeError("serve() needs a timeout in seconds")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds
+        while True:
+            wiring.ZMQ.serve(self, 0)
+            if loop.time() >= deadline:
+                return
+            if not self._fds(0, True):
+                await asyncio.sleep(deadline - loop.time())     # no listener: nothing to serve
+                continue
+            try:
+                await self._readable(deadline, 0, None, True)
+            except Timeout:
+                wiring.ZMQ.serve(self, 0)
+                return
 
     @overload
     def receive_now(self, copy: Literal[True] = True) -> Optional[bytes]: ...

@@ -10,13 +10,14 @@ anything.
 """
 
 import logging
-import math
 import socket
 import threading
 import time
 import weakref
+from dataclasses import dataclass
 
 from pyzmq import protocol as p
+from pyzmq._zmq import check_seconds
 from pyzmq.errors import Error, Timeout
 
 log = logging.getLogger("pyzmq.directory")
@@ -167,8 +168,20 @@ def _send_receive(sock, body, deadline):
         raise _Lost(exc.strerror or str(exc)) from None
 
 
-def _exchange(link, request, deadline):
-    """Send one request on ``link`` and return the decoded reply.
+@dataclass
+class _Watch:
+    """What the keeper last learned of a watched name: the ``record``
+    ``(kind, address, key)``, or None while the name is not registered;
+    ``serial`` of that lookup (serials grow across names), and when to look
+    again (``due``, monotonic) after ``interval`` seconds."""
+    serial: int
+    record: tuple
+    interval: float
+    due: float
+
+
+def _round_trip(link, request, deadline):
+    """One request round trip on ``link``: send it, return the decoded reply.
 
     Raises _Lost when the connection breaks (or, secure, a frame was
     tampered with), socket.timeout past ``deadline``.
@@ -218,16 +231,12 @@ class DirectoryClient:
                 self._secret_key = dirsecure.decode_key(secret_key, "secret_key")
         elif secret_key is not None:
             raise ValueError("secret_key for the directory needs server_key, the directory's public key")
-        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
-            raise TypeError(f"timeout must be a number of seconds, not {type(timeout).__name__}")
-        if not (timeout > 0 and math.isfinite(timeout)):
-            raise ValueError(f"timeout must be a positive, finite number of seconds, not {timeout!r}")
-        self.timeout = float(timeout)
+        self.timeout = check_seconds(timeout, "timeout", positive=True)
         self.address = f"[{self._host}]:{self._port}" if ":" in self._host else f"{self._host}:{self._port}"
         self.reconnects = 0
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
-        self._sock = None
+        self._link = None     # the _Link to the directory while connected
         self._local_ip = None
         self._closed = False
         self._last_failure = None
@@ -235,7 +244,7 @@ class DirectoryClient:
         # names whose records the keeper looks up in the background (watch())
         self._watch_lock = threading.Lock()
         self._wanted = set()
-        self._watched = {}    # name -> [serial, record or None, interval, next lookup time]
+        self._watched = {}    # name -> _Watch
         self._watch_serial = 0
         self._names = {}  # name -> (kind, address, key) registered by this client
         self._stop = threading.Event()   # set by close(): the keeper must exit
@@ -254,7 +263,7 @@ class DirectoryClient:
     @property
     def connected(self):
         """True while the connection to the directory is up."""
-        return self._sock is not None and not self._closed
+        return self._link is not None and not self._closed
 
     @property
     def local_ip(self):
@@ -286,7 +295,7 @@ class DirectoryClient:
         p.validate_name(name)
         with self._lock:
             was_mine = self._names.pop(name, None) is not None
-            if was_mine and self._sock is None and not self._closed:
+            if was_mine and self._link is None and not self._closed:
                 return  # its connection is gone, and the directory dropped it with it
         try:
             self._request(p.Unregister(name), name)
@@ -304,7 +313,7 @@ class DirectoryClient:
         with self._watch_lock:
             fresh = set(names) - self._wanted
             self._wanted.update(fresh)
-            due = any(n not in self._watched or self._watched[n][3] <= now for n in fresh)
+            due = any(n not in self._watched or self._watched[n].due <= now for n in fresh)
         if due:
             self._wake.set()    # else the keeper's regular round takes them
 
@@ -314,7 +323,7 @@ class DirectoryClient:
         None if it has not been looked up yet.  Never blocks."""
         with self._watch_lock:
             entry = self._watched.get(name)
-            return None if entry is None else (entry[0], entry[1])
+            return None if entry is None else (entry.serial, entry.record)
 
     def watch_serial(self):
         """The serial the next background lookup will exceed: answers with a
@@ -340,12 +349,28 @@ class DirectoryClient:
         self._wake.set()
         with self._lock:
             self._closed = True
-            if self._sock is not None:
-                self._sock.close()
-                self._sock = None
+            if self._link is not None:
+                self._link.close()
+                self._link = None
             self._cond.notify_all()
         if self._keeper is not threading.current_thread():
             self._keeper.join(1.0)  # it is a daemon: do not hold up an exit for a slow connect
+
+    def _abandon(self):
+        """Close without waiting for anything and without a word to the
+        directory (which drops this client's names with the connection):
+        for an owner collected while open.  The keeper thread is told to
+        stop, not joined; a link in use by it closes when it is collected."""
+        self._stop.set()
+        self._wake.set()
+        self._closed = True
+        if self._lock.acquire(blocking=False):
+            try:
+                if self._link is not None:
+                    self._link.close()
+                    self._link = None
+            finally:
+                self._lock.release()
 
     def __del__(self):
         # Dropped without close(): stop the keeper; the socket closes with its object.
@@ -360,7 +385,7 @@ class DirectoryClient:
         self.close()
 
     def __repr__(self):
-        state = "closed" if self._closed else "connected" if self._sock else "reconnecting"
+        state = "closed" if self._closed else "connected" if self._link else "reconnecting"
         return f"<DirectoryClient {self.address} {state}>"
 
     # -- requests ----------------------------------------------------------
@@ -376,11 +401,11 @@ class DirectoryClient:
             while True:
                 if self._closed:
                     raise Error(f"the directory client for {self.address} is closed")
-                if self._sock is None:
+                if self._link is None:
                     self._wait_connected(deadline)
                     continue
                 try:
-                    reply = _exchange(self._sock, request, deadline)
+                    reply = _round_trip(self._link, request, deadline)
                 except socket.timeout:
                     self._drop("no reply in time")
                     raise Timeout(f"the directory at {self.address} did not answer within "
@@ -404,8 +429,8 @@ class DirectoryClient:
         """With the lock held, wait for the keeper thread to reconnect."""
         remaining = deadline - time.monotonic()
         if remaining > 0:
-            self._cond.wait_for(lambda: self._sock is not None or self._closed, remaining)
-        if self._sock is None and not self._closed:
+            self._cond.wait_for(lambda: self._link is not None or self._closed, remaining)
+        if self._link is None and not self._closed:
             if self._refusal is not None:
                 raise DirectoryError(f"{self._refusal}; retrying in the background", self._refusal.code)
             raise Error(f"the directory at {self.address} is gone ({self._last_failure}); "
@@ -472,7 +497,7 @@ class DirectoryClient:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if self._server_key is not None:
                 return _Link(sock, self._handshake(sock, deadline))
-            reply = _exchange(_Link(sock), p.Hello(), deadline)
+            reply = _round_trip(_Link(sock), p.Hello(), deadline)
         except socket.timeout:
             sock.close()
             raise Timeout(f"the directory at {self.address} accepted the connection but did not answer "
@@ -530,19 +555,19 @@ class DirectoryClient:
 
     def _install(self, link):
         """With the lock held (or before the keeper exists), adopt a fresh connection."""
-        self._sock = link
+        self._link = link
         self._local_ip = link.sock.getsockname()[0]
         self._last_failure = None
 
     def _drop(self, why):
         """With the lock held, forget a broken connection; the keeper will reconnect."""
-        if self._sock is not None:
+        if self._link is not None:
             log.info("lost the directory at %s: %s", self.address, why)
             try:
-                self._sock.close()
+                self._link.close()
             except OSError:
                 pass
-            self._sock = None
+            self._link = None
             self._dropped_at = time.monotonic()
             self._wake.set()
         self._last_failure = why
@@ -571,12 +596,12 @@ class DirectoryClient:
                 return False
             self._install(link)
             lost = self._reregister()
-            if self._sock is not None:
+            if self._link is not None:
                 self.reconnects += 1
                 log.warning("reconnected to the directory at %s; registered %d name(s) again",
                             self.address, len(self._names))
             self._cond.notify_all()
-            connected = self._sock is not None
+            connected = self._link is not None
         for name, why in lost:
             if self._on_lost is not None:
                 try:
@@ -591,7 +616,7 @@ class DirectoryClient:
         lost = []
         for name, (kind, address, key) in list(self._names.items()):
             try:
-                reply = _exchange(self._sock, p.Register(kind, name, address, key),
+                reply = _round_trip(self._link, p.Register(kind, name, address, key),
                                   time.monotonic() + self.timeout)
             except (socket.timeout, _Lost) as exc:
                 self._drop(f"while registering names again: {exc or 'timed out'}")
@@ -613,27 +638,28 @@ class DirectoryClient:
         keeper is what reconnects) nor for a busy client."""
         now = time.monotonic()
         with self._watch_lock:
-            due = [n for n in self._wanted if n not in self._watched or self._watched[n][3] <= now]
+            due = [n for n in self._wanted if n not in self._watched or self._watched[n].due <= now]
         for name in due:
             reply = self._keeper_request(p.Lookup(name), "a LOOKUP", (p.Found, p.ErrorReply))
             if reply is None:
                 return              # busy, down or broken: next round
+            refused = False
+            record = None               # not registered now: its owner may come back
             if isinstance(reply, p.Found):
                 record = (reply.kind, reply.address, reply.key)
-            elif isinstance(reply, p.ErrorReply) and reply.code == p.NOT_FOUND:
-                record = None           # gone for now: its owner may come back
-            else:
-                record = False          # refused: do not keep asking
+            elif not (isinstance(reply, p.ErrorReply) and reply.code == p.NOT_FOUND):
+                refused = True          # the directory refused the lookup: do not keep asking
             with self._watch_lock:
                 self._wanted.discard(name)
-                if record is False:
+                if refused:
                     continue
                 previous = self._watched.get(name)
                 interval = WATCH_FIRST
-                if record is not None and previous is not None and previous[1] == record:
-                    interval = min(WATCH_MAX, previous[2] * 2)      # unchanged: ask less often
+                if record is not None and previous is not None and previous.record == record:
+                    interval = min(WATCH_MAX, previous.interval * 2)    # unchanged: ask less often
                 self._watch_serial += 1
-                self._watched[name] = [self._watch_serial, record, interval, time.monotonic() + interval]
+                self._watched[name] = _Watch(self._watch_serial, record, interval,
+                                             time.monotonic() + interval)
 
     def _ping_idle(self):
         """From the keeper thread: PING if nobody is using the connection."""
@@ -647,10 +673,10 @@ class DirectoryClient:
         if not self._lock.acquire(timeout=0.1):
             return None     # a request is in flight: the connection is being exercised anyway
         try:
-            if self._sock is None or self._closed:
+            if self._link is None or self._closed:
                 return None
             try:
-                reply = _exchange(self._sock, request, time.monotonic() + self.timeout)
+                reply = _round_trip(self._link, request, time.monotonic() + self.timeout)
             except socket.timeout:
                 self._drop(f"no answer to {what}")
                 return None
@@ -681,7 +707,7 @@ def _keep_alive(ref, stop, wake):
         if client is None or client._closed:
             return
         try:
-            if client._sock is None:
+            if client._link is None:
                 grace = client._dropped_at + DROP_GRACE - time.monotonic()
                 if grace > 0:
                     stop.wait(grace)
@@ -695,9 +721,9 @@ def _keep_alive(ref, stop, wake):
                     delay = RETRY_INTERVAL
             else:
                 client._ping_idle()
-                if client._sock is not None:
+                if client._link is not None:
                     client._look_up_wanted()
-                delay = PING_INTERVAL if client._sock is not None else 0
+                delay = PING_INTERVAL if client._link is not None else 0
         except Exception:  # never let the keeper die silently
             log.exception("directory keeper for %s failed", client.address)
             delay = RETRY_INTERVAL

@@ -15,12 +15,14 @@ import itertools
 import logging
 import os
 import threading
+import warnings
 import weakref
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Dict, Iterable, List, Optional, Tuple
 
 from pyzmq import _zmq
 from pyzmq.curve import strip_key
+from pyzmq._zmq import check_hwm, check_scope, check_seconds, check_style
 from pyzmq.errors import Error
 from pyzmq.location import parse_location
 from pyzmq.protocol import validate_name
@@ -28,14 +30,12 @@ from pyzmq.protocol import validate_name
 if TYPE_CHECKING:
     from typing_extensions import Self
 
-SCOPE_LOCAL = 0
-SCOPE_GLOBAL = 2
-_SCOPE_NAMES = {SCOPE_LOCAL: "local", SCOPE_GLOBAL: "global"}
+SCOPE_LOCAL = _zmq.SCOPE_LOCAL
+SCOPE_GLOBAL = _zmq.SCOPE_GLOBAL
+_SCOPE_NAMES = _zmq.SCOPE_NAMES
 
 STYLE_DATA_DISTRIBUTION = _zmq.STYLE_DATA_DISTRIBUTION
 STYLE_LOAD_BALANCING = _zmq.STYLE_LOAD_BALANCING
-_STYLE_NAMES = {STYLE_DATA_DISTRIBUTION: "data distribution",
-                STYLE_LOAD_BALANCING: "load balancing"}
 
 _KIND_CODE = {"exchange": "E", "queue": "Q"}
 _KIND_NAME = {"E": "exchange", "Q": "queue"}
@@ -58,36 +58,6 @@ _here = {}                  # "IP:port" -> (weakref to owner, inproc endpoint)
 _here_lock = threading.Lock()
 
 _zap_serial = itertools.count(1)
-
-
-def _check_curve_args(secret_key, allowed_keys):
-    """Validate secret_key/allowed_keys; returns (secret, [32-byte keys] or None)."""
-    if secret_key is None:
-        if allowed_keys is not None:
-            raise ValueError("allowed_keys needs secret_key: only an instance whose "
-                             "listeners are CURVE servers can check client keys")
-        return None, None
-    secret_key = strip_key(secret_key)      # a key read from a file ends in a newline
-    _zmq._check_z85_key(secret_key, "secret_key")
-    if not _zmq.has("curve"):
-        raise Error("secret_key given, but this libzmq was built without CURVE")
-    _zmq.curve_public(secret_key)       # ValueError if it is not a key
-    if allowed_keys is None:
-        return secret_key, None
-    if isinstance(allowed_keys, (str, bytes)):
-        raise ValueError("allowed_keys must be an iterable of public keys (Z85 str), "
-                         "not a single str or bytes")
-    try:
-        keys = list(allowed_keys)
-    except TypeError:
-        raise TypeError(f"allowed_keys must be an iterable of public keys (Z85 str) or "
-                        f"None, not {type(allowed_keys).__name__}") from None
-    decoded = []
-    for k in keys:
-        k = strip_key(k)
-        _zmq._check_z85_key(k, "allowed key")
-        decoded.append(_zmq._z85_decode(k))
-    return secret_key, decoded
 
 
 @dataclass
@@ -115,34 +85,6 @@ def _check_name(name, what):
     if not isinstance(name, str):
         raise TypeError(f"{what} name must be a str, not {type(name).__name__}")
     validate_name(name)
-
-
-def _check_hwm(hwm):
-    if isinstance(hwm, bool) or not isinstance(hwm, int):
-        raise TypeError(f"hwm must be an int, not {type(hwm).__name__}")
-    if not 0 <= hwm < 2**31:
-        raise ValueError(f"hwm must be from 0 (no limit) to 2**31-1 messages, not {hwm}")
-    return hwm
-
-
-def _check_scope(scope):
-    if isinstance(scope, bool) or not isinstance(scope, int):
-        raise TypeError(f"scope must be pyzmq.SCOPE_LOCAL or pyzmq.SCOPE_GLOBAL, "
-                        f"not {type(scope).__name__}")
-    if scope not in _SCOPE_NAMES:
-        raise ValueError(f"unknown scope {scope}: use pyzmq.SCOPE_LOCAL or pyzmq.SCOPE_GLOBAL")
-
-
-def _check_seconds(value, what):
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{what} must be a number of seconds, not {type(value).__name__}")
-    try:
-        seconds = float(value)
-    except OverflowError:
-        raise ValueError(f"{what} of {value} seconds is too large") from None
-    if not seconds >= 0:
-        raise ValueError(f"{what} must be >= 0 seconds, not {value!r}")
-    return seconds
 
 
 class ZMQ(_zmq.Engine):
@@ -182,22 +124,17 @@ class ZMQ(_zmq.Engine):
                  secret_key: Optional[str] = None, allowed_keys: Optional[Iterable[str]] = None,
                  directory_key: Optional[str] = None, require_curve: bool = False,
                  on_lost: Optional[Callable[[str, str], None]] = None) -> None:
-        self._zap_domain = None
         if on_lost is not None and not callable(on_lost):
             raise TypeError(f"on_lost must be a callable(name, reason) or None, "
                             f"not {type(on_lost).__name__}")
         self._require_curve = bool(require_curve)
         self._on_lost = on_lost
         self._lost = {}         # name -> reason: global names this instance lost
-        self._timeout = _check_seconds(timeout, "timeout")
-        if self._timeout > 86400:
-            raise ValueError(f"timeout must be at most a day (86400 s), not {timeout}")
-        self._bind_timeout = _check_seconds(bind_timeout, "bind_timeout")
-        linger = _check_seconds(linger, "linger")
-        _check_hwm(hwm)
-        if linger > 86400:
-            raise ValueError(f"linger must be at most a day (86400 s), not {linger}")
-        secret_key, allowed = _check_curve_args(secret_key, allowed_keys)
+        self._timeout = check_seconds(timeout, "timeout", at_most=86400)
+        self._bind_timeout = check_seconds(bind_timeout, "bind_timeout")
+        linger = check_seconds(linger, "linger", at_most=86400)
+        check_hwm(hwm)
+        secret_key, allowed = _zmq.check_curve_args(secret_key, allowed_keys)
         self._configure(hwm, int(linger * 1000))
         self._objects = {}
         self._exchange_ids = {}
@@ -219,12 +156,11 @@ class ZMQ(_zmq.Engine):
             domain = f"pyzmq-wiring/{os.getpid()}/{next(_zap_serial)}"
             self._curve_setup(secret_key, domain)
             try:
-                _zmq._zap_allow(domain.encode(), allowed)
+                _zmq._zap_allow(self._zap_domain, allowed)
             except BaseException:
                 if self._directory is not None:
                     self._directory.close()
                 raise
-            self._zap_domain = domain
         _live.add(self)
 
     # ---- context manager, closing -----------------------------------------
@@ -245,9 +181,12 @@ class ZMQ(_zmq.Engine):
         self._shutdown()
 
     def _shutdown(self):
+        """close() without the checks; also at exit.  In a forked child the
+        sockets and the directory connection are the parent's: only this
+        process's records of them are dropped."""
         directory, self._directory = self._directory, None
         try:
-            if directory is not None:
+            if directory is not None and self.pid == os.getpid():
                 for obj in self._objects.values():
                     if obj.address is not None:
                         try:
@@ -256,20 +195,35 @@ class ZMQ(_zmq.Engine):
                             pass    # the directory drops them with the connection anyway
                 directory.close()
         finally:
-            with _here_lock:
-                for address in [a for a, (ref, _) in _here.items() if ref() is self]:
-                    del _here[address]
+            self._forget()
             self._close()
-            if getattr(self, "_zap_domain", None):
-                _zmq._zap_forget(self._zap_domain.encode())
-            _live.discard(self)
+
+    def _forget(self):
+        """Drop this process's records of the instance (never blocks)."""
+        with _here_lock:
+            for address in [a for a, (ref, _) in _here.items() if ref() is self]:
+                del _here[address]
+        if self._zap_domain is not None and self.pid == os.getpid():
+            _zmq._zap_forget(self._zap_domain)
+        _live.discard(self)
 
     def __del__(self):
-        try:
-            if not self.closed:
-                self._shutdown()
-        except Exception:
-            pass
+        # Collected while open: warn, as files and sockets do, and close
+        # without blocking or any directory I/O.  The directory drops this
+        # instance's names when its connection closes; its keeper thread
+        # ends on its own (it holds the client weakly).
+        if self.closed:
+            return
+        if "_objects" not in self.__dict__:     # __init__ failed early: made nothing
+            self._close(False)
+            return
+        if self.pid == os.getpid():
+            warnings.warn(f"unclosed {self!r}", ResourceWarning, source=self)
+        directory, self._directory = self._directory, None
+        if directory is not None and self.pid == os.getpid():
+            directory._abandon()
+        self._forget()
+        self._close(False)      # closes the sockets, waiting for nothing
 
     # ---- creating ---------------------------------------------------------
 
@@ -283,11 +237,7 @@ class ZMQ(_zmq.Engine):
         default) or STYLE_LOAD_BALANCING (each message goes to one bound queue
         with room, round-robin).
         """
-        if isinstance(style, bool) or not isinstance(style, int):
-            raise TypeError(f"style must be pyzmq.STYLE_DATA_DISTRIBUTION or "
-                            f"pyzmq.STYLE_LOAD_BALANCING, not {type(style).__name__}")
-        if style not in _STYLE_NAMES:
-            raise ValueError(f"unknown exchange style {style}")
+        check_style(style)
         return self._create("exchange", name, scope, location, style)
 
     def create_queue(self, name: str, scope: int = SCOPE_LOCAL, location: str = "", *,
@@ -300,13 +250,13 @@ class ZMQ(_zmq.Engine):
         default: the instance's hwm).
         """
         if hwm is not None:
-            _check_hwm(hwm)
+            check_hwm(hwm)
         return self._create("queue", name, scope, location, STYLE_DATA_DISTRIBUTION, hwm)
 
     def _create(self, kind, name, scope, location, style, hwm=None):
         self._check_usable()
         _check_name(name, kind)
-        _check_scope(scope)
+        check_scope(scope)
         if not isinstance(location, str):
             raise TypeError(f"location must be a str such as 'eth0:5555', not "
                             f"{type(location).__name__}")
@@ -331,7 +281,7 @@ class ZMQ(_zmq.Engine):
         if kind == "exchange":
             oid = self._new_exchange(style)
         else:
-            oid = self._new_queue(-1 if hwm is None else hwm)
+            oid = self._new_queue(hwm)
         obj = _Object(kind, oid, name, scope, location, style, hwm)
         if scope == SCOPE_GLOBAL:
             obj.address = self._publish(obj, where)
@@ -390,7 +340,7 @@ class ZMQ(_zmq.Engine):
         here, and the binding then follows only to that key.
         """
         self._check_usable()
-        mark = -1 if hwm is None else _check_hwm(hwm)
+        mark = -1 if hwm is None else check_hwm(hwm)
         _check_name(exchange_name, "exchange")
         _check_name(queue_name, "queue")
         if follow is not None and follow not in _FOLLOW:
@@ -663,7 +613,7 @@ class _Remote:
     name: str
     kind: str
     eid: int
-    handle: int
+    handle: _zmq.BindingHandle
     endpoint: str
     key: object = None      # the CURVE key it connects with, or None
     serial: int = 0         # of the directory answer last looked at (or, at first,

@@ -170,7 +170,7 @@ def test_names_vanish_when_owner_process_is_killed(directory, client):
 def test_server_logs_registration_and_removal(directory_server):
     with DirectoryClient(directory_server.address, timeout=3.0) as c:
         c.register("E", "logged", "127.0.0.1:5555")
-        port = c._sock.sock.getsockname()[1]
+        port = c._link.sock.getsockname()[1]
         peer = f"127.0.0.1:{port}"
         line = directory_server.wait_for_log(r"registered 'logged'", 5.0)
         assert line == f"zmq_server: registered 'logged' kind E at 127.0.0.1:5555 by {peer}"

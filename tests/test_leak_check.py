@@ -42,10 +42,6 @@ def test_a_closed_instance_is_not_a_leak():
     assert before.leaks() == []
 
 
-@pytest.mark.xfail(strict=True, reason="library leak: Engine._close_all (src/_zmq.pyx) does not "
-                   "close the message receive()'s fast path reuses (rmsg), so a closed instance "
-                   "holds the last large message it received, and its sender's loan, until the "
-                   "instance itself is freed")
 def test_close_lets_go_of_the_last_large_message_received():
     before = Snapshot()
     with pyzmq.ZMQ() as z:

@@ -223,7 +223,7 @@ def test_the_zap_handler_answers_what_it_cannot_handle_with_500_and_keeps_servin
     friend, _ = pyzmq.curve_keypair()
     stranger, _ = pyzmq.curve_keypair()
     with pyzmq.ZMQ(secret_key=pyzmq.curve_keypair()[1], allowed_keys=[friend]) as z:
-        domain = z._zap_domain.encode()
+        domain = z._zap_domain
         raw = pyzmq._zmq._z85_decode(friend)
         assert _zap(domain, raw) == [b"1.0", b"7", b"200", b"OK", friend.encode(), b""]
         assert _zap(domain, pyzmq._zmq._z85_decode(stranger))[2] == b"400"
