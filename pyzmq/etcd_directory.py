@@ -697,6 +697,18 @@ class EtcdDirectory:
         reply = self._call("/kv/range", {"key": _b64(self.prefix), "range_end": _b64(_range_end(self.prefix)),
                                          "count_only": True}, deadline, "read the revision", role="watch")
         revision = int(reply["header"]["revision"])
+        cluster = reply["header"].get("cluster_id")
+        if cluster != self._cluster_id:
+            if self._cluster_id is not None:
+                # a new cluster (replaced, its data gone): its revisions start
+                # again from 1, so forget ours and read every name afresh
+                with self._watch_cond:
+                    for entry in self._watched.values():
+                        entry[2] = 0
+                    self._fresh |= self._wanted
+                    fresh = set(self._fresh)
+                self._stream_revision = None
+            self._cluster_id = cluster
         for name in fresh:
             kvs = self._call("/kv/range", {"key": _b64(self.prefix + name), "revision": str(revision)},
                              deadline, "look up " + repr(name), role="watch").get("kvs") or []
@@ -708,6 +720,7 @@ class EtcdDirectory:
         self._stream(start)
 
     _stream_revision = None
+    _cluster_id = None
 
     def _stream(self, start):
         e = self._endpoints[self._current]

@@ -366,3 +366,43 @@ def test_user_and_password_when_etcd_authentication_is_on(etcd_cluster, etcd_url
         ctl("user", "delete", "app", user=None)
         ctl("user", "delete", "root")
         ctl("role", "delete", "wiring")
+
+
+def test_a_binder_follows_an_owner_that_moved_through_the_watch(etcd_url):
+    """The wiring layer's follow-a-moved-owner path (ZMQ._follow_moved) on
+    etcd: the queue's owner dies and comes back on another port; a send
+    that waits re-points its binding from what the watch reported."""
+    owner_code = """
+import sys, pyzmq
+z = pyzmq.ZMQ(sys.argv[1])
+z.create_queue("MOVER", pyzmq.SCOPE_GLOBAL, "127.0.0.1:0")
+print("READY", flush=True)
+print("GOT", z.receive(timeout=30).decode(), flush=True)
+z.close()
+"""
+    with pyzmq.ZMQ(etcd_url, hwm=1) as z:
+        with Peer(owner_code, etcd_url) as first:
+            first.expect("READY")
+            eid = z.create_exchange("E")
+            z.bind("E", "MOVER")
+            z.send(eid, b"one")
+            assert first.expect("GOT") == "one"
+            assert first.wait() == 0         # closed: its name is free at once
+        with Peer(owner_code, etcd_url) as second:       # the same name, a new port
+            second.expect("READY")
+            for k in range(3):      # fills the pipe to the dead address, then waits and follows
+                z.send(eid, b"two", timeout=15)
+            assert second.expect("GOT", timeout=20) == "two"
+
+
+def test_etcd_bench_prints_both_backends():
+    import subprocess
+    import sys
+    from helpers import ROOT
+    run = subprocess.run([sys.executable, str(ROOT / "perf" / "etcd_bench.py"), "--names", "20",
+                          "--lookups", "20", "--clients", "1", "--failovers", "0"],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    rows = [line.split() for line in run.stdout.splitlines() if line.startswith(("zmq_server", "etcd "))]
+    assert {(r[0], r[2]) for r in rows} == {("zmq_server", "register"), ("zmq_server", "lookup"),
+                                            ("etcd", "register"), ("etcd", "lookup")}
