@@ -548,9 +548,18 @@ class EtcdDirectory:
                 c.timeout = max(0.05, min(ATTEMPT_TIMEOUT, remaining))
                 try:
                     headers = self._auth_headers(role) if auth else {}
-                    reply = c.post(c.get_url(path), json=body, headers=headers)
+                    extra = {"verify": self._ca} if self._ca else {}   # (REQUESTS_CA_BUNDLE would win over the session's)
+                    reply = c.post(c.get_url(path), json=body, headers=headers, **extra)
                 except (ex.ConnectionFailedError, ex.ConnectionTimeoutError, ex.InternalServerError) as exc:
-                    failures[e.label] = _why(exc)
+                    text = _why(exc)
+                    if "SSLError" in text:
+                        # a TLS failure does not heal by retrying
+                        raise Error(f"TLS with the etcd node {e.label} failed "
+                                    f"({_tls_reason(str(exc.detail_text))}): give "
+                                    "ca= (the CA that signed the nodes' certificates) and, if the "
+                                    "cluster asks for client certificates, cert= and key= of one "
+                                    "it trusts (docs/etcd.md)") from None
+                    failures[e.label] = text
                     continue
                 except ex.Etcd3Exception as exc:
                     text = _why(exc)
@@ -858,6 +867,14 @@ def _owner_text(kv):
     record = _decode_record(kv) or {}
     owner = record.get("owner") or {}
     return f"{owner.get('program', '?')} pid {owner.get('pid', '?')} on {owner.get('host', '?')}"
+
+
+def _tls_reason(text):
+    """The SSL error inside a requests/urllib3 message, in a few words."""
+    at = text.rfind("SSLError(")
+    if at < 0:
+        return "SSL error"
+    return text[at + len("SSLError("):].rstrip(")")[:200]
 
 
 def _why(exc):

@@ -338,10 +338,16 @@ class EtcdCluster:
     The nodes' output goes to ``<tmp>/<name>.log`` (no reader threads).
     ``heartbeat_ms`` and ``election_ms`` are etcd's ``--heartbeat-interval``
     and ``--election-timeout`` (etcd's defaults: 100 and 1000).
+
+    ``tls`` (a dict: ``cert``, ``key`` of the nodes, ``ca`` that signed the
+    clients' certificates, and ``client_cert``, ``client_key`` for this
+    helper's own checks; :func:`make_test_certs` makes one) serves the
+    client URLs over https and requires a client certificate signed by
+    ``ca``; :attr:`url` is then ``etcd+tls://``.
     """
 
     def __init__(self, size=3, host="127.0.0.1", heartbeat_ms=100, election_ms=1000,
-                 ready_timeout=20.0, extra_args=(), etcd="etcd"):
+                 ready_timeout=20.0, extra_args=(), etcd="etcd", tls=None):
         import shutil
         if shutil.which(etcd) is None:
             raise Error(f"{etcd!r} is not installed: on Debian, apt-get install etcd-server etcd-client "
@@ -353,6 +359,7 @@ class EtcdCluster:
         self.ready_timeout = ready_timeout
         self.extra_args = list(extra_args)
         self.etcd = etcd
+        self.tls = tls
         self.dir = None
         self.names = [f"node{i}" for i in range(size)]
         self.client_ports = []
@@ -370,7 +377,7 @@ class EtcdCluster:
     @property
     def url(self):
         """The directory address for ``ZMQ()``: ``etcd://h:p,h:p,h:p``."""
-        return "etcd://" + ",".join(self.endpoints)
+        return ("etcd+tls://" if self.tls else "etcd://") + ",".join(self.endpoints)
 
     def endpoint(self, i):
         return self.endpoints[i]
@@ -403,7 +410,7 @@ class EtcdCluster:
     def _spawn(self, i):
         name = self.names[i]
         cluster = ",".join(f"{n}=http://{self.host}:{p}" for n, p in zip(self.names, self.peer_ports))
-        client = f"http://{self.host}:{self.client_ports[i]}"
+        client = f"{'https' if self.tls else 'http'}://{self.host}:{self.client_ports[i]}"
         peer = f"http://{self.host}:{self.peer_ports[i]}"
         cmd = [self.etcd, "--name", name, "--data-dir", os.path.join(self.dir, name),
                "--listen-client-urls", client, "--advertise-client-urls", client,
@@ -413,6 +420,9 @@ class EtcdCluster:
                "--heartbeat-interval", str(self.heartbeat_ms),
                "--election-timeout", str(self.election_ms),
                "--log-level", "warn", *self.extra_args]
+        if self.tls:
+            cmd += ["--cert-file", self.tls["cert"], "--key-file", self.tls["key"],
+                    "--trusted-ca-file", self.tls["ca"], "--client-cert-auth"]
         log = open(os.path.join(self.dir, f"{name}.log"), "ab")
         try:
             self._procs[i] = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log,
@@ -485,9 +495,15 @@ class EtcdCluster:
     def _call(self, i, path, body=None, timeout=1.0):
         import json
         import urllib.request
-        url = f"http://{self.host}:{self.client_ports[i]}{path}"
+        context = None
+        if self.tls:
+            import ssl
+            context = ssl.create_default_context(cafile=self.tls["ca"])
+            context.load_cert_chain(self.tls["client_cert"], self.tls["client_key"])
+        url = f"{'https' if self.tls else 'http'}://{self.host}:{self.client_ports[i]}{path}"
         data = None if body is None else json.dumps(body).encode()
-        with urllib.request.urlopen(urllib.request.Request(url, data=data), timeout=timeout) as reply:
+        with urllib.request.urlopen(urllib.request.Request(url, data=data), timeout=timeout,
+                                    context=context) as reply:
             return json.loads(reply.read())
 
     def healthy(self, i):
@@ -523,9 +539,12 @@ class EtcdCluster:
         while True:
             alive = self.alive()
             if alive:
-                endpoints = ",".join(f"http://{self.endpoints[i]}" for i in alive)
+                scheme = "https" if self.tls else "http"
+                endpoints = ",".join(f"{scheme}://{self.endpoints[i]}" for i in alive)
                 env = dict(os.environ, ETCDCTL_API="3")
-                run = subprocess.run(["etcdctl", "--endpoints", endpoints, "--dial-timeout", "1s",
+                tls = (["--cacert", self.tls["ca"], "--cert", self.tls["client_cert"],
+                        "--key", self.tls["client_key"]] if self.tls else [])
+                run = subprocess.run(["etcdctl", "--endpoints", endpoints, *tls, "--dial-timeout", "1s",
                                       "--command-timeout", "1s", "endpoint", "status", "-w", "json"],
                                      capture_output=True, text=True, env=env)
                 try:
@@ -546,3 +565,31 @@ class EtcdCluster:
                 return "".join(f.readlines()[-lines:])
         except (OSError, TypeError):
             return ""
+
+
+def make_test_certs(directory, host="127.0.0.1"):
+    """With the ``openssl`` command, a throwaway CA and a server and a client
+    certificate it signed (the server's for IP ``host``), in ``directory``;
+    returns the ``tls`` dict :class:`EtcdCluster` takes (``ca``, ``cert``,
+    ``key``, ``client_cert``, ``client_key``).  For tests only."""
+    def path(name):
+        return os.path.join(directory, name)
+
+    def openssl(*args):
+        run = subprocess.run(["openssl", *args], capture_output=True, text=True)
+        if run.returncode != 0:
+            raise Error(f"openssl {' '.join(args[:2])} failed: {run.stderr.strip()[-300:]}")
+
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"]
+    openssl("req", "-x509", *ec, "-nodes", "-days", "2", "-subj", "/CN=pyzmq test CA",
+            "-keyout", path("ca.key"), "-out", path("ca.pem"))
+    for who, ext in (("server", f"subjectAltName=IP:{host}\nextendedKeyUsage=serverAuth,clientAuth"),
+                     ("client", "extendedKeyUsage=clientAuth")):
+        openssl("req", *ec, "-nodes", "-subj", f"/CN=pyzmq test {who}",
+                "-keyout", path(f"{who}.key"), "-out", path(f"{who}.csr"))
+        with open(path(f"{who}.ext"), "w") as f:
+            f.write(ext + "\n")
+        openssl("x509", "-req", "-in", path(f"{who}.csr"), "-CA", path("ca.pem"), "-CAkey", path("ca.key"),
+                "-CAcreateserial", "-days", "2", "-extfile", path(f"{who}.ext"), "-out", path(f"{who}.pem"))
+    return {"ca": path("ca.pem"), "cert": path("server.pem"), "key": path("server.key"),
+            "client_cert": path("client.pem"), "client_key": path("client.key")}

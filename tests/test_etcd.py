@@ -406,3 +406,28 @@ def test_etcd_bench_prints_both_backends():
     rows = [line.split() for line in run.stdout.splitlines() if line.startswith(("zmq_server", "etcd "))]
     assert {(r[0], r[2]) for r in rows} == {("zmq_server", "register"), ("zmq_server", "lookup"),
                                             ("etcd", "register"), ("etcd", "lookup")}
+
+
+def test_tls_with_client_certificates(tmp_path):
+    """etcd+tls:// against a node that serves https and requires a client
+    certificate (a throwaway CA made with openssl)."""
+    from pyzmq.testing import EtcdCluster, make_test_certs
+    tls = make_test_certs(str(tmp_path))
+    with EtcdCluster(size=1, tls=tls) as cluster:
+        good = f"{cluster.url}?ca={tls['ca']}&cert={tls['client_cert']}&key={tls['client_key']}"
+        with pyzmq.ZMQ(good) as z, \
+                pyzmq.ZMQ(cluster.url, etcd_options={"ca": tls["ca"], "cert": tls["client_cert"],
+                                                     "key": tls["client_key"]}) as y:
+            qid = z.create_queue("T", pyzmq.SCOPE_GLOBAL, "127.0.0.1:0")
+            eid = y.create_exchange("E")
+            y.bind("E", "T")
+            y.send(eid, b"over a TLS directory")
+            assert z.receive2(timeout=5) == (qid, b"over a TLS directory")
+            y._directory.watch(["T"])        # the watch stream is TLS too
+            assert wait_until(lambda: (y._directory.watched("T") or (0, None))[1] is not None, 5)
+        started = time.monotonic()
+        with pytest.raises(pyzmq.Error, match="TLS with the etcd node .* failed .*SSL.*give ca= .*cert= and key="):
+            EtcdDirectory(f"{cluster.url}?ca={tls['ca']}")           # no client certificate
+        with pytest.raises(pyzmq.Error, match="TLS with the etcd node .* failed .*CERTIFICATE_VERIFY_FAILED"):
+            EtcdDirectory(cluster.url)                               # the system's CAs do not know it
+        assert time.monotonic() - started < 3                        # at once, not after the timeout
