@@ -235,7 +235,8 @@ class EtcdDirectory:
         self._lock = threading.Lock()  # _names, _lease
         self._names = {}               # name -> record (dict) registered by this client
         self._lease = None             # our lease id (int)
-        self._lease_ok = False         # the last keepalive succeeded
+        self._lease_ok = False         # the last keepalive succeeded (and every name is under the lease)
+        self._pending = set()          # names to put again under a lease made again
         self._closed = False
         self.reconnects = 0            # times the lease was lost and made again
         self._stop = threading.Event()
@@ -296,7 +297,13 @@ class EtcdDirectory:
                 lease = self._lease
             try:
                 self._put(name, record, lease, deadline)
-                break
+                with self._lock:
+                    if self._lease == lease:
+                        # remembered under the lease it was put with: when the
+                        # keeper makes a new lease it sees the name and moves it
+                        self._names[name] = record
+                        return
+                continue    # the lease was made again meanwhile: put it under the new one
             except _LeaseGone:
                 # the cluster forgot our lease: the keeper makes a new one
                 self._lease_ok = False
@@ -307,12 +314,6 @@ class EtcdDirectory:
                     raise Timeout(f"cannot register {name!r}: this process's lease on the etcd directory "
                                   f"at {self.address} was lost and no new one came within "
                                   f"{self.timeout:g} s") from None
-        with self._lock:
-            self._names[name] = record
-            stale = self._lease != lease
-        if stale:
-            # the lease was made again meanwhile: put the name under the new one
-            self._wake.set()
 
     def _put(self, name, record, lease, deadline):
         """Create ``name`` under ``lease``, or replace it if ``lease`` holds it."""
@@ -381,11 +382,17 @@ class EtcdDirectory:
         if was_mine and down:
             return      # the cluster is out of reach: the name goes with the lease
         k = _b64(self.prefix + name)
-        reply = self._call("/kv/txn", {
-            "compare": [{"target": "LEASE", "key": k, "result": "EQUAL", "lease": str(lease)}],
-            "success": [{"request_delete_range": {"key": k}}],
-            "failure": [{"request_range": {"key": k}}]},
-            time.monotonic() + self.timeout, "unregister " + repr(name))
+        try:
+            reply = self._call("/kv/txn", {
+                "compare": [{"target": "LEASE", "key": k, "result": "EQUAL", "lease": str(lease)}],
+                "success": [{"request_delete_range": {"key": k}}],
+                "failure": [{"request_range": {"key": k}}]},
+                time.monotonic() + self.timeout, "unregister " + repr(name))
+        except Timeout:
+            if not was_mine:
+                raise
+            self._lease_ok = False  # the next ones return at once; the name goes with the lease
+            return
         if reply.get("succeeded"):
             return
         if _range_kvs(reply):
@@ -473,7 +480,7 @@ class EtcdDirectory:
             self._watch_cond.notify_all()
         self._kick_watch()
         lease = self._lease
-        if lease is not None and self._lease_ok:
+        if lease is not None:
             try:
                 self._call("/lease/revoke", {"ID": str(lease)}, time.monotonic() + 1.0, "revoke the lease",
                            role="keeper")
@@ -626,6 +633,8 @@ class EtcdDirectory:
                 log.warning("cannot renew the lease on the etcd directory at %s: %s", self.address, exc)
             self._lease_ok = False
             return RETRY_PAUSE * 5
+        if self._pending:
+            return self._put_pending()
         if not self._lease_ok:
             log.warning("the etcd directory at %s answers again; lease %x kept", self.address, lease)
         self._lease_ok = True
@@ -642,31 +651,48 @@ class EtcdDirectory:
             return RETRY_PAUSE * 5
         with self._lock:
             self._lease = lease
-            names = dict(self._names)
-        lost = []
-        for name, record in names.items():
-            try:
-                self._put(name, record, lease, time.monotonic() + self.timeout)
-            except DirectoryError as exc:
-                with self._lock:
-                    self._names.pop(name, None)
-                why = ("another process registered it while this process's lease on the etcd "
-                       f"directory at {self.address} was lost")
-                self.lost[name] = why
-                lost.append((name, why))
-                log.warning("global name %r is no longer registered by this process: %s", name, exc)
-            except (Error, _LeaseGone):
-                return RETRY_PAUSE * 5     # try again; the lease is made afresh if need be
-        self._lease_ok = True
+            self._pending = set(self._names)
         self.reconnects += 1
+        return self._put_pending()
+
+    def _put_pending(self):
+        """Register the names not yet put under the current lease (after it
+        was made again); a name another process took meanwhile is lost."""
+        lease = self._lease
+        lost = []
+        done = 0
+        try:
+            for name in sorted(self._pending):
+                with self._lock:
+                    record = self._names.get(name)
+                if record is not None:
+                    try:
+                        self._put(name, record, lease, time.monotonic() + self.timeout)
+                        done += 1
+                    except DirectoryError as exc:
+                        with self._lock:
+                            self._names.pop(name, None)
+                        why = ("another process registered it while this process's lease on the etcd "
+                               f"directory at {self.address} was lost")
+                        self.lost[name] = why
+                        lost.append((name, why))
+                        log.warning("global name %r is no longer registered by this process: %s", name, exc)
+                self._pending.discard(name)
+        except _LeaseGone:
+            return 0.0                      # gone again: the next round makes another
+        except Error as exc:
+            log.warning("registering names again on the etcd directory at %s: %s", self.address, exc)
+            return RETRY_PAUSE * 5          # the rest next round
+        finally:
+            for name, why in lost:
+                if self._on_lost is not None:
+                    try:
+                        self._on_lost(name, why)
+                    except Exception:
+                        log.exception("the on_lost callback failed for global name %r", name)
+        self._lease_ok = True
         log.warning("lease lost on the etcd directory at %s; registered %d name(s) again under a new one",
-                    self.address, len(names) - len(lost))
-        for name, why in lost:
-            if self._on_lost is not None:
-                try:
-                    self._on_lost(name, why)
-                except Exception:
-                    log.exception("the on_lost callback failed for global name %r", name)
+                    self.address, done)
         return self.ttl / 3
 
     # -- the watcher thread --------------------------------------------------------------
