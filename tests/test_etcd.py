@@ -431,3 +431,23 @@ def test_tls_with_client_certificates(tmp_path):
         with pytest.raises(pyzmq.Error, match="TLS with the etcd node .* failed .*CERTIFICATE_VERIFY_FAILED"):
             EtcdDirectory(cluster.url)                               # the system's CAs do not know it
         assert time.monotonic() - started < 3                        # at once, not after the timeout
+
+
+def test_an_owner_paused_longer_than_its_ttl_registers_again_and_reports_what_it_lost(etcd_url):
+    ttl = 2
+    with Peer(KEEPER, etcd_url + f"?ttl={ttl}") as peer, EtcdDirectory(etcd_url) as other:
+        peer.expect("READY")
+        kept = other.lookup("KEPT")
+        other.watch(["KEPT", "TAKEN"])
+        assert wait_until(lambda: (other.watched("KEPT") or (0, None))[1] == kept, 5)
+        os.kill(peer.proc.pid, signal.SIGSTOP)       # as a long GC pause or a cut-off link would
+        try:
+            assert wait_until(lambda: other.watched("KEPT")[1] is None, ttl + 3, 0.02)  # lease expired
+            other.register("Q", "TAKEN", "127.0.0.1:4445")
+        finally:
+            os.kill(peer.proc.pid, signal.SIGCONT)
+        assert peer.expect("LOST TAKEN").startswith("another process registered it")
+        assert wait_until(lambda: other.watched("KEPT")[1] == kept, 10)
+        assert other.lookup("TAKEN") == ("Q", "127.0.0.1:4445", "")
+        peer.tell("quit")
+        peer.wait()
