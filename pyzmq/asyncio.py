@@ -54,11 +54,13 @@ class ZMQ(wiring.ZMQ):
                  hwm: int = 1000, linger: float = 1.0, bind_timeout: float = 10.0,
                  secret_key: Optional[str] = None, allowed_keys: Optional[Iterable[str]] = None,
                  directory_key: Optional[str] = None, require_curve: bool = False,
-                 on_lost: Optional[Callable[[str, str], None]] = None) -> None:
+                 on_lost: Optional[Callable[[str, str], None]] = None,
+                 etcd_options: Optional[Dict[str, object]] = None) -> None:
         super().__init__(hostname, timeout=timeout, hwm=hwm, linger=linger,
                          bind_timeout=bind_timeout, secret_key=secret_key,
                          allowed_keys=allowed_keys, directory_key=directory_key,
-                         require_curve=require_curve, on_lost=on_lost)
+                         require_curve=require_curve, on_lost=on_lost,
+                         etcd_options=etcd_options)
         self._watched: Dict[int, asyncio.AbstractEventLoop] = {}   # fd -> its loop
         self._waiters: Set[asyncio.Future[None]] = set()  # woken when a watched fd is readable
 

@@ -117,13 +117,18 @@ class ZMQ(_zmq.Engine):
         again after a directory reconnection (another process took it);
         whether or not it is given, the next call that uses the object
         raises pyzmq.Error naming it.
+      etcd_options: with ``ZMQ("etcd://h1:2379,h2:2379,h3:2379[/prefix]")``
+        (the directory on an etcd cluster, docs/etcd.md), keyword arguments
+        of pyzmq.etcd_directory.EtcdDirectory: ttl, user, password, ca,
+        cert, key.
     """
 
     def __init__(self, hostname: Optional[str] = None, *, timeout: float = 5.0,
                  hwm: int = 1000, linger: float = 1.0, bind_timeout: float = 10.0,
                  secret_key: Optional[str] = None, allowed_keys: Optional[Iterable[str]] = None,
                  directory_key: Optional[str] = None, require_curve: bool = False,
-                 on_lost: Optional[Callable[[str, str], None]] = None) -> None:
+                 on_lost: Optional[Callable[[str, str], None]] = None,
+                 etcd_options: Optional[Dict[str, object]] = None) -> None:
         if on_lost is not None and not callable(on_lost):
             raise TypeError(f"on_lost must be a callable(name, reason) or None, "
                             f"not {type(on_lost).__name__}")
@@ -145,11 +150,20 @@ class ZMQ(_zmq.Engine):
             if not isinstance(hostname, str):
                 raise TypeError(f"hostname must be a str such as 'localhost:5682', "
                                 f"not {type(hostname).__name__}")
-            from pyzmq.directory import DirectoryClient
-            self._directory = DirectoryClient(
-                hostname, timeout=self._timeout, server_key=directory_key,
-                secret_key=secret_key if directory_key is not None else None,
-                on_lost=_LostHook(self))
+            from pyzmq.etcd_directory import is_etcd_url
+            if is_etcd_url(hostname):       # an etcd cluster (docs/etcd.md)
+                if directory_key is not None:
+                    raise ValueError("directory_key is for zmq_server; secure an etcd directory "
+                                     "with etcd+tls:// and its options (docs/etcd.md)")
+                from pyzmq.etcd_directory import EtcdDirectory
+                self._directory = EtcdDirectory(hostname, timeout=self._timeout,
+                                                on_lost=_LostHook(self), **(etcd_options or {}))
+            else:
+                from pyzmq.directory import DirectoryClient
+                self._directory = DirectoryClient(
+                    hostname, timeout=self._timeout, server_key=directory_key,
+                    secret_key=secret_key if directory_key is not None else None,
+                    on_lost=_LostHook(self))
         elif directory_key is not None:
             raise ValueError("directory_key needs a directory: give the hostname of its zmq_server")
         if secret_key is not None:
