@@ -80,7 +80,7 @@ cdef class _Relay:
     cdef void *push
     cdef void *ctl          # read by the relay thread
     cdef void *ctl_peer     # written by the owner to stop it
-    cdef int n
+    cdef long n                     # serial in its control endpoint's name
     cdef long pid           # the process that made the sockets
     cdef object thread
     cdef void stop(self, bint wait) noexcept

@@ -441,7 +441,9 @@ cdef class _Binder(_Core):
         self._check()
         cdef double deadline = _deadline(timeout)
         cdef _Relay relay = _Relay()
-        relay.n = len(self._relays)
+        # a serial, never reused: a refused relay's closed control socket may
+        # still hold its inproc endpoint for a moment (libzmq reaps it later)
+        relay.n = _next_serial()
         relay.pid = self.pid
         try:
             if hwm < 0:
