@@ -573,3 +573,29 @@ def test_a_failing_on_lost_callback_does_not_stop_the_directory_client(directory
         first.close()
     with pytest.raises(TypeError, match="on_lost"):
         pyzmq.ZMQ(on_lost="not callable")
+
+
+def test_a_flood_of_one_key_cannot_push_another_keys_name_out_of_the_grace_period():
+    # Before: the table of held names dropped its oldest entry, whoever's
+    # it was, so an allowed client that registered and released enough
+    # names of its own (a few connections' worth: 10 x 10,000 on a real
+    # zmq_server) freed the real owner's name within the grace period and
+    # took it.  Here with small limits: 3 names a connection, 6 held.
+    clock = Clock()
+    reg = Registry(max_names=3, key_grace=30.0, clock=clock, max_reserved=6)
+    alice_key, mallory_key = pyzmq.curve_keypair()[0], pyzmq.curve_keypair()[0]
+    alice = _secure_conn("alice", alice_key)
+    reg.register(alice, "Q", "orders", "127.0.0.1:1", alice_key)
+    reg.drop(alice)
+    for round in range(4):                          # 12 names released by one key
+        mallory = _secure_conn(f"mallory {round}", mallory_key)
+        for i in range(3):
+            assert isinstance(reg.register(mallory, "Q", f"junk{round}.{i}", "127.0.0.1:2",
+                                           mallory_key), proto.Ok)
+        reg.drop(mallory)
+    assert len(reg.reserved) <= 6                   # still bounded
+    mallory = _secure_conn("mallory again", mallory_key)
+    reply = reg.register(mallory, "Q", "orders", "127.0.0.1:2", mallory_key)
+    assert isinstance(reply, proto.ErrorReply) and reply.code == proto.AUTH, reply
+    back = _secure_conn("alice again", alice_key)
+    assert isinstance(reg.register(back, "Q", "orders", "127.0.0.1:3", alice_key), proto.Ok)
