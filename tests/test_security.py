@@ -599,3 +599,38 @@ def test_a_flood_of_one_key_cannot_push_another_keys_name_out_of_the_grace_perio
     assert isinstance(reply, proto.ErrorReply) and reply.code == proto.AUTH, reply
     back = _secure_conn("alice again", alice_key)
     assert isinstance(reg.register(back, "Q", "orders", "127.0.0.1:3", alice_key), proto.Ok)
+
+
+@pytest.mark.parametrize("record", ["no key", "another key"])
+def test_binding_again_with_a_pinned_key_checks_it(directory, record):
+    # Before: bind() of a pair already bound returned at once, so a
+    # bind(..., key=K) after a plain bind() to a squatter's record said
+    # nothing, and the binding, unpinned, kept sending to the squatter.
+    pinned, _ = pyzmq.curve_keypair()
+    secret = "-" if record == "no key" else pyzmq.curve_keypair()[1]
+    with Peer(QUEUE_OWNER, directory, secret, 0) as squatter, pyzmq.ZMQ(directory) as z:
+        squatter.expect("ready")
+        z.create_exchange("E")
+        z.bind("E", "orders")
+        with pytest.raises(pyzmq.Error) as info:
+            z.bind("E", "orders", key=pinned)
+        assert info.value.errno == errno.EACCES
+        assert "'orders'" in str(info.value) and pinned in str(info.value)
+        with pytest.raises(ValueError, match="already bound to .orders. with follow="):
+            z.bind("E", "orders", follow="never")
+
+
+def test_binding_again_with_the_key_it_has_pins_it(directory):
+    public, secret = pyzmq.curve_keypair()
+    with Peer(QUEUE_OWNER, directory, secret, 0) as owner, pyzmq.ZMQ(directory) as z:
+        owner.expect("ready")
+        eid = z.create_exchange("E")
+        z.bind("E", "orders")
+        z.bind("E", "orders")                   # still nothing the second time
+        z.bind("E", "orders", key=public)       # the key it was made with: now pinned
+        z.bind("E", "orders", follow="same-key")
+        assert z.bindings == [("E", "orders")]
+        (remote,) = z._remote
+        assert remote.pinned and remote.expected == public and remote.follow == "same-key"
+        z.send(eid, b"hello")
+        assert owner.expect("got") == "hello"
