@@ -229,6 +229,16 @@ cdef enum:
     _ZMQ_ZAP_ENFORCE_DOMAIN = 93
 
 
+# The ZAP handler adds this property, with a value only this process knows,
+# to every connection it admits.  libzmq gives ZAP's properties precedence
+# over those a peer sends in its own handshake (any peer may send a
+# "User-Id"), so a message carrying the mark got its User-Id from our handler.
+cdef bytes _ZAP_MARK_NAME = b"X-Pyzmq-Wiring-Zap"
+cdef bytes _ZAP_MARK = os.urandom(16).hex().encode("ascii")
+cdef bytes _ZAP_METADATA = (bytes([len(_ZAP_MARK_NAME)]) + _ZAP_MARK_NAME
+                            + len(_ZAP_MARK).to_bytes(4, "big") + _ZAP_MARK)
+
+
 cdef class _Zap:
     """The process's ZAP handler: a REP socket at inproc://zeromq.zap.01
     answered by a daemon thread, allowing a CURVE client key per ZAP domain
@@ -292,7 +302,8 @@ cdef class _Zap:
             status, text, user = self._decide(frames)
         except Exception as exc:
             status, text, user = b"500", f"internal error: {type(exc).__name__}".encode(), b""
-        cdef list reply = [b"1.0", reqid, status, text, user, b""]
+        cdef list reply = [b"1.0", reqid, status, text, user,
+                           _ZAP_METADATA if status == b"200" else b""]
         cdef bytes f
         cdef int i
         for i in range(6):
@@ -574,6 +585,9 @@ cdef class Frame:
         as this process's ZAP handler admitted it; None when the message
         did not come over CURVE to one of this instance's listeners (a
         plain or inproc connection, or a message read while a bind waited)."""
+        cdef const char *mark = zmq_msg_gets(&self.msg, <char *>_ZAP_MARK_NAME)
+        if mark == NULL or <bytes>mark != _ZAP_MARK:
+            return None     # no word from our ZAP handler: a User-Id is the peer's claim
         cdef const char *v = zmq_msg_gets(&self.msg, b"User-Id")
         if v == NULL or v[0] == 0:
             return None

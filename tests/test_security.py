@@ -225,7 +225,9 @@ def test_the_zap_handler_answers_what_it_cannot_handle_with_500_and_keeps_servin
     with pyzmq.ZMQ(secret_key=pyzmq.curve_keypair()[1], allowed_keys=[friend]) as z:
         domain = z._zap_domain.encode()
         raw = pyzmq._zmq._z85_decode(friend)
-        assert _zap(domain, raw) == [b"1.0", b"7", b"200", b"OK", friend.encode(), b""]
+        reply = _zap(domain, raw)
+        assert reply[:5] == [b"1.0", b"7", b"200", b"OK", friend.encode()]
+        assert b"X-Pyzmq-Wiring-Zap" in reply[5]    # the mark Frame.sender_key looks for
         assert _zap(domain, pyzmq._zmq._z85_decode(stranger))[2] == b"400"
         assert _zap(b"not-ours", raw)[2] == b"400"
         for bad in (_zap(domain, raw, version=b"2.0"),
@@ -634,3 +636,107 @@ def test_binding_again_with_the_key_it_has_pins_it(directory):
         assert remote.pinned and remote.expected == public and remote.follow == "same-key"
         z.send(eid, b"hello")
         assert owner.expect("got") == "hello"
+
+
+# -- Frame.sender_key is only what this process's ZAP handler said ------------
+
+import socket       # noqa: E402
+import struct       # noqa: E402
+import threading    # noqa: E402
+
+_NULL_GREETING = (b"\xff" + b"\x00" * 8 + b"\x7f" + b"\x03\x00" + b"NULL".ljust(20, b"\x00")
+                  + b"\x00" * 32)   # ZMTP 3.0, NULL mechanism
+
+
+def _zmtp_frame(flags, body):
+    return bytes([flags]) + bytes([len(body)]) + body
+
+
+def _ready(socket_type, claimed_user_id):
+    props = b""
+    for name, value in ((b"Socket-Type", socket_type), (b"User-Id", claimed_user_id)):
+        props += bytes([len(name)]) + name + struct.pack(">I", len(value)) + value
+    return _zmtp_frame(0x04, b"\x05READY" + props)
+
+
+def _recv_exactly(sock, n):
+    data = b""
+    while len(data) < n:
+        more = sock.recv(n - len(data))
+        if not more:
+            break
+        data += more
+    return data
+
+
+def _read_frame(sock):
+    head = _recv_exactly(sock, 2)
+    if len(head) < 2:
+        return None, None
+    flags, size = head[0], head[1]
+    if flags & 0x02:
+        size = struct.unpack(">Q", head[1:] + _recv_exactly(sock, 7))[0]
+    return flags, _recv_exactly(sock, size)
+
+
+def test_a_plain_peer_cannot_claim_a_sender_key(directory):
+    # Before: a peer's own ZMTP metadata (a User-Id property in its READY)
+    # came back as Frame.sender_key on a plain listener, where no ZAP
+    # handler speaks: any key the owner trusts could be claimed.
+    trusted = pyzmq.curve_keypair()[0]
+    with pyzmq.ZMQ(directory) as z:
+        z.create_queue("Q", pyzmq.SCOPE_GLOBAL, "127.0.0.1:0")
+        port = int(z._objects["Q"].address.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+            s.sendall(_NULL_GREETING)
+            _recv_exactly(s, 64)
+            s.sendall(_ready(b"PUSH", trusted.encode()))
+            _read_frame(s)                              # the owner's READY
+            s.sendall(_zmtp_frame(0x00, b"forged"))
+            frame = z.receive(timeout=5, copy=False)
+            assert bytes(frame) == b"forged"
+            assert frame.sender_key is None, "a plain peer chose its sender_key"
+
+
+def test_a_remote_exchange_cannot_claim_a_sender_key(directory):
+    # Before: on a CURVE instance, a message its queue got from a remote
+    # exchange (through its SUB, a client: no ZAP there) carried whatever
+    # User-Id the exchange's side put in its READY, so an exchange owner
+    # could pass its messages off as a trusted writer's.
+    trusted = pyzmq.curve_keypair()[0]
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    done = threading.Event()
+
+    def fake_exchange():
+        conn, _ = listener.accept()
+        with conn:
+            conn.settimeout(10)
+            conn.sendall(_NULL_GREETING)
+            _recv_exactly(conn, 64)
+            conn.sendall(_ready(b"XPUB", trusted.encode()))
+            while not done.is_set():
+                flags, body = _read_frame(conn)
+                if flags is None:
+                    return
+                if not flags & 0x04 and body[:1] == b"\x01" and len(body) > 1 + 10:
+                    # a subscription to a sync topic: answer it, then "publish"
+                    conn.sendall(_zmtp_frame(0x01, body[1:]) + _zmtp_frame(0x00, b""))
+                    conn.sendall(_zmtp_frame(0x00, b"forged"))
+
+    thread = threading.Thread(target=fake_exchange, daemon=True)
+    thread.start()
+    registrar = DirectoryClient(directory)
+    try:
+        registrar.register("E", "feed", f"127.0.0.1:{port}")
+        with pyzmq.ZMQ(directory, secret_key=pyzmq.curve_keypair()[1]) as z:
+            z.create_queue("mine")
+            z.bind("feed", "mine")
+            frame = z.receive(timeout=5, copy=False)
+            assert bytes(frame) == b"forged"
+            assert frame.sender_key is None, "a remote exchange chose the sender_key"
+    finally:
+        done.set()
+        registrar.close()
+        listener.close()
+        thread.join(5)
