@@ -740,3 +740,38 @@ def test_a_remote_exchange_cannot_claim_a_sender_key(directory):
         registrar.close()
         listener.close()
         thread.join(5)
+
+
+# An exchange owner: "E1" with the secret key argv[2], sending all the time.
+EXCHANGE_OWNER = """
+import sys, pyzmq
+z = pyzmq.ZMQ(sys.argv[1], secret_key=sys.argv[2])
+e = z.create_exchange("E1", pyzmq.SCOPE_GLOBAL, "127.0.0.1:0")
+print("ready", flush=True)
+i = 0
+while True:
+    z.serve(0.05)
+    z.send(e, b"secret-%d" % i, block=False)
+    i += 1
+"""
+
+
+def test_a_relay_gives_a_squatter_nothing(directory):
+    # a relay (both sides remote) never follows: a keyless squatter of its
+    # queue's name, at another port or at the dead owner's own port, reads nothing
+    with Peer(EXCHANGE_OWNER, directory, pyzmq.curve_keypair()[1]) as exchange:
+        exchange.expect("ready")
+        with Peer(QUEUE_OWNER, directory, pyzmq.curve_keypair()[1], 0) as owner, \
+                pyzmq.ZMQ(directory) as relay:
+            port = owner.expect("ready").rsplit(":", 1)[1]
+            relay.bind("E1", "orders")
+            assert owner.expect("got").startswith("secret-")
+            owner.proc.kill()
+            owner.proc.wait(5)
+            for where in ("0", port):
+                assert wait_until(lambda: is_free(directory, "orders"), 10.0)
+                with Peer(QUEUE_OWNER, directory, "-", where) as squatter:
+                    squatter.expect("ready")
+                    relay.serve(2.0)
+                    got = [l for l in squatter.remaining_lines(quiet_for=0.5) if l.startswith("got")]
+                    assert got == [], f"the squatter at port {where} read {got[:3]}"
