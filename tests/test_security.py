@@ -743,7 +743,7 @@ def test_a_remote_exchange_cannot_claim_a_sender_key(directory):
 
 
 # An exchange owner: "E1" with the secret key argv[2], sending all the time.
-EXCHANGE_OWNER = """
+SENDING_EXCHANGE_OWNER = """
 import sys, pyzmq
 z = pyzmq.ZMQ(sys.argv[1], secret_key=sys.argv[2])
 e = z.create_exchange("E1", pyzmq.SCOPE_GLOBAL, "127.0.0.1:0")
@@ -759,7 +759,7 @@ while True:
 def test_a_relay_gives_a_squatter_nothing(directory):
     # a relay (both sides remote) never follows: a keyless squatter of its
     # queue's name, at another port or at the dead owner's own port, reads nothing
-    with Peer(EXCHANGE_OWNER, directory, pyzmq.curve_keypair()[1]) as exchange:
+    with Peer(SENDING_EXCHANGE_OWNER, directory, pyzmq.curve_keypair()[1]) as exchange:
         exchange.expect("ready")
         with Peer(QUEUE_OWNER, directory, pyzmq.curve_keypair()[1], 0) as owner, \
                 pyzmq.ZMQ(directory) as relay:
