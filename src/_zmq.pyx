@@ -1813,7 +1813,9 @@ cdef class Engine:
             relay.push = self._socket(ZMQ_PUSH, self._linger_ms, hwm)
             relay.ctl = self._socket(ZMQ_PAIR, 0, 0)
             relay.ctl_peer = self._socket(ZMQ_PAIR, 0, 0)
-            ep = f"{self.prefix}/relay{relay.n}".encode()
+            # never reuse a name: a refused relay's endpoint may still be
+            # bound until libzmq reaps its socket (EADDRINUSE for the next)
+            ep = f"{self.prefix}/relay{_next_serial()}".encode()
             if zmq_bind(relay.ctl, ep) != 0 or zmq_connect(relay.ctl_peer, ep) != 0:
                 _raise_zmq("cannot set up the relay's control pair")
             self._curve_client_opts(relay.push, queue_key)
