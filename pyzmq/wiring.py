@@ -726,9 +726,12 @@ def _endpoint(address):
 
 def _target(address, key):
     """(endpoint, CURVE server key or None) to connect to a global object:
-    inproc (never encrypted) when an instance of this process owns it."""
-    inproc = _here_entry(address)[1]
-    if inproc:
+    inproc (never encrypted) when an instance of this process owns it with
+    the key the record names.  A record naming another key (a squatter that
+    registered someone's public key at an address of ours) goes over TCP,
+    where the listener's CURVE handshake settles who holds the key."""
+    owner, inproc = _here_entry(address)
+    if inproc and (key or "") == owner._curve_public_key():
         return inproc, None
     return f"tcp://{address}", key
 

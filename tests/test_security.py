@@ -775,3 +775,30 @@ def test_a_relay_gives_a_squatter_nothing(directory):
                     relay.serve(2.0)
                     got = [l for l in squatter.remaining_lines(quiet_for=0.5) if l.startswith("got")]
                     assert got == [], f"the squatter at port {where} read {got[:3]}"
+
+
+def test_a_record_with_anothers_key_at_an_address_of_this_process_is_not_taken_inproc(directory):
+    # Before: a record at an address that an instance of this process
+    # listens on was reached through inproc, whatever key the record named.
+    # A squatter on a plain directory registering "orders" with the real
+    # owner's public key at the address of another instance's queue made a
+    # pinned bind() deliver, unencrypted, into that other queue.
+    owner_key = pyzmq.curve_keypair()[0]
+    with pyzmq.ZMQ(directory) as other, pyzmq.ZMQ(directory, bind_timeout=2.0) as z:
+        other.create_queue("private", pyzmq.SCOPE_GLOBAL, "127.0.0.1:0")
+        address = other._objects["private"].address
+        squatter = DirectoryClient(directory)
+        try:
+            squatter.register("Q", "orders", address, owner_key)
+            eid = z.create_exchange("E")
+            try:
+                z.bind("E", "orders", key=owner_key)
+            except pyzmq.Error:
+                pass            # the listener there is not a CURVE server of that key
+            else:
+                z.send(eid, b"for the owner only", block=False)
+            with pytest.raises(pyzmq.Timeout):
+                got = other.receive(timeout=1.0)
+                pytest.fail(f"another instance's queue got {got!r}")
+        finally:
+            squatter.close()
