@@ -25,7 +25,7 @@ from pyzmq import protocol as p
 READ_LIMIT = 8192  # per-connection read buffer (asyncio pauses reading at twice this)
 CLOSE_TIMEOUT = 2.0  # seconds to flush a last reply before dropping a connection
 KEY_GRACE = 30.0     # seconds a keyed name stays tied to its key after its owner left
-MAX_RESERVED = 100_000  # names held for their last key at once; the oldest go first
+MAX_RESERVED = 100_000  # names held for their last key at once (see Registry._reserve)
 
 
 def _log(line):
@@ -79,6 +79,7 @@ class Registry:
         self.max_names = max_names
         self.records = {}
         self.reserved = {}      # name -> (key, until), oldest first
+        self._reserved_by_key = {}  # key -> {name: None}, oldest first: the same names
         self.key_grace = key_grace
         self.max_reserved = max_reserved
         self.clock = clock
@@ -98,7 +99,7 @@ class Registry:
             return p.ErrorReply(p.AUTH, f"name {name!r} is held for the CURVE key of its last owner "
                                         f"for another {left:.0f} s; until then only that key may "
                                         "register it")
-        self.reserved.pop(name, None)
+        self._unreserve(name)
         self.records[name] = Record(kind, address, key, conn)
         conn.names.add(name)
         self.log(f"zmq_server: registered {name!r} kind {kind} at {address} by {conn.peer}")
@@ -130,10 +131,30 @@ class Registry:
         self.log(f"zmq_server: removed {name!r} kind {record.kind} at {record.address} "
                  f"by {record.owner.peer} ({why})")
         if record.key and record.owner.key is not None and self.key_grace > 0:
-            self._expire()
-            while len(self.reserved) >= self.max_reserved:
-                self.reserved.pop(next(iter(self.reserved)))
-            self.reserved[name] = (record.key, self.clock() + self.key_grace)
+            self._reserve(name, record.key)
+
+    def _reserve(self, name, key):
+        """Hold ``name`` for ``key`` for the grace period, within bounds that
+        one key cannot use to push other keys' names out: a key holds at most
+        ``max_names`` names (one connection's worth; beyond, its own oldest
+        go), and only when the whole table is full, which takes
+        max_reserved / max_names keys, does the oldest name of any key go."""
+        self._expire()
+        mine = self._reserved_by_key.get(key, {})
+        while mine and (len(mine) >= self.max_names or len(self.reserved) >= self.max_reserved):
+            self._unreserve(next(iter(mine)))
+        while len(self.reserved) >= self.max_reserved:
+            self._unreserve(next(iter(self.reserved)))
+        self.reserved[name] = (key, self.clock() + self.key_grace)
+        self._reserved_by_key.setdefault(key, {})[name] = None
+
+    def _unreserve(self, name):
+        held = self.reserved.pop(name, None)
+        if held is not None:
+            mine = self._reserved_by_key[held[0]]
+            del mine[name]
+            if not mine:
+                del self._reserved_by_key[held[0]]
 
     def _held(self, name):
         """(key, until) if ``name`` is still tied to its last owner's key."""
@@ -146,7 +167,7 @@ class Registry:
             name, (key, until) = next(iter(self.reserved.items()))
             if until > now:
                 break
-            del self.reserved[name]
+            self._unreserve(name)
 
 
 class _Close(Exception):

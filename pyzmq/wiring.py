@@ -351,7 +351,11 @@ class ZMQ(_zmq.Engine):
         Timeout, which says why.
         key: the CURVE public key (Z85) the remote object must be
         registered with; another key, or none, raises pyzmq.Error (EACCES)
-        here, and the binding then follows only to that key.
+        here, and the binding then follows only to that key.  Binding a
+        pair again checks key= and follow= against the binding there is:
+        key= pins it if it was made over CURVE with that key and does not
+        follow other keys (else pyzmq.Error, EACCES); another follow= is a
+        ValueError.
         """
         self._check_usable()
         mark = -1 if hwm is None else check_hwm(hwm)
@@ -375,6 +379,7 @@ class ZMQ(_zmq.Engine):
             raise ValueError(f"key= pins a remote object, but {exchange_name!r} and "
                              f"{queue_name!r} are both this instance's own")
         if (exchange_name, queue_name) in self._bindings:
+            self._check_rebind(exchange_name, queue_name, follow, key)
             return
         ex_addr, ex_key = (None, None) if ex else self._lookup(exchange_name, "exchange")
         q_addr, q_key = (None, None) if q else self._lookup(queue_name, "queue")
@@ -404,8 +409,30 @@ class ZMQ(_zmq.Engine):
             ex_ep, ex_key = _target(ex_addr, ex_key)
             self._relay(ex_ep, q_ep, self._bind_timeout, _owner_here(ex_addr),
                         ex_key, q_key, mark)
+        if not (ex and q) and (ex or q):
+            self._remote[-1].binding = (exchange_name, queue_name)
         self._bindings.append((exchange_name, queue_name))
         self.following = bool(self._remote)
+
+    def _check_rebind(self, exchange_name, queue_name, follow, key):
+        """bind() of a pair already bound: key= and follow= must hold for
+        the binding there is (key= may pin the key it was made with), never
+        be ignored."""
+        remote = next((r for r in self._remote if r.binding == (exchange_name, queue_name)), None)
+        if remote is None:
+            return      # both this instance's own, or a relay: neither follows
+        if key is not None:
+            if remote.expected != key or remote.follow in (FOLLOW_ANY_KEY, FOLLOW_ANY):
+                has = f"key {remote.expected}" if remote.expected else "no CURVE key"
+                raise Error(f"{exchange_name!r} is already bound to {queue_name!r}, whose global "
+                            f"{remote.kind} {remote.name!r} was registered with {has} "
+                            f"(follow={remote.follow!r}), not pinned to the key {key}: refusing "
+                            "to pin it now", errno.EACCES)
+            remote.pinned = True
+        if follow is not None and follow != remote.follow:
+            raise ValueError(f"{exchange_name!r} is already bound to {queue_name!r} with "
+                             f"follow={remote.follow!r}; binding again cannot change it to "
+                             f"{follow!r}")
 
     def _follow_rule(self, follow, pinned, record_key):
         """(policy, key a new record must carry) of a new binding to a remote
@@ -637,6 +664,7 @@ class _Remote:
     refused: str = None     # why it did not follow the latest record, or None
     refused_record: tuple = None
     pinned: bool = False    # expected came from bind(key=)
+    binding: tuple = None   # (exchange name, queue name) of its bind()
 
 
 def _here_entry(address):
@@ -662,9 +690,12 @@ def _endpoint(address):
 
 def _target(address, key):
     """(endpoint, CURVE server key or None) to connect to a global object:
-    inproc (never encrypted) when an instance of this process owns it."""
-    inproc = _here_entry(address)[1]
-    if inproc:
+    inproc (never encrypted) when an instance of this process owns it with
+    the key the record names.  A record naming another key (a squatter that
+    registered someone's public key at an address of ours) goes over TCP,
+    where the listener's CURVE handshake settles who holds the key."""
+    owner, inproc = _here_entry(address)
+    if inproc and (key or "") == owner._curve_public_key():
         return inproc, None
     return f"tcp://{address}", key
 

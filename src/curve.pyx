@@ -49,6 +49,16 @@ def _z85_encode(bytes raw):
     return out[:40].decode("ascii")
 
 
+# The ZAP handler adds this property, with a value only this process knows,
+# to every connection it admits.  libzmq gives ZAP's properties precedence
+# over those a peer sends in its own handshake (any peer may send a
+# "User-Id"), so a message carrying the mark got its User-Id from our handler.
+cdef bytes _ZAP_MARK_NAME = b"X-Pyzmq-Wiring-Zap"
+cdef bytes _ZAP_MARK = os.urandom(16).hex().encode("ascii")
+cdef bytes _ZAP_METADATA = (bytes([len(_ZAP_MARK_NAME)]) + _ZAP_MARK_NAME
+                            + len(_ZAP_MARK).to_bytes(4, "big") + _ZAP_MARK)
+
+
 cdef class _Zap:
     """The process's ZAP handler: a REP socket at inproc://zeromq.zap.01
     answered by a daemon thread, allowing a CURVE client key per ZAP domain
@@ -100,7 +110,8 @@ cdef class _Zap:
             status, text, user = self._decide(frames)
         except Exception as exc:
             status, text, user = b"500", f"internal error: {type(exc).__name__}".encode(), b""
-        cdef list reply = [b"1.0", reqid, status, text, user, b""]
+        cdef list reply = [b"1.0", reqid, status, text, user,
+                           _ZAP_METADATA if status == b"200" else b""]
         cdef bytes f
         cdef int i
         for i in range(6):

@@ -77,6 +77,9 @@ cdef class Frame:
         as this process's ZAP handler admitted it; None when the message
         did not come over CURVE to one of this instance's listeners (a
         plain or inproc connection, or a message read while a bind waited)."""
+        cdef const char *mark = zmq_msg_gets(&self.msg, <char *>_ZAP_MARK_NAME)
+        if mark == NULL or <bytes>mark != _ZAP_MARK:
+            return None     # no word from our ZAP handler: a User-Id is the peer's claim
         cdef const char *v = zmq_msg_gets(&self.msg, b"User-Id")
         if v == NULL or v[0] == 0:
             return None

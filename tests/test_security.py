@@ -225,7 +225,9 @@ def test_the_zap_handler_answers_what_it_cannot_handle_with_500_and_keeps_servin
     with pyzmq.ZMQ(secret_key=pyzmq.curve_keypair()[1], allowed_keys=[friend]) as z:
         domain = z._zap_domain
         raw = pyzmq._zmq._z85_decode(friend)
-        assert _zap(domain, raw) == [b"1.0", b"7", b"200", b"OK", friend.encode(), b""]
+        reply = _zap(domain, raw)
+        assert reply[:5] == [b"1.0", b"7", b"200", b"OK", friend.encode()]
+        assert b"X-Pyzmq-Wiring-Zap" in reply[5]    # the mark Frame.sender_key looks for
         assert _zap(domain, pyzmq._zmq._z85_decode(stranger))[2] == b"400"
         assert _zap(b"not-ours", raw)[2] == b"400"
         for bad in (_zap(domain, raw, version=b"2.0"),
@@ -573,3 +575,230 @@ def test_a_failing_on_lost_callback_does_not_stop_the_directory_client(directory
         first.close()
     with pytest.raises(TypeError, match="on_lost"):
         pyzmq.ZMQ(on_lost="not callable")
+
+
+def test_a_flood_of_one_key_cannot_push_another_keys_name_out_of_the_grace_period():
+    # Before: the table of held names dropped its oldest entry, whoever's
+    # it was, so an allowed client that registered and released enough
+    # names of its own (a few connections' worth: 10 x 10,000 on a real
+    # zmq_server) freed the real owner's name within the grace period and
+    # took it.  Here with small limits: 3 names a connection, 6 held.
+    clock = Clock()
+    reg = Registry(max_names=3, key_grace=30.0, clock=clock, max_reserved=6)
+    alice_key, mallory_key = pyzmq.curve_keypair()[0], pyzmq.curve_keypair()[0]
+    alice = _secure_conn("alice", alice_key)
+    reg.register(alice, "Q", "orders", "127.0.0.1:1", alice_key)
+    reg.drop(alice)
+    for round in range(4):                          # 12 names released by one key
+        mallory = _secure_conn(f"mallory {round}", mallory_key)
+        for i in range(3):
+            assert isinstance(reg.register(mallory, "Q", f"junk{round}.{i}", "127.0.0.1:2",
+                                           mallory_key), proto.Ok)
+        reg.drop(mallory)
+    assert len(reg.reserved) <= 6                   # still bounded
+    mallory = _secure_conn("mallory again", mallory_key)
+    reply = reg.register(mallory, "Q", "orders", "127.0.0.1:2", mallory_key)
+    assert isinstance(reply, proto.ErrorReply) and reply.code == proto.AUTH, reply
+    back = _secure_conn("alice again", alice_key)
+    assert isinstance(reg.register(back, "Q", "orders", "127.0.0.1:3", alice_key), proto.Ok)
+
+
+@pytest.mark.parametrize("record", ["no key", "another key"])
+def test_binding_again_with_a_pinned_key_checks_it(directory, record):
+    # Before: bind() of a pair already bound returned at once, so a
+    # bind(..., key=K) after a plain bind() to a squatter's record said
+    # nothing, and the binding, unpinned, kept sending to the squatter.
+    pinned, _ = pyzmq.curve_keypair()
+    secret = "-" if record == "no key" else pyzmq.curve_keypair()[1]
+    with Peer(QUEUE_OWNER, directory, secret, 0) as squatter, pyzmq.ZMQ(directory) as z:
+        squatter.expect("ready")
+        z.create_exchange("E")
+        z.bind("E", "orders")
+        with pytest.raises(pyzmq.Error) as info:
+            z.bind("E", "orders", key=pinned)
+        assert info.value.errno == errno.EACCES
+        assert "'orders'" in str(info.value) and pinned in str(info.value)
+        with pytest.raises(ValueError, match="already bound to .orders. with follow="):
+            z.bind("E", "orders", follow="never")
+
+
+def test_binding_again_with_the_key_it_has_pins_it(directory):
+    public, secret = pyzmq.curve_keypair()
+    with Peer(QUEUE_OWNER, directory, secret, 0) as owner, pyzmq.ZMQ(directory) as z:
+        owner.expect("ready")
+        eid = z.create_exchange("E")
+        z.bind("E", "orders")
+        z.bind("E", "orders")                   # still nothing the second time
+        z.bind("E", "orders", key=public)       # the key it was made with: now pinned
+        z.bind("E", "orders", follow="same-key")
+        assert z.bindings == [("E", "orders")]
+        (remote,) = z._remote
+        assert remote.pinned and remote.expected == public and remote.follow == "same-key"
+        z.send(eid, b"hello")
+        assert owner.expect("got") == "hello"
+
+
+# -- Frame.sender_key is only what this process's ZAP handler said ------------
+
+import socket       # noqa: E402
+import struct       # noqa: E402
+import threading    # noqa: E402
+
+_NULL_GREETING = (b"\xff" + b"\x00" * 8 + b"\x7f" + b"\x03\x00" + b"NULL".ljust(20, b"\x00")
+                  + b"\x00" * 32)   # ZMTP 3.0, NULL mechanism
+
+
+def _zmtp_frame(flags, body):
+    return bytes([flags]) + bytes([len(body)]) + body
+
+
+def _ready(socket_type, claimed_user_id):
+    props = b""
+    for name, value in ((b"Socket-Type", socket_type), (b"User-Id", claimed_user_id)):
+        props += bytes([len(name)]) + name + struct.pack(">I", len(value)) + value
+    return _zmtp_frame(0x04, b"\x05READY" + props)
+
+
+def _recv_exactly(sock, n):
+    data = b""
+    while len(data) < n:
+        more = sock.recv(n - len(data))
+        if not more:
+            break
+        data += more
+    return data
+
+
+def _read_frame(sock):
+    head = _recv_exactly(sock, 2)
+    if len(head) < 2:
+        return None, None
+    flags, size = head[0], head[1]
+    if flags & 0x02:
+        size = struct.unpack(">Q", head[1:] + _recv_exactly(sock, 7))[0]
+    return flags, _recv_exactly(sock, size)
+
+
+def test_a_plain_peer_cannot_claim_a_sender_key(directory):
+    # Before: a peer's own ZMTP metadata (a User-Id property in its READY)
+    # came back as Frame.sender_key on a plain listener, where no ZAP
+    # handler speaks: any key the owner trusts could be claimed.
+    trusted = pyzmq.curve_keypair()[0]
+    with pyzmq.ZMQ(directory) as z:
+        z.create_queue("Q", pyzmq.SCOPE_GLOBAL, "127.0.0.1:0")
+        port = int(z._objects["Q"].address.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+            s.sendall(_NULL_GREETING)
+            _recv_exactly(s, 64)
+            s.sendall(_ready(b"PUSH", trusted.encode()))
+            _read_frame(s)                              # the owner's READY
+            s.sendall(_zmtp_frame(0x00, b"forged"))
+            frame = z.receive(timeout=5, copy=False)
+            assert bytes(frame) == b"forged"
+            assert frame.sender_key is None, "a plain peer chose its sender_key"
+
+
+def test_a_remote_exchange_cannot_claim_a_sender_key(directory):
+    # Before: on a CURVE instance, a message its queue got from a remote
+    # exchange (through its SUB, a client: no ZAP there) carried whatever
+    # User-Id the exchange's side put in its READY, so an exchange owner
+    # could pass its messages off as a trusted writer's.
+    trusted = pyzmq.curve_keypair()[0]
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    done = threading.Event()
+
+    def fake_exchange():
+        conn, _ = listener.accept()
+        with conn:
+            conn.settimeout(10)
+            conn.sendall(_NULL_GREETING)
+            _recv_exactly(conn, 64)
+            conn.sendall(_ready(b"XPUB", trusted.encode()))
+            while not done.is_set():
+                flags, body = _read_frame(conn)
+                if flags is None:
+                    return
+                if not flags & 0x04 and body[:1] == b"\x01" and len(body) > 1 + 10:
+                    # a subscription to a sync topic: answer it, then "publish"
+                    conn.sendall(_zmtp_frame(0x01, body[1:]) + _zmtp_frame(0x00, b""))
+                    conn.sendall(_zmtp_frame(0x00, b"forged"))
+
+    thread = threading.Thread(target=fake_exchange, daemon=True)
+    thread.start()
+    registrar = DirectoryClient(directory)
+    try:
+        registrar.register("E", "feed", f"127.0.0.1:{port}")
+        with pyzmq.ZMQ(directory, secret_key=pyzmq.curve_keypair()[1]) as z:
+            z.create_queue("mine")
+            z.bind("feed", "mine")
+            frame = z.receive(timeout=5, copy=False)
+            assert bytes(frame) == b"forged"
+            assert frame.sender_key is None, "a remote exchange chose the sender_key"
+    finally:
+        done.set()
+        registrar.close()
+        listener.close()
+        thread.join(5)
+
+
+# An exchange owner: "E1" with the secret key argv[2], sending all the time.
+SENDING_EXCHANGE_OWNER = """
+import sys, pyzmq
+z = pyzmq.ZMQ(sys.argv[1], secret_key=sys.argv[2])
+e = z.create_exchange("E1", pyzmq.SCOPE_GLOBAL, "127.0.0.1:0")
+print("ready", flush=True)
+i = 0
+while True:
+    z.serve(0.05)
+    z.send(e, b"secret-%d" % i, block=False)
+    i += 1
+"""
+
+
+def test_a_relay_gives_a_squatter_nothing(directory):
+    # a relay (both sides remote) never follows: a keyless squatter of its
+    # queue's name, at another port or at the dead owner's own port, reads nothing
+    with Peer(SENDING_EXCHANGE_OWNER, directory, pyzmq.curve_keypair()[1]) as exchange:
+        exchange.expect("ready")
+        with Peer(QUEUE_OWNER, directory, pyzmq.curve_keypair()[1], 0) as owner, \
+                pyzmq.ZMQ(directory) as relay:
+            port = owner.expect("ready").rsplit(":", 1)[1]
+            relay.bind("E1", "orders")
+            assert owner.expect("got").startswith("secret-")
+            owner.proc.kill()
+            owner.proc.wait(5)
+            for where in ("0", port):
+                assert wait_until(lambda: is_free(directory, "orders"), 10.0)
+                with Peer(QUEUE_OWNER, directory, "-", where) as squatter:
+                    squatter.expect("ready")
+                    relay.serve(2.0)
+                    got = [l for l in squatter.remaining_lines(quiet_for=0.5) if l.startswith("got")]
+                    assert got == [], f"the squatter at port {where} read {got[:3]}"
+
+
+def test_a_record_with_anothers_key_at_an_address_of_this_process_is_not_taken_inproc(directory):
+    # Before: a record at an address that an instance of this process
+    # listens on was reached through inproc, whatever key the record named.
+    # A squatter on a plain directory registering "orders" with the real
+    # owner's public key at the address of another instance's queue made a
+    # pinned bind() deliver, unencrypted, into that other queue.
+    owner_key = pyzmq.curve_keypair()[0]
+    with pyzmq.ZMQ(directory) as other, pyzmq.ZMQ(directory, bind_timeout=2.0) as z:
+        other.create_queue("private", pyzmq.SCOPE_GLOBAL, "127.0.0.1:0")
+        address = other._objects["private"].address
+        squatter = DirectoryClient(directory)
+        try:
+            squatter.register("Q", "orders", address, owner_key)
+            eid = z.create_exchange("E")
+            try:
+                z.bind("E", "orders", key=owner_key)
+            except pyzmq.Error:
+                pass            # the listener there is not a CURVE server of that key
+            else:
+                z.send(eid, b"for the owner only", block=False)
+            with pytest.raises(pyzmq.Timeout):
+                got = other.receive(timeout=1.0)
+                pytest.fail(f"another instance's queue got {got!r}")
+        finally:
+            squatter.close()
