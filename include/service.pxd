@@ -6,7 +6,7 @@ from libzmq cimport zmq_msg_t
 
 cdef extern from "service.h" nogil:
     ctypedef struct sv_service:
-        long passes
+        pass
     enum:
         SV_SEND_SLICE_MS
     sv_service *sv_new(const char *prefix, size_t plen)

@@ -47,8 +47,7 @@ class ZMQ(wiring.ZMQ):
     ``bind``, ``send``, ``send_many``, ``receive``, ``receive2``,
     ``receive_many``, ``serve``, ``close``.  ``send_now``/``receive_now``
     never wait.  Still blocking: the constructor with a hostname (use
-    ``connect``), a plain ``with`` block's close (use ``async with``), and
-    a bind of two remote objects (a relay)."""
+    ``connect``) and a plain ``with`` block's close (use ``async with``)."""
 
     # the same arguments as pyzmq.ZMQ (tests/test_types.py checks they stay so)
     def __init__(self, hostname: Optional[str] = None, *, timeout: float = 5.0,
@@ -307,8 +306,8 @@ class ZMQ(wiring.ZMQ):
                    key: Optional[str] = None) -> None:
         """As pyzmq.ZMQ.bind, a coroutine: names are looked up in the loop's
         default executor, and a wait for a remote owner (its sync answer,
-        a CURVE handshake) is a wait on the loop.  A bind of two remote
-        objects (a relay) still waits in the blocking form."""
+        a CURVE handshake) is a wait on the loop, for a relay (two remote
+        objects) too."""
         plan = self._bind_plan(exchange_name, queue_name, hwm, follow, key)
         if plan is None:
             return
@@ -339,13 +338,14 @@ class ZMQ(wiring.ZMQ):
         else:
             q_ep, q_key = wiring._target(*plan.q_rec)
             ex_ep, ex_key = wiring._target(*plan.ex_rec)
-            self._relay(ex_ep, q_ep, self._bind_timeout, wiring._owner_here(plan.ex_rec[0]),
-                        ex_key, q_key, mark, exchange_name)
+            await self._complete(self._relay_start(ex_ep, q_ep, self._bind_timeout,
+                                                   ex_key, q_key, mark, exchange_name))
         if (exchange_name, queue_name) not in self._bindings:
             self._bind_done(plan)
 
     async def _complete(self, pending):
-        """Drive a pending bind (_subscribe_start, _connect_start) to its
+        """Drive a pending bind (_subscribe_start, _connect_start,
+        _relay_start) to its
         end on the loop: its fds are watched; the step raises at its deadline.
         Cancelled or failed, the bind is undone."""
         loop = asyncio.get_running_loop()

@@ -87,6 +87,13 @@ cdef class _PendingBind:
     cdef Py_ssize_t kept        # the stash's length when it started
     cdef double deadline
     cdef long engine            # serial of the engine it belongs to
+    # a relay (both objects remote): its sockets, the queue side's monitor
+    cdef object relay           # the _Relay, or None
+    cdef void *pmon             # the PUSH's CURVE monitor, or NULL
+    cdef Handshake ph
+    cdef bint synced            # the SUB has its sync answer
+    cdef str qwhat
+    cdef str qendpoint
 
 
 cdef class _Relay:
@@ -166,6 +173,10 @@ cdef class _Binder(_Core):
     cdef int _sync_read(self, void *s, bytes topic, Py_ssize_t qid, str endpoint) except -1
     cdef BindingHandle _attach_sub(self, Py_ssize_t qid, void *s)
     cdef BindingHandle _attach_push(self, Py_ssize_t eid, void *s)
+    cdef _Relay _relay_sockets(self, exchange_key, queue_key, int hwm)
+    cdef int _relay_go(self, _Relay relay, str exchange_endpoint,
+                       str queue_endpoint) except -1
+    cdef object _relay_step(self, _PendingBind p)
     cdef int _service(self) except -1
     cdef double _follow_from(self) noexcept
     cdef double _follow(self, Py_ssize_t eid, double check_at) except -2.0

@@ -444,6 +444,8 @@ cdef class _Binder(_Core):
     def _bind_fds(self, _PendingBind p not None):
         """The fds an event loop waits on before the next _bind_step."""
         out = [_signal_fd(p.mon)] if p.mon != NULL else []
+        if p.pmon != NULL:
+            out.append(_signal_fd(p.pmon))
         if p.topic is not None and p.s != NULL:
             out.append(_signal_fd(p.s))
         return out
@@ -457,6 +459,8 @@ cdef class _Binder(_Core):
             raise Error("not a pending bind of this instance", EINVAL)
         cdef void *s = p.s
         try:
+            if p.relay is not None:
+                return self._relay_step(p)
             if p.topic is None:             # a CURVE PUSH: its handshake
                 if _handshake_news(p.mon, &p.h):
                     _handshake_failed(&p.h, p.what)
@@ -498,6 +502,21 @@ cdef class _Binder(_Core):
         """Undo a pending bind (failed, timed out or cancelled): its socket
         is closed, and what its SUB delivered meanwhile dropped."""
         if p.engine != self.serial:
+            return
+        cdef _Relay relay
+        if p.relay is not None:
+            relay = <_Relay>p.relay
+            if p.pmon != NULL:
+                _unmonitor(relay.push, p.pmon)
+                p.pmon = NULL
+            if p.mon != NULL:
+                _unmonitor(relay.sub, p.mon)
+                p.mon = NULL
+            relay.close_sockets()
+            p.relay = None
+            p.s = NULL
+            if not self.closed:
+                self.stash.truncate(p.kept)
             return
         if p.mon != NULL:
             if p.s != NULL:
@@ -593,6 +612,19 @@ cdef class _Binder(_Core):
         this instance closes."""
         self._check()
         cdef double deadline = _deadline(timeout)
+        cdef _Relay relay = self._relay_sockets(exchange_key, queue_key, hwm)
+        try:
+            # the queue's side first: a refused PUSH would pass on nothing
+            self._connect_push(relay.push, queue_endpoint, bool(queue_key), deadline, "queue")
+            self._subscribe_and_sync(relay.sub, exchange_endpoint, 0, deadline, owner,
+                                     bool(exchange_key), _exchange_what(name, exchange_endpoint))
+        except BaseException:
+            relay.close_sockets()
+            raise
+        self._relay_go(relay, exchange_endpoint, queue_endpoint)
+
+    cdef _Relay _relay_sockets(self, exchange_key, queue_key, int hwm):
+        """A relay's four sockets, not connected yet."""
         cdef _Relay relay = _Relay()
         relay.n = len(self._relays)
         relay.pid = self.pid
@@ -608,13 +640,14 @@ cdef class _Binder(_Core):
                 _raise_zmq("cannot set up the relay's control pair")
             self._curve_client_opts(relay.push, queue_key)
             self._curve_client_opts(relay.sub, exchange_key)
-            # the queue's side first: a refused PUSH would pass on nothing
-            self._connect_push(relay.push, queue_endpoint, bool(queue_key), deadline, "queue")
-            self._subscribe_and_sync(relay.sub, exchange_endpoint, 0, deadline, owner,
-                                     bool(exchange_key), _exchange_what(name, exchange_endpoint))
         except BaseException:
             relay.close_sockets()
             raise
+        return relay
+
+    cdef int _relay_go(self, _Relay relay, str exchange_endpoint, str queue_endpoint) except -1:
+        """A connected, synced relay: pass on what its SUB delivered while
+        syncing, and start its thread."""
         # data that arrived while syncing was stashed under queue id 0: it
         # is the relay's, never receive()'s, even if passing it on fails
         cdef bytes m
@@ -626,3 +659,64 @@ cdef class _Binder(_Core):
                                         name=f"pyzmq-wiring relay {exchange_endpoint} -> {queue_endpoint}")
         relay.thread.start()
         self._relays.append(relay)
+        return 0
+
+    def _relay_start(self, str exchange_endpoint, str queue_endpoint, timeout,
+                     exchange_key=None, queue_key=None, int hwm=-1, str name=None):
+        """_relay without waiting: a _PendingBind for _bind_step, which
+        completes it (returns True) once the queue's CURVE handshake (if
+        any) and the exchange's sync answer both came."""
+        self._check()
+        cdef _PendingBind p = _PendingBind.__new__(_PendingBind)
+        p.engine = self.serial
+        p.id = 0                        # the stash's queue id of relays
+        p.deadline = _deadline(timeout)
+        p.what = _exchange_what(name, exchange_endpoint)
+        p.qwhat = f"the queue at {queue_endpoint}"
+        p.endpoint = exchange_endpoint
+        p.qendpoint = queue_endpoint
+        p.curve = bool(exchange_key)
+        p.kept = self.stash.n
+        p.topic = _sync_topic()
+        cdef _Relay relay = self._relay_sockets(exchange_key, queue_key, hwm)
+        p.relay = relay
+        p.s = relay.sub
+        try:
+            if queue_key:
+                p.pmon = _monitor(relay.push, f"{self.prefix}/mon{_next_serial()}",
+                                  _HANDSHAKE_EVENTS)
+            if zmq_connect(relay.push, queue_endpoint.encode()) != 0:
+                _raise_errno(f"cannot connect to {queue_endpoint}", zmq_errno())
+            if p.curve:
+                p.mon = _monitor(relay.sub, f"{self.prefix}/mon{_next_serial()}",
+                                 _HANDSHAKE_EVENTS & ~ZMQ_EVENT_HANDSHAKE_SUCCEEDED)
+            _sub_connect(relay.sub, exchange_endpoint, p.topic)
+        except BaseException:
+            self._bind_abort(p)
+            raise
+        return p
+
+    cdef object _relay_step(self, _PendingBind p):
+        cdef _Relay relay = <_Relay>p.relay
+        if p.pmon != NULL and _handshake_news(p.pmon, &p.ph):
+            _handshake_failed(&p.ph, p.qwhat)
+            _unmonitor(relay.push, p.pmon)
+            p.pmon = NULL
+        if p.mon != NULL and _handshake_news(p.mon, &p.h):
+            _handshake_failed(&p.h, p.what)
+        if not p.synced and self._sync_read(relay.sub, p.topic, 0, p.endpoint):
+            p.synced = True
+            if p.mon != NULL:
+                _unmonitor(relay.sub, p.mon)
+                p.mon = NULL
+        if p.synced and p.pmon == NULL:
+            p.relay = None
+            p.s = NULL
+            self._relay_go(relay, p.endpoint, p.qendpoint)
+            return True
+        if p.deadline >= 0 and _now() >= p.deadline:
+            if p.pmon != NULL:
+                raise Timeout(f"{p.qwhat} did not complete the CURVE handshake in time"
+                              " (is its owner running and reachable?)")
+            _sync_timeout(p.mon, &p.h, p.what, p.curve)
+        return None

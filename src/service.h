@@ -68,7 +68,6 @@ typedef struct sv_service {
     int nls;
     char prefix[SV_TOPIC_MAX];
     size_t plen;
-    long passes;                /* the thread's service passes (for tests) */
 } sv_service;
 
 static sv_service *sv_new(const char *prefix, size_t plen)
@@ -221,7 +220,6 @@ static void *sv_run(void *arg)
         if (sv->stop)
             break;
         sv_serve_locked(sv);
-        sv->passes++;
     }
     last = --sv->refs == 0;
     sv_unlock(sv);

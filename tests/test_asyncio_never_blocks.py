@@ -147,3 +147,25 @@ def test_a_curve_bind_waits_for_its_handshake_on_the_loop(directory):
                 ticker.stop()
         run(main())
         assert owner.expect("got") == "sealed"
+
+
+def test_a_relay_bind_waits_on_the_loop(directory):
+    """Both objects remote: the relay's sync waits on the loop, then the
+    relay passes on what the exchange's owner sends."""
+    from test_security import QUEUE_OWNER
+    with Peer(QUEUE_OWNER, directory, "-", 0) as sink, \
+            Peer(SYNC_OWNER, directory, "sleep", 2 * STALL, 3) as owner:
+        sink.expect("ready")
+        owner.expect("READY")
+
+        async def main():
+            ticker = Ticker()
+            try:
+                async with await pyzmq.asyncio.ZMQ.connect(directory) as z:
+                    stall(owner.proc.pid, STALL)
+                    _, took = await ticker.during(z.bind("slow", "orders"))
+                    assert took > STALL / 2, f"bind took {took:.3f} s: no stall?"
+                    assert [sink.expect("got") for _ in range(3)] == ["0", "1", "2"]
+            finally:
+                ticker.stop()
+        run(main())
