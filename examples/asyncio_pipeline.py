@@ -31,10 +31,10 @@ async def consume(zmq: pyzmq.asyncio.ZMQ, count: int) -> List[str]:
 
 async def main() -> None:
     with pyzmq.Directory() as directory:
-        with pyzmq.asyncio.ZMQ(directory.address) as zmq:
-            eid = zmq.create_exchange("items", pyzmq.SCOPE_GLOBAL, "127.0.0.1:0")
-            zmq.create_queue("work", hwm=10)
-            zmq.bind("items", "work")
+        async with await pyzmq.asyncio.ZMQ.connect(directory.address) as zmq:
+            eid = await zmq.create_exchange("items", pyzmq.SCOPE_GLOBAL, "127.0.0.1:0")
+            await zmq.create_queue("work", hwm=10)
+            await zmq.bind("items", "work")
             _, got = await asyncio.gather(produce(zmq, eid, 50), consume(zmq, 50))
     print(len(got) - 1, "items:", got[0], "...", got[-2], got[-1])
 

@@ -73,6 +73,10 @@ class BindingHandle:
     """A binding's connecting socket; opaque, taken by Engine._retarget."""
     engine: int         # serial of the engine it belongs to
 
+class _PendingBind:
+    """A bind started by Engine._subscribe_start/_connect_start and driven to
+    its end by Engine._bind_step (asyncio); opaque."""
+
 class Engine:
     closed: bool
     pid: int            # the process that made its sockets (never closed in another)
@@ -159,10 +163,11 @@ class Engine:
     def _queue_connectable(self, qid: int) -> str: ...
     def _queue_subscribe(self, qid: int, endpoint: str, timeout: Optional[float],
                          owner: Optional["Engine"] = None, serverkey: Optional[str] = None,
-                         hwm: int = -1) -> BindingHandle: ...
+                         hwm: int = -1, name: Optional[str] = None) -> BindingHandle: ...
     def _relay(self, exchange_endpoint: str, queue_endpoint: str, timeout: Optional[float],
                owner: Optional["Engine"] = None, exchange_key: Optional[str] = None,
-               queue_key: Optional[str] = None, hwm: int = -1) -> None: ...
+               queue_key: Optional[str] = None, hwm: int = -1,
+               name: Optional[str] = None) -> None: ...
 
     # following a peer that moved: the hook (a no-op here; wiring.ZMQ
     # overrides it, and it must not block) and the re-pointing it calls
@@ -172,6 +177,21 @@ class Engine:
     def _follow_refusals(self, eid: int) -> str: ...
     def _retarget(self, handle: BindingHandle, old_endpoint: Optional[str],
                   new_endpoint: str, serverkey: Optional[str] = None) -> None: ...
+
+    # the remote binds in steps, for an event loop (pyzmq.asyncio)
+    def _subscribe_start(self, qid: int, endpoint: str, timeout: Optional[float],
+                         serverkey: Optional[str] = None, hwm: int = -1,
+                         name: Optional[str] = None) -> _PendingBind: ...
+    def _connect_start(self, eid: int, endpoint: str, serverkey: str, hwm: int,
+                       timeout: Optional[float]) -> _PendingBind: ...
+    def _relay_start(self, exchange_endpoint: str, queue_endpoint: str,
+                     timeout: Optional[float], exchange_key: Optional[str] = None,
+                     queue_key: Optional[str] = None, hwm: int = -1,
+                     name: Optional[str] = None) -> _PendingBind: ...
+    def _bind_fds(self, p: _PendingBind) -> List[int]: ...
+    # a BindingHandle (True for a relay) once complete, None while not
+    def _bind_step(self, p: _PendingBind) -> Union[BindingHandle, bool, None]: ...
+    def _bind_abort(self, p: _PendingBind) -> None: ...
 
     # closing: wait=False never blocks (what __del__ does)
     def _close(self, wait: bool = True) -> None: ...

@@ -3,18 +3,19 @@
     import asyncio, pyzmq.asyncio
 
     async def main():
-        with pyzmq.asyncio.ZMQ() as zmq:
-            eid = zmq.create_exchange("E")
-            zmq.create_queue("Q")
-            zmq.bind("E", "Q")
+        async with await pyzmq.asyncio.ZMQ.connect("localhost:5682") as zmq:
+            eid = await zmq.create_exchange("E")
+            await zmq.create_queue("Q")
+            await zmq.bind("E", "Q")
             await zmq.send(eid, b"hi")
             print(await zmq.receive())
 
     asyncio.run(main())
 
-The instance belongs to the thread of its event loop.  Waiting is driven by
-libzmq's signalling fds registered with the running loop (``add_reader``):
-no busy polling and no helper thread.  Each await first tries the call
+The instance belongs to the thread of its event loop.  Every call that
+can wait is a coroutine.  Waiting for sockets is driven by libzmq's
+signalling fds registered with the running loop (``add_reader``): no busy
+polling; directory requests run in the loop's default executor.  Each await first tries the call
 without blocking; only when that would block does it wait for one of the
 fds to turn readable, then tries again.  Any number of tasks may await at
 once; cancelling one loses nothing (a message is only taken by a task that
@@ -24,7 +25,7 @@ then returns it).
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Callable, Dict, Iterable, List, Literal, Optional, Set, Tuple, Union, overload
+from typing import TYPE_CHECKING, Awaitable, Callable, Dict, Iterable, List, Literal, Optional, Set, Tuple, Union, overload
 
 from pyzmq import _zmq, wiring
 from pyzmq._zmq import Frame
@@ -41,13 +42,12 @@ FOLLOW_EVERY = _zmq.FOLLOW_EVERY
 
 
 class ZMQ(wiring.ZMQ):
-    """A wiring instance whose send/receive are coroutines.  The blocking
-    forms stay available as ``send_now``/``receive_now`` (non-blocking).
-
-    Every inherited call that could wait is a coroutine here too
-    (``send``, ``send_many``, ``receive``, ``receive2``, ``receive_many``,
-    ``serve``); ``bind`` and ``close`` keep their blocking forms (a remote
-    bind waits for its owner's answer, up to ``bind_timeout``)."""
+    """A wiring instance whose every call that can wait is a coroutine:
+    ``await ZMQ.connect(host)`` (the directory connection), ``create_*``,
+    ``bind``, ``send``, ``send_many``, ``receive``, ``receive2``,
+    ``receive_many``, ``serve``, ``close``.  ``send_now``/``receive_now``
+    never wait.  Still blocking: the constructor with a hostname (use
+    ``connect``) and a plain ``with`` block's close (use ``async with``)."""
 
     # the same arguments as pyzmq.ZMQ (tests/test_types.py checks they stay so)
     def __init__(self, hostname: Optional[str] = None, *, timeout: float = 5.0,
@@ -266,6 +266,214 @@ class ZMQ(wiring.ZMQ):
         """Send if there is room (True), else False; never waits."""
         return wiring.ZMQ.send(self, eid, msg, block=False)
 
-    def close(self) -> None:
-        super().close()
-        self._wake()           # waiting tasks retry and get "closed"
+    # ---- creating and binding without blocking the loop ---------------------
+
+    async def create_exchange(self, name: str, scope: int = wiring.SCOPE_LOCAL,  # type: ignore[override]
+                              location: str = "", *,
+                              style: int = wiring.STYLE_DATA_DISTRIBUTION) -> int:
+        """As pyzmq.ZMQ.create_exchange, a coroutine: a global name is
+        registered in the loop's default executor."""
+        wiring.check_style(style)
+        return await self._acreate("exchange", name, scope, location, style)
+
+    async def create_queue(self, name: str, scope: int = wiring.SCOPE_LOCAL,  # type: ignore[override]
+                           location: str = "", *, hwm: Optional[int] = None) -> int:
+        """As pyzmq.ZMQ.create_queue, a coroutine (see create_exchange)."""
+        if hwm is not None:
+            wiring.check_hwm(hwm)
+        return await self._acreate("queue", name, scope, location,
+                                   wiring.STYLE_DATA_DISTRIBUTION, hwm)
+
+    async def _acreate(self, kind, name, scope, location, style, hwm=None):
+        made = self._create_object(kind, name, scope, location, style, hwm)
+        if isinstance(made, int):
+            return made
+        obj, where = made
+        if where is not None:
+            bound, address = self._listen(obj, where)
+            try:
+                await _in_executor(self._register, obj, address)
+            except BaseException:
+                self._unlisten(obj, bound)
+                raise
+            if name in self._objects:       # another task made it meanwhile
+                self._unlisten(obj, bound)
+                raise wiring.Error(f"{name!r} was created by another task meanwhile")
+            self._published(obj, address)
+        self._objects[name] = obj
+        return obj.id
+
+    async def bind(self, exchange_name: str, queue_name: str, *,  # type: ignore[override]
+                   hwm: Optional[int] = None, follow: Optional[str] = None,
+                   key: Optional[str] = None) -> None:
+        """As pyzmq.ZMQ.bind, a coroutine: names are looked up in the loop's
+        default executor, and a wait for a remote owner (its sync answer,
+        a CURVE handshake) is a wait on the loop, for a relay (two remote
+        objects) too."""
+        plan = self._bind_plan(exchange_name, queue_name, hwm, follow, key)
+        if plan is None:
+            return
+        if not plan.ex:
+            plan.ex_rec = await _in_executor(self._lookup, exchange_name, "exchange")
+        if not plan.q:
+            plan.q_rec = await _in_executor(self._lookup, queue_name, "queue")
+        self._check_usable()
+        self._bind_checked(plan)
+        if (exchange_name, queue_name) in self._bindings:
+            return                  # another task bound it meanwhile
+        ex, q, mark = plan.ex, plan.q, plan.mark
+        if ex and q:
+            self._exchange_connect(ex.id, self._queue_connectable(q.id), None, mark)
+        elif ex:
+            q_ep, q_ckey = wiring._target(*plan.q_rec)
+            if q_ckey:
+                handle = await self._complete(self._connect_start(
+                    ex.id, q_ep, q_ckey, mark, self._bind_timeout))
+            else:
+                handle = self._exchange_connect(ex.id, q_ep, None, mark)
+            self._bind_remote(plan, handle, q_ep, q_ckey)
+        elif q:
+            ex_ep, ex_ckey = wiring._target(*plan.ex_rec)
+            handle = await self._complete(self._subscribe_start(
+                q.id, ex_ep, self._bind_timeout, ex_ckey, mark, exchange_name))
+            self._bind_remote(plan, handle, ex_ep, ex_ckey)
+        else:
+            q_ep, q_key = wiring._target(*plan.q_rec)
+            ex_ep, ex_key = wiring._target(*plan.ex_rec)
+            await self._complete(self._relay_start(ex_ep, q_ep, self._bind_timeout,
+                                                   ex_key, q_key, mark, exchange_name))
+        if (exchange_name, queue_name) not in self._bindings:
+            self._bind_done(plan)
+
+    async def _complete(self, pending):
+        """Drive a pending bind (_subscribe_start, _connect_start,
+        _relay_start) to its
+        end on the loop: its fds are watched; the step raises at its deadline.
+        Cancelled or failed, the bind is undone."""
+        loop = asyncio.get_running_loop()
+        done = False
+        try:
+            while True:
+                handle = self._bind_step(pending)
+                if handle is not None:
+                    done = True
+                    return handle
+                wake = loop.create_future()
+                fds = self._bind_fds(pending)
+                for fd in fds:
+                    loop.add_reader(fd, lambda: wake.done() or wake.set_result(None))
+                try:
+                    # a libzmq fd signals news once: look again at least
+                    # every 50 ms, as the blocking form does
+                    await asyncio.wait_for(wake, 0.05)
+                except asyncio.TimeoutError:
+                    pass
+                finally:
+                    for fd in fds:
+                        loop.remove_reader(fd)
+        finally:
+            if not done:
+                self._bind_abort(pending)
+
+    # ---- connecting and closing without blocking the loop -------------------
+
+    @classmethod
+    async def connect(cls, hostname: str, *, timeout: float = 5.0, hwm: int = 1000,
+                      linger: float = 1.0, bind_timeout: float = 10.0,
+                      secret_key: Optional[str] = None,
+                      allowed_keys: Optional[Iterable[str]] = None,
+                      directory_key: Optional[str] = None, require_curve: bool = False,
+                      on_lost: Optional[Callable[[str, str], None]] = None,
+                      etcd_options: Optional[Dict[str, object]] = None) -> "ZMQ":
+        """An instance connected to the directory at `hostname`, made without
+        blocking the loop: ``zmq = await pyzmq.asyncio.ZMQ.connect(host)``.
+        The same arguments as the constructor (which connects in the
+        blocking form).  The connection (up to `timeout`) is made in the
+        loop's default executor; the instance belongs to the loop's thread."""
+        self = cls(None, timeout=timeout, hwm=hwm, linger=linger, bind_timeout=bind_timeout,
+                   secret_key=secret_key, allowed_keys=allowed_keys,
+                   require_curve=require_curve, on_lost=on_lost)
+        loop = asyncio.get_running_loop()
+        job = loop.run_in_executor(None, self._open_directory, hostname, directory_key,
+                                   secret_key, etcd_options)
+        try:
+            self._directory = await asyncio.shield(job)
+        except BaseException:
+            # cancelled while connecting: the client still comes; close it then
+            job.add_done_callback(lambda j: j.cancelled() or j.exception() or j.result().close())
+            wiring.ZMQ.close(self)
+            raise
+        return self
+
+    async def __aenter__(self) -> "ZMQ":
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def __exit__(self, *exc: object) -> None:
+        # a plain ``with`` closes in the blocking form (it cannot await)
+        wiring.ZMQ.close(self)
+        self._wake()
+
+    def close(self) -> Awaitable[None]:  # type: ignore[override]
+        """Close: unregister this instance's global names (in the loop's
+        default executor) and close its sockets, without blocking the loop.
+        ``await zmq.close()``.  Inside a running loop the close is a task
+        that runs even if nobody awaits it; outside one (atexit, a leak
+        check) it closes at once, in the blocking form, and returns an
+        awaitable that is already done."""
+        if self.closed:
+            return _DONE
+        self._check_usable()
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            wiring.ZMQ.close(self)
+            self._wake()
+            return _DONE
+        return loop.create_task(self._aclose(loop))
+
+    async def _aclose(self, loop):
+        directory, self._directory = self._directory, None
+        try:
+            if directory is not None:
+                names = [o.name for o in self._objects.values() if o.address is not None]
+                await asyncio.shield(loop.run_in_executor(None, _unregister_all,
+                                                          directory, names))
+        finally:
+            if not self.closed:
+                self._forget()
+                self._close(False)      # relay threads are told to stop, not joined
+            self._wake()           # waiting tasks retry and get "closed"
+
+
+async def _in_executor(fn, *args):
+    """fn(*args) in the running loop's default executor.  Cancelled, the
+    call still runs to its end there (a directory request cannot be taken
+    back); its result is dropped."""
+    return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
+
+
+def _unregister_all(directory, names):
+    """In an executor thread: what close() tells the directory."""
+    from pyzmq.errors import Error
+    try:
+        for name in names:
+            try:
+                directory.unregister(name)
+            except Error:
+                pass    # the directory drops them with the connection anyway
+    finally:
+        directory.close()
+
+
+class _Done:
+    """An awaitable that is already done (close() outside a running loop)."""
+
+    def __await__(self):
+        return
+        yield
+
+
+_DONE = _Done()

@@ -147,23 +147,8 @@ class ZMQ(_zmq.Engine):
         self._remote = []       # _Remote per binding that connects to another owner
         self._directory = None
         if hostname is not None:
-            if not isinstance(hostname, str):
-                raise TypeError(f"hostname must be a str such as 'localhost:5682', "
-                                f"not {type(hostname).__name__}")
-            from pyzmq.etcd_directory import is_etcd_url
-            if is_etcd_url(hostname):       # an etcd cluster (docs/etcd.md)
-                if directory_key is not None:
-                    raise ValueError("directory_key is for zmq_server; secure an etcd directory "
-                                     "with etcd+tls:// and its options (docs/etcd.md)")
-                from pyzmq.etcd_directory import EtcdDirectory
-                self._directory = EtcdDirectory(hostname, timeout=self._timeout,
-                                                on_lost=_LostHook(self), **(etcd_options or {}))
-            else:
-                from pyzmq.directory import DirectoryClient
-                self._directory = DirectoryClient(
-                    hostname, timeout=self._timeout, server_key=directory_key,
-                    secret_key=secret_key if directory_key is not None else None,
-                    on_lost=_LostHook(self))
+            self._directory = self._open_directory(hostname, directory_key, secret_key,
+                                                   etcd_options)
         elif directory_key is not None:
             raise ValueError("directory_key needs a directory: give the hostname of its zmq_server")
         if secret_key is not None:
@@ -176,6 +161,28 @@ class ZMQ(_zmq.Engine):
                     self._directory.close()
                 raise
         _live.add(self)
+
+    def _open_directory(self, hostname, directory_key, secret_key, etcd_options=None):
+        """The instance's directory client, connected (blocks up to
+        `timeout`; asyncio.ZMQ.connect runs it in an executor thread: the
+        client is thread-safe and touches no socket of the instance):
+        an etcd cluster for an etcd:// address (docs/etcd.md), else zmq_server."""
+        if not isinstance(hostname, str):
+            raise TypeError(f"hostname must be a str such as 'localhost:5682', "
+                            f"not {type(hostname).__name__}")
+        from pyzmq.etcd_directory import is_etcd_url
+        if is_etcd_url(hostname):
+            if directory_key is not None:
+                raise ValueError("directory_key is for zmq_server; secure an etcd directory "
+                                 "with etcd+tls:// and its options (docs/etcd.md)")
+            from pyzmq.etcd_directory import EtcdDirectory
+            return EtcdDirectory(hostname, timeout=self._timeout, on_lost=_LostHook(self),
+                                 **(etcd_options or {}))
+        from pyzmq.directory import DirectoryClient
+        return DirectoryClient(
+            hostname, timeout=self._timeout, server_key=directory_key,
+            secret_key=secret_key if directory_key is not None else None,
+            on_lost=_LostHook(self))
 
     # ---- context manager, closing -----------------------------------------
 
@@ -268,6 +275,26 @@ class ZMQ(_zmq.Engine):
         return self._create("queue", name, scope, location, STYLE_DATA_DISTRIBUTION, hwm)
 
     def _create(self, kind, name, scope, location, style, hwm=None):
+        made = self._create_object(kind, name, scope, location, style, hwm)
+        if isinstance(made, int):
+            return made
+        obj, where = made
+        if where is not None:
+            bound, address = self._listen(obj, where)
+            try:
+                self._register(obj, address)
+            except BaseException:
+                self._unlisten(obj, bound)
+                raise
+            self._published(obj, address)
+        self._objects[name] = obj
+        return obj.id
+
+    # _create in steps, shared with asyncio.ZMQ (which registers in an executor)
+
+    def _create_object(self, kind, name, scope, location, style, hwm):
+        """Check the arguments; the id of the same object made before, or
+        (the new _Object, its parsed location or None when local)."""
         self._check_usable()
         _check_name(name, kind)
         check_scope(scope)
@@ -287,6 +314,7 @@ class ZMQ(_zmq.Engine):
                         f"{_SCOPE_NAMES[old.scope]} {old.kind}"
                         + (f" at {old.location!r}" if old.location else "")
                         + "; a name can be created again only with the same arguments")
+        where = None
         if scope == SCOPE_GLOBAL:
             if self._directory is None:
                 raise Error(f"{kind} {name!r}: SCOPE_GLOBAL needs the directory; create "
@@ -296,35 +324,36 @@ class ZMQ(_zmq.Engine):
             oid = self._new_exchange(style)
         else:
             oid = self._new_queue(hwm)
-        obj = _Object(kind, oid, name, scope, location, style, hwm)
-        if scope == SCOPE_GLOBAL:
-            obj.address = self._publish(obj, where)
-        self._objects[name] = obj
-        return oid
+        return _Object(kind, oid, name, scope, location, style, hwm), where
 
-    def _publish(self, obj, where):
-        """Listen at the location and register the object in the directory."""
+    def _listen(self, obj, where):
+        """Listen at the location: (endpoint bound, address to advertise)."""
         listen = self._exchange_listen if obj.kind == "exchange" else self._queue_listen
         try:
             bound = listen(obj.id, where.endpoint)
         except Error as e:
             raise Error(f"{obj.kind} {obj.name!r}: cannot listen at {obj.location!r} "
                         f"({e})", e.errno) from None
-        address = where.advertised(bound, self._directory.local_ip)
-        try:
-            self._directory.register(_KIND_CODE[obj.kind], obj.name, address,
-                                     key=self._curve_public_key())
-        except BaseException:
-            if obj.kind == "exchange":
-                self._exchange_unlisten(obj.id)
-            else:
-                self._queue_unlisten(obj.id, bound)
-            raise
+        return bound, where.advertised(bound, self._directory.local_ip)
+
+    def _register(self, obj, address):
+        """Register the object in the directory (blocks up to `timeout`;
+        thread-safe: asyncio.ZMQ runs it in an executor)."""
+        self._directory.register(_KIND_CODE[obj.kind], obj.name, address,
+                                 key=self._curve_public_key())
+
+    def _unlisten(self, obj, bound):
+        if obj.kind == "exchange":
+            self._exchange_unlisten(obj.id)
+        else:
+            self._queue_unlisten(obj.id, bound)
+
+    def _published(self, obj, address):
+        obj.address = address
         inproc = (self._exchange_inproc(obj.id) if obj.kind == "exchange"
                   else self._queue_endpoint(obj.id))
         with _here_lock:
             _here[address] = (weakref.ref(self), inproc)
-        return address
 
     # ---- binding ----------------------------------------------------------
 
@@ -357,6 +386,40 @@ class ZMQ(_zmq.Engine):
         follow other keys (else pyzmq.Error, EACCES); another follow= is a
         ValueError.
         """
+        plan = self._bind_plan(exchange_name, queue_name, hwm, follow, key)
+        if plan is None:
+            return
+        if not plan.ex:
+            plan.ex_rec = self._lookup(exchange_name, "exchange")
+        if not plan.q:
+            plan.q_rec = self._lookup(queue_name, "queue")
+        self._bind_checked(plan)
+        ex, q, mark = plan.ex, plan.q, plan.mark
+        if ex and q:
+            self._exchange_connect(ex.id, self._queue_connectable(q.id), None, mark)
+        elif ex:
+            q_ep, q_ckey = _target(*plan.q_rec)
+            handle = self._exchange_connect(ex.id, q_ep, q_ckey, mark, self._bind_timeout)
+            self._bind_remote(plan, handle, q_ep, q_ckey)
+        elif q:
+            ex_ep, ex_ckey = _target(*plan.ex_rec)
+            handle = self._queue_subscribe(q.id, ex_ep, self._bind_timeout,
+                                           _owner_here(plan.ex_rec[0]), ex_ckey, mark,
+                                           exchange_name)
+            self._bind_remote(plan, handle, ex_ep, ex_ckey)
+        else:
+            q_ep, q_key = _target(*plan.q_rec)
+            ex_ep, ex_key = _target(*plan.ex_rec)
+            self._relay(ex_ep, q_ep, self._bind_timeout, _owner_here(plan.ex_rec[0]),
+                        ex_key, q_key, mark, exchange_name)
+        self._bind_done(plan)
+
+    # bind() in steps, shared with asyncio.ZMQ.bind (which looks names up
+    # in an executor and waits for the remote side on the loop)
+
+    def _bind_plan(self, exchange_name, queue_name, hwm, follow, key):
+        """Check bind()'s arguments; a _BindPlan, or None when the pair is
+        bound already."""
         self._check_usable()
         mark = -1 if hwm is None else check_hwm(hwm)
         _check_name(exchange_name, "exchange")
@@ -380,38 +443,31 @@ class ZMQ(_zmq.Engine):
                              f"{queue_name!r} are both this instance's own")
         if (exchange_name, queue_name) in self._bindings:
             self._check_rebind(exchange_name, queue_name, follow, key)
-            return
-        ex_addr, ex_key = (None, None) if ex else self._lookup(exchange_name, "exchange")
-        q_addr, q_key = (None, None) if q else self._lookup(queue_name, "queue")
-        for name, kind, rec_key, mine in ((exchange_name, "exchange", ex_key, ex),
-                                          (queue_name, "queue", q_key, q)):
+            return None
+        if ex and q and mark < 0 and q.hwm is not None:
+            mark = q.hwm
+        return _BindPlan(exchange_name, queue_name, ex, q, mark, follow, key)
+
+    def _bind_checked(self, plan):
+        """The looked-up records' keys against the plan's pinned key."""
+        for name, kind, rec, mine in ((plan.exchange, "exchange", plan.ex_rec, plan.ex),
+                                      (plan.queue, "queue", plan.q_rec, plan.q)):
             if not mine:
-                self._check_record_key(name, kind, rec_key, key)
-        if ex and q:
-            if mark < 0 and q.hwm is not None:
-                mark = q.hwm
-            self._exchange_connect(ex.id, self._queue_connectable(q.id), None, mark)
-        elif ex:
-            q_ep, q_ckey = _target(q_addr, q_key)
-            handle = self._exchange_connect(ex.id, q_ep, q_ckey, mark, self._bind_timeout)
-            self._remote.append(_Remote(queue_name, "queue", ex.id, handle, q_ep, q_ckey,
-                                        self._directory.watch_serial(),
-                                        *self._follow_rule(follow, key, q_key)))
-        elif q:
-            ex_ep, ex_ckey = _target(ex_addr, ex_key)
-            handle = self._queue_subscribe(q.id, ex_ep, self._bind_timeout,
-                                           _owner_here(ex_addr), ex_ckey, mark)
-            self._remote.append(_Remote(exchange_name, "exchange", 0, handle, ex_ep, ex_ckey,
-                                        self._directory.watch_serial(),
-                                        *self._follow_rule(follow, key, ex_key)))
+                self._check_record_key(name, kind, rec[1], plan.key)
+
+    def _bind_remote(self, plan, handle, endpoint, ckey):
+        """Keep the binding's socket, to follow its peer when it moves."""
+        if plan.ex:
+            name, kind, eid, rec_key = plan.queue, "queue", plan.ex.id, plan.q_rec[1]
         else:
-            q_ep, q_key = _target(q_addr, q_key)
-            ex_ep, ex_key = _target(ex_addr, ex_key)
-            self._relay(ex_ep, q_ep, self._bind_timeout, _owner_here(ex_addr),
-                        ex_key, q_key, mark)
-        if not (ex and q) and (ex or q):
-            self._remote[-1].binding = (exchange_name, queue_name)
-        self._bindings.append((exchange_name, queue_name))
+            name, kind, eid, rec_key = plan.exchange, "exchange", 0, plan.ex_rec[1]
+        self._remote.append(_Remote(name, kind, eid, handle, endpoint, ckey,
+                                    self._directory.watch_serial(),
+                                    *self._follow_rule(plan.follow, plan.key, rec_key)))
+        self._remote[-1].binding = (plan.exchange, plan.queue)
+
+    def _bind_done(self, plan):
+        self._bindings.append((plan.exchange, plan.queue))
         self.following = bool(self._remote)
 
     def _check_rebind(self, exchange_name, queue_name, follow, key):
@@ -643,6 +699,20 @@ class _LostHook:
         inst._lost[name] = reason
         if inst._on_lost is not None:
             inst._on_lost(name, reason)
+
+
+@dataclass
+class _BindPlan:
+    """One bind() between its checks and its wiring."""
+    exchange: str
+    queue: str
+    ex: object              # this instance's _Object, or None (remote)
+    q: object
+    mark: int
+    follow: object
+    key: object
+    ex_rec: tuple = None    # (address, key or None) of a remote one
+    q_rec: tuple = None
 
 
 @dataclass

@@ -4,6 +4,7 @@
 
 from libzmq cimport zmq_msg_t, zmq_pollitem_t
 from posixpoll cimport pollfd
+from service cimport sv_service
 
 # Bytes objects at least this large are lent to libzmq instead of copied.
 cdef enum:
@@ -27,7 +28,6 @@ cdef struct ExchangeSlot:
     int npush
     Style style
     int next            # load balancing: the push to try first
-    unsigned int sends  # fast-path sends since the listener was serviced
 
 cdef struct QueueSlot:
     void *pull          # fed by PUSHes (local exchanges, remote binders), or NULL
@@ -75,6 +75,27 @@ cdef class BindingHandle:
     cdef readonly long engine   # serial of the engine it belongs to
 
 
+cdef class _PendingBind:
+    cdef void *s                # the binding's socket until it is complete or aborted
+    cdef void *mon              # its CURVE monitor, or NULL
+    cdef bytes topic            # a SUB's sync topic; None for a CURVE PUSH
+    cdef Py_ssize_t id          # the queue (SUB) or exchange (PUSH) it joins
+    cdef str what               # how errors name the remote object
+    cdef str endpoint
+    cdef bint curve
+    cdef Handshake h
+    cdef Py_ssize_t kept        # the stash's length when it started
+    cdef double deadline
+    cdef long engine            # serial of the engine it belongs to
+    # a relay (both objects remote): its sockets, the queue side's monitor
+    cdef object relay           # the _Relay, or None
+    cdef void *pmon             # the PUSH's CURVE monitor, or NULL
+    cdef Handshake ph
+    cdef bint synced            # the SUB has its sync answer
+    cdef str qwhat
+    cdef str qendpoint
+
+
 cdef class _Relay:
     cdef void *sub
     cdef void *push
@@ -112,7 +133,7 @@ cdef class _Core:
     cdef int _hwm
     cdef int _linger_ms
     cdef _Stash stash               # messages read while a bind waited
-    cdef dict pending_syncs         # eid -> [topic, ...] still to answer
+    cdef sv_service *svc            # the listeners' service thread and lock (src/service.h), or NULL
     cdef str prefix                 # inproc endpoint prefix of this instance
     cdef list _relays               # running relays (both sides remote)
     cdef list _handles              # BindingHandle of every connecting socket
@@ -144,12 +165,19 @@ cdef class _Binder(_Core):
     cdef int _await_handshake(self, void *mon, str what, double deadline) except -1
     cdef void *_queue_pull(self, Py_ssize_t qid) except NULL
     cdef int _subscribe_and_sync(self, void *s, str endpoint, Py_ssize_t qid,
-                                 double deadline, _Binder owner, bint curve) except -1
+                                 double deadline, _Binder owner, bint curve,
+                                 str what) except -1
     cdef int _subscribe_and_sync_mon(self, void *s, str endpoint, Py_ssize_t qid,
                                      double deadline, _Binder owner, bint curve,
-                                     void *mon) except -1
+                                     void *mon, str what) except -1
+    cdef int _sync_read(self, void *s, bytes topic, Py_ssize_t qid, str endpoint) except -1
+    cdef BindingHandle _attach_sub(self, Py_ssize_t qid, void *s)
+    cdef BindingHandle _attach_push(self, Py_ssize_t eid, void *s)
+    cdef _Relay _relay_sockets(self, exchange_key, queue_key, int hwm)
+    cdef int _relay_go(self, _Relay relay, str exchange_endpoint,
+                       str queue_endpoint) except -1
+    cdef object _relay_step(self, _PendingBind p)
     cdef int _service(self) except -1
-    cdef int _answer_syncs(self) except -1
     cdef double _follow_from(self) noexcept
     cdef double _follow(self, Py_ssize_t eid, double check_at) except -2.0
 
@@ -164,6 +192,8 @@ cdef class Engine(_Binder):
     cdef int _add_listeners(self, int n) except -1
     cdef bint _send_listener(self, void *s, const char *data, Py_ssize_t size,
                              double deadline, zmq_msg_t *shared) except -1
+    cdef int _send_xpub(self, void *s, const char *data, Py_ssize_t size,
+                        zmq_msg_t *shared, int flags) noexcept
     cdef object _send_balanced(self, ExchangeSlot *e, const char *data, Py_ssize_t size,
                                double deadline, zmq_msg_t *shared)
     cdef int _try_receive(self, zmq_msg_t *msg) except -2

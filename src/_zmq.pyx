@@ -34,6 +34,7 @@ from cpython.pythread cimport PyThread_get_thread_ident
 
 from libzmq cimport *
 from posixpoll cimport pollfd, poll, POLLIN, errno, EACCES, EPROTO
+from service cimport *
 from zerocopy cimport zw_loan, zw_give_back, zw_lend, zw_cancel, zw_collect, zw_outstanding
 
 import collections
@@ -55,9 +56,10 @@ cdef bytes _SYNC_PREFIX = SYNC_PREFIX
 # compare with an immediate); ZERO_COPY_MIN only reports it.
 ZERO_COPY_MIN = _ZERO_COPY_MIN
 
-# The owner looks at its global exchanges' listeners (attaching new binders,
-# answering their syncs) whenever it waits, and on the fast path after this
-# many sends or receives or this many seconds, whichever comes first.
+# The service thread (src/service.h) looks at an instance's listeners
+# (attaching new binders, answering their syncs) whatever the owner does;
+# the owner also looks whenever it waits, and on receive()'s fast path
+# after this many receives or this many seconds, whichever comes first.
 DEF SERVICE_EVERY = 256
 DEF MAX_WAIT_S = 86400.0        # one wait at most; longer timeouts loop
 DEF SERVICE_AFTER = 0.001

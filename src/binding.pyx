@@ -5,6 +5,51 @@
 # (Included by _zmq.pyx: one extension module, one compilation unit.)
 
 
+cdef str _exchange_what(str name, str endpoint):
+    """How a bind's errors name a remote exchange: its name and address."""
+    if name is None:
+        return f"the exchange at {endpoint}"
+    return f"the exchange {name!r} at {endpoint}"
+
+
+cdef bytes _sync_topic():
+    """A binder's unique sync topic."""
+    return _SYNC_PREFIX + os.urandom(16)
+
+
+cdef int _sub_connect(void *s, str endpoint, bytes topic) except -1:
+    """Connect a binder's SUB and subscribe to everything, then to its sync
+    topic (subscriptions on one pipe apply in order)."""
+    if zmq_connect(s, endpoint.encode()) != 0:
+        _raise_zmq(f"cannot connect to {endpoint}")
+    if (zmq_setsockopt(s, ZMQ_SUBSCRIBE, b"", 0) != 0
+            or zmq_setsockopt(s, ZMQ_SUBSCRIBE, <char *>topic, len(topic)) != 0):
+        _raise_zmq(f"cannot subscribe to the exchange at {endpoint}")
+    return 0
+
+
+cdef int _sync_timeout(void *mon, Handshake *h, str what, bint curve) except -1:
+    """Raise what a bind whose sync answer did not come in time says."""
+    if mon != NULL and _handshake_news(mon, h):
+        _handshake_failed(h, what)
+    if h.dropped:
+        raise Timeout(f"{what} did not confirm the "
+                      f"binding in time (its listener closed the connection "
+                      f"{h.dropped} times during the CURVE handshake: is "
+                      "the key in the directory its owner's?)")
+    raise Timeout(f"{what} did not confirm the binding in time (is "
+                  "its owner's process alive and its address "
+                  "reachable from here?"
+                  + (" Does it allow this instance's CURVE key?"
+                     if curve else "") + ")")
+
+
+cdef class _PendingBind:
+    """A bind started by _subscribe_start or _connect_start and completed
+    by _bind_step: for the asyncio class, which waits on the loop.  Its
+    user completes or aborts it (_bind_abort, in a finally)."""
+
+
 cdef class BindingHandle:
     """A binding's connecting socket (a PUSH to a remote queue, or a SUB on
     a remote exchange), as _exchange_connect and _queue_subscribe return it
@@ -81,9 +126,18 @@ cdef class _Binder(_Core):
             endpoint = _bind(s, endpoint)
             # instances of this process bind through inproc instead of TCP
             _bind(s, self._exchange_inproc(eid))
+            if self.svc == NULL:
+                self.svc = sv_new(<char *>_SYNC_PREFIX, len(_SYNC_PREFIX))
+                if self.svc == NULL:
+                    raise MemoryError("cannot set up the listeners' service thread")
+            # from here on the service thread may use s: under its lock
+            err = sv_add(self.svc, s, _signal_fd(s))
+            if err:
+                _raise_errno("cannot start the listeners' service thread", err)
         except BaseException:
             zmq_close(s)
             raise
+        e = self._exchange(eid)
         e.xpub = s
         self._rebuild_items()
         return endpoint
@@ -95,9 +149,9 @@ cdef class _Binder(_Core):
         """Undo _exchange_listen (its registration failed)."""
         cdef ExchangeSlot *e = self._exchange(eid)
         if e.xpub != NULL:
+            sv_remove(self.svc, e.xpub)     # with its pending sync answers
             zmq_close(e.xpub)
             e.xpub = NULL
-            self.pending_syncs.pop(eid, None)
             self._rebuild_items()
 
     def _exchange_connect(self, Py_ssize_t eid, str endpoint, serverkey=None, int hwm=-1,
@@ -215,7 +269,7 @@ cdef class _Binder(_Core):
             zmq_unbind(q.pull, ep)
 
     def _queue_subscribe(self, Py_ssize_t qid, str endpoint, timeout, _Binder owner=None,
-                         serverkey=None, int hwm=-1):
+                         serverkey=None, int hwm=-1, str name=None):
         """Bind a remote global exchange, listening at endpoint, to queue qid.
 
         Connects a SUB, subscribes to everything and then to a unique sync
@@ -228,19 +282,20 @@ cdef class _Binder(_Core):
         cdef void *s = self._socket(ZMQ_SUB, 0, hwm if hwm >= 0 else q0.hwm)
         try:
             self._curve_client_opts(s, serverkey)
-            self._subscribe_and_sync(s, endpoint, qid, deadline, owner, bool(serverkey))
+            self._subscribe_and_sync(s, endpoint, qid, deadline, owner, bool(serverkey),
+                                     _exchange_what(name, endpoint))
         except BaseException:
             zmq_close(s)
             raise
-        cdef QueueSlot *q = &self.qs[qid - 1]
-        _grow(&q.socks, q.nsock)
-        q.socks[q.nsock] = s
-        q.nsock += 1
-        self._rebuild_items()
-        return self._handle(s)
+        try:
+            return self._attach_sub(qid, s)
+        except BaseException:
+            zmq_close(s)
+            raise
 
     cdef int _subscribe_and_sync(self, void *s, str endpoint, Py_ssize_t qid,
-                                 double deadline, _Binder owner, bint curve) except -1:
+                                 double deadline, _Binder owner, bint curve,
+                                 str what) except -1:
         cdef void *mon = NULL
         cdef Py_ssize_t kept = self.stash.n
         if curve:
@@ -249,7 +304,8 @@ cdef class _Binder(_Core):
             mon = _monitor(s, f"{self.prefix}/mon{_next_serial()}",
                            _HANDSHAKE_EVENTS & ~ZMQ_EVENT_HANDSHAKE_SUCCEEDED)
         try:
-            return self._subscribe_and_sync_mon(s, endpoint, qid, deadline, owner, curve, mon)
+            return self._subscribe_and_sync_mon(s, endpoint, qid, deadline, owner, curve, mon,
+                                                what)
         except BaseException:
             # the bind failed: what this SUB delivered meanwhile (everything
             # stashed since we started) belongs to no binding
@@ -261,24 +317,16 @@ cdef class _Binder(_Core):
 
     cdef int _subscribe_and_sync_mon(self, void *s, str endpoint, Py_ssize_t qid,
                                      double deadline, _Binder owner, bint curve,
-                                     void *mon) except -1:
-        cdef bytes topic = _SYNC_PREFIX + os.urandom(16)
-        cdef bytes ep = endpoint.encode()
+                                     void *mon, str what) except -1:
+        cdef bytes topic = _sync_topic()
         cdef zmq_pollitem_t items[2]
         cdef Handshake h
         memset(&h, 0, sizeof(h))
-        if zmq_connect(s, ep) != 0:
-            _raise_zmq(f"cannot connect to {endpoint}")
-        if (zmq_setsockopt(s, ZMQ_SUBSCRIBE, b"", 0) != 0
-                or zmq_setsockopt(s, ZMQ_SUBSCRIBE, <char *>topic, len(topic)) != 0):
-            _raise_zmq(f"cannot subscribe to the exchange at {endpoint}")
-        cdef zmq_msg_t msg
-        cdef int rc, more
-        cdef bytes first
+        _sub_connect(s, endpoint, topic)
         while True:
             # answer our own listeners' syncs too, and those of the
-            # exchange's owner when it is another instance of this thread:
-            # it cannot be inside a call of its own while we wait here
+            # exchange's owner when it is another instance of this thread
+            # (its service thread answers anyway; this is sooner)
             self._service()
             if owner is not None and not owner.closed and owner.owner == self.owner:
                 owner._service()
@@ -286,94 +334,218 @@ cdef class _Binder(_Core):
             _item(&items[1], mon, ZMQ_POLLIN)
             if self._wait(items, 2 if mon != NULL else 1, deadline, 0.05) == 0:
                 if deadline >= 0 and _now() >= deadline:
-                    if mon != NULL and _handshake_news(mon, &h):
-                        _handshake_failed(&h, f"the exchange at {endpoint}")
-                    if h.dropped:
-                        raise Timeout(f"the exchange at {endpoint} did not confirm the "
-                                      f"binding in time (its listener closed the connection "
-                                      f"{h.dropped} times during the CURVE handshake: is "
-                                      "the key in the directory its owner's?)")
-                    raise Timeout(f"the exchange at {endpoint} did not confirm the "
-                                  "binding in time (is its owner alive and "
-                                  "calling receive() or send()?"
-                                  + (" Does it allow this instance's CURVE key?"
-                                     if curve else "") + ")")
+                    _sync_timeout(mon, &h, what, curve)
                 continue
             if mon != NULL and items[1].revents and _handshake_news(mon, &h):
-                _handshake_failed(&h, f"the exchange at {endpoint}")
-            while True:
-                zmq_msg_init(&msg)
-                rc = zmq_msg_recv(&msg, s, ZMQ_DONTWAIT)
-                if rc < 0:
-                    zmq_msg_close(&msg)
-                    if zmq_errno() == EAGAIN:
-                        break
-                    _raise_zmq(f"receiving from {endpoint}")
-                more = zmq_msg_more(&msg)
-                if not more:
-                    # data published after our subscription took effect
-                    self.stash.push(qid, _copy(&msg))
-                    zmq_msg_close(&msg)
-                    continue
-                first = _copy(&msg)
+                _handshake_failed(&h, what)
+            if self._sync_read(s, topic, qid, endpoint):
+                return 0
+
+    cdef int _sync_read(self, void *s, bytes topic, Py_ssize_t qid, str endpoint) except -1:
+        """Read what a syncing SUB has (never waits): data is stashed for
+        queue qid, other binders' sync answers dropped.  Returns 1 once our
+        own sync answer came (and unsubscribes from its topic), else 0."""
+        cdef zmq_msg_t msg
+        cdef int rc, more
+        cdef bytes first
+        while True:
+            zmq_msg_init(&msg)
+            rc = zmq_msg_recv(&msg, s, ZMQ_DONTWAIT)
+            if rc < 0:
                 zmq_msg_close(&msg)
-                _drop_rest(s)
-                if first == topic:
-                    if zmq_setsockopt(s, ZMQ_UNSUBSCRIBE, <char *>topic, len(topic)) != 0:
-                        _raise_zmq(f"cannot unsubscribe from the sync topic at {endpoint}")
+                if zmq_errno() == EAGAIN:
                     return 0
+                _raise_zmq(f"receiving from {endpoint}")
+            more = zmq_msg_more(&msg)
+            if not more:
+                # data published after our subscription took effect
+                self.stash.push(qid, _copy(&msg))
+                zmq_msg_close(&msg)
+                continue
+            first = _copy(&msg)
+            zmq_msg_close(&msg)
+            _drop_rest(s)
+            if first == topic:
+                if zmq_setsockopt(s, ZMQ_UNSUBSCRIBE, <char *>topic, len(topic)) != 0:
+                    _raise_zmq(f"cannot unsubscribe from the sync topic at {endpoint}")
+                return 1
+
+    cdef BindingHandle _attach_sub(self, Py_ssize_t qid, void *s):
+        """A synced SUB joins queue qid."""
+        cdef QueueSlot *q = self._queue(qid)
+        _grow(&q.socks, q.nsock)
+        q.socks[q.nsock] = s
+        q.nsock += 1
+        self._rebuild_items()
+        return self._handle(s)
+
+    cdef BindingHandle _attach_push(self, Py_ssize_t eid, void *s):
+        """A connected PUSH joins exchange eid."""
+        cdef ExchangeSlot *e = self._exchange(eid)
+        _grow(&e.pushes, e.npush)
+        e.pushes[e.npush] = s
+        e.npush += 1
+        if self.sitems_cap < e.npush + 1:
+            self._grow_sitems(e.npush + 1)
+        return self._handle(s)
+
+    # ---- the same binds in steps, for an event loop ----------------------
+
+    def _subscribe_start(self, Py_ssize_t qid, str endpoint, timeout, serverkey=None,
+                         int hwm=-1, str name=None):
+        """_queue_subscribe without waiting: connects and subscribes, and
+        returns a _PendingBind for _bind_step (and _bind_fds to wait on)."""
+        self._check()
+        cdef QueueSlot *q = self._queue(qid)
+        cdef _PendingBind p = _PendingBind.__new__(_PendingBind)
+        p.engine = self.serial
+        p.id = qid
+        p.deadline = _deadline(timeout)
+        p.what = _exchange_what(name, endpoint)
+        p.endpoint = endpoint
+        p.curve = bool(serverkey)
+        p.kept = self.stash.n
+        p.topic = _sync_topic()
+        p.s = self._socket(ZMQ_SUB, 0, hwm if hwm >= 0 else q.hwm)
+        try:
+            self._curve_client_opts(p.s, serverkey)
+            if p.curve:
+                p.mon = _monitor(p.s, f"{self.prefix}/mon{_next_serial()}",
+                                 _HANDSHAKE_EVENTS & ~ZMQ_EVENT_HANDSHAKE_SUCCEEDED)
+            _sub_connect(p.s, endpoint, p.topic)
+        except BaseException:
+            self._bind_abort(p)
+            raise
+        return p
+
+    def _connect_start(self, Py_ssize_t eid, str endpoint, serverkey, int hwm, timeout):
+        """_exchange_connect of a CURVE PUSH without waiting for its
+        handshake: a _PendingBind for _bind_step."""
+        self._check()
+        self._exchange(eid)
+        cdef _PendingBind p = _PendingBind.__new__(_PendingBind)
+        p.engine = self.serial
+        p.id = eid
+        p.deadline = _deadline(timeout)
+        p.what = f"the queue at {endpoint}"
+        p.endpoint = endpoint
+        p.curve = True
+        p.s = self._socket(ZMQ_PUSH, self._linger_ms, hwm if hwm >= 0 else self._hwm)
+        try:
+            self._curve_client_opts(p.s, serverkey)
+            p.mon = _monitor(p.s, f"{self.prefix}/mon{_next_serial()}", _HANDSHAKE_EVENTS)
+            if zmq_connect(p.s, endpoint.encode()) != 0:
+                _raise_errno(f"cannot connect to {endpoint}", zmq_errno())
+        except BaseException:
+            self._bind_abort(p)
+            raise
+        return p
+
+    def _bind_fds(self, _PendingBind p not None):
+        """The fds an event loop waits on before the next _bind_step."""
+        out = [_signal_fd(p.mon)] if p.mon != NULL else []
+        if p.pmon != NULL:
+            out.append(_signal_fd(p.pmon))
+        if p.topic is not None and p.s != NULL:
+            out.append(_signal_fd(p.s))
+        return out
+
+    def _bind_step(self, _PendingBind p not None):
+        """One look at a pending bind, never waiting: its BindingHandle once
+        it is complete, None while it is not.  A failure or the deadline
+        raises (as the blocking forms do) and undoes the bind."""
+        self._check()
+        if p.engine != self.serial or p.s == NULL:
+            raise Error("not a pending bind of this instance", EINVAL)
+        cdef void *s = p.s
+        try:
+            if p.relay is not None:
+                return self._relay_step(p)
+            if p.topic is None:             # a CURVE PUSH: its handshake
+                if _handshake_news(p.mon, &p.h):
+                    _handshake_failed(&p.h, p.what)
+                    _unmonitor(s, p.mon)
+                    p.mon = NULL
+                    p.s = NULL
+                    try:
+                        return self._attach_push(p.id, s)
+                    except BaseException:
+                        _close_now(s)
+                        raise
+                if p.deadline >= 0 and _now() >= p.deadline:
+                    raise Timeout(f"{p.what} did not complete the CURVE handshake in time"
+                                  + (f" (its listener closed the connection {p.h.dropped} "
+                                     "times during the handshake: is the key in the "
+                                     "directory its owner's?)" if p.h.dropped else
+                                     " (is its owner running and reachable?)"))
+                return None
+            if p.mon != NULL and _handshake_news(p.mon, &p.h):
+                _handshake_failed(&p.h, p.what)
+            if self._sync_read(s, p.topic, p.id, p.endpoint):
+                if p.mon != NULL:
+                    _unmonitor(s, p.mon)
+                    p.mon = NULL
+                p.s = NULL
+                try:
+                    return self._attach_sub(p.id, s)
+                except BaseException:
+                    zmq_close(s)
+                    raise
+            if p.deadline >= 0 and _now() >= p.deadline:
+                _sync_timeout(p.mon, &p.h, p.what, p.curve)
+            return None
+        except BaseException:
+            self._bind_abort(p)
+            raise
+
+    def _bind_abort(self, _PendingBind p not None):
+        """Undo a pending bind (failed, timed out or cancelled): its socket
+        is closed, and what its SUB delivered meanwhile dropped."""
+        if p.engine != self.serial:
+            return
+        cdef _Relay relay
+        if p.relay is not None:
+            relay = <_Relay>p.relay
+            if p.pmon != NULL:
+                _unmonitor(relay.push, p.pmon)
+                p.pmon = NULL
+            if p.mon != NULL:
+                _unmonitor(relay.sub, p.mon)
+                p.mon = NULL
+            relay.close_sockets()
+            p.relay = None
+            p.s = NULL
+            if not self.closed:
+                self.stash.truncate(p.kept)
+            return
+        if p.mon != NULL:
+            if p.s != NULL:
+                _unmonitor(p.s, p.mon)
+            p.mon = NULL
+        if p.s != NULL:
+            _close_now(p.s)
+            p.s = NULL
+            if p.topic is not None and not self.closed:
+                self.stash.truncate(p.kept)
 
     # ---- the owner's duty: let binders in, answer their syncs -------------
 
     cdef int _service(self) except -1:
-        """Read every listener's subscriptions; answer sync requests."""
-        cdef int i, rc
-        cdef zmq_msg_t msg
-        cdef const char *data
-        cdef size_t size, plen = len(_SYNC_PREFIX)
-        for i in range(self.nex):
-            if self.ex[i].xpub == NULL:
-                continue
-            self.ex[i].sends = 0
-            while True:
-                zmq_msg_init(&msg)
-                rc = zmq_msg_recv(&msg, self.ex[i].xpub, ZMQ_DONTWAIT)
-                if rc < 0:
-                    zmq_msg_close(&msg)
-                    break
-                data = <const char *>zmq_msg_data(&msg)
-                size = zmq_msg_size(&msg)
-                if size > plen + 1 and data[0] == 1 and memcmp(data + 1, <char *>_SYNC_PREFIX, plen) == 0:
-                    self.pending_syncs.setdefault(i + 1, []).append(
-                        PyBytes_FromStringAndSize(data + 1, size - 1))
-                zmq_msg_close(&msg)
-        if self.pending_syncs:
-            self._answer_syncs()
+        """Read every listener's subscriptions; answer sync requests (the
+        service thread's own pass, src/service.h, under its lock)."""
+        cdef int err = 0
+        if self.svc != NULL:
+            # the GIL stays held: the service thread never takes it, and
+            # holds the lock only for non-blocking calls
+            sv_lock(self.svc)
+            err = sv_serve_locked(self.svc)
+            sv_unlock(self.svc)
+            if err:
+                _raise_errno("cannot answer a binder's sync", err)
         if zw_outstanding:
             zw_collect()        # bytes lent to libzmq that it has finished sending
         self.recvs = 0
         self.serviced_at = _now()
-        return 0
-
-    cdef int _answer_syncs(self) except -1:
-        cdef bytes topic
-        cdef void *s
-        for eid in list(self.pending_syncs):
-            topics = self.pending_syncs[eid]
-            s = self.ex[<int>eid - 1].xpub
-            while topics:
-                topic = topics[0]
-                if zmq_send(s, <char *>topic, len(topic), ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0:
-                    if zmq_errno() == EAGAIN:
-                        break   # a subscriber is full; try again on the next service
-                    _raise_zmq("cannot answer a binder's sync")
-                # the second frame goes with the first: a multipart message
-                # is queued whole or not at all
-                if zmq_send(s, b"", 0, ZMQ_DONTWAIT) < 0:
-                    _raise_zmq("cannot answer a binder's sync")
-                topics.pop(0)
-            if not topics:
-                del self.pending_syncs[eid]
         return 0
 
     cdef double _follow_from(self) noexcept:
@@ -432,7 +604,7 @@ cdef class _Binder(_Core):
     # ---- relays: binding two remote global objects --------------------------
 
     def _relay(self, str exchange_endpoint, str queue_endpoint, timeout, _Binder owner=None,
-               exchange_key=None, queue_key=None, int hwm=-1):
+               exchange_key=None, queue_key=None, int hwm=-1, str name=None):
         """Bind a remote exchange to a remote queue through this process.
 
         A SUB on the exchange's listener (synced as in _queue_subscribe) and a
@@ -440,6 +612,19 @@ cdef class _Binder(_Core):
         this instance closes."""
         self._check()
         cdef double deadline = _deadline(timeout)
+        cdef _Relay relay = self._relay_sockets(exchange_key, queue_key, hwm)
+        try:
+            # the queue's side first: a refused PUSH would pass on nothing
+            self._connect_push(relay.push, queue_endpoint, bool(queue_key), deadline, "queue")
+            self._subscribe_and_sync(relay.sub, exchange_endpoint, 0, deadline, owner,
+                                     bool(exchange_key), _exchange_what(name, exchange_endpoint))
+        except BaseException:
+            relay.close_sockets()
+            raise
+        self._relay_go(relay, exchange_endpoint, queue_endpoint)
+
+    cdef _Relay _relay_sockets(self, exchange_key, queue_key, int hwm):
+        """A relay's four sockets, not connected yet."""
         cdef _Relay relay = _Relay()
         # a serial, never reused: a refused relay's closed control socket may
         # still hold its inproc endpoint for a moment (libzmq reaps it later)
@@ -457,13 +642,14 @@ cdef class _Binder(_Core):
                 _raise_zmq("cannot set up the relay's control pair")
             self._curve_client_opts(relay.push, queue_key)
             self._curve_client_opts(relay.sub, exchange_key)
-            # the queue's side first: a refused PUSH would pass on nothing
-            self._connect_push(relay.push, queue_endpoint, bool(queue_key), deadline, "queue")
-            self._subscribe_and_sync(relay.sub, exchange_endpoint, 0, deadline, owner,
-                                     bool(exchange_key))
         except BaseException:
             relay.close_sockets()
             raise
+        return relay
+
+    cdef int _relay_go(self, _Relay relay, str exchange_endpoint, str queue_endpoint) except -1:
+        """A connected, synced relay: pass on what its SUB delivered while
+        syncing, and start its thread."""
         # data that arrived while syncing was stashed under queue id 0: it
         # is the relay's, never receive()'s, even if passing it on fails
         cdef bytes m
@@ -475,3 +661,64 @@ cdef class _Binder(_Core):
                                         name=f"pyzmq-wiring relay {exchange_endpoint} -> {queue_endpoint}")
         relay.thread.start()
         self._relays.append(relay)
+        return 0
+
+    def _relay_start(self, str exchange_endpoint, str queue_endpoint, timeout,
+                     exchange_key=None, queue_key=None, int hwm=-1, str name=None):
+        """_relay without waiting: a _PendingBind for _bind_step, which
+        completes it (returns True) once the queue's CURVE handshake (if
+        any) and the exchange's sync answer both came."""
+        self._check()
+        cdef _PendingBind p = _PendingBind.__new__(_PendingBind)
+        p.engine = self.serial
+        p.id = 0                        # the stash's queue id of relays
+        p.deadline = _deadline(timeout)
+        p.what = _exchange_what(name, exchange_endpoint)
+        p.qwhat = f"the queue at {queue_endpoint}"
+        p.endpoint = exchange_endpoint
+        p.qendpoint = queue_endpoint
+        p.curve = bool(exchange_key)
+        p.kept = self.stash.n
+        p.topic = _sync_topic()
+        cdef _Relay relay = self._relay_sockets(exchange_key, queue_key, hwm)
+        p.relay = relay
+        p.s = relay.sub
+        try:
+            if queue_key:
+                p.pmon = _monitor(relay.push, f"{self.prefix}/mon{_next_serial()}",
+                                  _HANDSHAKE_EVENTS)
+            if zmq_connect(relay.push, queue_endpoint.encode()) != 0:
+                _raise_errno(f"cannot connect to {queue_endpoint}", zmq_errno())
+            if p.curve:
+                p.mon = _monitor(relay.sub, f"{self.prefix}/mon{_next_serial()}",
+                                 _HANDSHAKE_EVENTS & ~ZMQ_EVENT_HANDSHAKE_SUCCEEDED)
+            _sub_connect(relay.sub, exchange_endpoint, p.topic)
+        except BaseException:
+            self._bind_abort(p)
+            raise
+        return p
+
+    cdef object _relay_step(self, _PendingBind p):
+        cdef _Relay relay = <_Relay>p.relay
+        if p.pmon != NULL and _handshake_news(p.pmon, &p.ph):
+            _handshake_failed(&p.ph, p.qwhat)
+            _unmonitor(relay.push, p.pmon)
+            p.pmon = NULL
+        if p.mon != NULL and _handshake_news(p.mon, &p.h):
+            _handshake_failed(&p.h, p.what)
+        if not p.synced and self._sync_read(relay.sub, p.topic, 0, p.endpoint):
+            p.synced = True
+            if p.mon != NULL:
+                _unmonitor(relay.sub, p.mon)
+                p.mon = NULL
+        if p.synced and p.pmon == NULL:
+            p.relay = None
+            p.s = NULL
+            self._relay_go(relay, p.endpoint, p.qendpoint)
+            return True
+        if p.deadline >= 0 and _now() >= p.deadline:
+            if p.pmon != NULL:
+                raise Timeout(f"{p.qwhat} did not complete the CURVE handshake in time"
+                              " (is its owner running and reachable?)")
+            _sync_timeout(p.mon, &p.h, p.what, p.curve)
+        return None

@@ -24,7 +24,6 @@ cdef class _Core:
         self._hwm = 1000
         self._linger_ms = 1000
         self.stash = _Stash()
-        self.pending_syncs = {}
         self._relays = []
         self._handles = []
         _engine_serial += 1
@@ -126,10 +125,18 @@ cdef class _Core:
         if fds == NULL:
             raise MemoryError()
         self.fds = fds
-        for i in range(n):
-            fds[i].fd = _signal_fd(items[i].socket)
-            fds[i].events = POLLIN
-            fds[i].revents = 0
+        # the listeners' fds are read under the service lock: the service
+        # thread may be using those sockets
+        if self.svc != NULL:
+            sv_lock(self.svc)
+        try:
+            for i in range(n):
+                fds[i].fd = _signal_fd(items[i].socket)
+                fds[i].events = POLLIN
+                fds[i].revents = 0
+        finally:
+            if self.svc != NULL:
+                sv_unlock(self.svc)
         self.nitems = n
         self.ninputs = ninputs
         self.rcvtimeo = -2          # unknown: set again before blocking
@@ -165,7 +172,6 @@ cdef class _Core:
         p.npush = 0
         p.style = <Style>(<int>style)
         p.next = 0
-        p.sends = 0
         self.nex += 1
         return self.nex
 
@@ -263,6 +269,13 @@ cdef class _Core:
             for h in self._handles:
                 (<BindingHandle>h).sock = NULL
             self._handles = []
+        if self.svc != NULL:
+            # the service thread stops touching the listeners before they
+            # are closed; it ends on its own (nothing here waits for it).
+            # In a forked child it does not exist: leave its state alone.
+            if mine:
+                sv_release(self.svc)
+            self.svc = NULL
         for i in range(self.nex):
             if not mine:
                 free(self.ex[i].pushes)

@@ -54,7 +54,10 @@ cdef class Engine(_Binder):
             _raise_zmq("cannot wrap the message")
         cdef void *only = _only(e)
         try:
-            if only != NULL and _send_one(only, data, size, &zm, ZMQ_DONTWAIT) >= 0:
+            if only != NULL and only == e.xpub:
+                if self._send_xpub(only, data, size, &zm, ZMQ_DONTWAIT) >= 0:
+                    return True
+            elif only != NULL and _send_one(only, data, size, &zm, ZMQ_DONTWAIT) >= 0:
                 return True
             return self._send_slow(e, data, size, timeout, block, &zm)
         finally:
@@ -117,21 +120,24 @@ cdef class Engine(_Binder):
                       + (self._follow_refusals(eid) if self.following else ""))
 
     cdef int _add_listeners(self, int n) except -1:
+        """The listeners' signalling fds as poll items (not the sockets:
+        zmq_poll would use them outside the service lock)."""
         cdef int i
-        for i in range(self.nex):
-            if self.ex[i].xpub != NULL:
-                _item(&self.sitems[n], self.ex[i].xpub, ZMQ_POLLIN)
-                n += 1
+        for i in range(self.ninputs, self.nitems):
+            _item(&self.sitems[n], NULL, ZMQ_POLLIN)
+            self.sitems[n].fd = self.fds[i].fd
+            n += 1
         return n
 
     cdef bint _send_listener(self, void *s, const char *data, Py_ssize_t size,
                              double deadline, zmq_msg_t *shared) except -1:
         """Send on an XPUB: NODROP makes it refuse while any subscriber is full,
-        and libzmq reports no POLLOUT for XPUB, so wait in short sleeps of
-        blocking sends, serving listeners in between."""
+        and libzmq reports no POLLOUT for XPUB, so wait in short blocking
+        sends (SV_SEND_SLICE_MS each, under the service lock, GIL released),
+        serving listeners in between."""
         cdef int rc, err, ms
         cdef long left
-        rc = _send_one(s, data, size, shared, ZMQ_DONTWAIT)
+        rc = self._send_xpub(s, data, size, shared, ZMQ_DONTWAIT)
         if rc >= 0:
             return True
         err = zmq_errno()
@@ -143,15 +149,33 @@ cdef class Engine(_Binder):
             left = _ms_left(deadline)
             if left == 0:
                 return False
-            ms = 100 if (left < 0 or left > 100) else <int>left
-            _setopt(s, ZMQ_SNDTIMEO, ms, "cannot set a send timeout")
+            ms = SV_SEND_SLICE_MS if (left < 0 or left > SV_SEND_SLICE_MS) else <int>left
             with nogil:
+                sv_lock(self.svc)
+                _setopt_int(s, ZMQ_SNDTIMEO, ms)
                 rc = _send_one(s, data, size, shared, 0)
-            err = zmq_errno() if rc < 0 else 0
-            _setopt(s, ZMQ_SNDTIMEO, -1, "cannot reset a send timeout")
+                err = zmq_errno() if rc < 0 else 0
+                _setopt_int(s, ZMQ_SNDTIMEO, -1)
+                sv_unlock(self.svc)
             if rc >= 0:
                 return True
             self._service()
+
+    cdef int _send_xpub(self, void *s, const char *data, Py_ssize_t size,
+                        zmq_msg_t *shared, int flags) noexcept:
+        """_send_one on a listener, under the service lock."""
+        cdef zmq_msg_t m
+        cdef int rc, err
+        if shared == NULL:
+            return sv_send(self.svc, s, data, size, flags)
+        zmq_msg_init(&m)
+        zmq_msg_copy(&m, shared)
+        rc = sv_msg_send(self.svc, &m, s, flags)
+        if rc < 0:
+            err = zmq_errno()
+            zmq_msg_close(&m)
+            errno = err
+        return rc
 
     cdef object _send_balanced(self, ExchangeSlot *e, const char *data, Py_ssize_t size,
                                double deadline, zmq_msg_t *shared):
@@ -445,12 +469,11 @@ cdef inline object _send(Engine self, object eid, object msg, object timeout, bi
         only = _only(e)
         if only == NULL and e.npush == 0:
             return True         # nothing bound: dropped, as documented
-        if only != NULL and only == e.xpub:
-            e.sends += 1
-            if e.sends >= SERVICE_EVERY or _now() - self.serviced_at > SERVICE_AFTER:
-                self._service()
         if only != NULL:
-            rc = zmq_send(only, data, size, ZMQ_DONTWAIT)
+            if only != e.xpub:
+                rc = zmq_send(only, data, size, ZMQ_DONTWAIT)
+            else:           # the service thread may use it: under its lock
+                rc = sv_send(self.svc, only, data, size, ZMQ_DONTWAIT)
             if rc >= 0:
                 return True
             if zmq_errno() != EAGAIN:

@@ -485,9 +485,9 @@ def test_a_forked_child_never_closes_its_parents_sockets(engine):
 def test_asyncio_batch_forms_and_serve_are_coroutines():
     async def main():
         with pyzmq.asyncio.ZMQ() as z:
-            eid = z.create_exchange("E")
-            z.create_queue("Q")
-            z.bind("E", "Q")
+            eid = await z.create_exchange("E")
+            await z.create_queue("Q")
+            await z.bind("E", "Q")
             assert await z.send_many(eid, [b"a", b"b", b"c"]) == 3
             assert await z.receive_many(2, timeout=1) == [b"a", b"b"]
             assert await z.receive_many(5, timeout=1) == [b"c"]
@@ -502,7 +502,7 @@ def test_asyncio_batch_forms_and_serve_are_coroutines():
 def test_asyncio_checks_timeouts_as_the_blocking_calls_do():
     async def main():
         with pyzmq.asyncio.ZMQ() as z:
-            z.create_queue("Q")
+            await z.create_queue("Q")
             with pytest.raises(TypeError, match="number of seconds or None"):
                 await z.receive(timeout="soon")
     asyncio.run(main())

@@ -66,10 +66,10 @@ zmq.receive(timeout=5)
     """
 import asyncio
 import pyzmq.asyncio
-azmq = pyzmq.asyncio.ZMQ(directory.address)
-ae = azmq.create_exchange("AE", pyzmq.SCOPE_GLOBAL, "127.0.0.1:0")
-azmq.create_queue("AQ")
-azmq.bind("AE", "AQ")
+azmq = await pyzmq.asyncio.ZMQ.connect(directory.address)
+ae = await azmq.create_exchange("AE", pyzmq.SCOPE_GLOBAL, "127.0.0.1:0")
+await azmq.create_queue("AQ")
+await azmq.bind("AE", "AQ")
 waiting = asyncio.ensure_future(azmq.receive(timeout=5))   # waits without blocking the loop
 await asyncio.sleep(0.1)
 await azmq.send(ae, b"async")
@@ -77,7 +77,7 @@ await waiting
 """,
     # 7: close the instances; the directory is left to stop with the kernel
     """
-azmq.close()
+await azmq.close()
 zmq.close()
 print("closed", directory.running)
 """,

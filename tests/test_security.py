@@ -54,7 +54,7 @@ def _bound_then_owner_killed(directory, z, eid, secret=None, **bind_kw):
     arrives, then kill the owner and wait until the directory freed the name."""
     with Peer(QUEUE_OWNER, directory, secret or pyzmq.curve_keypair()[1], 0) as owner:
         owner.expect("ready")
-        z.bind("E", "orders", **bind_kw)
+        pyzmq.ZMQ.bind(z, "E", "orders", **bind_kw)    # the blocking form for asyncio's too
         assert (z.send_now if hasattr(z, "send_now") else z.send)(eid, b"first")
         assert owner.expect("got") == "first"
         owner.proc.kill()
@@ -535,7 +535,7 @@ def test_asyncio_sends_do_not_follow_a_squatter_either(directory):
             await z.send(eid, b"secret %d" % i, timeout=3.0)
 
     with pyzmq.asyncio.ZMQ(directory, hwm=1) as z:
-        eid = z.create_exchange("E")
+        eid = pyzmq.ZMQ.create_exchange(z, "E")     # the blocking form, outside a loop
         _bound_then_owner_killed(directory, z, eid)
         with Peer(QUEUE_OWNER, directory, "-", 0) as squatter:
             squatter.expect("ready")

@@ -83,7 +83,11 @@ GOOD = """
     async def main() -> None:
         with pyzmq.asyncio.ZMQ("127.0.0.1:1", timeout=1) as azmq:
             assert_type(azmq, pyzmq.asyncio.ZMQ)
-            e = azmq.create_exchange("E")
+            e = await azmq.create_exchange("E")
+            assert_type(e, int)
+            await azmq.bind("E", "Q")
+            assert_type(await azmq.close(), None)
+            assert_type(await pyzmq.asyncio.ZMQ.connect("127.0.0.1:1"), pyzmq.asyncio.ZMQ)
             assert_type(await azmq.send(e, b"x", timeout=1), bool)
             assert_type(await azmq.receive(), bytes)
             assert_type(await azmq.receive(timeout=1), bytes)
