@@ -1,15 +1,16 @@
 """Fan-out: one global exchange, every bound queue gets every message.
 
-Runs by itself: starts a zmq_server, a publisher instance and two
+Runs by itself: starts a zmq_server (pyzmq.Directory), a publisher instance and two
 subscriber instances (each in its own thread, as separate programs would be).
 """
 import threading
+from typing import Dict, List
 
 import pyzmq
-from pyzmq.testing import ServerProcess
 
 
-def subscriber(directory, name, count, results, ready):
+def subscriber(directory: str, name: str, count: int, results: Dict[str, List[bytes]],
+               ready: threading.Semaphore) -> None:
     with pyzmq.ZMQ(directory) as zmq:
         zmq.create_queue(name)
         zmq.bind("news", name)            # live when it returns
@@ -17,11 +18,12 @@ def subscriber(directory, name, count, results, ready):
         results[name] = [zmq.receive(timeout=10) for _ in range(count)]
 
 
-def main():
-    with ServerProcess() as directory:
+def main() -> None:
+    with pyzmq.Directory() as directory:                # a zmq_server, on a free port
         with pyzmq.ZMQ(directory.address) as zmq:
             news = zmq.create_exchange("news", pyzmq.SCOPE_GLOBAL, "127.0.0.1:0")
-            results, ready = {}, threading.Semaphore(0)
+            results: Dict[str, List[bytes]] = {}
+            ready = threading.Semaphore(0)
             readers = [threading.Thread(target=subscriber,
                                         args=(directory.address, f"reader{i}", 3, results, ready))
                        for i in range(2)]

@@ -2,13 +2,12 @@
 
 A server process owns a global queue 'requests' and a global exchange
 'replies'; the client binds to both and asks.  Run this file: it starts a
-zmq_server and the server process itself.
+zmq_server (pyzmq.Directory) and the server process itself.
 """
 import subprocess
 import sys
 
 import pyzmq
-from pyzmq.testing import ServerProcess
 
 SERVER = """
 import sys, pyzmq
@@ -21,11 +20,12 @@ with pyzmq.ZMQ(sys.argv[1]) as zmq:
 """
 
 
-def main():
-    with ServerProcess() as directory:
+def main() -> None:
+    with pyzmq.Directory() as directory:
         server = subprocess.Popen([sys.executable, "-c", SERVER, directory.address],
                                   stdout=subprocess.PIPE, text=True)
         try:
+            assert server.stdout is not None
             assert server.stdout.readline().strip() == "ready"
             with pyzmq.ZMQ(directory.address) as zmq:
                 ask = zmq.create_exchange("ask")

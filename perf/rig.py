@@ -29,10 +29,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib.util
 import math
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -42,9 +40,9 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-sys.path.insert(0, str(HERE))
-import bench  # noqa: E402  (perf/bench.py: the loopback runner's table and statistics)
-import netns  # noqa: E402  (perf/netns.py)
+# siblings in perf/ (a script's folder is first on sys.path)
+import benchlib  # what perf/bench.py also uses: records, table, statistics, chart, spinners
+import netns  # the namespaces, the link, processes in them
 
 SIZES = (1, 16, 256, 4096, 65536)           # the seed's sizes
 DEFAULT_RATE = "1gbit"                       # the seed's link
@@ -85,17 +83,6 @@ def link_limit(size: int, rate_bps: int | None) -> float | None:
 
 class Failed(Exception):
     pass
-
-
-_LAT = re.compile(r"average latency: (\d+(?:\.\d+)?) \[us\]")
-_THR = re.compile(r"mean throughput: (\d+(?:\.\d+)?) \[msg/s\]")
-
-
-def _load_c_build():
-    spec = importlib.util.spec_from_file_location("perf_c_build", HERE / "c" / "build.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _tail(text: str, lines: int = 8) -> str:
@@ -158,7 +145,7 @@ def _pair(hosts, local_argv, remote_argv, timeout, parse_from):
             netns._end(side["proc"], grace=1.0)
             side["out"].close()
             side["err"].close()
-    match = (_LAT if parse_from == "remote" else _THR).search(text)
+    match = (benchlib.LAT_RE if parse_from == "remote" else benchlib.THR_RE).search(text)
     if not match:
         raise Failed(f"no result in the {parse_from} side's output:\n{_tail(text)}")
     return float(match.group(1))
@@ -225,7 +212,7 @@ class Runner:
 
 
 def measure(runner, sizes, reps, log):
-    """Every measurement, as bench.Measurement records.  As in bench.py, each
+    """Every measurement, as benchlib.Measurement records.  As in bench.py, each
     repetition runs every (test, size) with each implementation in turn, so
     a slow drift of the machine hits both alike."""
     measurements = []
@@ -242,11 +229,11 @@ def measure(runner, sizes, reps, log):
             except Failed as e:
                 value, status, error = None, "failed", str(e)
             wall = time.monotonic() - t0
-            unit = bench.UNITS[test]
-            measurements.append(bench.Measurement(test, size, impl, rep, count, value, unit,
-                                                  status, error, "", round(wall, 3)))
-            shown = f"{bench.fmt_value(value, unit)} {unit}" if value is not None else f"FAILED: {error}"
-            log(f"[{k}/{total}] rep {rep} {test} {size}B {bench.LABELS[impl]}: {shown} "
+            unit = benchlib.UNITS[test]
+            measurements.append(benchlib.Measurement(test, size, impl, rep, count, value, unit,
+                                                     status, error, "", round(wall, 3)))
+            shown = f"{benchlib.fmt_value(value, unit)} {unit}" if value is not None else f"FAILED: {error}"
+            log(f"[{k}/{total}] rep {rep} {test} {size}B {benchlib.LABELS[impl]}: {shown} "
                 f"({count} {'round trips' if test == 'lat' else 'messages'}, {wall:.1f} s)")
     return measurements
 
@@ -264,7 +251,7 @@ def format_link(rows, sizes, rate_bps) -> list[str]:
              "and the share each implementation used"]
     for size in sizes:
         limit = link_limit(size, rate_bps)
-        used = "  ".join(f"{bench.LABELS[i]}={medians[size, i] / limit:.0%}"
+        used = "  ".join(f"{benchlib.LABELS[i]}={medians[size, i] / limit:.0%}"
                          for i in IMPLS if medians.get((size, i)))
         lines.append(f"link {f'{size}B':<7} max={limit:.0f}msg/s  {used}".rstrip())
     return lines
@@ -278,7 +265,7 @@ def write_chart(rows, sizes, path, title, rate_bps=None):
             ax.plot(sizes, [link_limit(s, rate_bps) for s in sizes], "k--", linewidth=1,
                     label=f"link limit ({netns.format_rate(rate_bps)})")
 
-    bench.chart(path, rows, sizes, title, link_line, dodge=False)
+    benchlib.chart(path, rows, sizes, title, link_line, dodge=False)
 
 
 # --------------------------------------------------------------- main
@@ -354,7 +341,7 @@ def main(argv=None) -> int:
         print("removed: " + ", ".join(removed) if removed else "nothing stale to remove")
         return 0
 
-    build = _load_c_build()
+    build = benchlib.load_c_build()
     try:
         c_tools = build.build()
     except build.BuildError as e:
@@ -389,7 +376,7 @@ def main(argv=None) -> int:
                 server = hosts.start_server(hosts.a)
                 log(f"rig: zmq_server on A at {server.address}; {mode} run, {a.reps} reps")
                 if a.busy_core:
-                    spinners = bench.Spinners(a.busy_core, sys.executable)
+                    spinners = benchlib.Spinners(a.busy_core, sys.executable)
                 try:
                     runner = Runner(hosts, server, c_tools, mode, a.rate)
                     measurements = measure(runner, a.sizes, a.reps, log)
@@ -407,8 +394,8 @@ def main(argv=None) -> int:
         print(f"rig.py: cannot build the two hosts: {e}", file=sys.stderr)
         return 2
 
-    rows = bench.summarize(measurements)
-    failures = [f"{m.test} {m.size}B {bench.LABELS[m.impl]} rep {m.rep}: {m.error}"
+    rows = benchlib.summarize(measurements)
+    failures = [f"{m.test} {m.size}B {benchlib.LABELS[m.impl]} rep {m.rep}: {m.error}"
                 for m in measurements if m.status != "ok"]
     print(f"two-host rig: {netns.format_rate(a.rate)} veth between namespaces A and B"
           + (f" (tbf burst {burst or netns.tbf_burst(a.rate)} B)" if a.rate else "")
@@ -416,7 +403,7 @@ def main(argv=None) -> int:
           + (f", busy-core {a.busy_core}" if a.busy_core else ""))
     print(f"mode: {mode}, {a.reps} reps, sizes {' '.join(map(str, a.sizes))} B, "
           f"{time.monotonic() - started:.0f} s; ratio = pyzmq-wiring / C")
-    print("\n".join(bench.table_lines(rows, IMPLS)))
+    print("\n".join(benchlib.table_lines(rows, IMPLS)))
     for line in format_link(rows, a.sizes, a.rate):
         print(line)
     # every name the local tools registered must be A's veth address and the

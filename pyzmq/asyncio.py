@@ -3,42 +3,66 @@
     import asyncio, pyzmq.asyncio
 
     async def main():
-        with pyzmq.asyncio.ZMQ() as zmq:
-            eid = zmq.create_exchange("E")
-            zmq.create_queue("Q")
-            zmq.bind("E", "Q")
+        async with await pyzmq.asyncio.ZMQ.connect("localhost:5682") as zmq:
+            eid = await zmq.create_exchange("E")
+            await zmq.create_queue("Q")
+            await zmq.bind("E", "Q")
             await zmq.send(eid, b"hi")
             print(await zmq.receive())
 
     asyncio.run(main())
 
-The instance belongs to the thread of its event loop.  Waiting is driven by
-libzmq's signalling fds registered with the running loop (``add_reader``):
-no busy polling and no helper thread.  Each await first tries the call
+The instance belongs to the thread of its event loop.  Every call that
+can wait is a coroutine.  Waiting for sockets is driven by libzmq's
+signalling fds registered with the running loop (``add_reader``): no busy
+polling; directory requests run in the loop's default executor.  Each await first tries the call
 without blocking; only when that would block does it wait for one of the
 fds to turn readable, then tries again.  Any number of tasks may await at
 once; cancelling one loses nothing (a message is only taken by a task that
 then returns it).
 """
 
-import asyncio
+from __future__ import annotations
 
-from pyzmq import wiring
+import asyncio
+from typing import TYPE_CHECKING, Awaitable, Callable, Dict, Iterable, List, Literal, Optional, Set, Tuple, Union, overload
+
+from pyzmq import _zmq, wiring
+from pyzmq._zmq import Frame
 from pyzmq.errors import Timeout
 
+Seconds = Optional[float]
+if TYPE_CHECKING:
+    from pyzmq._zmq import Message
 
-FOLLOW_AFTER = 1.0   # seconds of waiting before looking for moved peers,
-FOLLOW_EVERY = 0.25  # and between looks while the wait goes on
+# as the blocking calls: seconds of waiting before looking for moved peers,
+# and between looks while the wait goes on
+FOLLOW_FIRST = _zmq.FOLLOW_FIRST
+FOLLOW_EVERY = _zmq.FOLLOW_EVERY
 
 
 class ZMQ(wiring.ZMQ):
-    """A wiring instance whose send/receive are coroutines.  The blocking
-    forms stay available as ``send_now``/``receive_now`` (non-blocking)."""
+    """A wiring instance whose every call that can wait is a coroutine:
+    ``await ZMQ.connect(host)`` (the directory connection), ``create_*``,
+    ``bind``, ``send``, ``send_many``, ``receive``, ``receive2``,
+    ``receive_many``, ``serve``, ``close``.  ``send_now``/``receive_now``
+    never wait.  Still blocking: the constructor with a hostname (use
+    ``connect``) and a plain ``with`` block's close (use ``async with``)."""
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self._watched = {}          # fd -> loop it is registered with
-        self._waiters = set()       # futures woken when any watched fd is readable
+    # the same arguments as pyzmq.ZMQ (tests/test_types.py checks they stay so)
+    def __init__(self, hostname: Optional[str] = None, *, timeout: float = 5.0,
+                 hwm: int = 1000, linger: float = 1.0, bind_timeout: float = 10.0,
+                 secret_key: Optional[str] = None, allowed_keys: Optional[Iterable[str]] = None,
+                 directory_key: Optional[str] = None, require_curve: bool = False,
+                 on_lost: Optional[Callable[[str, str], None]] = None,
+                 etcd_options: Optional[Dict[str, object]] = None) -> None:
+        super().__init__(hostname, timeout=timeout, hwm=hwm, linger=linger,
+                         bind_timeout=bind_timeout, secret_key=secret_key,
+                         allowed_keys=allowed_keys, directory_key=directory_key,
+                         require_curve=require_curve, on_lost=on_lost,
+                         etcd_options=etcd_options)
+        self._watched: Dict[int, asyncio.AbstractEventLoop] = {}   # fd -> its loop
+        self._waiters: Set[asyncio.Future[None]] = set()  # woken when a watched fd is readable
 
     # ---- waiting on the loop ---------------------------------------------
 
@@ -61,14 +85,14 @@ class ZMQ(wiring.ZMQ):
             loop.remove_reader(fd)
         self._watched.clear()
 
-    async def _readable(self, deadline, eid=0, follow=None):
+    async def _readable(self, deadline, eid=0, follow=None, listeners=False):
         """Until one of the instance's fds is readable (or the deadline).
 
         ``follow`` is the calling wait's [next time to look for moved
         peers]: kept by the caller across wake-ups, so other tasks' traffic
         waking this one often does not postpone the look for ever."""
         loop = asyncio.get_running_loop()
-        for fd in self._fds(eid):
+        for fd in self._fds(eid, listeners):
             if fd not in self._watched:
                 loop.add_reader(fd, self._wake)
                 self._watched[fd] = loop
@@ -84,7 +108,7 @@ class ZMQ(wiring.ZMQ):
             piece = left
             if self.following and follow is not None:
                 if follow[0] is None:
-                    follow[0] = now + FOLLOW_AFTER
+                    follow[0] = now + FOLLOW_FIRST
                 if follow[0] <= now:
                     self._follow_moved(eid)
                     follow[0] = now + FOLLOW_EVERY
@@ -106,21 +130,26 @@ class ZMQ(wiring.ZMQ):
 
     @staticmethod
     def _deadline(timeout):
-        if timeout is None:
-            return None
-        seconds = wiring._check_seconds(timeout, "timeout")
-        if seconds == float("inf"):
+        seconds = _zmq.check_timeout(timeout)     # as the blocking calls check it
+        if seconds is None:
             return None
         return asyncio.get_running_loop().time() + seconds
 
     # ---- the coroutines ---------------------------------------------------
 
-    async def receive(self, timeout=None, copy=True):
+    @overload  # type: ignore[override]
+    async def receive(self, timeout: Seconds = None, copy: Literal[True] = True) -> bytes: ...
+    @overload
+    async def receive(self, timeout: Seconds, copy: Literal[False]) -> Frame: ...
+    @overload
+    async def receive(self, timeout: Seconds = None, *, copy: Literal[False]) -> Frame: ...
+
+    async def receive(self, timeout: Seconds = None, copy: bool = True) -> Union[bytes, Frame]:
         """The next message from any queue; pyzmq.Timeout after timeout s."""
         deadline = self._deadline(timeout)
         follow = [None]
         while True:
-            self.serve(0)          # let binders of our global exchanges in
+            wiring.ZMQ.serve(self, 0)      # let binders of our global exchanges in
             msg = self.receive_now(copy=copy)
             if msg is not None:
                 self._pass_on()
@@ -128,14 +157,25 @@ class ZMQ(wiring.ZMQ):
             try:
                 await self._readable(deadline, 0, follow)
             except Timeout:
-                raise Timeout(f"no message arrived within {timeout} s") from None
+                raise Timeout(f"no message arrived within {timeout} s"
+                              + self._follow_refusals(0)) from None
 
-    async def receive2(self, timeout=None, copy=True):
+    @overload  # type: ignore[override]
+    async def receive2(self, timeout: Seconds = None,
+                       copy: Literal[True] = True) -> Tuple[int, bytes]: ...
+    @overload
+    async def receive2(self, timeout: Seconds, copy: Literal[False]) -> Tuple[int, Frame]: ...
+    @overload
+    async def receive2(self, timeout: Seconds = None, *,
+                       copy: Literal[False]) -> Tuple[int, Frame]: ...
+
+    async def receive2(self, timeout: Seconds = None,
+                       copy: bool = True) -> Tuple[int, Union[bytes, Frame]]:
         """(queue_id, message), as receive()."""
         deadline = self._deadline(timeout)
         follow = [None]
         while True:
-            self.serve(0)
+            wiring.ZMQ.serve(self, 0)
             item = wiring.ZMQ.receive2(self, block=False, copy=copy)
             if item is not None:
                 self._pass_on()
@@ -143,14 +183,16 @@ class ZMQ(wiring.ZMQ):
             try:
                 await self._readable(deadline, 0, follow)
             except Timeout:
-                raise Timeout(f"no message arrived within {timeout} s") from None
+                raise Timeout(f"no message arrived within {timeout} s"
+                              + self._follow_refusals(0)) from None
 
-    async def send(self, eid, msg, timeout=None):
+    async def send(self, eid: int, msg: Message,  # type: ignore[override]
+                   timeout: Seconds = None) -> bool:
         """Send; waits (without blocking the loop) while a bound queue is full."""
         deadline = self._deadline(timeout)
         follow = [None]
         while True:
-            self.serve(0)          # listeners' fds are watched too: take their news
+            wiring.ZMQ.serve(self, 0)      # listeners' fds are watched too: take their news
             if wiring.ZMQ.send(self, eid, msg, block=False):
                 self._pass_on()
                 return True
@@ -158,16 +200,299 @@ class ZMQ(wiring.ZMQ):
                 await self._readable(deadline, eid, follow)
             except Timeout:
                 raise Timeout("send timed out: a bound queue stayed full "
-                              "(high-water mark)") from None
+                              "(high-water mark)" + self._follow_refusals(eid)) from None
 
-    def receive_now(self, copy=True):
+    async def send_many(self, eid: int, messages: Iterable["Message"],
+                        timeout: Seconds = None) -> int:
+        """Send every message of an iterable on exchange eid, in order,
+        waiting (without blocking the loop) while a bound queue is full;
+        timeout bounds each wait.  Returns the count sent."""
+        _zmq.check_timeout(timeout)
+        n = 0
+        for msg in messages:
+            if not wiring.ZMQ.send(self, eid, msg, block=False):
+                await self.send(eid, msg, timeout)
+            else:
+                self._pass_on()
+            n += 1
+        return n
+
+    async def receive_many(self, max_count: int, timeout: Seconds = None) -> List[bytes]:
+        """Up to max_count messages: waits (up to timeout, without blocking
+        the loop) for the first, then takes whatever else is already there."""
+        if isinstance(max_count, bool) or not isinstance(max_count, int):
+            raise TypeError(f"max_count must be an int, not {type(max_count).__name__}")
+        if max_count < 1:
+            raise ValueError(f"max_count must be >= 1, not {max_count}")
+        out = [await self.receive(timeout)]
+        while len(out) < max_count:
+            msg = wiring.ZMQ.receive(self, block=False)
+            if msg is None:
+                break
+            out.append(msg)
+        return out
+
+    async def serve(self, timeout: float) -> None:
+        """Let remote binders in for `timeout` seconds (as the blocking
+        serve()), waiting on the loop."""
+        seconds = _zmq.check_timeout(timeout)
+        if seconds is None:
+            raise TypeError("serve() needs a timeout in seconds")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds
+        while True:
+            wiring.ZMQ.serve(self, 0)
+            if loop.time() >= deadline:
+                return
+            if not self._fds(0, True):
+                await asyncio.sleep(deadline - loop.time())     # no listener: nothing to serve
+                continue
+            try:
+                await self._readable(deadline, 0, None, True)
+            except Timeout:
+                wiring.ZMQ.serve(self, 0)
+                return
+
+    @overload
+    def receive_now(self, copy: Literal[True] = True) -> Optional[bytes]: ...
+    @overload
+    def receive_now(self, copy: Literal[False]) -> Optional[Frame]: ...
+
+    def receive_now(self, copy: bool = True) -> Union[bytes, Frame, None]:
         """A message if one is there, else None; never waits."""
         return wiring.ZMQ.receive(self, block=False, copy=copy)
 
-    def send_now(self, eid, msg):
+    def send_now(self, eid: int, msg: Message) -> bool:
         """Send if there is room (True), else False; never waits."""
         return wiring.ZMQ.send(self, eid, msg, block=False)
 
-    def close(self):
-        super().close()
-        self._wake()           # waiting tasks retry and get "closed"
+    # ---- creating and binding without blocking the loop ---------------------
+
+    async def create_exchange(self, name: str, scope: int = wiring.SCOPE_LOCAL,  # type: ignore[override]
+                              location: str = "", *,
+                              style: int = wiring.STYLE_DATA_DISTRIBUTION) -> int:
+        """As pyzmq.ZMQ.create_exchange, a coroutine: a global name is
+        registered in the loop's default executor."""
+        wiring.check_style(style)
+        return await self._acreate("exchange", name, scope, location, style)
+
+    async def create_queue(self, name: str, scope: int = wiring.SCOPE_LOCAL,  # type: ignore[override]
+                           location: str = "", *, hwm: Optional[int] = None) -> int:
+        """As pyzmq.ZMQ.create_queue, a coroutine (see create_exchange)."""
+        if hwm is not None:
+            wiring.check_hwm(hwm)
+        return await self._acreate("queue", name, scope, location,
+                                   wiring.STYLE_DATA_DISTRIBUTION, hwm)
+
+    async def _acreate(self, kind, name, scope, location, style, hwm=None):
+        made = self._create_object(kind, name, scope, location, style, hwm)
+        if isinstance(made, int):
+            return made
+        obj, where = made
+        if where is not None:
+            bound, address = self._listen(obj, where)
+            try:
+                await _in_executor(self._register, obj, address)
+            except BaseException:
+                self._unlisten(obj, bound)
+                raise
+            if name in self._objects:       # another task made it meanwhile
+                self._unlisten(obj, bound)
+                raise wiring.Error(f"{name!r} was created by another task meanwhile")
+            self._published(obj, address)
+        self._objects[name] = obj
+        return obj.id
+
+    async def bind(self, exchange_name: str, queue_name: str, *,  # type: ignore[override]
+                   hwm: Optional[int] = None, follow: Optional[str] = None,
+                   key: Optional[str] = None, wait: Optional[float] = None) -> None:
+        """As pyzmq.ZMQ.bind, a coroutine: names are looked up in the loop's
+        default executor, and a wait for a remote owner (its sync answer,
+        a CURVE handshake) is a wait on the loop, for a relay (two remote
+        objects) too.  A wait= for a name not registered yet is spent in
+        the executor too."""
+        plan = self._bind_plan(exchange_name, queue_name, hwm, follow, key, wait)
+        if plan is None:
+            return
+        if not plan.ex:
+            plan.ex_rec = await _in_executor(self._lookup, exchange_name, "exchange", plan.wait)
+        if not plan.q:
+            plan.q_rec = await _in_executor(self._lookup, queue_name, "queue", plan.wait)
+        self._check_usable()
+        self._bind_checked(plan)
+        if (exchange_name, queue_name) in self._bindings:
+            return                  # another task bound it meanwhile
+        ex, q, mark = plan.ex, plan.q, plan.mark
+        if ex and q:
+            self._exchange_connect(ex.id, self._queue_connectable(q.id), None, mark)
+        elif ex:
+            q_ep, q_ckey = wiring._target(*plan.q_rec)
+            if q_ckey:
+                handle = await self._complete(self._connect_start(
+                    ex.id, q_ep, q_ckey, mark, self._bind_timeout))
+            else:
+                handle = self._exchange_connect(ex.id, q_ep, None, mark)
+            self._bind_remote(plan, handle, q_ep, q_ckey)
+        elif q:
+            ex_ep, ex_ckey = wiring._target(*plan.ex_rec)
+            handle = await self._complete(self._subscribe_start(
+                q.id, ex_ep, self._bind_timeout, ex_ckey, mark, exchange_name))
+            self._bind_remote(plan, handle, ex_ep, ex_ckey)
+        else:
+            q_ep, q_key = wiring._target(*plan.q_rec)
+            ex_ep, ex_key = wiring._target(*plan.ex_rec)
+            await self._complete(self._relay_start(ex_ep, q_ep, self._bind_timeout,
+                                                   ex_key, q_key, mark, exchange_name))
+        if (exchange_name, queue_name) not in self._bindings:
+            self._bind_done(plan)
+
+    async def _complete(self, pending):
+        """Drive a pending bind (_subscribe_start, _connect_start,
+        _relay_start) to its
+        end on the loop: its fds are watched; the step raises at its deadline.
+        Cancelled or failed, the bind is undone."""
+        loop = asyncio.get_running_loop()
+        done = False
+        try:
+            while True:
+                handle = self._bind_step(pending)
+                if handle is not None:
+                    done = True
+                    return handle
+                wake = loop.create_future()
+                fds = self._bind_fds(pending)
+                for fd in fds:
+                    loop.add_reader(fd, lambda: wake.done() or wake.set_result(None))
+                try:
+                    # a libzmq fd signals news once: look again at least
+                    # every 50 ms, as the blocking form does
+                    await asyncio.wait_for(wake, 0.05)
+                except asyncio.TimeoutError:
+                    pass
+                finally:
+                    for fd in fds:
+                        loop.remove_reader(fd)
+        finally:
+            if not done:
+                self._bind_abort(pending)
+
+    # ---- the directory, asked in the executor -------------------------------
+
+    async def names(self, pattern: str = "*") -> List[str]:  # type: ignore[override]
+        """As pyzmq.ZMQ.names, a coroutine: the directory is asked in the
+        loop's default executor."""
+        from pyzmq.directory import entry_dict
+        directory = self._need_directory()
+        entries = await _in_executor(directory.list, pattern)
+        return [entry_dict(entry)["name"] for entry in entries]
+
+    async def info(self, name: str) -> Dict[str, object]:  # type: ignore[override]
+        """As pyzmq.ZMQ.info, a coroutine (the directory is asked in the
+        loop's default executor)."""
+        from pyzmq.directory import entry_dict
+        from pyzmq.protocol import validate_name
+        directory = self._need_directory()
+        return entry_dict(await _in_executor(directory.info, validate_name(name)))
+
+    # ---- connecting and closing without blocking the loop -------------------
+
+    @classmethod
+    async def connect(cls, hostname: str, *, timeout: float = 5.0, hwm: int = 1000,
+                      linger: float = 1.0, bind_timeout: float = 10.0,
+                      secret_key: Optional[str] = None,
+                      allowed_keys: Optional[Iterable[str]] = None,
+                      directory_key: Optional[str] = None, require_curve: bool = False,
+                      on_lost: Optional[Callable[[str, str], None]] = None,
+                      etcd_options: Optional[Dict[str, object]] = None) -> "ZMQ":
+        """An instance connected to the directory at `hostname`, made without
+        blocking the loop: ``zmq = await pyzmq.asyncio.ZMQ.connect(host)``.
+        The same arguments as the constructor (which connects in the
+        blocking form).  The connection (up to `timeout`) is made in the
+        loop's default executor; the instance belongs to the loop's thread."""
+        self = cls(None, timeout=timeout, hwm=hwm, linger=linger, bind_timeout=bind_timeout,
+                   secret_key=secret_key, allowed_keys=allowed_keys,
+                   require_curve=require_curve, on_lost=on_lost)
+        loop = asyncio.get_running_loop()
+        job = loop.run_in_executor(None, self._open_directory, hostname, directory_key,
+                                   secret_key, etcd_options)
+        try:
+            self._directory = await asyncio.shield(job)
+        except BaseException:
+            # cancelled while connecting: the client still comes; close it then
+            job.add_done_callback(lambda j: j.cancelled() or j.exception() or j.result().close())
+            wiring.ZMQ.close(self)
+            raise
+        return self
+
+    async def __aenter__(self) -> "ZMQ":
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def __exit__(self, *exc: object) -> None:
+        # a plain ``with`` closes in the blocking form (it cannot await)
+        wiring.ZMQ.close(self)
+        self._wake()
+
+    def close(self) -> Awaitable[None]:  # type: ignore[override]
+        """Close: unregister this instance's global names (in the loop's
+        default executor) and close its sockets, without blocking the loop.
+        ``await zmq.close()``.  Inside a running loop the close is a task
+        that runs even if nobody awaits it; outside one (atexit, a leak
+        check) it closes at once, in the blocking form, and returns an
+        awaitable that is already done."""
+        if self.closed:
+            return _DONE
+        self._check_usable()
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            wiring.ZMQ.close(self)
+            self._wake()
+            return _DONE
+        return loop.create_task(self._aclose(loop))
+
+    async def _aclose(self, loop):
+        directory, self._directory = self._directory, None
+        try:
+            if directory is not None:
+                names = [o.name for o in self._objects.values() if o.address is not None]
+                await asyncio.shield(loop.run_in_executor(None, _unregister_all,
+                                                          directory, names))
+        finally:
+            if not self.closed:
+                self._forget()
+                self._close(False)      # relay threads are told to stop, not joined
+            self._wake()           # waiting tasks retry and get "closed"
+
+
+async def _in_executor(fn, *args):
+    """fn(*args) in the running loop's default executor.  Cancelled, the
+    call still runs to its end there (a directory request cannot be taken
+    back); its result is dropped."""
+    return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
+
+
+def _unregister_all(directory, names):
+    """In an executor thread: what close() tells the directory."""
+    from pyzmq.errors import Error
+    try:
+        for name in names:
+            try:
+                directory.unregister(name)
+            except Error:
+                pass    # the directory drops them with the connection anyway
+    finally:
+        directory.close()
+
+
+class _Done:
+    """An awaitable that is already done (close() outside a running loop)."""
+
+    def __await__(self):
+        return
+        yield
+
+
+_DONE = _Done()

@@ -14,14 +14,40 @@ import sys
 from pyzmq import _zmq
 
 
-def curve_keypair():
+def curve_keypair() -> "tuple[str, str]":
     """A new CURVE keypair ``(public, secret)``, each 40 Z85 characters."""
     return _zmq.curve_keypair()
 
 
-def curve_public(secret):
-    """The public key (Z85) of a secret key (Z85); ValueError if it is not one."""
-    return _zmq.curve_public(secret)
+def curve_public(secret: str) -> str:
+    """The public key (Z85) of a secret key (Z85, surrounding whitespace
+    ignored); ValueError if it is not one."""
+    return _zmq.curve_public(strip_key(secret))
+
+
+def strip_key(key: object) -> object:
+    """A key as given, less surrounding whitespace when it is a str (a key
+    read from a file ends in a newline); anything else is returned as is,
+    for the checks to refuse."""
+    return key.strip() if isinstance(key, str) else key
+
+
+def load_key(path: "str | os.PathLike[str]") -> str:
+    """The one CURVE key (Z85, 40 characters) in the file at ``path``, such
+    as the secret key ``zmq_keygen PATH`` writes to PATH or the public key
+    in PATH.pub.  Surrounding whitespace, blank lines and lines starting
+    with '#' are skipped.  OSError when the file cannot be read,
+    ValueError when it does not hold exactly one key."""
+    with open(path, encoding="ascii", errors="replace") as f:
+        lines = [line.strip() for line in f]
+    keys = [line for line in lines if line and not line.startswith("#")]
+    if len(keys) != 1:
+        raise ValueError(f"{os.fspath(path)}: expected one CURVE key (40 Z85 characters), "
+                         f"found {len(keys)} non-comment lines")
+    try:
+        return _zmq._check_z85_key(keys[0], "key")
+    except ValueError as exc:
+        raise ValueError(f"{os.fspath(path)}: {exc}") from None
 
 
 def check_key(key, what="key"):
@@ -29,14 +55,28 @@ def check_key(key, what="key"):
     return _zmq._check_z85_key(key, what)
 
 
+def _create(path, mode):
+    """A new file at ``path`` opened for writing: never an existing file,
+    never through a symlink (O_EXCL, O_NOFOLLOW)."""
+    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
+
+
 def write_keypair(path):
-    """Write a new secret key to ``path`` (mode 0600, never over an existing
-    file) and its public key to ``path.pub``; return the public key."""
+    """Write a new secret key to ``path`` (mode 0600) and its public key to
+    ``path.pub`` (0644); neither may exist yet (a symlink planted at either
+    is refused: FileExistsError); return the public key."""
     public, secret = curve_keypair()
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    path = os.fspath(path)
+    fd = _create(path, 0o600)
+    try:
+        pub_fd = _create(path + ".pub", 0o644)
+    except BaseException:
+        os.close(fd)
+        os.unlink(path)         # nothing written yet: leave no half pair
+        raise
     with os.fdopen(fd, "w") as f:
         f.write(secret + "\n")
-    with open(path + ".pub", "w") as f:
+    with os.fdopen(pub_fd, "w") as f:
         f.write(public + "\n")
     return public
 
@@ -51,8 +91,9 @@ def main(argv=None):
     args = parser.parse_args(argv)
     try:
         public = write_keypair(args.path)
-    except FileExistsError:
-        parser.error(f"{args.path} exists; not overwriting a key")
+    except FileExistsError as exc:
+        parser.error(f"{exc.filename or args.path} exists; not overwriting a key "
+                     "(nor writing through a link)")
     except OSError as exc:
         parser.error(f"cannot write {args.path}: {exc.strerror or exc}")
     print(public)

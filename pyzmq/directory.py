@@ -18,7 +18,6 @@ the lease, which frees its names at once.
 """
 
 import collections
-import errno
 import itertools
 import logging
 import math
@@ -28,11 +27,15 @@ import sys
 import threading
 import time
 import weakref
+from dataclasses import dataclass
 
 from pyzmq import protocol as p
+from pyzmq._zmq import check_seconds
 from pyzmq.errors import Error, Timeout
 
 log = logging.getLogger("pyzmq.directory")
+
+_clients = weakref.WeakSet()   # every DirectoryClient of this process (to tell who holds a name)
 
 ROUND_MAX = 0.25      # the keeper looks at its clock at least this often (seconds)
 WATCH_FIRST = 1.0     # a watched name is looked up again at most this often at first,
@@ -46,21 +49,33 @@ MAX_SOCKETS = 32768   # of the directory clients' context (3 per client)
 class DirectoryError(Error):
     """The directory refused a request.  ``code`` is the protocol error code."""
 
-    def __init__(self, message, code):
+    def __init__(self, message: str, code: int) -> None:
         super().__init__(message)
         self.code = code
 
 
-class _Unreachable(Error):
-    """A connection attempt failed; ``reason`` says why in a few words."""
+class DirectoryUnreachable(Error):
+    """No directory answers at the address: nothing listens there, or the
+    connection attempt timed out.  ``reason`` says why in a few words; the
+    message also says what to do (start ``zmq_server``, or run one inside
+    the program with ``pyzmq.Directory()``)."""
 
-    def __init__(self, message, reason):
+    def __init__(self, message: str, reason: str) -> None:
         super().__init__(message)
         self.reason = reason
 
 
-class _UnreachableTimeout(_Unreachable, Timeout):
+_Unreachable = DirectoryUnreachable
+
+
+class _UnreachableTimeout(DirectoryUnreachable, Timeout):
     pass
+
+
+def _unreachable_text(address, reason):
+    return (f"cannot reach the directory at {address}: {reason}; start one there with "
+            f"`zmq_server` (e.g. `zmq_server --port {address.rsplit(':', 1)[-1]}`), or run "
+            "one inside this program: `with pyzmq.Directory() as d: pyzmq.ZMQ(d.address)`")
 
 
 def _printable(text):
@@ -80,6 +95,14 @@ def parse_hostname(hostname):
     text = hostname.strip()
     if not text:
         raise ValueError("directory hostname is empty; expected 'host' or 'host:port'")
+    scheme, sep, rest = text.partition("://")
+    if sep:
+        if scheme.lower() == "tcp":
+            raise ValueError(f"directory hostname {hostname!r}: a hostname takes no scheme; "
+                             f"write {rest!r}")
+        raise ValueError(f"directory hostname {hostname!r}: unknown scheme {scheme + sep!r}; "
+                         "the directory is reached over TCP at 'host' or 'host:port', "
+                         "written without a scheme")
     if text.startswith("["):
         host, bracket, rest = text[1:].partition("]")
         if not bracket or not host or (rest and not rest.startswith(":")):
@@ -111,7 +134,10 @@ class DirectoryBackend:
     background following (:meth:`watch`, :meth:`watched`) never depend on
     the lease.  Every method may be called from any thread.
 
-    Implementations: :class:`DirectoryClient` (``zmq_server``).
+    Implementations: :class:`DirectoryClient` (``zmq_server``) and
+    :class:`pyzmq.etcd_directory.EtcdDirectory` (an etcd cluster; its
+    :meth:`list` and :meth:`info` give :func:`entry_dict` objects, which
+    the wiring layer takes too, and it has no :meth:`subscribe`).
     """
 
     address = None    # where the directory is, for messages
@@ -177,7 +203,10 @@ class DirectoryBackend:
 
 def entry_dict(entry):
     """A :class:`pyzmq.protocol.Entry` as the JSON object ``zmq_names`` and
-    ``ZMQ.info`` give: name, kind, address, key, owner, registered."""
+    ``ZMQ.info`` give: name, kind, address, key, owner, registered.  (The
+    etcd backend's records are such objects already: passed through.)"""
+    if isinstance(entry, dict):
+        return dict(entry, key=entry.get("key") or None)
     registered = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(entry.registered_ms // 1000))
     return {
         "name": entry.name,
@@ -214,6 +243,18 @@ def _zmq_context():
                 pass
             _context_pid = os.getpid()
         return _context
+
+
+@dataclass
+class _Watch:
+    """What the keeper last learned of a watched name: the ``record``
+    ``(kind, address, key)``, or None while the name is not registered;
+    ``serial`` of that lookup (serials grow across names), and when to look
+    again (``due``, monotonic) after ``interval`` seconds."""
+    serial: int
+    record: tuple
+    interval: float
+    due: float
 
 
 class Watch:
@@ -358,16 +399,24 @@ class DirectoryClient(DirectoryBackend):
     with CurveZMQ: the directory must hold the matching secret key, and
     this client authenticates with ``secret_key`` (Z85; a key made for this
     client when None).
+
+    ``on_lost(name, reason)`` is called from the keeper thread (never with
+    a lock held) for each name the directory refused when this client
+    registered it again under a new lease; such names are also kept in
+    ``lost``.
     """
 
-    def __init__(self, hostname, timeout=5.0, server_key=None, secret_key=None, ttl=p.DEFAULT_TTL):
+    def __init__(self, hostname, timeout=5.0, server_key=None, secret_key=None, ttl=p.DEFAULT_TTL,
+                 on_lost=None):
         import zmq
         from pyzmq.curve import check_key, curve_keypair, curve_public
+        if on_lost is not None and not callable(on_lost):
+            raise TypeError(f"on_lost must be a callable(name, reason), not {type(on_lost).__name__}")
+        self._on_lost = on_lost
+        self.lost = {}    # name -> reason: names the directory refused on re-registration
+        self._lost_news = []   # (name, reason) for on_lost, called by the keeper outside the lock
         self._host, self._port = parse_hostname(hostname)
-        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
-            raise TypeError(f"timeout must be a number of seconds, not {type(timeout).__name__}")
-        if not (timeout > 0 and math.isfinite(timeout)):
-            raise ValueError(f"timeout must be a positive, finite number of seconds, not {timeout!r}")
+        timeout = check_seconds(timeout, "timeout", positive=True)
         if isinstance(ttl, bool) or not isinstance(ttl, (int, float)):
             raise TypeError(f"ttl must be a number of seconds, not {type(ttl).__name__}")
         if not (ttl > 0 and math.isfinite(ttl)) or ttl > 4_000_000:
@@ -416,7 +465,7 @@ class DirectoryClient(DirectoryBackend):
         # names whose records the keeper looks up in the background (watch())
         self._watch_lock = threading.Lock()
         self._wanted = set()
-        self._watched = {}    # name -> [serial, record or None, interval, next lookup time]
+        self._watched = {}    # name -> _Watch
         self._watch_serial = 0
         self._looking = set()  # watched names with a lookup in flight
         self._subscriptions = {}   # request id of the live WATCH -> Watch
@@ -475,6 +524,7 @@ class DirectoryClient(DirectoryBackend):
         if error is not None:
             self._shutdown()
             raise error
+        _clients.add(self)
 
     # -- public API --------------------------------------------------------
 
@@ -639,7 +689,7 @@ class DirectoryClient(DirectoryBackend):
         with self._watch_lock:
             fresh = set(names) - self._wanted
             self._wanted.update(fresh)
-            due = any(n not in self._watched or self._watched[n][3] <= now for n in fresh)
+            due = any(n not in self._watched or self._watched[n].due <= now for n in fresh)
         if due:
             self._wakeup()
 
@@ -649,7 +699,7 @@ class DirectoryClient(DirectoryBackend):
         None if it has not been looked up yet.  Never blocks."""
         with self._watch_lock:
             entry = self._watched.get(name)
-            return None if entry is None else (entry[0], entry[1])
+            return None if entry is None else (entry.serial, entry.record)
 
     def watch_serial(self):
         """The serial the next background lookup will exceed: answers with a
@@ -685,6 +735,16 @@ class DirectoryClient(DirectoryBackend):
         self._wakeup()
         if self._keeper is not threading.current_thread():
             self._keeper.join(2.0)  # it closes the sockets on its way out
+
+    def _abandon(self):
+        """Close without waiting for anything and without a word to the
+        directory: for an owner collected while open.  The keeper thread is
+        told to stop, not joined: it closes the sockets on its way out.  The
+        lease is not revoked, so the names go when it expires (one TTL)."""
+        self._closed = True
+        self._connected = False
+        self._stop.set()
+        self._wakeup()
 
     def __del__(self):
         # Dropped without close(): stop the keeper, which closes the sockets.
@@ -787,7 +847,7 @@ class DirectoryClient(DirectoryBackend):
         if not self._seen:
             reason += (f" (no TCP connection was made; keeper {'alive' if self._keeper.is_alive() else 'dead'}, "
                        f"{self._rounds} rounds)")
-        return _UnreachableTimeout(f"cannot reach the directory at {self.address}: {reason}", reason)
+        return _UnreachableTimeout(_unreachable_text(self.address, reason), reason)
 
     def _expect(self, request, reply):
         expected = {p.Lookup: p.Found, p.Ping: p.Pong, p.Lease: p.Granted, p.List: p.Listed,
@@ -800,6 +860,9 @@ class DirectoryClient(DirectoryBackend):
     def _error_text(self, request, reply, name):
         code = reply.code
         if code == p.DUPLICATE:
+            if self._held_here(name):
+                return (f"global name {name!r} is already registered by another instance "
+                        "(in this process: close it first)")
             return f"global name {name!r} is already registered by another process"
         if code == p.NOT_FOUND and isinstance(request, (p.Lookup, p.Info)):
             return f"no global object named {name!r} in the directory at {self.address}"
@@ -811,6 +874,16 @@ class DirectoryClient(DirectoryBackend):
             return f"the directory at {self.address} refused {name!r}: {_printable(reply.message)}"
         what = p.ERROR_NAMES.get(code, f"error {code}")
         return f"the directory at {self.address} answered {what}: {_printable(reply.message)}"
+
+    def _held_here(self, name):
+        """True when another open client of this process holds ``name`` in
+        the same directory (an instance made again, as by a notebook cell
+        run twice, while the first one is still open)."""
+        for other in list(_clients):
+            if other is not self and not other._closed and name in other._names \
+                    and other.address == self.address:
+                return True
+        return False
 
     # -- the lease (keeper thread, lock held) ----------------------------------
 
@@ -860,8 +933,11 @@ class DirectoryClient(DirectoryBackend):
             name = request.name
             if self._names.get(name) == (request.kind, request.address, request.key):
                 del self._names[name]
-            why = ("another process registered it while this client's lease was lost"
-                   if reply.code == p.DUPLICATE else _printable(reply.message))
+            why = ("another process registered it while this client's lease at the directory "
+                   f"at {self.address} was lost" if reply.code == p.DUPLICATE
+                   else f"the directory at {self.address} refused it: {_printable(reply.message)}")
+            self.lost[name] = why
+            self._lost_news.append((name, why))
             log.warning("global name %r is no longer registered by this process: the directory at %s "
                         "refused it when registering it again (%s)", name, self.address, why)
 
@@ -924,6 +1000,13 @@ class DirectoryClient(DirectoryBackend):
             self._look_up_wanted(now)
             self._send(zmq)
             self._expire_calls(now)
+            news, self._lost_news = self._lost_news, []
+        for name, why in news:          # outside the lock: the callback may call us
+            if self._on_lost is not None:
+                try:
+                    self._on_lost(name, why)
+                except Exception:
+                    log.exception("the on_lost callback failed for global name %r", name)
         return True
 
     def _send(self, zmq):
@@ -1054,8 +1137,8 @@ class DirectoryClient(DirectoryBackend):
                 if not self._ever_connected and self._last_failure == "not connected yet":
                     self._last_failure = "connection refused"
                     if not self._opened.is_set():
-                        self._open_error = _Unreachable(f"cannot reach the directory at {self.address}: "
-                                                        "Connection refused", "Connection refused")
+                        self._open_error = _Unreachable(_unreachable_text(self.address, "Connection refused"),
+                                                        "Connection refused")
                         self._opened.set()
             elif kind == zmq.EVENT_HANDSHAKE_SUCCEEDED:
                 if self._ever_connected:
@@ -1115,7 +1198,7 @@ class DirectoryClient(DirectoryBackend):
             return
         with self._watch_lock:
             due = [n for n in self._wanted
-                   if n not in self._looking and (n not in self._watched or self._watched[n][3] <= now)]
+                   if n not in self._looking and (n not in self._watched or self._watched[n].due <= now)]
             self._looking.update(due)
         for name in due:
             self._queue.append(_Call(lambda lease, n=name: p.Lookup(n), False, now + self.timeout,
@@ -1136,10 +1219,10 @@ class DirectoryClient(DirectoryBackend):
                 return
             previous = self._watched.get(name)
             interval = WATCH_FIRST
-            if record is not None and previous is not None and previous[1] == record:
-                interval = min(WATCH_MAX, previous[2] * 2)      # unchanged: ask less often
+            if record is not None and previous is not None and previous.record == record:
+                interval = min(WATCH_MAX, previous.interval * 2)    # unchanged: ask less often
             self._watch_serial += 1
-            self._watched[name] = [self._watch_serial, record, interval, time.monotonic() + interval]
+            self._watched[name] = _Watch(self._watch_serial, record, interval, time.monotonic() + interval)
 
 
 def _keep_alive(ref, stop):

@@ -12,7 +12,7 @@ class Error(Exception):
     otherwise ``None``.
     """
 
-    def __init__(self, message, errno=None):
+    def __init__(self, message: str, errno: "int | None" = None) -> None:
         super().__init__(message)
         self.errno = errno
 

@@ -11,7 +11,7 @@ handler here admits client keys (``--curve-allow``).
 :class:`Server` carries messages to and from it.
 
 Run it as ``zmq_server [--port N] [-q] [--curve-secret FILE [--curve-allow
-FILE]] [ADDRESS]`` or ``python -m pyzmq.server ...``.
+FILE] [--key-grace SECONDS]] [ADDRESS]`` or ``python -m pyzmq.server ...``.
 """
 
 import argparse
@@ -23,10 +23,12 @@ import ipaddress
 import os
 import secrets
 import signal
+import math
 import socket
 import sys
 import time
 
+from pyzmq import lifeline
 from pyzmq import protocol as p
 
 ZAP_DOMAIN = b"pyzmq-wiring-directory"
@@ -36,6 +38,8 @@ BATCH = 256               # messages handled per wake-up of the serving task
 HANDSHAKE_MS = 5000       # a connection must finish the ZeroMQ handshake this soon (ZMQ_HANDSHAKE_IVL)
 SNDHWM = 100_000          # replies queued per client before the ROUTER drops them
 RCVHWM = 10_000
+KEY_GRACE = 30.0          # seconds a keyed name stays tied to its key after its owner left
+MAX_RESERVED = 100_000    # names held for their last key at once (see Registry._reserve)
 
 
 def _log(line):
@@ -249,10 +253,19 @@ class Registry:
 
     Times are passed in: ``now`` is a monotonic clock (lease expiry),
     ``wall`` the time of day (registration times).
+
+    On a secure directory (leases held by a client with a proven CURVE key,
+    the ZAP User-Id) a name that was registered with a key stays tied to
+    that key for ``key_grace`` seconds after its lease ended or it was
+    unregistered: meanwhile only a registration with the same key is
+    accepted, so an owner that restarts gets its name back before anyone
+    else can take it (and binders never find a keyless or foreign record
+    under it).  ``clock`` gives the time of that rule (monotonic seconds).
     """
 
     def __init__(self, max_names=p.MAX_NAMES_PER_LEASE, log=None, min_ttl=p.MIN_TTL, max_ttl=p.MAX_TTL,
-                 new_id=lambda: secrets.token_hex(16), max_records=p.MAX_RECORDS, max_leases=p.MAX_LEASES):
+                 new_id=lambda: secrets.token_hex(16), max_records=p.MAX_RECORDS, max_leases=p.MAX_LEASES,
+                 key_grace=KEY_GRACE, clock=time.monotonic, max_reserved=MAX_RESERVED):
         self.max_names = max_names
         self.max_records = max_records
         self.max_leases = max_leases
@@ -267,6 +280,11 @@ class Registry:
         self._exact_watches = {}    # name -> set of EXACT _Watch
         self._glob_watches = set()
         self.outbox = []            # (routing id, header, body) of WATCH events for the I/O side to send
+        self.reserved = {}          # name -> (key, until), oldest first
+        self._reserved_by_key = {}  # key -> {name: None}, oldest first: the same names
+        self.key_grace = key_grace
+        self.max_reserved = max_reserved
+        self.clock = clock
 
     # -- leases ------------------------------------------------------------
 
@@ -441,6 +459,15 @@ class Registry:
                                          "(zmq_server --max-records)")
         if record is not None and (record.kind, record.address, record.key) == (kind, address, key):
             return p.Ok()       # the same again (a client registering its names anew): nothing changes
+        held = self._held(name) if record is None else None
+        if held is not None and key != held[0]:
+            left = held[1] - self.clock()
+            self.log(f"zmq_server: refused {name!r} to {lease.peer}: held for key {held[0]} "
+                     f"for another {left:.1f} s", "refusals")
+            return p.ErrorReply(p.AUTH, f"name {name!r} is held for the CURVE key of its last owner "
+                                        f"for another {left:.0f} s; until then only that key may "
+                                        "register it")
+        self._unreserve(name)
         new = self.records[name] = Record(kind, address, key, lease, wall)
         if record is None:
             self._sorted = None
@@ -475,6 +502,49 @@ class Registry:
         record.owner.names.discard(name)
         self.log(f"zmq_server: removed {name!r} kind {record.kind} at {record.address} "
                  f"by {record.owner.peer} ({why})", "removals")
+        if record.key and record.owner.key is not None and self.key_grace > 0:
+            self._reserve(name, record.key)
+
+    def drop(self, lease, why="lease revoked"):
+        """End ``lease`` at once, as if it was revoked (its names go)."""
+        if self.leases.get(lease.id) is lease:
+            self._end(lease, why)
+
+    def _reserve(self, name, key):
+        """Hold ``name`` for ``key`` for the grace period, within bounds that
+        one key cannot use to push other keys' names out: a key holds at most
+        ``max_names`` names (one lease's worth; beyond, its own oldest go),
+        and only when the whole table is full, which takes
+        max_reserved / max_names keys, does the oldest name of any key go."""
+        self._expire_reserved()
+        mine = self._reserved_by_key.get(key, {})
+        while mine and (len(mine) >= self.max_names or len(self.reserved) >= self.max_reserved):
+            self._unreserve(next(iter(mine)))
+        while len(self.reserved) >= self.max_reserved:
+            self._unreserve(next(iter(self.reserved)))
+        self.reserved[name] = (key, self.clock() + self.key_grace)
+        self._reserved_by_key.setdefault(key, {})[name] = None
+
+    def _unreserve(self, name):
+        held = self.reserved.pop(name, None)
+        if held is not None:
+            mine = self._reserved_by_key[held[0]]
+            del mine[name]
+            if not mine:
+                del self._reserved_by_key[held[0]]
+
+    def _held(self, name):
+        """(key, until) if ``name`` is still tied to its last owner's key."""
+        self._expire_reserved()
+        return self.reserved.get(name)
+
+    def _expire_reserved(self):
+        now = self.clock()
+        while self.reserved:
+            name, (key, until) = next(iter(self.reserved.items()))
+            if until > now:
+                break
+            self._unreserve(name)
 
 
 def _literal_prefix(pattern):
@@ -518,12 +588,14 @@ class Server:
                  allowed_keys=None, min_ttl=p.MIN_TTL, max_ttl=p.MAX_TTL,
                  max_names=p.MAX_NAMES_PER_LEASE, max_records=p.MAX_RECORDS, max_leases=p.MAX_LEASES,
                  log_rate=20, metrics=None, max_per_source=p.MAX_PER_SOURCE,
-                 max_handshaking=p.MAX_HANDSHAKING):
-        """``metrics`` ("HOST:PORT") serves Prometheus metrics over HTTP there."""
+                 max_handshaking=p.MAX_HANDSHAKING, key_grace=KEY_GRACE):
         """``secret_key`` (Z85) makes every connection CURVE (docs/directory.md):
         clients must know the matching public key, ``public_key`` here.
         ``allowed_keys`` (Z85 public keys) then limits which clients are served;
-        None serves any client that completes the handshake."""
+        None serves any client that completes the handshake.  ``key_grace``:
+        seconds a name registered with a key stays tied to it after its
+        owner left (secure directories only; see Registry).  ``metrics``
+        ("HOST:PORT") serves Prometheus metrics over HTTP there."""
         import zmq
         from pyzmq.curve import check_key
         self._secret = None
@@ -545,7 +617,7 @@ class Server:
         self.quiet = quiet
         self._log = RateLimitedLog(per_second=log_rate)
         self.registry = Registry(max_names=max_names, log=self._info, min_ttl=min_ttl, max_ttl=max_ttl,
-                                 max_records=max_records, max_leases=max_leases)
+                                 max_records=max_records, max_leases=max_leases, key_grace=key_grace)
         self._stopping = None
         self.caps = SourceCaps(max_per_source, max_handshaking)
         self.metrics = None
@@ -917,7 +989,16 @@ def parse_args(argv=None):
                              f"(default {p.MAX_HANDSHAKING:,}); more are dropped")
     parser.add_argument("--log-rate", type=int, default=20, metavar="LINES",
                         help="log lines a second at most; a summary line counts the rest (default 20)")
+    parser.add_argument("--key-grace", metavar="SECONDS", type=float, default=KEY_GRACE,
+                        help="with --curve-secret: seconds a name registered with a key stays "
+                             "tied to that key after its owner left, so that only the same key "
+                             f"may take it back (default: {KEY_GRACE:g}; 0: none)")
+    parser.add_argument(lifeline.FLAG, action="store_true",
+                        help="stop when the parent process exits (its pipe on stdin closes); "
+                             "how pyzmq.Directory() runs it")
     args = parser.parse_args(argv)
+    if not (math.isfinite(args.key_grace) and args.key_grace >= 0):
+        parser.error(f"--key-grace must be a number of seconds >= 0, not {args.key_grace}")
     if not 0 <= args.port <= 65535:
         parser.error(f"port {args.port} is not in 0..65535")
     if args.metrics is not None:
@@ -935,6 +1016,8 @@ def parse_args(argv=None):
         parser.error(f"--min-ttl {args.min_ttl:g} and --max-ttl {args.max_ttl:g}: need 0 < min <= max")
     if args.curve_allow and not args.curve_secret:
         parser.error("--curve-allow needs --curve-secret")
+    if args.exit_with_parent and lifeline.stdin_problem():
+        parser.error(f"{lifeline.FLAG}: {lifeline.stdin_problem()}")
     args.secret_key = args.allowed_keys = None
     try:
         if args.curve_secret:
@@ -943,9 +1026,21 @@ def parse_args(argv=None):
             args.allowed_keys = read_key_list(args.curve_allow)
             if not args.allowed_keys:
                 raise ValueError(f"--curve-allow {args.curve_allow} lists no keys: no client could connect")
+            _warn_if_writable(args.curve_allow)
     except (OSError, ValueError) as exc:
         parser.error(str(exc))
     return args
+
+
+def _warn_if_writable(path):
+    """Warn when users other than the file's owner could change the allow
+    list (and so let their own key in)."""
+    try:
+        if os.stat(path).st_mode & 0o022:
+            _log(f"zmq_server: warning: {path} lists the allowed client keys and is writable by "
+                 "other users: any of them can add a key (chmod go-w)")
+    except OSError:
+        pass
 
 
 def read_key_file(path, what):
@@ -988,10 +1083,9 @@ def main(argv=None):
                     allowed_keys=args.allowed_keys, min_ttl=args.min_ttl, max_ttl=args.max_ttl,
                     max_records=args.max_records, max_leases=args.max_leases, log_rate=args.log_rate,
                     metrics=args.metrics, max_per_source=args.max_per_source,
-                    max_handshaking=args.max_handshaking)
+                    max_handshaking=args.max_handshaking, key_grace=args.key_grace)
 
     def ready(host, port):
-        secure = f" (CURVE, public key {server.public_key})" if server.public_key else ""
         print(ready_line(host, port, server.public_key), flush=True)
         if server.metrics_address is not None:
             _log(f"zmq_server: metrics on http://{format_hostport(*server.metrics_address)}/metrics")
@@ -1005,6 +1099,8 @@ def main(argv=None):
                 loop.add_signal_handler(sig, server.stop)
             except (NotImplementedError, RuntimeError):
                 pass  # not on this platform; KeyboardInterrupt still ends the loop
+        if args.exit_with_parent:
+            lifeline.watch_parent(loop, server.stop)
         await server.serve(ready)
 
     try:

@@ -12,6 +12,9 @@
         peer.expect("ready")
         peer.tell("go")
 
+A server child stops with this process, however it ends (SIGKILL
+included): see ``pyzmq/lifeline.py``, shared with :class:`pyzmq.Directory`.
+
 The children's stdout and stderr are drained by daemon threads (so a chatty
 child never blocks on a full pipe); the last lines of a server's stderr are
 kept for :meth:`ServerProcess.logs` and :meth:`ServerProcess.wait_for_log`.
@@ -32,20 +35,15 @@ import textwrap
 import threading
 import time
 
+from pyzmq import lifeline
+from pyzmq.embedded import READY_LINE, child_env, server_command
 from pyzmq.errors import Error
 
-_READY = re.compile(r"^zmq_server: listening on (\S+):(\d+)(?: \(CURVE, public key (\S{40})\))?(?: -- .*)?$")
+_READY = READY_LINE
 _REGISTERED = re.compile(r"zmq_server: registered '(.*)' kind [EQ] at (\S+) by ")
 _PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def child_env():
-    """This process's environment, with this checkout first on PYTHONPATH and
-    unbuffered output (children's lines arrive as they are printed)."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [_PACKAGE_ROOT, env.get("PYTHONPATH")]))
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
 
 
 class ServerProcess:
@@ -81,14 +79,12 @@ class ServerProcess:
             raise Error(f"zmq_server is already running as pid {self._proc.pid}")
         if port is not None:
             self.port = port
-        cmd = [sys.executable, "-m", "pyzmq.server", "--port", str(self.port)]
-        if self.quiet:
-            cmd.append("-q")
-        cmd.extend(self.extra_args)
-        cmd.append(self.host)
-        self._proc = proc = self._popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                        stderr=subprocess.PIPE, env=child_env(), text=True,
-                                        errors="replace")
+        # it stops with this process, however this process ends (a
+        # script that never calls stop() leaves nothing running)
+        cmd = server_command(self.host, self.port, (["-q"] if self.quiet else []) + self.extra_args)
+        self._proc = proc = lifeline.spawn(cmd, popen=self._popen, stdout=subprocess.PIPE,
+                                           stderr=subprocess.PIPE, env=child_env(), text=True,
+                                           errors="replace")
         ready = {}
         ready_event = threading.Event()
         threading.Thread(target=self._drain_stdout, args=(proc, ready, ready_event),
@@ -129,17 +125,21 @@ class ServerProcess:
             return None
         if proc.poll() is None:
             proc.kill()
-        return proc.wait()
+        status = proc.wait()
+        _close_lifeline(proc)
+        return status
 
     @staticmethod
     def _terminate(proc, timeout=5.0):
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
             try:
-                return proc.wait(timeout)
+                proc.wait(timeout)
             except subprocess.TimeoutExpired:
                 proc.kill()
-        return proc.wait()
+        status = proc.wait()
+        _close_lifeline(proc)
+        return status
 
     def __enter__(self):
         if not self.running:
@@ -226,6 +226,15 @@ class ServerProcess:
             with self._logs_changed:
                 self._logs.append(line.rstrip("\n"))
                 self._logs_changed.notify_all()
+
+
+def _close_lifeline(proc):
+    """Close our end of a stopped server's stdin pipe (no fd kept per run)."""
+    try:
+        if proc.stdin is not None:
+            proc.stdin.close()
+    except OSError:
+        pass
 
 
 class PeerProcess:
@@ -322,3 +331,274 @@ class PeerProcess:
 
     def __exit__(self, *exc):
         self.close()
+
+
+class EtcdCluster:
+    """A real etcd cluster of ``size`` nodes (default 3) on loopback, one
+    ``etcd`` process per node, each with its own data directory in a
+    temporary directory, for the etcd directory backend's tests and
+    benchmark (docs/etcd.md).
+
+        with EtcdCluster() as cluster:
+            ZMQ(cluster.url)               # "etcd://127.0.0.1:P1,127.0.0.1:P2,..."
+            cluster.kill(cluster.leader()) # SIGKILL the leader
+            cluster.restart(i)             # back on the same ports and data
+
+    The nodes' output goes to ``<tmp>/<name>.log`` (no reader threads).
+    ``heartbeat_ms`` and ``election_ms`` are etcd's ``--heartbeat-interval``
+    and ``--election-timeout`` (etcd's defaults: 100 and 1000).
+
+    ``tls`` (a dict: ``cert``, ``key`` of the nodes, ``ca`` that signed the
+    clients' certificates, and ``client_cert``, ``client_key`` for this
+    helper's own checks; :func:`make_test_certs` makes one) serves the
+    client URLs over https and requires a client certificate signed by
+    ``ca``; :attr:`url` is then ``etcd+tls://``.
+    """
+
+    def __init__(self, size=3, host="127.0.0.1", heartbeat_ms=100, election_ms=1000,
+                 ready_timeout=20.0, extra_args=(), etcd="etcd", tls=None):
+        import shutil
+        if shutil.which(etcd) is None:
+            raise Error(f"{etcd!r} is not installed: on Debian, apt-get install etcd-server etcd-client "
+                        "(setup.sh does)")
+        self.size = size
+        self.host = host
+        self.heartbeat_ms = heartbeat_ms
+        self.election_ms = election_ms
+        self.ready_timeout = ready_timeout
+        self.extra_args = list(extra_args)
+        self.etcd = etcd
+        self.tls = tls
+        self.dir = None
+        self.names = [f"node{i}" for i in range(size)]
+        self.client_ports = []
+        self.peer_ports = []
+        self._procs = [None] * size
+        self._token = None
+
+    # -- addresses ---------------------------------------------------------
+
+    @property
+    def endpoints(self):
+        """``["127.0.0.1:PORT", ...]``, one per node, in node order."""
+        return [f"{self.host}:{port}" for port in self.client_ports]
+
+    @property
+    def url(self):
+        """The directory address for ``ZMQ()``: ``etcd://h:p,h:p,h:p``."""
+        return ("etcd+tls://" if self.tls else "etcd://") + ",".join(self.endpoints)
+
+    def endpoint(self, i):
+        return self.endpoints[i]
+
+    # -- lifecycle ---------------------------------------------------------
+
+    def start(self):
+        """Pick free ports, start every node and wait until all are healthy."""
+        import socket
+        import tempfile
+        import uuid
+        if self.dir is None:
+            self.dir = tempfile.mkdtemp(prefix="pyzmq-etcd-")
+        if not self.client_ports:
+            holders = []
+            for _ in range(2 * self.size):     # held together, so all differ
+                s = socket.socket()
+                s.bind((self.host, 0))
+                holders.append(s)
+            ports = [s.getsockname()[1] for s in holders]
+            for s in holders:
+                s.close()
+            self.client_ports, self.peer_ports = ports[:self.size], ports[self.size:]
+        self._token = f"pyzmq-{uuid.uuid4().hex[:12]}"
+        for i in range(self.size):
+            self._spawn(i)
+        self.wait_healthy()
+        return self
+
+    def _spawn(self, i):
+        name = self.names[i]
+        cluster = ",".join(f"{n}=http://{self.host}:{p}" for n, p in zip(self.names, self.peer_ports))
+        client = f"{'https' if self.tls else 'http'}://{self.host}:{self.client_ports[i]}"
+        peer = f"http://{self.host}:{self.peer_ports[i]}"
+        cmd = [self.etcd, "--name", name, "--data-dir", os.path.join(self.dir, name),
+               "--listen-client-urls", client, "--advertise-client-urls", client,
+               "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
+               "--initial-cluster", cluster, "--initial-cluster-state", "new",
+               "--initial-cluster-token", self._token,
+               "--heartbeat-interval", str(self.heartbeat_ms),
+               "--election-timeout", str(self.election_ms),
+               "--log-level", "warn", *self.extra_args]
+        if self.tls:
+            cmd += ["--cert-file", self.tls["cert"], "--key-file", self.tls["key"],
+                    "--trusted-ca-file", self.tls["ca"], "--client-cert-auth"]
+        log = open(os.path.join(self.dir, f"{name}.log"), "ab")
+        try:
+            self._procs[i] = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log,
+                                              stderr=subprocess.STDOUT, start_new_session=True)
+        finally:
+            log.close()
+
+    def running(self, i):
+        proc = self._procs[i]
+        return proc is not None and proc.poll() is None
+
+    def alive(self):
+        """Indices of the nodes whose process runs."""
+        return [i for i in range(self.size) if self.running(i)]
+
+    def kill(self, i):
+        """SIGKILL node ``i``, as a crash would, and reap it."""
+        proc = self._procs[i]
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+        if proc is not None:
+            proc.wait()
+
+    def restart(self, i, wait=True):
+        """Start node ``i`` again (same ports, same data); with ``wait``,
+        until it is healthy (which needs a quorum of running nodes)."""
+        self.kill(i)
+        self._spawn(i)
+        if wait:
+            self.wait_healthy([i])
+
+    def wipe(self):
+        """Kill every node and delete their data: the next :meth:`start` makes
+        a new, empty cluster on the same ports (every lease gone)."""
+        import shutil
+        for i in range(self.size):
+            self.kill(i)
+        for name in self.names:
+            shutil.rmtree(os.path.join(self.dir, name), ignore_errors=True)
+
+    def stop(self, grace=1.0):
+        """SIGTERM every node, SIGKILL those still running after ``grace``
+        seconds (a node that lost its quorum may ignore SIGTERM), reap them
+        and delete the data."""
+        import shutil
+        procs = [p for p in self._procs if p is not None and p.poll() is None]
+        for proc in procs:
+            proc.terminate()
+        deadline = time.monotonic() + grace
+        for proc in procs:
+            try:
+                proc.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        if self.dir is not None:
+            shutil.rmtree(self.dir, ignore_errors=True)
+            self.dir = None
+
+    def __enter__(self):
+        if not self.alive():
+            self.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    # -- state -------------------------------------------------------------
+
+    def _call(self, i, path, body=None, timeout=1.0):
+        import json
+        import urllib.request
+        context = None
+        if self.tls:
+            import ssl
+            context = ssl.create_default_context(cafile=self.tls["ca"])
+            context.load_cert_chain(self.tls["client_cert"], self.tls["client_key"])
+        url = f"{'https' if self.tls else 'http'}://{self.host}:{self.client_ports[i]}{path}"
+        data = None if body is None else json.dumps(body).encode()
+        with urllib.request.urlopen(urllib.request.Request(url, data=data), timeout=timeout,
+                                    context=context) as reply:
+            return json.loads(reply.read())
+
+    def healthy(self, i):
+        """True when node ``i`` answers and sees a leader (its /health)."""
+        if not self.running(i):
+            return False
+        try:
+            return self._call(i, "/health").get("health") == "true"
+        except (OSError, ValueError):
+            return False
+
+    def wait_healthy(self, nodes=None, timeout=None):
+        """Wait until the ``nodes`` (default: all running ones) are healthy;
+        raise Error with the tail of their logs otherwise."""
+        nodes = self.alive() if nodes is None else list(nodes)
+        deadline = time.monotonic() + (self.ready_timeout if timeout is None else timeout)
+        while True:
+            sick = [i for i in nodes if not self.healthy(i)]
+            if not sick:
+                return
+            dead = [i for i in sick if not self.running(i)]
+            if dead or time.monotonic() > deadline:
+                why = "exited" if dead else f"not healthy within {self.ready_timeout:g} s"
+                raise Error(f"etcd node(s) {[self.names[i] for i in dead or sick]} {why}; "
+                            f"log tail:\n{self.log_tail((dead or sick)[0])}")
+            time.sleep(0.1)
+
+    def leader(self, timeout=10.0):
+        """The index of the current leader among the running nodes, asked
+        with ``etcdctl endpoint status`` (waits up to ``timeout`` for one)."""
+        import json
+        deadline = time.monotonic() + timeout
+        while True:
+            alive = self.alive()
+            if alive:
+                scheme = "https" if self.tls else "http"
+                endpoints = ",".join(f"{scheme}://{self.endpoints[i]}" for i in alive)
+                env = dict(os.environ, ETCDCTL_API="3")
+                tls = (["--cacert", self.tls["ca"], "--cert", self.tls["client_cert"],
+                        "--key", self.tls["client_key"]] if self.tls else [])
+                run = subprocess.run(["etcdctl", "--endpoints", endpoints, *tls, "--dial-timeout", "1s",
+                                      "--command-timeout", "1s", "endpoint", "status", "-w", "json"],
+                                     capture_output=True, text=True, env=env)
+                try:
+                    statuses = json.loads(run.stdout or "[]")
+                except ValueError:
+                    statuses = []
+                for status in statuses:
+                    st = status.get("Status", {})
+                    if st.get("leader") and st.get("leader") == st.get("header", {}).get("member_id"):
+                        return self.endpoints.index(status["Endpoint"].split("://", 1)[-1])
+            if time.monotonic() > deadline:
+                raise Error(f"no etcd leader among nodes {alive} within {timeout:g} s")
+            time.sleep(0.1)
+
+    def log_tail(self, i, lines=20):
+        try:
+            with open(os.path.join(self.dir, f"{self.names[i]}.log"), errors="replace") as f:
+                return "".join(f.readlines()[-lines:])
+        except (OSError, TypeError):
+            return ""
+
+
+def make_test_certs(directory, host="127.0.0.1"):
+    """With the ``openssl`` command, a throwaway CA and a server and a client
+    certificate it signed (the server's for IP ``host``), in ``directory``;
+    returns the ``tls`` dict :class:`EtcdCluster` takes (``ca``, ``cert``,
+    ``key``, ``client_cert``, ``client_key``).  For tests only."""
+    def path(name):
+        return os.path.join(directory, name)
+
+    def openssl(*args):
+        run = subprocess.run(["openssl", *args], capture_output=True, text=True)
+        if run.returncode != 0:
+            raise Error(f"openssl {' '.join(args[:2])} failed: {run.stderr.strip()[-300:]}")
+
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"]
+    openssl("req", "-x509", *ec, "-nodes", "-days", "2", "-subj", "/CN=pyzmq test CA",
+            "-keyout", path("ca.key"), "-out", path("ca.pem"))
+    for who, ext in (("server", f"subjectAltName=IP:{host}\nextendedKeyUsage=serverAuth,clientAuth"),
+                     ("client", "extendedKeyUsage=clientAuth")):
+        openssl("req", *ec, "-nodes", "-subj", f"/CN=pyzmq test {who}",
+                "-keyout", path(f"{who}.key"), "-out", path(f"{who}.csr"))
+        with open(path(f"{who}.ext"), "w") as f:
+            f.write(ext + "\n")
+        openssl("x509", "-req", "-in", path(f"{who}.csr"), "-CA", path("ca.pem"), "-CAkey", path("ca.key"),
+                "-CAcreateserial", "-days", "2", "-extfile", path(f"{who}.ext"), "-out", path(f"{who}.pem"))
+    return {"ca": path("ca.pem"), "cert": path("server.pem"), "key": path("server.key"),
+            "client_cert": path("client.pem"), "client_key": path("client.key")}

@@ -6,32 +6,49 @@ directory (``zmq_server``) about global names; the sockets and the hot path
 ``pyzmq._zmq.Engine``, which ``ZMQ`` extends.
 """
 
+from __future__ import annotations
+
 import atexit
+import difflib
+import errno
 import itertools
 import logging
 import os
 import threading
+import warnings
 import weakref
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Callable, Dict, Iterable, List, Optional, Tuple
 
 from pyzmq import _zmq
+from pyzmq.curve import strip_key
+from pyzmq._zmq import check_hwm, check_scope, check_seconds, check_style
 from pyzmq.errors import Error
 from pyzmq.location import parse_location
 from pyzmq.protocol import validate_name
 
-SCOPE_LOCAL = 0
-SCOPE_GLOBAL = 2
-_SCOPE_NAMES = {SCOPE_LOCAL: "local", SCOPE_GLOBAL: "global"}
+if TYPE_CHECKING:
+    from typing_extensions import Self
+
+SCOPE_LOCAL = _zmq.SCOPE_LOCAL
+SCOPE_GLOBAL = _zmq.SCOPE_GLOBAL
+_SCOPE_NAMES = _zmq.SCOPE_NAMES
 
 STYLE_DATA_DISTRIBUTION = _zmq.STYLE_DATA_DISTRIBUTION
 STYLE_LOAD_BALANCING = _zmq.STYLE_LOAD_BALANCING
-_STYLE_NAMES = {STYLE_DATA_DISTRIBUTION: "data distribution",
-                STYLE_LOAD_BALANCING: "load balancing"}
 
 _KIND_CODE = {"exchange": "E", "queue": "Q"}
 _KIND_NAME = {"E": "exchange", "Q": "queue"}
 
 log = logging.getLogger("pyzmq.wiring")
+
+# bind(follow=...): whether a binding follows its name to a new directory
+# record (an owner that restarted elsewhere or with another key)
+FOLLOW_SAME_KEY = "same-key"    # only to a record with the key it was bound with
+FOLLOW_ANY_KEY = "any-key"      # to a record with any CURVE key, never a keyless one
+FOLLOW_ANY = "any"              # to any record, keyless too (plain bindings' default)
+FOLLOW_NEVER = "never"          # stay where bind() connected
+_FOLLOW = (FOLLOW_SAME_KEY, FOLLOW_ANY_KEY, FOLLOW_ANY, FOLLOW_NEVER)
 
 _live = weakref.WeakSet()
 
@@ -41,34 +58,6 @@ _here = {}                  # "IP:port" -> (weakref to owner, inproc endpoint)
 _here_lock = threading.Lock()
 
 _zap_serial = itertools.count(1)
-
-
-def _check_curve_args(secret_key, allowed_keys):
-    """Validate secret_key/allowed_keys; returns (secret, [32-byte keys] or None)."""
-    if secret_key is None:
-        if allowed_keys is not None:
-            raise ValueError("allowed_keys needs secret_key: only an instance whose "
-                             "listeners are CURVE servers can check client keys")
-        return None, None
-    _zmq._check_z85_key(secret_key, "secret_key")
-    if not _zmq.has("curve"):
-        raise Error("secret_key given, but this libzmq was built without CURVE")
-    _zmq.curve_public(secret_key)       # ValueError if it is not a key
-    if allowed_keys is None:
-        return secret_key, None
-    if isinstance(allowed_keys, (str, bytes)):
-        raise ValueError("allowed_keys must be an iterable of public keys (Z85 str), "
-                         "not a single str or bytes")
-    try:
-        keys = list(allowed_keys)
-    except TypeError:
-        raise TypeError(f"allowed_keys must be an iterable of public keys (Z85 str) or "
-                        f"None, not {type(allowed_keys).__name__}") from None
-    decoded = []
-    for k in keys:
-        _zmq._check_z85_key(k, "allowed key")
-        decoded.append(_zmq._z85_decode(k))
-    return secret_key, decoded
 
 
 @dataclass
@@ -98,34 +87,6 @@ def _check_name(name, what):
     validate_name(name)
 
 
-def _check_hwm(hwm):
-    if isinstance(hwm, bool) or not isinstance(hwm, int):
-        raise TypeError(f"hwm must be an int, not {type(hwm).__name__}")
-    if not 0 <= hwm < 2**31:
-        raise ValueError(f"hwm must be from 0 (no limit) to 2**31-1 messages, not {hwm}")
-    return hwm
-
-
-def _check_scope(scope):
-    if isinstance(scope, bool) or not isinstance(scope, int):
-        raise TypeError(f"scope must be pyzmq.SCOPE_LOCAL or pyzmq.SCOPE_GLOBAL, "
-                        f"not {type(scope).__name__}")
-    if scope not in _SCOPE_NAMES:
-        raise ValueError(f"unknown scope {scope}: use pyzmq.SCOPE_LOCAL or pyzmq.SCOPE_GLOBAL")
-
-
-def _check_seconds(value, what):
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{what} must be a number of seconds, not {type(value).__name__}")
-    try:
-        seconds = float(value)
-    except OverflowError:
-        raise ValueError(f"{what} of {value} seconds is too large") from None
-    if not seconds >= 0:
-        raise ValueError(f"{what} must be >= 0 seconds, not {value!r}")
-    return seconds
-
-
 class ZMQ(_zmq.Engine):
     """One wiring instance: its exchanges, queues and bindings.
 
@@ -148,20 +109,37 @@ class ZMQ(_zmq.Engine):
       directory_key: the CURVE public key (Z85) of a secure zmq_server; the
         directory connection is then authenticated both ways and encrypted,
         this instance proving `secret_key` (or a key made for it).
+      require_curve: every global object this instance binds to must be
+        registered with a CURVE key; bind() refuses a keyless one
+        (pyzmq.Error, EACCES) and no binding follows a name to one.
+      on_lost: called as on_lost(name, reason) from the directory client's
+        thread when a global name of this instance could not be registered
+        again after a directory reconnection (another process took it);
+        whether or not it is given, the next call that uses the object
+        raises pyzmq.Error naming it.
+      etcd_options: with ``ZMQ("etcd://h1:2379,h2:2379,h3:2379[/prefix]")``
+        (the directory on an etcd cluster, docs/etcd.md), keyword arguments
+        of pyzmq.etcd_directory.EtcdDirectory: ttl, user, password, ca,
+        cert, key.
     """
 
-    def __init__(self, hostname=None, *, timeout=5.0, hwm=1000, linger=1.0,
-                 bind_timeout=10.0, secret_key=None, allowed_keys=None, directory_key=None):
-        self._zap_domain = None
-        self._timeout = _check_seconds(timeout, "timeout")
-        if self._timeout > 86400:
-            raise ValueError(f"timeout must be at most a day (86400 s), not {timeout}")
-        self._bind_timeout = _check_seconds(bind_timeout, "bind_timeout")
-        linger = _check_seconds(linger, "linger")
-        _check_hwm(hwm)
-        if linger > 86400:
-            raise ValueError(f"linger must be at most a day (86400 s), not {linger}")
-        secret_key, allowed = _check_curve_args(secret_key, allowed_keys)
+    def __init__(self, hostname: Optional[str] = None, *, timeout: float = 5.0,
+                 hwm: int = 1000, linger: float = 1.0, bind_timeout: float = 10.0,
+                 secret_key: Optional[str] = None, allowed_keys: Optional[Iterable[str]] = None,
+                 directory_key: Optional[str] = None, require_curve: bool = False,
+                 on_lost: Optional[Callable[[str, str], None]] = None,
+                 etcd_options: Optional[Dict[str, object]] = None) -> None:
+        if on_lost is not None and not callable(on_lost):
+            raise TypeError(f"on_lost must be a callable(name, reason) or None, "
+                            f"not {type(on_lost).__name__}")
+        self._require_curve = bool(require_curve)
+        self._on_lost = on_lost
+        self._lost = {}         # name -> reason: global names this instance lost
+        self._timeout = check_seconds(timeout, "timeout", at_most=86400)
+        self._bind_timeout = check_seconds(bind_timeout, "bind_timeout")
+        linger = check_seconds(linger, "linger", at_most=86400)
+        check_hwm(hwm)
+        secret_key, allowed = _zmq.check_curve_args(secret_key, allowed_keys)
         self._configure(hwm, int(linger * 1000))
         self._objects = {}
         self._exchange_ids = {}
@@ -169,36 +147,52 @@ class ZMQ(_zmq.Engine):
         self._remote = []       # _Remote per binding that connects to another owner
         self._directory = None
         if hostname is not None:
-            if not isinstance(hostname, str):
-                raise TypeError(f"hostname must be a str such as 'localhost:5682', "
-                                f"not {type(hostname).__name__}")
-            from pyzmq.directory import DirectoryClient
-            self._directory = DirectoryClient(
-                hostname, timeout=self._timeout, server_key=directory_key,
-                secret_key=secret_key if directory_key is not None else None)
+            self._directory = self._open_directory(hostname, directory_key, secret_key,
+                                                   etcd_options)
         elif directory_key is not None:
             raise ValueError("directory_key needs a directory: give the hostname of its zmq_server")
         if secret_key is not None:
             domain = f"pyzmq-wiring/{os.getpid()}/{next(_zap_serial)}"
             self._curve_setup(secret_key, domain)
             try:
-                _zmq._zap_allow(domain.encode(), allowed)
+                _zmq._zap_allow(self._zap_domain, allowed)
             except BaseException:
                 if self._directory is not None:
                     self._directory.close()
                 raise
-            self._zap_domain = domain
         _live.add(self)
+
+    def _open_directory(self, hostname, directory_key, secret_key, etcd_options=None):
+        """The instance's directory client, connected (blocks up to
+        `timeout`; asyncio.ZMQ.connect runs it in an executor thread: the
+        client is thread-safe and touches no socket of the instance):
+        an etcd cluster for an etcd:// address (docs/etcd.md), else zmq_server."""
+        if not isinstance(hostname, str):
+            raise TypeError(f"hostname must be a str such as 'localhost:5682', "
+                            f"not {type(hostname).__name__}")
+        from pyzmq.etcd_directory import is_etcd_url
+        if is_etcd_url(hostname):
+            if directory_key is not None:
+                raise ValueError("directory_key is for zmq_server; secure an etcd directory "
+                                 "with etcd+tls:// and its options (docs/etcd.md)")
+            from pyzmq.etcd_directory import EtcdDirectory
+            return EtcdDirectory(hostname, timeout=self._timeout, on_lost=_LostHook(self),
+                                 **(etcd_options or {}))
+        from pyzmq.directory import DirectoryClient
+        return DirectoryClient(
+            hostname, timeout=self._timeout, server_key=directory_key,
+            secret_key=secret_key if directory_key is not None else None,
+            on_lost=_LostHook(self))
 
     # ---- context manager, closing -----------------------------------------
 
-    def __enter__(self):
+    def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def close(self):
+    def close(self) -> None:
         """Remove this instance's global names from the directory and close
         its sockets (outgoing messages get `linger` seconds to drain).
         Idempotent; any other call afterwards raises pyzmq.Error."""
@@ -208,9 +202,12 @@ class ZMQ(_zmq.Engine):
         self._shutdown()
 
     def _shutdown(self):
+        """close() without the checks; also at exit.  In a forked child the
+        sockets and the directory connection are the parent's: only this
+        process's records of them are dropped."""
         directory, self._directory = self._directory, None
         try:
-            if directory is not None:
+            if directory is not None and self.pid == os.getpid():
                 for obj in self._objects.values():
                     if obj.address is not None:
                         try:
@@ -219,25 +216,40 @@ class ZMQ(_zmq.Engine):
                             pass    # the directory drops them with the connection anyway
                 directory.close()
         finally:
-            with _here_lock:
-                for address in [a for a, (ref, _) in _here.items() if ref() is self]:
-                    del _here[address]
+            self._forget()
             self._close()
-            if getattr(self, "_zap_domain", None):
-                _zmq._zap_forget(self._zap_domain.encode())
-            _live.discard(self)
+
+    def _forget(self):
+        """Drop this process's records of the instance (never blocks)."""
+        with _here_lock:
+            for address in [a for a, (ref, _) in _here.items() if ref() is self]:
+                del _here[address]
+        if self._zap_domain is not None and self.pid == os.getpid():
+            _zmq._zap_forget(self._zap_domain)
+        _live.discard(self)
 
     def __del__(self):
-        try:
-            if not self.closed:
-                self._shutdown()
-        except Exception:
-            pass
+        # Collected while open: warn, as files and sockets do, and close
+        # without blocking or any directory I/O.  The directory drops this
+        # instance's names when its connection closes; its keeper thread
+        # ends on its own (it holds the client weakly).
+        if self.closed:
+            return
+        if "_objects" not in self.__dict__:     # __init__ failed early: made nothing
+            self._close(False)
+            return
+        if self.pid == os.getpid():
+            warnings.warn(f"unclosed {self!r}", ResourceWarning, source=self)
+        directory, self._directory = self._directory, None
+        if directory is not None and self.pid == os.getpid():
+            directory._abandon()
+        self._forget()
+        self._close(False)      # closes the sockets, waiting for nothing
 
     # ---- creating ---------------------------------------------------------
 
-    def create_exchange(self, name, scope=SCOPE_LOCAL, location="", *,
-                        style=STYLE_DATA_DISTRIBUTION):
+    def create_exchange(self, name: str, scope: int = SCOPE_LOCAL, location: str = "", *,
+                        style: int = STYLE_DATA_DISTRIBUTION) -> int:
         """Create (or get) the exchange `name`; returns its id for send().
 
         SCOPE_GLOBAL registers it in the directory, listening at `location`
@@ -246,14 +258,11 @@ class ZMQ(_zmq.Engine):
         default) or STYLE_LOAD_BALANCING (each message goes to one bound queue
         with room, round-robin).
         """
-        if isinstance(style, bool) or not isinstance(style, int):
-            raise TypeError(f"style must be pyzmq.STYLE_DATA_DISTRIBUTION or "
-                            f"pyzmq.STYLE_LOAD_BALANCING, not {type(style).__name__}")
-        if style not in _STYLE_NAMES:
-            raise ValueError(f"unknown exchange style {style}")
+        check_style(style)
         return self._create("exchange", name, scope, location, style)
 
-    def create_queue(self, name, scope=SCOPE_LOCAL, location="", *, hwm=None):
+    def create_queue(self, name: str, scope: int = SCOPE_LOCAL, location: str = "", *,
+                     hwm: Optional[int] = None) -> int:
         """Create (or get) the queue `name`; returns its id.
 
         receive() takes messages from every queue of this instance.
@@ -262,13 +271,33 @@ class ZMQ(_zmq.Engine):
         default: the instance's hwm).
         """
         if hwm is not None:
-            _check_hwm(hwm)
+            check_hwm(hwm)
         return self._create("queue", name, scope, location, STYLE_DATA_DISTRIBUTION, hwm)
 
     def _create(self, kind, name, scope, location, style, hwm=None):
+        made = self._create_object(kind, name, scope, location, style, hwm)
+        if isinstance(made, int):
+            return made
+        obj, where = made
+        if where is not None:
+            bound, address = self._listen(obj, where)
+            try:
+                self._register(obj, address)
+            except BaseException:
+                self._unlisten(obj, bound)
+                raise
+            self._published(obj, address)
+        self._objects[name] = obj
+        return obj.id
+
+    # _create in steps, shared with asyncio.ZMQ (which registers in an executor)
+
+    def _create_object(self, kind, name, scope, location, style, hwm):
+        """Check the arguments; the id of the same object made before, or
+        (the new _Object, its parsed location or None when local)."""
         self._check_usable()
         _check_name(name, kind)
-        _check_scope(scope)
+        check_scope(scope)
         if not isinstance(location, str):
             raise TypeError(f"location must be a str such as 'eth0:5555', not "
                             f"{type(location).__name__}")
@@ -277,6 +306,7 @@ class ZMQ(_zmq.Engine):
                              "SCOPE_GLOBAL objects (local ones do not listen)")
         old = self._objects.get(name)
         if old is not None:
+            self._check_not_lost(name)
             if (old.kind, old.scope, old.location, old.style, old.hwm) == (
                     kind, scope, location, style, hwm):
                 return old.id
@@ -284,6 +314,7 @@ class ZMQ(_zmq.Engine):
                         f"{_SCOPE_NAMES[old.scope]} {old.kind}"
                         + (f" at {old.location!r}" if old.location else "")
                         + "; a name can be created again only with the same arguments")
+        where = None
         if scope == SCOPE_GLOBAL:
             if self._directory is None:
                 raise Error(f"{kind} {name!r}: SCOPE_GLOBAL needs the directory; create "
@@ -292,40 +323,43 @@ class ZMQ(_zmq.Engine):
         if kind == "exchange":
             oid = self._new_exchange(style)
         else:
-            oid = self._new_queue(-1 if hwm is None else hwm)
-        obj = _Object(kind, oid, name, scope, location, style, hwm)
-        if scope == SCOPE_GLOBAL:
-            obj.address = self._publish(obj, where)
-        self._objects[name] = obj
-        return oid
+            oid = self._new_queue(hwm)
+        return _Object(kind, oid, name, scope, location, style, hwm), where
 
-    def _publish(self, obj, where):
-        """Listen at the location and register the object in the directory."""
+    def _listen(self, obj, where):
+        """Listen at the location: (endpoint bound, address to advertise)."""
         listen = self._exchange_listen if obj.kind == "exchange" else self._queue_listen
         try:
             bound = listen(obj.id, where.endpoint)
         except Error as e:
             raise Error(f"{obj.kind} {obj.name!r}: cannot listen at {obj.location!r} "
                         f"({e})", e.errno) from None
-        address = where.advertised(bound, self._directory.local_ip)
-        try:
-            self._directory.register(_KIND_CODE[obj.kind], obj.name, address,
-                                     key=self._curve_public_key())
-        except BaseException:
-            if obj.kind == "exchange":
-                self._exchange_unlisten(obj.id)
-            else:
-                self._queue_unlisten(obj.id, bound)
-            raise
+        return bound, where.advertised(bound, self._directory.local_ip)
+
+    def _register(self, obj, address):
+        """Register the object in the directory (blocks up to `timeout`;
+        thread-safe: asyncio.ZMQ runs it in an executor)."""
+        self._directory.register(_KIND_CODE[obj.kind], obj.name, address,
+                                 key=self._curve_public_key())
+
+    def _unlisten(self, obj, bound):
+        if obj.kind == "exchange":
+            self._exchange_unlisten(obj.id)
+        else:
+            self._queue_unlisten(obj.id, bound)
+
+    def _published(self, obj, address):
+        obj.address = address
         inproc = (self._exchange_inproc(obj.id) if obj.kind == "exchange"
                   else self._queue_endpoint(obj.id))
         with _here_lock:
             _here[address] = (weakref.ref(self), inproc)
-        return address
 
     # ---- binding ----------------------------------------------------------
 
-    def bind(self, exchange_name, queue_name, *, hwm=None, wait=None):
+    def bind(self, exchange_name: str, queue_name: str, *, hwm: Optional[int] = None,
+             follow: Optional[str] = None, key: Optional[str] = None,
+             wait: Optional[float] = None) -> None:
         """Wire exchange `exchange_name` to queue `queue_name`.
 
         Either may be this instance's own object or a global name owned by
@@ -338,51 +372,187 @@ class ZMQ(_zmq.Engine):
         waits when it is reached.  wait: seconds to wait for a remote name
         that is not registered yet (watched in the directory, not polled),
         so a consumer may start before its producer; then pyzmq.Error.
+
+        follow: whether the binding follows the remote object's name when
+        its owner comes back elsewhere: FOLLOW_SAME_KEY ("same-key", the
+        default for a binding made over CURVE: only to a record with the
+        same key), FOLLOW_ANY_KEY ("any-key": the key may change, but never
+        to a keyless record), FOLLOW_ANY ("any", the default for a plain
+        binding) or FOLLOW_NEVER ("never").  A refused follow leaves the
+        binding where it was, so a waiting send/receive ends with its
+        Timeout, which says why.
+        key: the CURVE public key (Z85) the remote object must be
+        registered with; another key, or none, raises pyzmq.Error (EACCES)
+        here, and the binding then follows only to that key.  Binding a
+        pair again checks key= and follow= against the binding there is:
+        key= pins it if it was made over CURVE with that key and does not
+        follow other keys (else pyzmq.Error, EACCES); another follow= is a
+        ValueError.
         """
+        plan = self._bind_plan(exchange_name, queue_name, hwm, follow, key, wait)
+        if plan is None:
+            return
+        if not plan.ex:
+            plan.ex_rec = self._lookup(exchange_name, "exchange", plan.wait)
+        if not plan.q:
+            plan.q_rec = self._lookup(queue_name, "queue", plan.wait)
+        self._bind_checked(plan)
+        ex, q, mark = plan.ex, plan.q, plan.mark
+        if ex and q:
+            self._exchange_connect(ex.id, self._queue_connectable(q.id), None, mark)
+        elif ex:
+            q_ep, q_ckey = _target(*plan.q_rec)
+            handle = self._exchange_connect(ex.id, q_ep, q_ckey, mark, self._bind_timeout)
+            self._bind_remote(plan, handle, q_ep, q_ckey)
+        elif q:
+            ex_ep, ex_ckey = _target(*plan.ex_rec)
+            handle = self._queue_subscribe(q.id, ex_ep, self._bind_timeout,
+                                           _owner_here(plan.ex_rec[0]), ex_ckey, mark,
+                                           exchange_name)
+            self._bind_remote(plan, handle, ex_ep, ex_ckey)
+        else:
+            q_ep, q_key = _target(*plan.q_rec)
+            ex_ep, ex_key = _target(*plan.ex_rec)
+            self._relay(ex_ep, q_ep, self._bind_timeout, _owner_here(plan.ex_rec[0]),
+                        ex_key, q_key, mark, exchange_name)
+        self._bind_done(plan)
+
+    # bind() in steps, shared with asyncio.ZMQ.bind (which looks names up
+    # in an executor and waits for the remote side on the loop)
+
+    def _bind_plan(self, exchange_name, queue_name, hwm, follow, key, wait=None):
+        """Check bind()'s arguments; a _BindPlan, or None when the pair is
+        bound already."""
         self._check_usable()
-        mark = -1 if hwm is None else _check_hwm(hwm)
+        mark = -1 if hwm is None else check_hwm(hwm)
         if wait is not None and (isinstance(wait, bool) or not isinstance(wait, (int, float))
                                  or not 0 <= wait < float("inf")):
-            raise (TypeError if not isinstance(wait, (int, float)) else ValueError)(
+            raise (TypeError if isinstance(wait, bool) or not isinstance(wait, (int, float)) else ValueError)(
                 f"wait must be a number of seconds (0 or more), not {wait!r}")
         _check_name(exchange_name, "exchange")
         _check_name(queue_name, "queue")
+        if follow is not None and follow not in _FOLLOW:
+            raise ValueError(f"follow must be one of {', '.join(map(repr, _FOLLOW))} "
+                             f"or None, not {follow!r}")
+        if key is not None:
+            key = _zmq._check_z85_key(strip_key(key), "key")
+            if follow in (FOLLOW_ANY_KEY, FOLLOW_ANY):
+                raise ValueError(f"key= pins the name to one key; follow={follow!r} would "
+                                 "let it change: use follow='same-key' or 'never'")
         ex = self._own(exchange_name, "exchange")
         q = self._own(queue_name, "queue")
+        self._check_not_lost(exchange_name if ex else None, queue_name if q else None)
+        if key is not None and not ex and not q:
+            raise ValueError("key= pins one remote object, but both of "
+                             f"{exchange_name!r} and {queue_name!r} are remote")
+        if key is not None and ex and q:
+            raise ValueError(f"key= pins a remote object, but {exchange_name!r} and "
+                             f"{queue_name!r} are both this instance's own")
         if (exchange_name, queue_name) in self._bindings:
-            return
-        ex_addr, ex_key = (None, None) if ex else self._lookup(exchange_name, "exchange", wait)
-        q_addr, q_key = (None, None) if q else self._lookup(queue_name, "queue", wait)
-        if ex and q:
-            if mark < 0 and q.hwm is not None:
-                mark = q.hwm
-            self._exchange_connect(ex.id, self._queue_connectable(q.id), None, mark)
-        elif ex:
-            q_ep, q_key = _target(q_addr, q_key)
-            handle = self._exchange_connect(ex.id, q_ep, q_key, mark, self._bind_timeout)
-            self._remote.append(_Remote(queue_name, "queue", ex.id, handle, q_ep, q_key,
-                                        self._directory.watch_serial()))
-        elif q:
-            ex_ep, ex_key = _target(ex_addr, ex_key)
-            handle = self._queue_subscribe(q.id, ex_ep, self._bind_timeout,
-                                           _owner_here(ex_addr), ex_key, mark)
-            self._remote.append(_Remote(exchange_name, "exchange", 0, handle, ex_ep, ex_key,
-                                        self._directory.watch_serial()))
+            self._check_rebind(exchange_name, queue_name, follow, key)
+            return None
+        if ex and q and mark < 0 and q.hwm is not None:
+            mark = q.hwm
+        return _BindPlan(exchange_name, queue_name, ex, q, mark, follow, key, wait)
+
+    def _bind_checked(self, plan):
+        """The looked-up records' keys against the plan's pinned key."""
+        for name, kind, rec, mine in ((plan.exchange, "exchange", plan.ex_rec, plan.ex),
+                                      (plan.queue, "queue", plan.q_rec, plan.q)):
+            if not mine:
+                self._check_record_key(name, kind, rec[1], plan.key)
+
+    def _bind_remote(self, plan, handle, endpoint, ckey):
+        """Keep the binding's socket, to follow its peer when it moves."""
+        if plan.ex:
+            name, kind, eid, rec_key = plan.queue, "queue", plan.ex.id, plan.q_rec[1]
         else:
-            q_ep, q_key = _target(q_addr, q_key)
-            ex_ep, ex_key = _target(ex_addr, ex_key)
-            self._relay(ex_ep, q_ep, self._bind_timeout, _owner_here(ex_addr),
-                        ex_key, q_key, mark)
-        self._bindings.append((exchange_name, queue_name))
+            name, kind, eid, rec_key = plan.exchange, "exchange", 0, plan.ex_rec[1]
+        self._remote.append(_Remote(name, kind, eid, handle, endpoint, ckey,
+                                    self._directory.watch_serial(),
+                                    *self._follow_rule(plan.follow, plan.key, rec_key)))
+        self._remote[-1].binding = (plan.exchange, plan.queue)
+
+    def _bind_done(self, plan):
+        self._bindings.append((plan.exchange, plan.queue))
         self.following = bool(self._remote)
+
+    def _check_rebind(self, exchange_name, queue_name, follow, key):
+        """bind() of a pair already bound: key= and follow= must hold for
+        the binding there is (key= may pin the key it was made with), never
+        be ignored."""
+        remote = next((r for r in self._remote if r.binding == (exchange_name, queue_name)), None)
+        if remote is None:
+            return      # both this instance's own, or a relay: neither follows
+        if key is not None:
+            if remote.expected != key or remote.follow in (FOLLOW_ANY_KEY, FOLLOW_ANY):
+                has = f"key {remote.expected}" if remote.expected else "no CURVE key"
+                raise Error(f"{exchange_name!r} is already bound to {queue_name!r}, whose global "
+                            f"{remote.kind} {remote.name!r} was registered with {has} "
+                            f"(follow={remote.follow!r}), not pinned to the key {key}: refusing "
+                            "to pin it now", errno.EACCES)
+            remote.pinned = True
+        if follow is not None and follow != remote.follow:
+            raise ValueError(f"{exchange_name!r} is already bound to {queue_name!r} with "
+                             f"follow={remote.follow!r}; binding again cannot change it to "
+                             f"{follow!r}")
+
+    def _follow_rule(self, follow, pinned, record_key):
+        """(policy, key a new record must carry) of a new binding to a remote
+        object whose bind()-time record had record_key ("" or None: none)."""
+        record_key = record_key or None
+        if follow is None:
+            follow = FOLLOW_SAME_KEY if (record_key or pinned) else FOLLOW_ANY
+        return follow, pinned or record_key, None, None, pinned is not None
+
+    def _check_record_key(self, name, kind, record_key, pinned):
+        """Refuse (pyzmq.Error, EACCES) a bind()-time record whose key is not
+        the pinned one, or that has none when this instance demands CURVE."""
+        if pinned is not None and (record_key or None) != pinned:
+            has = f"key {record_key}" if record_key else "no CURVE key"
+            raise Error(f"global {kind} {name!r} is registered with {has}, not the "
+                        f"pinned key {pinned}: refusing to bind to it", errno.EACCES)
+        if self._require_curve and not record_key:
+            raise Error(f"global {kind} {name!r} is registered without a CURVE key, and "
+                        "this instance requires CURVE (require_curve=True): refusing to "
+                        "bind to it in plaintext", errno.EACCES)
+
+    def _follow_refusal(self, remote, record_key):
+        """Why ``remote`` must not follow its name to a record with
+        record_key (None: none), or None when it may."""
+        if remote.follow == FOLLOW_NEVER:
+            return "the binding was made with follow='never'"
+        if not record_key:
+            if remote.follow == FOLLOW_SAME_KEY and remote.expected:
+                return ("the new record has no CURVE key and the binding was made over CURVE: "
+                        "refusing to fall back to plaintext; bind with follow='any' to allow it")
+            if remote.follow == FOLLOW_ANY_KEY:
+                return ("the new record has no CURVE key, and follow='any-key' follows "
+                        "only records with one")
+            if self._require_curve:
+                return ("the new record has no CURVE key and this instance requires CURVE "
+                        "(require_curve=True)")
+            return None
+        if remote.follow == FOLLOW_SAME_KEY and record_key != remote.expected:
+            if remote.pinned:
+                return (f"the new record has CURVE key {record_key}, not the pinned key "
+                        f"{remote.expected}")
+            if remote.expected is None:
+                return ("the new record has a CURVE key, but the binding was made plain and "
+                        "follow='same-key' keeps it so")
+            return (f"the new record has CURVE key {record_key}, not the key the binding "
+                    f"was made with, {remote.expected}; bind with follow='any-key' to let "
+                    "it change keys")
+        return None
 
     def _follow_moved(self, eid):
         """Called by a send on exchange eid (or, eid 0, a receive) that has
         been waiting a while: re-point every binding it depends on whose
         peer is now registered elsewhere (an owner restarted on another
         port or with another key, or re-created by another instance of this
-        process).  Never blocks: it asks the directory client's background
-        thread to look the names up and uses the answers that have come."""
+        process), as far as the binding's follow policy allows.  Never
+        blocks: it asks the directory client's background thread to look
+        the names up and uses the answers that have come."""
         directory = self._directory
         remotes = [r for r in self._remote if r.eid == eid]
         if directory is None or not remotes:
@@ -399,9 +569,21 @@ class ZMQ(_zmq.Engine):
                 address, key = self._usable(remote.name, remote.kind, *record)
             except Error:
                 continue
-            endpoint, key = _target(address, key)
-            if (endpoint, key) == (remote.endpoint, remote.key):
+            endpoint, ckey = _target(address, key)
+            if (endpoint, ckey) == (remote.endpoint, remote.key):
+                remote.refused = remote.refused_record = None   # where it is connected
                 continue
+            why = self._follow_refusal(remote, key)
+            if why is not None:
+                if remote.refused_record != record:
+                    # once per record: a waiting send asks four times a second
+                    log.warning("global %s %r is now registered at %s, but its binding "
+                                "was not followed there: %s", remote.kind, remote.name,
+                                address, why)
+                remote.refused, remote.refused_record = why, record
+                continue
+            remote.refused = remote.refused_record = None
+            key = ckey
             old = remote.endpoint
             remote.endpoint, remote.key = endpoint, key     # first: never re-pointed twice
             try:
@@ -414,6 +596,29 @@ class ZMQ(_zmq.Engine):
                 continue
             log.warning("global %s %r moved from %s to %s: binding re-pointed",
                         remote.kind, remote.name, old, endpoint)
+
+    def _follow_refusals(self, eid):
+        """For a Timeout's message: which bindings of exchange eid (0: of
+        this instance's queues) did not follow their name, and why."""
+        notes = [f"; global {r.kind} {r.name!r} was not followed to its new record: {r.refused}"
+                 for r in self._remote if r.eid == eid and r.refused]
+        return "".join(notes)
+
+    @property
+    def lost(self):
+        """{name: reason} of this instance's global names that another
+        process took while the directory connection was down."""
+        return dict(self._lost)
+
+    def _check_not_lost(self, *names):
+        for name in names:
+            if name is not None and name in self._lost:
+                obj = self._objects.get(name)
+                kind = obj.kind if obj is not None else "object"
+                raise Error(f"global {kind} {name!r} of this instance lost its name in the "
+                            f"directory: {self._lost[name]}; binders that look it up now reach "
+                            "that other process (close this instance and create the object "
+                            "under another name, or stop the other process)", errno.EADDRINUSE)
 
     def _own(self, name, kind):
         obj = self._objects.get(name)
@@ -432,8 +637,10 @@ class ZMQ(_zmq.Engine):
         try:
             record = self._directory.lookup(name)
         except DirectoryError as exc:
-            if exc.code != NOT_FOUND or not wait:
+            if exc.code != NOT_FOUND:
                 raise
+            if not wait:
+                self._no_such_name(name, kind, exc)
             record = self._directory.wait_for(name, wait)
         return self._usable(name, kind, *record)
 
@@ -441,7 +648,8 @@ class ZMQ(_zmq.Engine):
 
     def names(self, pattern="*"):
         """The global names in the directory matching glob ``pattern``, sorted."""
-        return [entry.name for entry in self._need_directory().list(pattern)]
+        from pyzmq.directory import entry_dict
+        return [entry_dict(entry)["name"] for entry in self._need_directory().list(pattern)]
 
     def info(self, name):
         """The directory's record of global ``name``: a dict with ``name``,
@@ -456,6 +664,17 @@ class ZMQ(_zmq.Engine):
         if self._directory is None:
             raise Error("this instance has no directory: give ZMQ() the hostname of a zmq_server")
         return self._directory
+
+    def _no_such_name(self, name, kind, exc):
+        """Raise the NOT_FOUND of a bind() with what may have been meant."""
+        from pyzmq.directory import DirectoryError
+        mine = sorted(o.name for o in self._objects.values() if o.kind == kind)
+        close = difflib.get_close_matches(name, mine, n=1)
+        hint = (f"; did you mean {close[0]!r}?" if close else
+                f"; this instance's {kind}s: {', '.join(map(repr, mine))}" if mine else "")
+        raise DirectoryError(f"no {kind} {name!r}: it is neither an object of this instance "
+                             f"nor a global name in the directory at "
+                             f"{self._directory.address}{hint}", exc.code) from None
 
     def _usable(self, name, kind, code, address, key):
         """(address, key or None) of a directory record of global ``name``,
@@ -475,21 +694,21 @@ class ZMQ(_zmq.Engine):
     # ---- looking at it ----------------------------------------------------
 
     @property
-    def exchanges(self):
+    def exchanges(self) -> Dict[str, int]:
         """{name: id} of this instance's exchanges."""
         return {o.name: o.id for o in self._objects.values() if o.kind == "exchange"}
 
     @property
-    def queues(self):
+    def queues(self) -> Dict[str, int]:
         """{name: id} of this instance's queues."""
         return {o.name: o.id for o in self._objects.values() if o.kind == "queue"}
 
     @property
-    def bindings(self):
+    def bindings(self) -> List[Tuple[str, str]]:
         """[(exchange name, queue name)] made by this instance's bind()."""
         return list(self._bindings)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         if self.closed:
             return "<pyzmq.ZMQ closed>"
         directory = self._directory.address if self._directory else None
@@ -498,6 +717,38 @@ class ZMQ(_zmq.Engine):
         bindings = ", ".join(f"{e}->{q}" for e, q in self._bindings)
         return (f"<pyzmq.ZMQ directory={directory} exchanges=[{exchanges}] "
                 f"queues=[{queues}] bindings=[{bindings}]>")
+
+
+class _LostHook:
+    """The directory client's on_lost for one instance: remembers the lost
+    name (the instance's next call that uses it raises) and calls the
+    application's on_lost.  Holds the instance weakly."""
+
+    def __init__(self, inst):
+        self._ref = weakref.ref(inst)
+
+    def __call__(self, name, reason):
+        inst = self._ref()
+        if inst is None:
+            return
+        inst._lost[name] = reason
+        if inst._on_lost is not None:
+            inst._on_lost(name, reason)
+
+
+@dataclass
+class _BindPlan:
+    """One bind() between its checks and its wiring."""
+    exchange: str
+    queue: str
+    ex: object              # this instance's _Object, or None (remote)
+    q: object
+    mark: int
+    follow: object
+    key: object
+    wait: object = None     # seconds to wait for a remote name not registered yet
+    ex_rec: tuple = None    # (address, key or None) of a remote one
+    q_rec: tuple = None
 
 
 @dataclass
@@ -509,11 +760,17 @@ class _Remote:
     name: str
     kind: str
     eid: int
-    handle: int
+    handle: _zmq.BindingHandle
     endpoint: str
     key: object = None      # the CURVE key it connects with, or None
     serial: int = 0         # of the directory answer last looked at (or, at first,
                             # the serial when bind() looked it up: older answers are stale)
+    follow: str = "any"     # its FOLLOW_* policy
+    expected: object = None # the key a record must have to be followed (same-key), or None
+    refused: str = None     # why it did not follow the latest record, or None
+    refused_record: tuple = None
+    pinned: bool = False    # expected came from bind(key=)
+    binding: tuple = None   # (exchange name, queue name) of its bind()
 
 
 def _here_entry(address):
@@ -539,9 +796,12 @@ def _endpoint(address):
 
 def _target(address, key):
     """(endpoint, CURVE server key or None) to connect to a global object:
-    inproc (never encrypted) when an instance of this process owns it."""
-    inproc = _here_entry(address)[1]
-    if inproc:
+    inproc (never encrypted) when an instance of this process owns it with
+    the key the record names.  A record naming another key (a squatter that
+    registered someone's public key at an address of ours) goes over TCP,
+    where the listener's CURVE handshake settles who holds the key."""
+    owner, inproc = _here_entry(address)
+    if inproc and (key or "") == owner._curve_public_key():
         return inproc, None
     return f"tcp://{address}", key
 

@@ -14,17 +14,17 @@ def run(coro):
     return asyncio.run(asyncio.wait_for(coro, 60))
 
 
-def wired(**kw):
+async def wired(**kw):
     zmq = pyzmq.asyncio.ZMQ(**kw)
-    eid = zmq.create_exchange("E")
-    zmq.create_queue("Q")
-    zmq.bind("E", "Q")
+    eid = await zmq.create_exchange("E")
+    await zmq.create_queue("Q")
+    await zmq.bind("E", "Q")
     return zmq, eid
 
 
 def test_send_and_receive():
     async def main():
-        zmq, eid = wired()
+        zmq, eid = await wired()
         with zmq:
             await zmq.send(eid, b"hi")
             assert await zmq.receive(timeout=1) == b"hi"
@@ -39,7 +39,7 @@ def test_concurrent_tasks_with_backpressure():
     n = 20_000
 
     async def main():
-        zmq, eid = wired(hwm=50)
+        zmq, eid = await wired(hwm=50)
         with zmq:
             got = []
 
@@ -63,7 +63,7 @@ def test_concurrent_tasks_with_backpressure():
 
 def test_cancelled_receive_loses_nothing():
     async def main():
-        zmq, eid = wired()
+        zmq, eid = await wired()
         with zmq:
             task = asyncio.ensure_future(zmq.receive())
             await asyncio.sleep(0.05)
@@ -77,7 +77,7 @@ def test_cancelled_receive_loses_nothing():
 
 def test_timeouts():
     async def main():
-        zmq, eid = wired(hwm=1)
+        zmq, eid = await wired(hwm=1)
         with zmq:
             t = time.monotonic()
             with pytest.raises(pyzmq.Timeout):
@@ -91,7 +91,7 @@ def test_timeouts():
 
 def test_waiting_does_not_spin():
     async def main():
-        zmq, eid = wired()
+        zmq, eid = await wired()
         with zmq:
             before = resource.getrusage(resource.RUSAGE_SELF)
             with pytest.raises(pyzmq.Timeout):
@@ -105,8 +105,8 @@ def test_waiting_does_not_spin():
 def test_remote_exchange_through_the_loop(directory):
     async def main():
         with pyzmq.asyncio.ZMQ(directory) as owner, pyzmq.ZMQ(directory) as other:
-            eid = owner.create_exchange("G", pyzmq.SCOPE_GLOBAL, "127.0.0.1:0")
-            owner.create_queue("IN", pyzmq.SCOPE_GLOBAL, "127.0.0.1:0")
+            eid = await owner.create_exchange("G", pyzmq.SCOPE_GLOBAL, "127.0.0.1:0")
+            await owner.create_queue("IN", pyzmq.SCOPE_GLOBAL, "127.0.0.1:0")
             # the binder is a blocking instance in a thread; the async owner
             # answers its bind while awaiting receive()
             loop = asyncio.get_running_loop()
@@ -132,18 +132,18 @@ def test_a_queue_owner_recreated_elsewhere_is_followed(directory):
     # queue's owner came back at another address (here: another instance)
     async def main():
         with pyzmq.asyncio.ZMQ(directory, hwm=10) as binder:
-            eid = binder.create_exchange("E")
+            eid = await binder.create_exchange("E")
             first = pyzmq.ZMQ(directory)
             first.create_queue("AQ", pyzmq.SCOPE_GLOBAL, "127.0.0.1:0")
-            binder.bind("E", "AQ")
+            await binder.bind("E", "AQ")
             await binder.send(eid, b"before")
             assert first.receive(timeout=5) == b"before"
             first.close()
             # other traffic on the instance wakes the blocked send often;
             # that must not keep postponing its look for the moved queue
-            busy = binder.create_exchange("BUSY")
-            binder.create_queue("LOCAL")
-            binder.bind("BUSY", "LOCAL")
+            busy = await binder.create_exchange("BUSY")
+            await binder.create_queue("LOCAL")
+            await binder.bind("BUSY", "LOCAL")
 
             async def chatter():
                 while True:

@@ -7,30 +7,19 @@ reported; option errors; the table and the statistics on made-up numbers.
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 import os
 import re
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-BENCH = ROOT / "perf" / "bench.py"
+import bench        # perf/ is on sys.path (pyproject.toml: pytest's pythonpath)
+from helpers import PERF, ROOT
 
-
-def load_bench():
-    spec = importlib.util.spec_from_file_location("perf_bench", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module         # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-bench = load_bench()
+BENCH = PERF / "bench.py"
 
 
 def run_bench(*args, timeout=120):

@@ -16,19 +16,9 @@ from pyzmq import protocol as p
 from pyzmq.directory import DirectoryClient, DirectoryError, parse_hostname
 from pyzmq.errors import Error, Timeout
 from pyzmq.testing import ServerProcess
+from helpers import child_env, free_port, wait_until
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KEY = "1/.@})TAeU!GLIwz*kUIbyZ=V!T=?.Y>QSnrwf*="  # a Z85 CURVE public key (40 characters)
-
-
-def wait_until(predicate, timeout, interval=0.05):
-    """Poll ``predicate`` until it is true or ``timeout`` passes; return its last value."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value or time.monotonic() >= deadline:
-            return value
-        time.sleep(interval)
 
 
 def is_free(client, name):
@@ -45,12 +35,6 @@ def is_registered(client, name):
         return True
     except Error:
         return False
-
-
-def child_env():
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [REPO_ROOT, env.get("PYTHONPATH")]))
-    return env
 
 
 @pytest.fixture
@@ -121,7 +105,9 @@ def test_duplicate_from_second_connection_is_refused(directory, client):
     with DirectoryClient(directory, timeout=3.0) as other:
         with pytest.raises(DirectoryError) as info:
             other.register("E", "E", "127.0.0.1:6666")
-        assert str(info.value) == "global name 'E' is already registered by another process"
+        # both connections are this process's: it says so, and what to do
+        assert str(info.value) == ("global name 'E' is already registered by another "
+                                   "instance (in this process: close it first)")
         assert info.value.code == p.DUPLICATE
         assert other.names() == []
     assert client.lookup("E") == ("E", "127.0.0.1:5555", "")
@@ -289,12 +275,6 @@ def test_parse_hostname():
     assert parse_hostname("10.1.2.3:99") == ("10.1.2.3", 99)
     assert parse_hostname("[::1]:7000") == ("::1", 7000)
     assert parse_hostname("[::1]") == ("::1", 5682)
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_refused_connection_fails_fast_naming_the_address():

@@ -21,7 +21,7 @@ import pyzmq
 from pyzmq import protocol as p
 from pyzmq.directory import DirectoryClient, DirectoryError
 from pyzmq.testing import ServerProcess
-from peers import COMMANDS, Peer, ROOT
+from helpers import COMMANDS, ROOT, Peer, child_env
 
 pytestmark = pytest.mark.skipif(not zmq.has("curve"), reason="libzmq without CURVE")
 
@@ -67,7 +67,8 @@ class ByteProxy:
         self.recorded = bytearray()
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.address = f"127.0.0.1:{self.listener.getsockname()[1]}"
-        threading.Thread(target=self._accept, daemon=True).start()
+        self._acceptor = threading.Thread(target=self._accept, daemon=True)
+        self._acceptor.start()
 
     def _accept(self):
         while True:
@@ -101,7 +102,14 @@ class ByteProxy:
                     pass
 
     def close(self):
+        # shutdown() wakes the accept() blocked in the other thread (close()
+        # alone does not), so the acceptor ends with the proxy
+        try:
+            self.listener.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
         self.listener.close()
+        self._acceptor.join(5)
 
 
 def dealer(ctx, server, server_public, public, secret, routing_id=None):
@@ -394,7 +402,7 @@ def test_reconnect_after_restart_runs_a_new_handshake(secure_server, keys):
 
 
 def run_server(*args):
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env = child_env()
     return subprocess.run([sys.executable, "-m", "pyzmq.server", "--port", "0", *args],
                           capture_output=True, text=True, timeout=20, env=env)
 
@@ -435,7 +443,7 @@ def test_world_readable_secret_is_warned_about(tmp_path, keys):
 
 def test_zmq_keygen_writes_a_private_keypair(tmp_path):
     path = tmp_path / "id"
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env = child_env()
     r = subprocess.run([sys.executable, "-m", "pyzmq.curve", str(path)], capture_output=True, text=True,
                        env=env, timeout=20)
     assert r.returncode == 0, r.stderr

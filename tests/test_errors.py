@@ -6,19 +6,13 @@ import time
 import pytest
 
 import pyzmq
-from peers import Peer
+from helpers import Peer, free_port
 
 
 @pytest.fixture
 def zmq():
     with pyzmq.ZMQ() as z:
         yield z
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_error_hierarchy():

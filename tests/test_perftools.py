@@ -10,24 +10,25 @@ declared in pyproject.toml.
 
 from __future__ import annotations
 
-import os
 import re
+import select
+import signal
 import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-PERF = ROOT / "perf"
+from helpers import PERF, ROOT, child_env, free_port
+
 TIMEOUT = 30        # seconds for any one process; the runs below take < 1 s
 
 LAT_LINES = (
     r"message size: (\d+) \[B\]",
     r"roundtrip count: (\d+)",
     r"average latency: (\d+\.\d+) \[us\]",
+    r"\(one-way latency: half the average round trip of (\d+\.\d+) \[us\]\)",
 )
 THR_LINES = (
     r"message size: (\d+) \[B\]",
@@ -73,12 +74,6 @@ def parse(out, patterns):
     return values
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 # ------------------------------------------------------------ measurements
 
 
@@ -91,9 +86,10 @@ def test_latency_pair(directory, size):
     lrc, lout, lerr = finish(local)
     assert lrc == 0, lerr
     assert lout == ""                       # the echo side prints nothing
-    got_size, count, latency = parse(out, LAT_LINES)
+    got_size, count, latency, roundtrip = parse(out, LAT_LINES)
     assert (got_size, count) == (size, 200)
     assert 0 < latency < 100_000
+    assert roundtrip == pytest.approx(2 * latency, abs=0.002)
 
 
 @pytest.mark.parametrize("size", [1, 65536])
@@ -251,8 +247,91 @@ def test_console_scripts_declared():
 def test_console_script_entry_point_runs():
     """The entry-point function behaves as the perf/ script does (argv from sys.argv)."""
     code = "import sys; from pyzmq.perftools import remote_thr_main; remote_thr_main()"
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env = child_env()
     proc = subprocess.run([sys.executable, "-c", code, "h:1", "0", "5"], capture_output=True,
                           text=True, timeout=15, env=env, cwd=str(ROOT))
     assert proc.returncode == 2
     assert "usage: remote_thr" in proc.stderr
+
+
+# ------------------------------------------------------------ tools that talk
+
+
+def test_mismatched_counts_stall_with_a_message_and_partial_results(directory):
+    """local_thr expects more than remote_thr sends: it says it stalled, prints
+    what it measured, and exits with status 3 (it used to wait for ever)."""
+    local = start("local_thr", directory, "127.0.0.1", 16, 2000, "--stall-timeout", 1)
+    remote = start("remote_thr", directory, 16, 1000)
+    assert finish(remote)[0] == 0
+    rc, out, err = finish(local)
+    assert rc == 3, err
+    assert "stalled" in err and "1,000 of 2,000 messages" in err and "same count" in err
+    assert "Traceback" not in err
+    lines = out.strip().splitlines()
+    size, count, rate, _ = parse("\n".join(lines[:4]), THR_LINES)
+    assert (size, count) == (16, 1000) and rate > 0
+    assert lines[4] == "(partial result: 1,000 of 2,000 messages)"
+
+
+def test_sender_with_nobody_reading_stalls(directory):
+    """remote_thr sends more than local_thr takes: once the pipe is full its
+    send waits, and the stall timeout ends it with status 3."""
+    local = start("local_thr", directory, "127.0.0.1", 1024, 100)
+    remote = start("remote_thr", directory, 1024, 10_000_000, "--stall-timeout", 1)
+    assert finish(local)[0] == 0
+    rc, out, err = finish(remote)
+    assert rc == 3, err
+    assert "stalled" in err and "does local_thr use the same count?" in err
+    assert out == ""
+
+
+def test_latency_echo_side_stalls_when_the_timer_stops_early(directory):
+    local = start("local_lat", directory, "127.0.0.1", "127.0.0.1", 8, 400, "--stall-timeout", 1)
+    remote = start("remote_lat", directory, 8, 100)
+    rc, out, _ = finish(remote)
+    assert rc == 0
+    lrc, lout, lerr = finish(local)
+    assert lrc == 3, lerr
+    assert "100 of 400 round trips" in lerr and "remote_lat" in lerr
+
+
+def test_progress_each_second_and_partial_results_on_ctrl_c(directory):
+    count = 500_000_000         # far more than can run here: only Ctrl-C ends it
+    local = start("local_thr", directory, "127.0.0.1", 16, count)
+    remote = start("remote_thr", directory, 16, count, "-q")
+    try:
+        # the first progress line, after ~1 s (never block for ever on a mute tool)
+        assert select.select([local.stderr], [], [], 15)[0], "no progress line within 15 s"
+        line = local.stderr.readline()
+        assert line.startswith("local_thr: ") and f"of {count:,} messages" in line, line
+        assert "messages/s" in line
+        local.send_signal(signal.SIGINT)
+        rc, out, err = finish(local)
+    finally:
+        for proc in (local, remote):
+            if proc.poll() is None:
+                proc.kill()
+            proc.communicate()
+    assert rc == 130, err
+    assert "interrupted after" in err and "Traceback" not in err
+    lines = out.strip().splitlines()
+    size, got, rate, _ = parse("\n".join(lines[:4]), THR_LINES)
+    assert size == 16 and 1 < got < count and rate > 0
+    assert lines[4].startswith("(partial result: ") and f"of {count:,} messages)" in lines[4]
+
+
+def test_quiet_run_says_nothing_on_stderr(directory):
+    local = start("local_thr", directory, "127.0.0.1", 16, 3_000_000, "-q")
+    remote = start("remote_thr", directory, 16, 3_000_000, "-q")
+    rrc, _, rerr = finish(remote, 120)
+    lrc, lout, lerr = finish(local, 120)
+    assert (rrc, lrc) == (0, 0), (rerr, lerr)
+    assert "messages/s" not in rerr + lerr         # no progress lines
+    parse(lout, THR_LINES)
+
+
+@pytest.mark.parametrize("value", ["-1", "x", "inf"])
+def test_bad_stall_timeout(value):
+    rc, out, err = run("local_thr", "h:1", "127.0.0.1", "1", "10", "--stall-timeout", value,
+                       timeout=15)
+    assert rc == 2 and "--stall-timeout" in err

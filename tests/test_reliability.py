@@ -25,7 +25,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 import pyzmq
-from peers import COMMANDS, Peer, wait_name_free
+from helpers import COMMANDS, Peer, wait_name_free
 from test_directory import is_free, wait_until
 from pyzmq.directory import DirectoryClient, DirectoryError
 from pyzmq.testing import ServerProcess

@@ -6,28 +6,18 @@ skipped with the reason -- except under CI (CI=true), where that is a
 failure: CI runs as root and must exercise them.
 """
 
-import importlib.util
 import os
 import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def _load_netns():
-    spec = importlib.util.spec_from_file_location("perf_netns", ROOT / "perf" / "netns.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-netns = _load_netns()
+import benchlib     # perf/ is on sys.path (pyproject.toml: pytest's pythonpath)
+import netns
+import rig
+from helpers import ROOT
 
 A_IP, B_IP = "198.18.0.1", "198.18.0.2"
 
@@ -317,15 +307,7 @@ def test_rig_refuses_without_ip_and_tc():
     assert proc.stdout == ""
 
 
-def _load_rig():
-    spec = importlib.util.spec_from_file_location("perf_rig", ROOT / "perf" / "rig.py")
-    rig = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(rig)
-    return rig
-
-
 def test_rig_refuses_when_not_root(monkeypatch, capsys):
-    rig = _load_rig()
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
     assert rig.main(["--quick"]) == 2
     out, err = capsys.readouterr()
@@ -336,17 +318,15 @@ def test_rig_refuses_when_not_root(monkeypatch, capsys):
 def test_rig_report_uses_the_loopback_runners_table(tmp_path):
     """The rig's table, link lines and chart from made-up measurements (so a
     change in perf/bench.py's interface shows here, not after a long run)."""
-    rig = _load_rig()
-    bench = rig.bench
     sizes = (16, 65536)
     values = {("lat", "c"): 30.0, ("lat", "wiring"): 33.0,
               ("thr", "c"): 1780.0, ("thr", "wiring"): 1700.0}
-    ms = [bench.Measurement(test, size, impl, rep, 100, values[test, impl] * (1 + rep / 100),
-                            bench.UNITS[test], "ok", "", "", 1.0)
+    ms = [benchlib.Measurement(test, size, impl, rep, 100, values[test, impl] * (1 + rep / 100),
+                            benchlib.UNITS[test], "ok", "", "", 1.0)
           for rep in (1, 2, 3) for test in ("lat", "thr") for size in sizes for impl in rig.IMPLS]
-    ms.append(bench.Measurement("thr", 16, "wiring", 4, 100, None, "msg/s", "failed", "boom", "", 1.0))
-    rows = bench.summarize(ms)
-    table = "\n".join(bench.table_lines(rows, rig.IMPLS))
+    ms.append(benchlib.Measurement("thr", 16, "wiring", 4, 100, None, "msg/s", "failed", "boom", "", 1.0))
+    rows = benchlib.summarize(ms)
+    table = "\n".join(benchlib.table_lines(rows, rig.IMPLS))
     assert "lat 16B" in table and "C=30.6us" in table and "pyzmq-wiring=33.7us (1.10x)" in table
     assert "thr 65536B" in table and "[1/4 failed]" in table
     link = rig.format_link(rows, sizes, 10**9)
@@ -358,7 +338,6 @@ def test_rig_report_uses_the_loopback_runners_table(tmp_path):
 
 
 def test_link_limit_and_counts():
-    rig = _load_rig()
     # 64 KiB at 1 Gbit/s: 65545 bytes of ZMTP frame in 1448-byte segments of 1514-byte frames
     assert 1823 < rig.link_limit(65536, 10**9) < 1825
     assert rig.link_limit(1, None) is None

@@ -7,7 +7,7 @@ import time
 import pytest
 
 import pyzmq
-from peers import Peer
+from helpers import Peer
 
 BLOCKED_IN_RECEIVE = """
 import time, pyzmq

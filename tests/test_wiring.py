@@ -1,11 +1,9 @@
 """The wiring API end to end: real processes, a real zmq_server, real TCP."""
 
-import time
-
 import pytest
 
 import pyzmq
-from peers import Peer
+from helpers import Peer, loans_back
 
 # A process owning a global queue QG: prints every message's count and a
 # running check that the messages came in order.
@@ -91,15 +89,6 @@ def test_buffers_of_every_kind_are_sent():
             assert zmq.receive(timeout=1) == bytes(msg)
 
 
-def _loans_back(loans, timeout=2.0):
-    """Whether the bytes lent to libzmq are all handed back (to loans)."""
-    deadline = time.monotonic() + timeout
-    while pyzmq._zmq._loans_outstanding() > loans and time.monotonic() < deadline:
-        pyzmq._zmq._collect_loans()
-        time.sleep(0.01)
-    return pyzmq._zmq._loans_outstanding() == loans
-
-
 def test_a_large_message_is_let_go_once_received():
     """A large bytes object sent inproc is lent, and the receiver's message
     holds it: receive2() and receive_many() let go of it before returning
@@ -116,7 +105,7 @@ def test_a_large_message_is_let_go_once_received():
             zmq.send(eid, big)
             assert pyzmq._zmq._loans_outstanding() == loans + 1
             assert take() == big
-            assert _loans_back(loans)
+            assert loans_back(loans)
 
 
 def test_zero_copy_min_is_the_threshold_sends_use(monkeypatch):
@@ -139,7 +128,7 @@ def test_zero_copy_min_is_the_threshold_sends_use(monkeypatch):
             assert pyzmq._zmq._loans_outstanding() == loans + 1
             assert zmq.receive2(timeout=1)[1] == b"c" * (threshold - 1)
             assert zmq.receive2(timeout=1)[1] == b"l" * threshold
-            assert _loans_back(loans)
+            assert loans_back(loans)
 
 
 def test_local_exchange_to_remote_global_queue_keeps_order(directory):

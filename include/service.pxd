@@ -1,0 +1,21 @@
+# Declarations of src/service.h: the engine's service thread, which lets
+# remote binders in while the owner thread does anything at all, and the
+# mutex the owner holds whenever it uses a listener.
+
+from libzmq cimport zmq_msg_t
+
+cdef extern from "service.h" nogil:
+    ctypedef struct sv_service:
+        pass
+    enum:
+        SV_SEND_SLICE_MS
+    sv_service *sv_new(const char *prefix, size_t plen)
+    int sv_add(sv_service *sv, void *xpub, int fd)
+    void sv_remove(sv_service *sv, void *xpub)
+    void sv_release(sv_service *sv)
+    void sv_lock(sv_service *sv)
+    void sv_unlock(sv_service *sv)
+    int sv_serve_locked(sv_service *sv)
+    int sv_npending(sv_service *sv)
+    int sv_send(sv_service *sv, void *s, const void *data, size_t size, int flags)
+    int sv_msg_send(sv_service *sv, zmq_msg_t *m, void *s, int flags)

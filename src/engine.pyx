@@ -1,0 +1,513 @@
+# Engine, what pyzmq.wiring.ZMQ extends: send and receive (the hot paths,
+# with their slow paths for fan-out, load balancing and waiting), their
+# batch forms, and serve().
+# (Included by _zmq.pyx: one extension module, one compilation unit.)
+
+cdef class Engine(_Binder):
+    """Sockets of one wiring instance; used by one thread, the one that made it."""
+
+    def serve(self, timeout):
+        """Let remote binders in for `timeout` seconds without sending or
+        receiving: attaches them to this instance's global exchanges and
+        confirms their bind().  (receive() and send() do this too while they
+        wait; serve() is for an owner with nothing else to wait on.)"""
+        self._check()
+        if timeout is None:
+            raise TypeError("serve() needs a timeout in seconds")
+        cdef double deadline = _deadline(timeout)
+        cdef int ms
+        if self.nitems == self.ninputs and deadline < 0:
+            raise Error("serve() would wait forever: this instance has no global exchange")
+        while True:
+            self._service()
+            ms = <int>_ms_left(deadline)
+            if ms == 0:
+                return
+            if self.nitems == self.ninputs:
+                __import__("time").sleep(ms / 1000.0)   # nothing to serve
+                continue
+            self._wait(NULL, FDS_LISTENERS, deadline, 0)
+
+    # ---- send -------------------------------------------------------------
+
+    def send(self, object eid, msg, timeout=None, bint block=True):
+        """Send msg (bytes or any contiguous buffer) on exchange eid.
+
+        Fan-out: every queue bound to the exchange gets one copy; with no
+        bound queue the message is dropped.  Blocks while a bound queue is
+        at its high-water mark, up to timeout seconds (None: no limit),
+        then raises pyzmq.Timeout.  With block=False returns False instead of
+        waiting.  Returns True once sent.
+        """
+        return _send(self, eid, msg, timeout, block)
+
+    cdef object _send_lent(self, ExchangeSlot *e, object msg, const char *data,
+                           Py_ssize_t size, object timeout, bint block):
+        """Send a large bytes object without copying it."""
+        zw_collect()
+        cdef zmq_msg_t zm
+        cdef zw_loan *loan = zw_lend(msg)
+        if loan == NULL:
+            raise MemoryError()
+        if zmq_msg_init_data(&zm, <void *>data, size, zw_give_back, loan) != 0:
+            zw_cancel(loan)
+            _raise_zmq("cannot wrap the message")
+        cdef void *only = _only(e)
+        try:
+            if only != NULL and only == e.xpub:
+                if self._send_xpub(only, data, size, &zm, ZMQ_DONTWAIT) >= 0:
+                    return True
+            elif only != NULL and _send_one(only, data, size, &zm, ZMQ_DONTWAIT) >= 0:
+                return True
+            return self._send_slow(e, data, size, timeout, block, &zm)
+        finally:
+            zmq_msg_close(&zm)   # drops our reference; libzmq keeps its copies
+
+    cdef object _send_slow(self, ExchangeSlot *e, const char *data, Py_ssize_t size,
+                           object timeout, bint block, zmq_msg_t *shared):
+        """Every case but the one-socket fast path: several bound queues,
+        load balancing, or waiting for room."""
+        cdef double deadline = 0.0 if not block else _deadline(timeout)
+        cdef int i, n, rc, ready
+        if e.npush == 0 and e.xpub == NULL:
+            return True
+        if self.sitems_cap < e.npush + self.nitems + 1:
+            self._grow_sitems(e.npush + 1)
+        if e.style == LOAD_BALANCING and e.npush > 0:
+            return self._send_balanced(e, data, size, deadline, shared)
+        cdef Py_ssize_t eid = (e - self.ex) + 1
+        cdef double check_at = 0.0 if self.following else -1.0    # 0.0: not started
+        # Fan-out is all or nothing: wait until every PUSH has room, then send
+        # to the listener (which waits for room itself), then to the PUSHes.
+        while True:
+            n = 0
+            for i in range(e.npush):
+                _item(&self.sitems[n], e.pushes[i], ZMQ_POLLOUT)
+                n += 1
+            if n == 0:
+                break
+            # can all of them take it now?
+            ready = 0
+            for i in range(n):
+                if _can_send(self.sitems[i].socket):
+                    ready += 1
+            if ready == n:
+                break
+            if deadline == 0.0 or (deadline > 0 and _now() >= deadline):
+                return self._would_block(block, eid)
+            # wait, and keep the listeners served meanwhile
+            n = self._add_listeners(n)
+            if check_at == 0.0:
+                check_at = self._follow_from()
+            self._wait(self.sitems, n, _earlier(deadline, check_at), 0)
+            self._service()
+            check_at = self._follow(eid, check_at)
+            e = &self.ex[eid - 1]
+        if e.xpub != NULL:
+            if not self._send_listener(e.xpub, data, size, deadline, shared):
+                return self._would_block(block, eid)
+        for i in range(e.npush):
+            rc = _send_one(e.pushes[i], data, size, shared, ZMQ_DONTWAIT)
+            if rc < 0:
+                _raise_zmq("send")
+        return True
+
+    cdef object _would_block(self, bint block, Py_ssize_t eid):
+        if not block:
+            return False
+        raise Timeout("send timed out: a bound queue stayed full (at its high-water "
+                      "mark: a slow or stalled consumer, or one that is unreachable)"
+                      + (self._follow_refusals(eid) if self.following else ""))
+
+    cdef int _add_listeners(self, int n) except -1:
+        """The listeners' signalling fds as poll items (not the sockets:
+        zmq_poll would use them outside the service lock)."""
+        cdef int i
+        for i in range(self.ninputs, self.nitems):
+            _item(&self.sitems[n], NULL, ZMQ_POLLIN)
+            self.sitems[n].fd = self.fds[i].fd
+            n += 1
+        return n
+
+    cdef bint _send_listener(self, void *s, const char *data, Py_ssize_t size,
+                             double deadline, zmq_msg_t *shared) except -1:
+        """Send on an XPUB: NODROP makes it refuse while any subscriber is full,
+        and libzmq reports no POLLOUT for XPUB, so wait in short blocking
+        sends (SV_SEND_SLICE_MS each, under the service lock, GIL released),
+        serving listeners in between."""
+        cdef int rc, err, ms
+        cdef long left
+        rc = self._send_xpub(s, data, size, shared, ZMQ_DONTWAIT)
+        if rc >= 0:
+            return True
+        err = zmq_errno()
+        while True:
+            if err == EINTR:
+                self._signals()
+            elif err != EAGAIN:
+                _raise_errno("send", err)
+            left = _ms_left(deadline)
+            if left == 0:
+                return False
+            ms = SV_SEND_SLICE_MS if (left < 0 or left > SV_SEND_SLICE_MS) else <int>left
+            with nogil:
+                sv_lock(self.svc)
+                _setopt_int(s, ZMQ_SNDTIMEO, ms)
+                rc = _send_one(s, data, size, shared, 0)
+                err = zmq_errno() if rc < 0 else 0
+                _setopt_int(s, ZMQ_SNDTIMEO, -1)
+                sv_unlock(self.svc)
+            if rc >= 0:
+                return True
+            self._service()
+
+    cdef int _send_xpub(self, void *s, const char *data, Py_ssize_t size,
+                        zmq_msg_t *shared, int flags) noexcept:
+        """_send_one on a listener, under the service lock."""
+        cdef zmq_msg_t m
+        cdef int rc, err
+        if shared == NULL:
+            return sv_send(self.svc, s, data, size, flags)
+        zmq_msg_init(&m)
+        zmq_msg_copy(&m, shared)
+        rc = sv_msg_send(self.svc, &m, s, flags)
+        if rc < 0:
+            err = zmq_errno()
+            zmq_msg_close(&m)
+            errno = err
+        return rc
+
+    cdef object _send_balanced(self, ExchangeSlot *e, const char *data, Py_ssize_t size,
+                               double deadline, zmq_msg_t *shared):
+        """Load balancing: the next bound queue, round-robin, that has room."""
+        cdef int i, k, n
+        cdef Py_ssize_t eid = (e - self.ex) + 1
+        cdef double check_at = 0.0 if self.following else -1.0    # 0.0: not started
+        while True:
+            for k in range(e.npush):
+                i = (e.next + k) % e.npush
+                if _send_one(e.pushes[i], data, size, shared, ZMQ_DONTWAIT) >= 0:
+                    e.next = (i + 1) % e.npush
+                    return True
+                if zmq_errno() != EAGAIN:
+                    _raise_zmq("send")
+            if deadline == 0.0 or (deadline > 0 and _now() >= deadline):
+                return self._would_block(deadline != 0.0, eid)
+            for i in range(e.npush):
+                _item(&self.sitems[i], e.pushes[i], ZMQ_POLLOUT)
+            n = self._add_listeners(e.npush)
+            if check_at == 0.0:
+                check_at = self._follow_from()
+            self._wait(self.sitems, n, _earlier(deadline, check_at), 0)
+            self._service()
+            check_at = self._follow(eid, check_at)
+            e = &self.ex[eid - 1]
+
+    def send_many(self, object eid_obj, messages, timeout=None):
+        """Send every message of an iterable on exchange eid, in order.
+
+        The same as calling send() for each, without a Python call per
+        message.  timeout bounds each wait for room; returns the count sent.
+        """
+        self._check()
+        _check_timeout(timeout)
+        cdef Py_ssize_t eid = _id(eid_obj, "exchange")
+        cdef ExchangeSlot *e = self._exchange(eid)
+        cdef void *only = _only(e)
+        cdef Py_ssize_t n = 0
+        cdef int rc
+        if only == e.xpub:
+            only = NULL             # the listener's sends go through send()
+        for m in messages:
+            if only != NULL and PyBytes_CheckExact(m) and PyBytes_GET_SIZE(m) < _ZERO_COPY_MIN:
+                rc = zmq_send(only, PyBytes_AS_STRING(m), PyBytes_GET_SIZE(m), ZMQ_DONTWAIT)
+                if rc >= 0:
+                    n += 1
+                    continue
+                if zmq_errno() != EAGAIN:
+                    _send_failed(eid)
+            _send(self, eid, m, timeout, True)
+            n += 1
+        return n
+
+    # ---- receive ----------------------------------------------------------
+
+    cdef int _try_receive(self, zmq_msg_t *msg) except -2:
+        """One non-blocking pass over the queues, fairly.  Returns the queue
+        id of a message now in msg, or 0 when every queue is empty."""
+        cdef int k, j, qi, si, rc, err
+        cdef QueueSlot *q
+        cdef int nq = self.nq
+        for k in range(nq):
+            qi = self.next_q + k
+            if qi >= nq:
+                qi -= nq
+            q = &self.qs[qi]
+            j = 0
+            while j < q.nsock:
+                si = q.next + j
+                if si >= q.nsock:
+                    si -= q.nsock
+                rc = zmq_msg_recv(msg, q.socks[si], ZMQ_DONTWAIT)
+                if rc < 0:
+                    err = zmq_errno()
+                    if err == EAGAIN:
+                        j += 1
+                        continue
+                    _raise_errno("receive", err)
+                if zmq_msg_more(msg):
+                    # a sync answer meant for another binder, not data: drop
+                    # it and look at the same socket again
+                    _drop_rest(q.socks[si])
+                    continue
+                q.next = si + 1 if si + 1 < q.nsock else 0
+                self.next_q = qi + 1 if qi + 1 < nq else 0
+                return qi + 1
+        return 0
+
+    cdef int _receive_msg(self, zmq_msg_t *msg, double deadline) except -2:
+        """Wait for a message on any queue; its queue id, or 0 on timeout."""
+        cdef int qid
+        cdef bint listeners = self.nitems > self.ninputs
+        if listeners:
+            self.recvs += 1
+            if self.recvs >= SERVICE_EVERY or _now() - self.serviced_at > SERVICE_AFTER:
+                self._service()
+        qid = self._try_receive(msg)
+        if qid or deadline == 0.0:
+            return qid
+        if self.ninputs == 0:
+            return self._wait_unbound(deadline)
+        if self.ninputs == 1 and not listeners:
+            return self._wait_one(msg, deadline)
+        cdef int i, rc
+        cdef bint serve
+        cdef double check_at = self._follow_from()
+        while True:
+            # every socket was just tried, so its pending commands were
+            # processed: its fd turns readable only when something new comes
+            rc = self._wait(NULL, FDS_ALL, _earlier(deadline, check_at), 0)
+            check_at = self._follow(0, check_at)
+            if listeners:
+                serve = False
+                for i in range(self.ninputs, self.nitems):
+                    serve = serve or self.fds[i].revents != 0
+                if serve:
+                    self._service()
+            qid = self._try_receive(msg)
+            if qid:
+                return qid
+            if rc == 0 and deadline >= 0 and _now() >= deadline:
+                return 0
+
+    cdef int _wait_one(self, zmq_msg_t *msg, double deadline) except -2:
+        """The only input socket, no listener to serve: block in zmq_msg_recv
+        itself, which wakes sooner than a poll followed by a receive."""
+        cdef void *s = self.items[0].socket
+        cdef int rc, err, ms
+        cdef double check_at = self._follow_from()
+        while True:
+            ms = <int>_ms_left(_earlier(deadline, check_at))
+            if ms != self.rcvtimeo:
+                _setopt(s, ZMQ_RCVTIMEO, ms, "cannot set a receive timeout")
+                self.rcvtimeo = ms
+            with nogil:
+                rc = zmq_msg_recv(msg, s, 0)
+            if rc >= 0:
+                if zmq_msg_more(msg):
+                    _drop_rest(s)       # a sync answer for another binder
+                    continue
+                return self.single_qid
+            err = zmq_errno()
+            if err == EINTR:
+                self._signals()
+            elif err != EAGAIN:
+                _raise_errno("receive", err)
+            elif deadline >= 0 and _now() >= deadline:
+                return 0
+            else:
+                check_at = self._follow(0, check_at)
+                s = self.items[0].socket    # re-read: the hook ran Python code
+
+    cdef int _wait_unbound(self, double deadline) except -2:
+        """No queue has a socket yet: nothing can arrive before another call
+        of this thread binds one."""
+        if deadline < 0:
+            if self.nq == 0:
+                raise Error("receive() would wait forever: this instance has no queue")
+            raise Error("receive() would wait forever: no queue of this instance "
+                        "is bound or global")
+        self.serve(max(0.0, deadline - _now()))     # binders may still come in
+        return 0
+
+    def receive(self, timeout=None, bint block=True, bint copy=True):
+        """The next message from any of this instance's queues, as bytes.
+
+        Fair across queues; order is kept per (exchange, queue) pair.  Waits
+        up to timeout seconds (None: no limit) and raises pyzmq.Timeout;
+        block=False returns None at once when nothing is there.  copy=False
+        returns a Frame (a buffer backed by libzmq's message, no copy).
+        """
+        self._check()
+        _check_timeout(timeout)
+        cdef int qid, rc
+        if self.stash.n:
+            return self._from_stash(copy)[1]
+        if copy and self.nitems == 1 and self.ninputs == 1:
+            # fast path: one input socket, no listener to serve; the engine's
+            # own message object is reused (zmq_msg_recv closes its old content)
+            rc = zmq_msg_recv(&self.rmsg, self.items[0].socket, ZMQ_DONTWAIT)
+            if rc >= 0 and not zmq_msg_more(&self.rmsg):
+                return _copy(&self.rmsg)
+            if rc >= 0:
+                _drop_rest(self.items[0].socket)     # a sync answer, not data
+            elif zmq_errno() != EAGAIN:
+                _raise_zmq("receive")
+            elif not block:
+                return None
+            else:
+                # nothing there: wait in the socket itself, without trying
+                # again first (each empty try costs libzmq a syscall)
+                if self._wait_one(&self.rmsg, _deadline(timeout)) == 0:
+                    return self._nothing(block, timeout)
+                return _copy(&self.rmsg)
+        if copy:
+            m = _receive_copy(self, _deadline(timeout) if block else 0.0, &qid)
+            return self._nothing(block, timeout) if m is None else m
+        return self._receive_frame(timeout, block)
+
+    cdef object _nothing(self, bint block, object timeout):
+        if not block:
+            return None
+        raise Timeout(f"no message arrived within {timeout} s"
+                      + (self._follow_refusals(0) if self.following else ""))
+
+    cdef object _receive_frame(self, object timeout, bint block):
+        cdef Frame f = Frame.__new__(Frame)
+        cdef double deadline = _deadline(timeout) if block else 0.0
+        cdef int qid = self._receive_msg(&f.msg, deadline)
+        if qid == 0:
+            return self._nothing(block, timeout)
+        f.queue_id = qid
+        return f
+
+    cdef tuple _from_stash(self, bint copy):
+        cdef tuple item = self.stash.pop()
+        if copy:
+            return item
+        cdef Frame f = Frame.__new__(Frame)
+        cdef bytes b = item[1]
+        zmq_msg_close(&f.msg)
+        if zmq_msg_init_size(&f.msg, len(b)) != 0:
+            zmq_msg_init(&f.msg)
+            _raise_zmq("cannot make a message for a stashed frame")
+        memcpy(zmq_msg_data(&f.msg), <char *>b, len(b))
+        f.queue_id = item[0]
+        return (item[0], f)
+
+    def receive2(self, timeout=None, bint block=True, bint copy=True):
+        """Like receive(), but returns (queue_id, message); None with
+        block=False when nothing is there."""
+        self._check()
+        _check_timeout(timeout)
+        cdef int qid
+        if self.stash.n:
+            return self._from_stash(copy)
+        if not copy:
+            f = self._receive_frame(timeout, block)
+            return None if f is None else ((<Frame>f).queue_id, f)
+        m = _receive_copy(self, _deadline(timeout) if block else 0.0, &qid)
+        return self._nothing(block, timeout) if m is None else (qid, m)
+
+    def receive_many(self, object max_count_obj, timeout=None):
+        """Up to max_count messages: waits (up to timeout) for the first,
+        then takes whatever else is already there.  Returns a list."""
+        self._check()
+        _check_timeout(timeout)
+        cdef Py_ssize_t max_count
+        try:
+            max_count = max_count_obj
+        except OverflowError:
+            if max_count_obj < 0:
+                raise ValueError(f"max_count must be >= 1, not {max_count_obj}") from None
+            max_count = PY_SSIZE_T_MAX      # "up to": as many as there are
+        if max_count < 1:
+            raise ValueError(f"max_count must be >= 1, not {max_count}")
+        cdef list out = []
+        cdef int qid
+        while self.stash.n and len(out) < max_count:
+            out.append(self._from_stash(True)[1])
+        if not out:
+            m = _receive_copy(self, _deadline(timeout), &qid)
+            if m is None:
+                raise Timeout(f"no message arrived within {timeout} s"
+                              + (self._follow_refusals(0) if self.following else ""))
+            out.append(m)
+        while len(out) < max_count and self._try_receive(&self.rmsg):
+            out.append(_copy(&self.rmsg))
+        _release_large(&self.rmsg)
+        return out
+
+
+cdef inline object _send(Engine self, object eid, object msg, object timeout, bint block):
+    """Engine.send, as a C function: send_many calls it, whatever a subclass
+    made of send (asyncio's is a coroutine).  (A function, not a method:
+    methods are called through the vtable and are never inlined.)"""
+    self._check()
+    _check_timeout(timeout)
+    cdef ExchangeSlot *e = self._exchange(_id(eid, "exchange"))
+    cdef const char *data
+    cdef Py_ssize_t size
+    cdef int rc
+    cdef void *only
+    if PyBytes_CheckExact(msg):
+        data = PyBytes_AS_STRING(msg)
+        size = PyBytes_GET_SIZE(msg)
+        if size >= _ZERO_COPY_MIN:
+            return self._send_lent(e, msg, data, size, timeout, block)
+        # fast path: one socket, room in its pipe
+        only = _only(e)
+        if only == NULL and e.npush == 0:
+            return True         # nothing bound: dropped, as documented
+        if only != NULL:
+            if only != e.xpub:
+                rc = zmq_send(only, data, size, ZMQ_DONTWAIT)
+            else:           # the service thread may use it: under its lock
+                rc = sv_send(self.svc, only, data, size, ZMQ_DONTWAIT)
+            if rc >= 0:
+                return True
+            if zmq_errno() != EAGAIN:
+                _send_failed(eid)
+        return self._send_slow(e, data, size, timeout, block, NULL)
+    return _send_buffer(self, e, msg, timeout, block)
+
+
+# The cold parts of _send, out of line so that _send stays small enough for
+# the compiler to inline it into send().
+
+cdef int _send_failed(object eid) except -1:
+    return _raise_zmq(f"send on exchange {eid}")
+
+
+cdef object _send_buffer(Engine self, ExchangeSlot *e, object msg, object timeout, bint block):
+    """Send any contiguous buffer but bytes (a str is a TypeError)."""
+    cdef Py_buffer view
+    _get_buffer(msg, &view)
+    try:
+        return self._send_slow(e, <const char *>view.buf, view.len, timeout, block, NULL)
+    finally:
+        PyBuffer_Release(&view)
+
+
+cdef inline object _receive_copy(Engine self, double deadline, int *qid):
+    """The next message from any of self's queues, copied into bytes (its
+    queue id in qid[0]); None when nothing came by the deadline (0.0: do not
+    wait).  Received into the engine's reused message, as on the fast path.
+    (A function, not a method: methods are called through the vtable and
+    are never inlined.)"""
+    qid[0] = self._receive_msg(&self.rmsg, deadline)
+    if qid[0] == 0:
+        return None
+    cdef bytes b = _copy(&self.rmsg)
+    _release_large(&self.rmsg)
+    return b

@@ -1,0 +1,336 @@
+/* The service thread of one engine: it lets remote binders in while the
+ * owner thread does anything at all (sleeps, computes, awaits).
+ *
+ * libzmq attaches a new subscriber to an XPUB, and hands over its
+ * subscriptions, only when some thread uses that socket.  A socket is not
+ * thread-safe, but it may be used by several threads one after another when
+ * a full memory barrier separates them: here, one mutex per engine.  The
+ * owner holds it whenever it uses one of its listeners (XPUBs); the service
+ * thread holds it while it reads their subscriptions and answers sync
+ * requests.  The thread is plain C: it never takes the GIL, so the owner may
+ * wait for the mutex with the GIL held without any risk of deadlock, and the
+ * mutex is only ever held for non-blocking libzmq calls (and, by the owner,
+ * for a blocking send of at most SV_SEND_SLICE_MS).
+ *
+ * The thread sleeps in poll() on the listeners' signalling fds (ZMQ_FD) and
+ * on a wake-up pipe.  Such an fd signals only new commands: when the owner's
+ * own send on a listener has taken them in, the fd says nothing, so after
+ * the owner has used a listener the thread looks again within SV_TOUCHED_MS;
+ * while a sync answer is pending (its subscriber is full: XPUB_NODROP
+ * refuses) it retries every SV_PENDING_MS.  An idle owner costs nothing.
+ *
+ * Stopping never waits: the owner marks the service stopped and forgets the
+ * listeners under the mutex (from then on the thread touches no socket, so
+ * the owner may close them at once), wakes the thread and leaves; whichever
+ * of the two lets go last frees the structure.  Nothing in close() or
+ * __dealloc__ joins a thread.  In a forked child nothing is touched: the
+ * thread does not exist there, and the structure (whose mutex may have been
+ * held at the fork) is left alone.
+ */
+#ifndef PYZMQ_WIRING_SERVICE_H
+#define PYZMQ_WIRING_SERVICE_H
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <zmq.h>
+
+#define SV_TOPIC_MAX 64         /* a sync topic is the prefix + 16 bytes */
+#define SV_TOUCHED_MS 20
+#define SV_PENDING_MS 10
+#define SV_SEND_SLICE_MS 5
+
+typedef struct sv_sync {
+    size_t len;
+    char topic[SV_TOPIC_MAX];
+} sv_sync;
+
+typedef struct sv_listener {
+    void *xpub;
+    int fd;
+    sv_sync *pending;           /* sync requests not answered yet */
+    int npending, cap;
+} sv_listener;
+
+typedef struct sv_service {
+    pthread_mutex_t lock;
+    int refs;                   /* the owner and the thread, under lock */
+    int stop;
+    int touched;                /* the owner used a listener since the last look */
+    int started;
+    int wake[2];                /* a pipe: wakes the thread up */
+    sv_listener *ls;
+    int nls;
+    char prefix[SV_TOPIC_MAX];
+    size_t plen;
+} sv_service;
+
+static sv_service *sv_new(const char *prefix, size_t plen)
+{
+    if (plen >= SV_TOPIC_MAX)
+        return NULL;
+    sv_service *sv = (sv_service *)calloc(1, sizeof(sv_service));
+    if (sv == NULL)
+        return NULL;
+    if (pipe2(sv->wake, O_CLOEXEC | O_NONBLOCK) != 0) {
+        free(sv);
+        return NULL;
+    }
+    pthread_mutex_init(&sv->lock, NULL);
+    sv->refs = 1;
+    memcpy(sv->prefix, prefix, plen);
+    sv->plen = plen;
+    return sv;
+}
+
+static void sv_destroy(sv_service *sv)
+{
+    int i;
+    for (i = 0; i < sv->nls; i++)
+        free(sv->ls[i].pending);
+    free(sv->ls);
+    close(sv->wake[0]);
+    close(sv->wake[1]);
+    pthread_mutex_destroy(&sv->lock);
+    free(sv);
+}
+
+static inline void sv_lock(sv_service *sv) { pthread_mutex_lock(&sv->lock); }
+static inline void sv_unlock(sv_service *sv) { pthread_mutex_unlock(&sv->lock); }
+
+static void sv_poke(sv_service *sv)
+{
+    char c = 1;
+    ssize_t rc = write(sv->wake[1], &c, 1);     /* full pipe: already awake */
+    (void)rc;
+}
+
+/* Under the lock: read every listener's subscriptions, keep the sync
+ * requests, answer what can be answered.  Returns 0, or the errno of the
+ * first unexpected failure (the request is dropped: its binder times out). */
+static int sv_serve_locked(sv_service *sv)
+{
+    int i, rc, failed = 0;
+    zmq_msg_t msg;
+    for (i = 0; i < sv->nls; i++) {
+        sv_listener *l = &sv->ls[i];
+        for (;;) {
+            zmq_msg_init(&msg);
+            rc = zmq_msg_recv(&msg, l->xpub, ZMQ_DONTWAIT);
+            if (rc < 0) {
+                zmq_msg_close(&msg);
+                break;
+            }
+            const char *data = (const char *)zmq_msg_data(&msg);
+            size_t size = zmq_msg_size(&msg);
+            if (size > sv->plen + 1 && size - 1 <= SV_TOPIC_MAX && data[0] == 1
+                    && memcmp(data + 1, sv->prefix, sv->plen) == 0) {
+                if (l->npending == l->cap) {
+                    int cap = l->cap ? 2 * l->cap : 4;
+                    sv_sync *p = (sv_sync *)realloc(l->pending, cap * sizeof(sv_sync));
+                    if (p != NULL) {
+                        l->pending = p;
+                        l->cap = cap;
+                    }
+                }
+                if (l->npending < l->cap) {
+                    l->pending[l->npending].len = size - 1;
+                    memcpy(l->pending[l->npending].topic, data + 1, size - 1);
+                    l->npending++;
+                } else if (!failed) {
+                    failed = ENOMEM;
+                }
+            }
+            zmq_msg_close(&msg);
+        }
+        while (l->npending) {
+            sv_sync *s = &l->pending[0];
+            if (zmq_send(l->xpub, s->topic, s->len, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0) {
+                if (zmq_errno() == EAGAIN)
+                    break;      /* a subscriber is full: again on the next pass */
+                if (!failed)
+                    failed = zmq_errno();
+            } else if (zmq_send(l->xpub, "", 0, ZMQ_DONTWAIT) < 0 && !failed) {
+                /* the second frame goes with the first: a multipart
+                 * message is queued whole or not at all */
+                failed = zmq_errno();
+            }
+            l->npending--;
+            memmove(l->pending, l->pending + 1, l->npending * sizeof(sv_sync));
+        }
+    }
+    return failed;
+}
+
+static int sv_npending(sv_service *sv)
+{
+    int i, n = 0;
+    for (i = 0; i < sv->nls; i++)
+        n += sv->ls[i].npending;
+    return n;
+}
+
+static void *sv_run(void *arg)
+{
+    sv_service *sv = (sv_service *)arg;
+    struct pollfd *pf = NULL;
+    int cap = 0, n, i, timeout, last;
+    char buf[64];
+    sv_lock(sv);
+    while (!sv->stop) {
+        n = sv->nls;
+        if (n + 1 > cap) {
+            struct pollfd *p = (struct pollfd *)realloc(pf, (n + 1) * sizeof(struct pollfd));
+            if (p == NULL) {
+                /* cannot poll them all: look every SV_PENDING_MS instead */
+                n = cap > 0 ? cap - 1 : 0;
+            } else {
+                pf = p;
+                cap = n + 1;
+            }
+        }
+        if (pf == NULL) {
+            sv_unlock(sv);
+            usleep(SV_PENDING_MS * 1000);
+            sv_lock(sv);
+            if (!sv->stop)
+                sv_serve_locked(sv);
+            continue;
+        }
+        pf[0].fd = sv->wake[0];
+        pf[0].events = POLLIN;
+        for (i = 0; i < n; i++) {
+            pf[i + 1].fd = sv->ls[i].fd;
+            pf[i + 1].events = POLLIN;
+        }
+        timeout = sv_npending(sv) ? SV_PENDING_MS : sv->touched ? SV_TOUCHED_MS : -1;
+        if (n < sv->nls)
+            timeout = SV_PENDING_MS;
+        sv->touched = 0;
+        sv_unlock(sv);
+        if (poll(pf, n + 1, timeout) > 0 && pf[0].revents)
+            while (read(sv->wake[0], buf, sizeof buf) > 0)
+                ;
+        sv_lock(sv);
+        if (sv->stop)
+            break;
+        sv_serve_locked(sv);
+    }
+    last = --sv->refs == 0;
+    sv_unlock(sv);
+    free(pf);
+    if (last)
+        sv_destroy(sv);
+    return NULL;
+}
+
+/* The owner adds a listener (a new XPUB nobody else uses yet) and starts
+ * the thread on the first one.  Returns 0 or an errno. */
+static int sv_add(sv_service *sv, void *xpub, int fd)
+{
+    int rc = 0;
+    sv_lock(sv);
+    sv_listener *p = (sv_listener *)realloc(sv->ls, (sv->nls + 1) * sizeof(sv_listener));
+    if (p == NULL) {
+        sv_unlock(sv);
+        return ENOMEM;
+    }
+    sv->ls = p;
+    memset(&p[sv->nls], 0, sizeof(sv_listener));
+    p[sv->nls].xpub = xpub;
+    p[sv->nls].fd = fd;
+    sv->nls++;
+    if (!sv->started) {
+        pthread_t t;
+        pthread_attr_t attr;
+        sigset_t all, old;
+        pthread_attr_init(&attr);
+        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+        pthread_attr_setstacksize(&attr, 256 * 1024);
+        /* signals (Ctrl-C) are for the threads that run Python */
+        sigfillset(&all);
+        pthread_sigmask(SIG_BLOCK, &all, &old);
+        rc = pthread_create(&t, &attr, sv_run, sv);
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
+        pthread_attr_destroy(&attr);
+        if (rc == 0) {
+            sv->started = 1;
+            sv->refs++;
+        } else {
+            sv->nls--;
+        }
+    }
+    sv_unlock(sv);
+    if (rc == 0)
+        sv_poke(sv);
+    return rc;
+}
+
+/* The owner removes a listener it is about to close. */
+static void sv_remove(sv_service *sv, void *xpub)
+{
+    int i;
+    sv_lock(sv);
+    for (i = 0; i < sv->nls; i++) {
+        if (sv->ls[i].xpub == xpub) {
+            free(sv->ls[i].pending);
+            sv->ls[i] = sv->ls[sv->nls - 1];
+            sv->nls--;
+            break;
+        }
+    }
+    sv_unlock(sv);
+}
+
+/* The owner lets go: the thread stops touching sockets at once (it only
+ * uses them under the lock, and finds stop set), and ends on its own. */
+static void sv_release(sv_service *sv)
+{
+    int i, last;
+    sv_lock(sv);
+    sv->stop = 1;
+    for (i = 0; i < sv->nls; i++)
+        free(sv->ls[i].pending);
+    free(sv->ls);
+    sv->ls = NULL;
+    sv->nls = 0;
+    last = --sv->refs == 0;
+    if (!last)
+        sv_poke(sv);            /* before unlocking: the thread frees sv */
+    sv_unlock(sv);
+    if (last)
+        sv_destroy(sv);
+}
+
+/* The owner's send on a listener: under the lock, marking it touched.
+ * errno is kept across the unlock for the caller's zmq_errno(). */
+static inline int sv_send(sv_service *sv, void *s, const void *data, size_t size, int flags)
+{
+    int rc, err;
+    pthread_mutex_lock(&sv->lock);
+    rc = zmq_send(s, data, size, flags);
+    err = errno;
+    sv->touched = 1;
+    pthread_mutex_unlock(&sv->lock);
+    errno = err;
+    return rc;
+}
+
+static inline int sv_msg_send(sv_service *sv, zmq_msg_t *m, void *s, int flags)
+{
+    int rc, err;
+    pthread_mutex_lock(&sv->lock);
+    rc = zmq_msg_send(m, s, flags);
+    err = errno;
+    sv->touched = 1;
+    pthread_mutex_unlock(&sv->lock);
+    errno = err;
+    return rc;
+}
+
+#endif

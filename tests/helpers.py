@@ -1,0 +1,158 @@
+"""What several test files need: the checkout's paths, free ports, polling
+until something holds, a child-process environment, peer processes, and
+the snapshot the leak check (conftest.py) takes around every test.
+
+Import it as ``from helpers import ...`` (pytest puts tests/ on sys.path).
+"""
+
+import os
+import socket
+import threading
+import time
+import weakref
+from pathlib import Path
+
+import pyzmq
+from pyzmq import wiring
+from pyzmq.testing import PeerProcess
+
+ROOT = Path(__file__).resolve().parent.parent      # the checkout
+PERF = ROOT / "perf"
+
+
+def free_port(host="127.0.0.1"):
+    """A TCP port on `host` that nobody listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def wait_until(predicate, timeout, interval=0.05):
+    """Poll ``predicate`` until it is true or ``timeout`` passes; return its last value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value or time.monotonic() >= deadline:
+            return value
+        time.sleep(interval)
+
+
+def child_env(**extra):
+    """os.environ for a child Python process that imports pyzmq from this
+    checkout (the checkout first on PYTHONPATH), plus `extra`."""
+    env = dict(os.environ, **extra)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    return env
+
+
+def loans_back(loans=0, timeout=2.0):
+    """Whether the bytes lent to libzmq for zero-copy sends are all handed
+    back (down to `loans` outstanding) within `timeout` seconds."""
+    def settled():
+        pyzmq._zmq._collect_loans()
+        return pyzmq._zmq._loans_outstanding() <= loans
+    return wait_until(settled, timeout, interval=0.01)
+
+
+# ------------------------------------------------------------ peer processes
+
+# Prepended to a peer script: next_command(z) serves instance z's listeners
+# (so remote binders get in) until a line arrives on stdin, and returns it.
+COMMANDS = """
+import queue as _queue, sys as _sys, threading as _threading
+_lines = _queue.Queue()
+_threading.Thread(target=lambda: [_lines.put(l.strip()) for l in _sys.stdin], daemon=True).start()
+
+
+def next_command(z, every=0.02):
+    while True:
+        z.serve(every)
+        try:
+            return _lines.get_nowait()
+        except _queue.Empty:
+            pass
+"""
+
+# A peer is pyzmq.testing's PeerProcess: a Python snippet in a real child
+# process, talked to by lines (perf/netns.py starts the same kind inside a
+# network namespace).
+Peer = PeerProcess
+
+
+def wait_name_free(directory, name, timeout=10.0):
+    """Wait until the directory at ``directory`` holds no ``name`` (a killed
+    owner's names go when its lease expires, within the lease TTL)."""
+    from pyzmq import protocol as p
+    from pyzmq.directory import DirectoryClient, DirectoryError
+    deadline = time.monotonic() + timeout
+    with DirectoryClient(directory, timeout=3.0) as client:
+        while True:
+            try:
+                client.lookup(name)
+            except DirectoryError as exc:
+                if exc.code == p.NOT_FOUND:
+                    return
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{name!r} still registered {timeout:g} s later")
+            time.sleep(0.05)
+
+
+# ------------------------------------------------------------ leak check
+
+# Threads that live for the whole process by design, not for one test: the
+# ZAP handler (started by the first CURVE instance, stopped at exit).
+PROCESS_THREADS = frozenset({"pyzmq-wiring ZAP"})
+
+
+class Snapshot:
+    """What the library holds at one moment: bytes lent to libzmq, running
+    threads, open instances.  ``leaks()`` says what appeared since."""
+
+    def __init__(self):
+        self.loans = pyzmq._zmq._loans_outstanding()
+        self.threads = set(threading.enumerate())
+        self.instances = weakref.WeakSet(wiring._live)
+
+    def new_instances(self):
+        """Instances opened since the snapshot and not closed."""
+        return [z for z in list(wiring._live) if z not in self.instances and not z.closed]
+
+    def new_threads(self, grace):
+        """Threads started since the snapshot still running after `grace` seconds."""
+        deadline = time.monotonic() + grace
+        left = []
+        for t in threading.enumerate():
+            if t in self.threads or t is threading.current_thread() or t.name in PROCESS_THREADS:
+                continue
+            t.join(max(0.0, deadline - time.monotonic()))
+            if t.is_alive():
+                left.append(t)
+        return left
+
+    def leaks(self, grace=2.0):
+        """A list of what is left over, as sentences; leftover instances
+        are closed (so that one leak does not spill into the next test)."""
+        found = []
+        instances = self.new_instances()
+        if instances:
+            found.append(f"{len(instances)} instance(s) left open: " +
+                         ", ".join(_describe(z) for z in instances))
+            for z in instances:
+                try:
+                    z.close()
+                except Exception as e:  # noqa: BLE001 - reported with the leak
+                    found.append(f"closing {_describe(z)} failed: {e!r}")
+        threads = self.new_threads(grace)
+        if threads:
+            found.append(f"{len(threads)} thread(s) still running {grace:g} s after the test: " +
+                         ", ".join(repr(t.name) for t in threads))
+        if not loans_back(self.loans, timeout=grace):
+            found.append(f"{pyzmq._zmq._loans_outstanding() - self.loans} zero-copy loan(s) "
+                         f"outstanding {grace:g} s after the test (bytes lent to libzmq and "
+                         f"never handed back)")
+        return found
+
+
+def _describe(z):
+    names = ", ".join(sorted(getattr(z, "_objects", {}))) or "no objects"
+    return f"{type(z).__module__}.{type(z).__qualname__} ({names})"

@@ -1,0 +1,171 @@
+"""pyzmq.asyncio.ZMQ never blocks its loop (issue 12, item 4): a ticker task
+runs every 10 ms while each call that can wait waits: the directory
+connection, create_*() of a global name and close() against a zmq_server
+that is stopped (SIGSTOP) for a while, bind() to an exchange whose owner
+process is stopped for a while, send_many() into a full queue and
+receive_many() on an empty one.  Real processes, a real zmq_server."""
+
+import asyncio
+import os
+import signal
+import time
+
+import pyzmq
+import pyzmq.asyncio
+from helpers import Peer, wait_until
+from test_busy_owner import SYNC_OWNER, _stopped
+
+STALL = 1.0         # how long the other side is stopped
+MAX_GAP = 0.2       # the most the ticker may be held up
+
+
+class Ticker:
+    """A task that wakes every 10 ms and records the longest gap."""
+
+    def __init__(self):
+        self.gap = 0.0
+        self.task = asyncio.ensure_future(self._run())
+
+    async def _run(self):
+        last = time.monotonic()
+        while True:
+            await asyncio.sleep(0.01)
+            now = time.monotonic()
+            self.gap = max(self.gap, now - last)
+            last = now
+
+    async def during(self, awaitable):
+        """Await it; returns (its result, seconds it took), and checks the ticker."""
+        self.gap = 0.0
+        t0 = time.monotonic()
+        result = await awaitable
+        took = time.monotonic() - t0
+        await asyncio.sleep(0.02)       # one more tick after it returned
+        assert self.gap < MAX_GAP, f"the loop was blocked for {self.gap:.3f} s"
+        return result, took
+
+    def stop(self):
+        self.task.cancel()
+
+
+def stall(pid, seconds):
+    """SIGSTOP pid now (and wait until it is stopped), SIGCONT it after seconds."""
+    os.kill(pid, signal.SIGSTOP)
+    assert wait_until(lambda: _stopped(pid), 5)
+    asyncio.get_running_loop().call_later(seconds, os.kill, pid, signal.SIGCONT)
+
+
+def run(coro):
+    return asyncio.run(asyncio.wait_for(coro, 60))
+
+
+def test_directory_calls_do_not_block_the_loop(directory_server):
+    server = directory_server
+
+    async def main():
+        ticker = Ticker()
+        try:
+            stall(server.pid, STALL)
+            z, took = await ticker.during(pyzmq.asyncio.ZMQ.connect(server.address, timeout=10))
+            try:
+                await asyncio.sleep(STALL)      # the server runs again
+                stall(server.pid, STALL)
+                eid, took = await ticker.during(
+                    z.create_exchange("G", pyzmq.SCOPE_GLOBAL, "127.0.0.1:0"))
+                assert took > STALL / 2, f"create_exchange took {took:.3f} s: no stall?"
+                assert eid == z.exchanges["G"]
+                stall(server.pid, STALL)
+                _, took = await ticker.during(z.close())
+                assert took > STALL / 2, f"close took {took:.3f} s: no stall?"
+                assert z.closed
+            finally:
+                if not z.closed:
+                    await z.close()
+        finally:
+            ticker.stop()
+    run(main())
+
+
+def test_bind_waits_on_the_loop(directory):
+    with Peer(SYNC_OWNER, directory, "sleep", 30, 0) as owner:
+        owner.expect("READY")
+
+        async def main():
+            ticker = Ticker()
+            try:
+                async with await pyzmq.asyncio.ZMQ.connect(directory) as z:
+                    await z.create_queue("Q")
+                    stall(owner.proc.pid, STALL)
+                    _, took = await ticker.during(z.bind("slow", "Q"))
+                    assert took > STALL / 2, f"bind took {took:.3f} s: no stall?"
+                    assert ("slow", "Q") in z.bindings
+            finally:
+                ticker.stop()
+        run(main())
+
+
+def test_send_many_and_receive_many_wait_on_the_loop():
+    async def main():
+        ticker = Ticker()
+        try:
+            async with pyzmq.asyncio.ZMQ(hwm=10) as z:
+                eid = await z.create_exchange("E")
+                await z.create_queue("Q")
+                await z.bind("E", "Q")
+                loop = asyncio.get_running_loop()
+                loop.call_later(STALL, lambda: asyncio.ensure_future(z.send(eid, b"late")))
+                got, took = await ticker.during(z.receive_many(10, timeout=10))
+                assert got == [b"late"] and took > STALL / 2
+
+                async def drain():
+                    await asyncio.sleep(STALL)
+                    return [await z.receive(timeout=5) for _ in range(200)]
+                consumer = asyncio.ensure_future(drain())
+                n, took = await ticker.during(z.send_many(eid, [b"%d" % i for i in range(200)]))
+                assert n == 200 and took > STALL / 2
+                assert await consumer == [b"%d" % i for i in range(200)]
+        finally:
+            ticker.stop()
+    run(main())
+
+
+def test_a_curve_bind_waits_for_its_handshake_on_the_loop(directory):
+    from test_security import QUEUE_OWNER
+    with Peer(QUEUE_OWNER, directory, pyzmq.curve_keypair()[1], 0) as owner:
+        owner.expect("ready")
+
+        async def main():
+            ticker = Ticker()
+            try:
+                async with await pyzmq.asyncio.ZMQ.connect(directory) as z:
+                    eid = await z.create_exchange("E")
+                    stall(owner.proc.pid, STALL)
+                    _, took = await ticker.during(z.bind("E", "orders"))
+                    assert took > STALL / 2, f"bind took {took:.3f} s: no stall?"
+                    assert await z.send(eid, b"sealed", timeout=5)
+            finally:
+                ticker.stop()
+        run(main())
+        assert owner.expect("got") == "sealed"
+
+
+def test_a_relay_bind_waits_on_the_loop(directory):
+    """Both objects remote: the relay's sync waits on the loop, then the
+    relay passes on what the exchange's owner sends."""
+    from test_security import QUEUE_OWNER
+    with Peer(QUEUE_OWNER, directory, "-", 0) as sink, \
+            Peer(SYNC_OWNER, directory, "sleep", 2 * STALL, 3) as owner:
+        sink.expect("ready")
+        owner.expect("READY")
+
+        async def main():
+            ticker = Ticker()
+            try:
+                async with await pyzmq.asyncio.ZMQ.connect(directory) as z:
+                    stall(owner.proc.pid, STALL)
+                    _, took = await ticker.during(z.bind("slow", "orders"))
+                    assert took > STALL / 2, f"bind took {took:.3f} s: no stall?"
+                    assert [sink.expect("got") for _ in range(3)] == ["0", "1", "2"]
+            finally:
+                ticker.stop()
+        run(main())

@@ -1,0 +1,453 @@
+"""The directory on a real 3-node etcd cluster (docs/etcd.md): wiring across
+real processes, leader and quorum loss, owners that die, races for a name,
+a cluster that restarts or comes back empty.  The cluster is the session's
+(conftest.py ``etcd_cluster``); each test uses a key prefix of its own."""
+
+import os
+import signal
+import threading
+import time
+import uuid
+
+import pytest
+
+import pyzmq
+from helpers import COMMANDS, Peer, wait_until
+
+pytest.importorskip("etcd3gw", reason="the etcd3gw client is not installed (pip install .[etcd])")
+
+from pyzmq.etcd_directory import EtcdDirectory, parse_url  # noqa: E402
+
+# Owns global exchange EG and global queue QG; on "send N" sends N numbered
+# messages on EG, on "recv N" prints the next N messages of QG.
+OWNER = COMMANDS + """
+import sys, pyzmq
+z = pyzmq.ZMQ(sys.argv[1])
+eid = z.create_exchange("EG", pyzmq.SCOPE_GLOBAL, "127.0.0.1:0")
+z.create_queue("QG", pyzmq.SCOPE_GLOBAL, "127.0.0.1:0")
+print("READY", z._directory.lease_id, flush=True)
+while True:
+    cmd = next_command(z).split()
+    if cmd[0] == "send":
+        for i in range(int(cmd[1])):
+            z.send(eid, b"eg%d" % i)
+        print("SENT", flush=True)
+    elif cmd[0] == "recv":
+        got = [z.receive(timeout=10).decode() for _ in range(int(cmd[1]))]
+        print("GOT", ",".join(got), flush=True)
+    elif cmd[0] == "quit":
+        break
+z.close()
+print("BYE", flush=True)
+"""
+
+
+@pytest.fixture
+def etcd_url(etcd_cluster):
+    """The session cluster's address with a key prefix of this test's own."""
+    return f"{etcd_cluster.url}/test-{uuid.uuid4().hex[:8]}"
+
+
+def test_url_parsing_and_clear_errors():
+    got = parse_url("etcd+tls://alice:s%40cret@h1,h2:2380,[::1]:2381/myapp?ca=/ca.pem&ttl=3")
+    assert got["tls"] and got["user"] == "alice" and got["password"] == "s@cret"
+    assert got["endpoints"] == [("h1", 2379), ("h2", 2380), ("::1", 2381)]
+    assert got["prefix"] == "/myapp/" and got["options"] == {"ca": "/ca.pem", "ttl": "3"}
+    assert parse_url("etcd://h")["prefix"] == "/pyzmq-wiring/"
+    for bad, words in [("etcd://", "empty endpoint"), ("etcd://h:99999", "port"),
+                       ("etcd://h1,,h2", "empty endpoint"), ("etcd://h?color=red", "unknown option")]:
+        with pytest.raises(ValueError, match=words):
+            parse_url(bad)
+    with pytest.raises(ValueError, match="etcd\\+tls"):
+        EtcdDirectory("etcd://127.0.0.1:1?ca=/x")
+    with pytest.raises(pyzmq.Error, match="cannot reach any node"):
+        EtcdDirectory("etcd://127.0.0.1:1,127.0.0.1:2", timeout=1)
+
+
+def test_wiring_across_processes_for_all_four_bind_kinds(etcd_url):
+    with Peer(OWNER, etcd_url) as owner:
+        owner_lease = int(owner.expect("READY"))
+        with pyzmq.ZMQ(etcd_url) as z:
+            # the records are in etcd under the owner's lease
+            records = {r["name"]: r for r in z._directory.list()}
+            assert set(records) == {"EG", "QG"}
+            assert records["QG"]["kind"] == "queue" and records["EG"]["kind"] == "exchange"
+            assert records["QG"]["owner"]["pid"] == owner.proc.pid
+            assert owner_lease != z._directory.lease_id
+            # mine -> mine
+            e1 = z.create_exchange("E1")
+            q1 = z.create_queue("Q1")
+            z.bind("E1", "Q1")
+            z.send(e1, b"local")
+            assert z.receive2(timeout=5) == (q1, b"local")
+            # mine -> remote global queue
+            e2 = z.create_exchange("E2")
+            z.bind("E2", "QG")
+            for i in range(3):
+                z.send(e2, b"e2-%d" % i)
+            owner.tell("recv 3")
+            assert owner.expect("GOT") == "e2-0,e2-1,e2-2"
+            # remote global exchange -> mine
+            q2 = z.create_queue("Q2")
+            z.bind("EG", "Q2")
+            owner.tell("send 3")
+            assert [z.receive2(timeout=5) for _ in range(3)] == [(q2, b"eg%d" % i) for i in range(3)]
+            # remote global exchange -> remote global queue: relayed by us
+            z.bind("EG", "QG")
+            owner.tell("send 2")
+            assert [z.receive2(timeout=5) for _ in range(2)] == [(q2, b"eg0"), (q2, b"eg1")]
+            owner.tell("recv 2")
+            assert owner.expect("GOT") == "eg0,eg1"
+        owner.tell("quit")
+        owner.expect("BYE")
+    with EtcdDirectory(etcd_url) as d:
+        assert d.list() == []       # a clean close revoked the owner's lease
+
+
+def test_a_name_held_by_another_lease_is_refused_and_only_its_holder_changes_it(etcd_url):
+    with EtcdDirectory(etcd_url) as a, EtcdDirectory(etcd_url) as b:
+        a.register("Q", "N", "127.0.0.1:1000")
+        with pytest.raises(pyzmq.DirectoryError, match="'N' is already registered by another process") as e:
+            b.register("Q", "N", "127.0.0.1:2000")
+        assert e.value.code == pyzmq.directory.p.DUPLICATE
+        with pytest.raises(pyzmq.DirectoryError, match="registered by another process"):
+            b.unregister("N")
+        assert b.lookup("N") == ("Q", "127.0.0.1:1000", "")
+        a.register("Q", "N", "127.0.0.1:1001")           # the holder replaces its record
+        assert b.lookup("N") == ("Q", "127.0.0.1:1001", "")
+        with pytest.raises(pyzmq.DirectoryError, match="no global object named 'X'"):
+            b.lookup("X")
+        with pytest.raises(pyzmq.DirectoryError, match="no global object"):
+            b.unregister("X")
+        # the pattern list and one record
+        a.register("E", "orders.new", "127.0.0.1:1002")
+        assert [r["name"] for r in b.list("orders.*")] == ["orders.new"]
+        info = b.info("orders.new")
+        assert info["kind"] == "exchange" and info["owner"]["pid"] == os.getpid()
+        a.unregister("N")
+        b.register("Q", "N", "127.0.0.1:2000")           # free again: b gets it
+
+
+def test_wait_for_and_watch_follow_the_name_through_etcd_watches(etcd_url):
+    with EtcdDirectory(etcd_url) as a, EtcdDirectory(etcd_url) as b:
+        threading.Timer(0.3, a.register, ("Q", "LATE", "127.0.0.1:3000")).start()
+        started = time.monotonic()
+        assert b.wait_for("LATE", 5) == ("Q", "127.0.0.1:3000", "")
+        assert time.monotonic() - started < 3
+        serial = b.watch_serial()
+        a.register("Q", "LATE", "127.0.0.1:3001")        # moved: the watch reports it
+        assert wait_until(lambda: b.watched("LATE")[0] > serial, 5)
+        assert b.watched("LATE")[1] == ("Q", "127.0.0.1:3001", "")
+        a.unregister("LATE")
+        assert wait_until(lambda: b.watched("LATE")[1] is None, 5)
+        with pytest.raises(pyzmq.Timeout, match="'NEVER' did not appear"):
+            b.wait_for("NEVER", 0.5)
+
+
+def test_an_owner_sigkilled_loses_its_names_within_the_ttl(etcd_url):
+    ttl = 3
+    code = """
+import sys, pyzmq
+z = pyzmq.ZMQ(sys.argv[1])
+for n in ("K1", "K2"):
+    z.create_queue(n, pyzmq.SCOPE_GLOBAL, "127.0.0.1:0")
+print("READY", flush=True)
+import time; time.sleep(60)
+"""
+    with Peer(code, etcd_url + f"?ttl={ttl}") as owner, EtcdDirectory(etcd_url) as d:
+        owner.expect("READY")
+        d.watch(["K1", "K2"])
+        assert wait_until(lambda: all((d.watched(n) or (0, None))[1] for n in ("K1", "K2")), 5)
+        os.kill(owner.proc.pid, signal.SIGKILL)
+        killed = time.monotonic()
+        assert wait_until(lambda: all(d.watched(n)[1] is None for n in ("K1", "K2")), ttl + 3, 0.02)
+        gone = time.monotonic() - killed
+        print(f"names gone {gone:.2f} s after the owner's SIGKILL (lease TTL {ttl} s)")
+        assert gone <= ttl + 1.5
+
+
+RACER = """
+import sys, pyzmq
+z = pyzmq.ZMQ(sys.argv[1])
+print("READY", flush=True)
+sys.stdin.readline()
+try:
+    z.create_queue("PRIZE", pyzmq.SCOPE_GLOBAL, "127.0.0.1:0")
+    print("WON", flush=True)
+except pyzmq.Error as e:
+    print("LOST", e, flush=True)
+sys.stdin.readline()
+z.close()
+"""
+
+
+def test_processes_racing_for_one_name_exactly_one_wins(etcd_url):
+    peers = [Peer(RACER, etcd_url) for _ in range(4)]
+    try:
+        for peer in peers:
+            peer.expect("READY")
+        for peer in peers:
+            peer.tell("go")
+        results = []
+        for peer in peers:
+            line = peer.expect("", timeout=15)
+            results.append(line)
+        assert sum(r == "WON" for r in results) == 1, results
+        assert all(r == "WON" or "'PRIZE' is already registered by another process" in r for r in results)
+        winner = peers[[r == "WON" for r in results].index(True)]
+        with EtcdDirectory(etcd_url) as d:
+            assert d.info("PRIZE")["owner"]["pid"] == winner.proc.pid
+    finally:
+        for peer in peers:
+            peer.close()
+
+
+def test_leader_sigkilled_during_registrations_and_binds(etcd_cluster, etcd_url):
+    durations = []
+    with Peer(OWNER, etcd_url) as owner:
+        owner.expect("READY")
+        with pyzmq.ZMQ(etcd_url, timeout=10) as z:
+            leader = etcd_cluster.leader()
+            killer = threading.Timer(0.5, etcd_cluster.kill, (leader,))
+            killer.start()
+            started = time.monotonic()
+            i = 0
+            while time.monotonic() - started < 3.0 or i < 20:
+                t0 = time.monotonic()
+                z.create_queue(f"q{i}", pyzmq.SCOPE_GLOBAL, "127.0.0.1:0")     # a registration
+                eid = z.create_exchange(f"e{i}")
+                z.bind(f"e{i}", "QG")                                          # a lookup
+                durations.append(time.monotonic() - t0)
+                z.send(eid, b"m%d" % i)
+                i += 1
+            killer.join()
+            assert not etcd_cluster.running(leader)
+            owner.tell(f"recv {i}")
+            assert sorted(owner.expect("GOT").split(","), key=lambda m: int(m[1:])) == \
+                [f"m{k}" for k in range(i)]
+            with EtcdDirectory(etcd_url) as d:
+                assert len(d.list("q*")) == i
+    worst = max(durations)
+    print(f"{len(durations)} registration+bind rounds; the slowest took {worst:.2f} s "
+          f"(the leader was SIGKILLed 0.5 s in)")
+    assert worst < 8.0
+
+
+def test_quorum_lost_fails_registrations_and_binds_clearly_while_data_flows(etcd_cluster, etcd_url):
+    with Peer(OWNER, etcd_url) as owner:
+        owner.expect("READY")
+        with pyzmq.ZMQ(etcd_url, timeout=2) as z:
+            eid = z.create_exchange("E")
+            z.bind("E", "QG")
+            leader = etcd_cluster.leader()
+            others = [i for i in range(3) if i != leader]
+            etcd_cluster.kill(leader)
+            etcd_cluster.kill(others[0])            # one node of three left: no quorum
+            t0 = time.monotonic()
+            with pytest.raises(pyzmq.Error, match="did not register 'NEW' within 2 s") as e:
+                z.create_queue("NEW", pyzmq.SCOPE_GLOBAL, "127.0.0.1:0")
+            took = time.monotonic() - t0
+            assert "no quorum" in str(e.value)
+            assert 1.5 <= took < 5
+            z.create_exchange("E2")
+            with pytest.raises(pyzmq.Error, match="did not look up 'QG' within 2 s"):
+                z.bind("E2", "QG")
+            # the data path does not need the directory
+            for k in range(100):
+                z.send(eid, b"d%d" % k)
+            owner.tell("recv 100")
+            assert owner.expect("GOT") == ",".join(f"d{k}" for k in range(100))
+            # quorum back: registrations work again, and the lease survived
+            etcd_cluster.restart(leader, wait=False)
+            etcd_cluster.wait_healthy()
+            z.create_queue("NEW", pyzmq.SCOPE_GLOBAL, "127.0.0.1:0")
+            assert z._directory.lookup("QG")[0] == "Q"
+        owner.tell("quit")
+        owner.expect("BYE")
+    print(f"a registration without quorum failed after {took:.2f} s (timeout 2 s)")
+
+
+KEEPER = COMMANDS + """
+import sys, pyzmq
+z = pyzmq.ZMQ(sys.argv[1], on_lost=lambda n, why: print("LOST", n, why, flush=True))
+z.create_queue("KEPT", pyzmq.SCOPE_GLOBAL, "127.0.0.1:0")
+z.create_queue("TAKEN", pyzmq.SCOPE_GLOBAL, "127.0.0.1:0")
+print("READY", flush=True)
+while True:
+    cmd = next_command(z)
+    if cmd == "lost":
+        print("LOSTNAMES", sorted(z.lost), flush=True)
+    elif cmd == "quit":
+        break
+z.close()
+"""
+
+
+def test_the_whole_cluster_restarted_or_replaced_and_instances_register_again(etcd_cluster, etcd_url):
+    ttl = 3
+    with Peer(KEEPER, etcd_url + f"?ttl={ttl}") as peer:
+        peer.expect("READY")
+        with EtcdDirectory(etcd_url) as d:
+            kept = d.lookup("KEPT")
+        # every node SIGKILLed, then started again with its data: the lease survives
+        for i in range(3):
+            etcd_cluster.kill(i)
+        time.sleep(1.0)
+        for i in range(3):
+            etcd_cluster.restart(i, wait=False)
+        etcd_cluster.wait_healthy()
+        time.sleep(ttl + 1)            # longer than the TTL: still there, the keeper renewed it
+        with EtcdDirectory(etcd_url) as d:
+            assert d.lookup("KEPT") == kept
+        # the cluster replaced by an empty one (every lease gone) while the
+        # owner is stopped; meanwhile another process takes one of its names
+        os.kill(peer.proc.pid, signal.SIGSTOP)
+        try:
+            etcd_cluster.wipe()
+            etcd_cluster.start()
+            thief = EtcdDirectory(etcd_url)
+            thief.register("Q", "TAKEN", "127.0.0.1:4444")
+        finally:
+            os.kill(peer.proc.pid, signal.SIGCONT)
+        try:
+            started = time.monotonic()
+            thief.watch(["KEPT"])
+            assert wait_until(lambda: (thief.watched("KEPT") or (0, None))[1] == kept, 15)
+            print(f"names registered again {time.monotonic() - started:.2f} s after the owner resumed")
+            assert peer.expect("LOST TAKEN").startswith("another process registered it")
+            peer.tell("lost")
+            assert peer.expect("LOSTNAMES") == "['TAKEN']"
+            assert thief.lookup("TAKEN") == ("Q", "127.0.0.1:4444", "")
+        finally:
+            thief.close()
+        peer.tell("quit")
+        peer.wait()
+
+
+def test_user_and_password_when_etcd_authentication_is_on(etcd_cluster, etcd_url):
+    import subprocess
+    prefix = parse_url(etcd_url)["prefix"]
+    env = dict(os.environ, ETCDCTL_API="3")
+    endpoints = ",".join(f"http://{e}" for e in etcd_cluster.endpoints)
+
+    def ctl(*args, user=None):
+        cmd = ["etcdctl", "--endpoints", endpoints, *(["--user", user] if user else []), *args]
+        run = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=20)
+        assert run.returncode == 0, (cmd, run.stderr)
+
+    ctl("user", "add", "root:rootpw")
+    ctl("user", "grant-role", "root", "root")
+    ctl("user", "add", "app:app pw")
+    ctl("role", "add", "wiring")
+    ctl("role", "grant-permission", "wiring", "--prefix=true", "readwrite", prefix)
+    ctl("user", "grant-role", "app", "wiring")
+    ctl("auth", "enable")
+    try:
+        with pytest.raises(pyzmq.Error, match="user name is empty.*authentication is on"):
+            with EtcdDirectory(etcd_url) as anonymous:
+                anonymous.register("Q", "A", "127.0.0.1:1")
+        with pytest.raises(pyzmq.Error, match="invalid user ID or password"):
+            with EtcdDirectory(etcd_url, user="app", password="wrong") as d:
+                d.register("Q", "A", "127.0.0.1:1")
+        host_part = etcd_url.split("://", 1)[1]
+        with pyzmq.ZMQ(f"etcd://app:app%20pw@{host_part}") as z, \
+                pyzmq.ZMQ(etcd_url, etcd_options={"user": "app", "password": "app pw"}) as y:
+            qid = z.create_queue("A", pyzmq.SCOPE_GLOBAL, "127.0.0.1:0")
+            eid = y.create_exchange("E")
+            y.bind("E", "A")
+            y.send(eid, b"through an authenticated directory")
+            assert z.receive2(timeout=5) == (qid, b"through an authenticated directory")
+        # the user may touch its own prefix only
+        with pytest.raises(pyzmq.Error, match="permission denied"):
+            with EtcdDirectory(etcd_cluster.url + "/elsewhere", user="app", password="app pw") as d:
+                d.register("Q", "A", "127.0.0.1:1")
+    finally:
+        ctl("auth", "disable", user="root:rootpw")
+        ctl("user", "delete", "app", user=None)
+        ctl("user", "delete", "root")
+        ctl("role", "delete", "wiring")
+
+
+def test_a_binder_follows_an_owner_that_moved_through_the_watch(etcd_url):
+    """The wiring layer's follow-a-moved-owner path (ZMQ._follow_moved) on
+    etcd: the queue's owner dies and comes back on another port; a send
+    that waits re-points its binding from what the watch reported."""
+    owner_code = """
+import sys, pyzmq
+z = pyzmq.ZMQ(sys.argv[1])
+z.create_queue("MOVER", pyzmq.SCOPE_GLOBAL, "127.0.0.1:0")
+print("READY", flush=True)
+print("GOT", z.receive(timeout=30).decode(), flush=True)
+z.close()
+"""
+    with pyzmq.ZMQ(etcd_url, hwm=1) as z:
+        with Peer(owner_code, etcd_url) as first:
+            first.expect("READY")
+            eid = z.create_exchange("E")
+            z.bind("E", "MOVER")
+            z.send(eid, b"one")
+            assert first.expect("GOT") == "one"
+            assert first.wait() == 0         # closed: its name is free at once
+        with Peer(owner_code, etcd_url) as second:       # the same name, a new port
+            second.expect("READY")
+            for k in range(3):      # fills the pipe to the dead address, then waits and follows
+                z.send(eid, b"two", timeout=15)
+            assert second.expect("GOT", timeout=20) == "two"
+
+
+def test_etcd_bench_prints_both_backends():
+    import subprocess
+    import sys
+    from helpers import ROOT
+    run = subprocess.run([sys.executable, str(ROOT / "perf" / "etcd_bench.py"), "--names", "20",
+                          "--lookups", "20", "--clients", "1", "--failovers", "0"],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    rows = [line.split() for line in run.stdout.splitlines() if line.startswith(("zmq_server", "etcd "))]
+    assert {(r[0], r[2]) for r in rows} == {("zmq_server", "register"), ("zmq_server", "lookup"),
+                                            ("etcd", "register"), ("etcd", "lookup")}
+
+
+def test_tls_with_client_certificates(tmp_path):
+    """etcd+tls:// against a node that serves https and requires a client
+    certificate (a throwaway CA made with openssl)."""
+    from pyzmq.testing import EtcdCluster, make_test_certs
+    tls = make_test_certs(str(tmp_path))
+    with EtcdCluster(size=1, tls=tls) as cluster:
+        good = f"{cluster.url}?ca={tls['ca']}&cert={tls['client_cert']}&key={tls['client_key']}"
+        with pyzmq.ZMQ(good) as z, \
+                pyzmq.ZMQ(cluster.url, etcd_options={"ca": tls["ca"], "cert": tls["client_cert"],
+                                                     "key": tls["client_key"]}) as y:
+            qid = z.create_queue("T", pyzmq.SCOPE_GLOBAL, "127.0.0.1:0")
+            eid = y.create_exchange("E")
+            y.bind("E", "T")
+            y.send(eid, b"over a TLS directory")
+            assert z.receive2(timeout=5) == (qid, b"over a TLS directory")
+            y._directory.watch(["T"])        # the watch stream is TLS too
+            assert wait_until(lambda: (y._directory.watched("T") or (0, None))[1] is not None, 5)
+        started = time.monotonic()
+        with pytest.raises(pyzmq.Error, match="TLS with the etcd node .* failed .*SSL.*give ca= .*cert= and key="):
+            EtcdDirectory(f"{cluster.url}?ca={tls['ca']}")           # no client certificate
+        with pytest.raises(pyzmq.Error, match="TLS with the etcd node .* failed .*CERTIFICATE_VERIFY_FAILED"):
+            EtcdDirectory(cluster.url)                               # the system's CAs do not know it
+        assert time.monotonic() - started < 3                        # at once, not after the timeout
+
+
+def test_an_owner_paused_longer_than_its_ttl_registers_again_and_reports_what_it_lost(etcd_url):
+    ttl = 2
+    with Peer(KEEPER, etcd_url + f"?ttl={ttl}") as peer, EtcdDirectory(etcd_url) as other:
+        peer.expect("READY")
+        kept = other.lookup("KEPT")
+        other.watch(["KEPT", "TAKEN"])
+        assert wait_until(lambda: (other.watched("KEPT") or (0, None))[1] == kept, 5)
+        os.kill(peer.proc.pid, signal.SIGSTOP)       # as a long GC pause or a cut-off link would
+        try:
+            assert wait_until(lambda: other.watched("KEPT")[1] is None, ttl + 3, 0.02)  # lease expired
+            other.register("Q", "TAKEN", "127.0.0.1:4445")
+        finally:
+            os.kill(peer.proc.pid, signal.SIGCONT)
+        assert peer.expect("LOST TAKEN").startswith("another process registered it")
+        assert wait_until(lambda: other.watched("KEPT")[1] == kept, 10)
+        assert other.lookup("TAKEN") == ("Q", "127.0.0.1:4445", "")
+        peer.tell("quit")
+        peer.wait()
