@@ -42,6 +42,11 @@ cdef extern from "zmq.h" nogil:
         ZMQ_CURVE_SERVERKEY
         ZMQ_ZAP_DOMAIN
 
+    # context options
+    enum:
+        ZMQ_MAX_SOCKETS
+        ZMQ_SOCKET_LIMIT
+
 # accepted by libzmq 4.3.4 although zmq.h defines it only among the draft
 # options: without it a CURVE server whose ZAP handler is gone admits any key
 cdef enum:
@@ -70,6 +75,8 @@ cdef extern from "zmq.h" nogil:
     int zmq_has(const char *capability)
 
     void *zmq_ctx_new()
+    int zmq_ctx_set(void *context, int option, int optval)
+    int zmq_ctx_get(void *context, int option)
     int zmq_ctx_term(void *context)
 
     ctypedef struct zmq_msg_t:

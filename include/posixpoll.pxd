@@ -14,4 +14,5 @@ cdef extern from "errno.h" nogil:
     int errno
     enum:
         EACCES
+        EMFILE
         EPROTO

@@ -99,8 +99,8 @@ class Directory:
     @property
     def address(self) -> str:
         """``host:port`` for ``pyzmq.ZMQ()``."""
-        host = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(self.host, self.host)
-        return f"[{host}]:{self.port}" if ":" in host else f"{host}:{self.port}"
+        from pyzmq.location import client_address
+        return client_address(self.host, self.port)
 
     @property
     def pid(self) -> int:

@@ -41,6 +41,7 @@ import weakref
 from pyzmq import protocol as p
 from pyzmq.directory import DirectoryError
 from pyzmq.errors import Error, Timeout
+from pyzmq.location import format_hostport
 
 log = logging.getLogger("pyzmq.etcd")
 
@@ -152,7 +153,7 @@ class _Endpoint:
     def __init__(self, host, port, tls, ca, cert, key):
         import etcd3gw
         self.host, self.port = host, port
-        self.label = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        self.label = format_hostport(host, port)
         self._make = lambda: etcd3gw.Etcd3Client(
             host=host, port=port, protocol="https" if tls else "http",
             ca_cert=ca, cert_cert=cert, cert_key=key, timeout=ATTEMPT_TIMEOUT, api_path="/v3/")

@@ -21,6 +21,18 @@ from pyzmq.errors import Error
 _SIOCGIFADDR = 0x8915
 
 
+def format_hostport(host, port):
+    """``host:port``, with brackets around an IPv6 host."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def client_address(host, port):
+    """``host:port`` for a client of a server listening on ``host``: a
+    wildcard listen address is reached on the loopback."""
+    host = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(host, host)
+    return format_hostport(host, port)
+
+
 @dataclass(frozen=True)
 class Location:
     host: str            # IPv4 address to listen on, or "*" for every interface

@@ -171,8 +171,8 @@ class ServerProcess:
     @property
     def address(self):
         """``host:port`` for clients (a wildcard listen address is reached as 127.0.0.1)."""
-        host = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(self.host, self.host)
-        return f"[{host}]:{self.port}" if ":" in host else f"{host}:{self.port}"
+        from pyzmq.location import client_address
+        return client_address(self.host, self.port)
 
     def rss_kib(self):
         """The server's resident memory in KiB (Linux /proc), or None if unknown."""

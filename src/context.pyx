@@ -9,15 +9,59 @@ cdef void *_ctx = NULL
 cdef long _ctx_pid = 0
 
 
+cdef int _open_file_limit():
+    """Raise this process's soft open-file limit to its hard limit (allowed
+    without privilege) and return the soft limit in force."""
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard > soft:
+        try:
+            target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):
+            pass        # a container may refuse: keep what there is
+    return <int>min(soft, 1 << 30)
+
+
 cdef void *_context() except NULL:
     global _ctx, _ctx_pid
     cdef long pid = os.getpid()
+    cdef int limit
     if _ctx == NULL or _ctx_pid != pid:
         _ctx = zmq_ctx_new()
         if _ctx == NULL:
             _raise_zmq("cannot create a libzmq context")
         _ctx_pid = pid
+        # libzmq caps a context at 1,023 sockets by default, far below what
+        # the open-file limit allows (an exchange has one PUSH per binding):
+        # let the file limit, raised as far as it may be, be the limit
+        limit = min(_open_file_limit(), zmq_ctx_get(_ctx, ZMQ_SOCKET_LIMIT))
+        if limit > zmq_ctx_get(_ctx, ZMQ_MAX_SOCKETS):
+            zmq_ctx_set(_ctx, ZMQ_MAX_SOCKETS, limit)   # fails only above the socket limit
     return _ctx
+
+
+def _socket_limits():
+    """(libzmq's socket cap for the shared context, the open-file soft and
+    hard limits): what a "cannot create a socket" error is measured against."""
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return zmq_ctx_get(_context(), ZMQ_MAX_SOCKETS), soft, hard
+
+
+cdef int _raise_no_socket() except -1:
+    """A failed zmq_socket(): EMFILE names the limit that was hit and how to
+    raise it; anything else as libzmq says."""
+    cdef int err = zmq_errno()
+    if err != EMFILE:
+        _raise_errno("cannot create a socket", err)
+    cap, soft, hard = _socket_limits()
+    raise Error(f"cannot create a socket: the process reached its limit of {cap} libzmq "
+                f"sockets or of {soft} open files (every socket takes a file descriptor, "
+                f"every TCP connection another); raise the open-file limit before starting "
+                f"(ulimit -n, up to the hard limit {hard}, or the service manager's "
+                f"LimitNOFILE), or close instances and bindings no longer needed", EMFILE)
 
 
 def _term_context():

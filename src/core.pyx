@@ -77,7 +77,7 @@ cdef class _Core:
     cdef void *_socket(self, int kind, int linger_ms, int hwm) except NULL:
         cdef void *s = zmq_socket(_context(), kind)
         if s == NULL:
-            _raise_zmq("cannot create a socket")
+            _raise_no_socket()
         # An idle connection to a host that vanished (no FIN) is dropped by
         # TCP keepalive after about 20 s (10 s idle, 5 probes 2 s apart);
         # connecting sides then reconnect on their own.  A link outage
