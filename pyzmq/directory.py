@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pyzmq import protocol as p
 from pyzmq._zmq import check_seconds
 from pyzmq.errors import Error, Timeout
+from pyzmq.location import format_hostport
 
 log = logging.getLogger("pyzmq.directory")
 
@@ -433,7 +434,7 @@ class DirectoryClient(DirectoryBackend):
             raise ValueError("secret_key for the directory needs server_key, the directory's public key")
         self.timeout = float(timeout)
         self.ttl = float(ttl)
-        self.address = f"[{self._host}]:{self._port}" if ":" in self._host else f"{self._host}:{self._port}"
+        self.address = format_hostport(self._host, self._port)
         self.reconnects = 0
         self._local_ip = _local_ip(self._host, self._port)
         self._owner = (socket.gethostname()[:p.MAX_HOST],

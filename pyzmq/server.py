@@ -30,6 +30,7 @@ import time
 
 from pyzmq import lifeline
 from pyzmq import protocol as p
+from pyzmq.location import format_hostport
 
 ZAP_DOMAIN = b"pyzmq-wiring-directory"
 ZAP_ENFORCE_DOMAIN = 93   # libzmq's ZMQ_ZAP_ENFORCE_DOMAIN (a draft constant in zmq.h)
@@ -49,11 +50,6 @@ def _log(line):
         sys.stderr.flush()
     except (OSError, ValueError):
         pass
-
-
-def format_hostport(host, port):
-    """``host:port``, with brackets around an IPv6 host."""
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 class RateLimitedLog:
