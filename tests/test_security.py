@@ -376,6 +376,21 @@ def test_registry_holds_a_keyed_name_for_its_key_during_the_grace_period():
     assert reg.reserved == {}
 
 
+def test_registry_holds_a_keyed_name_when_its_lease_expires():
+    # With leases an owner that is killed, frozen or cut off does not
+    # revoke: its lease expires.  The name must be held then too.
+    alice_key, mallory_key = pyzmq.curve_keypair()[0], pyzmq.curve_keypair()[0]
+    clock = Clock()
+    reg = Registry(key_grace=30.0, clock=clock)
+    owner = _lease(reg, "alice", alice_key)
+    reg.register(owner, "Q", "orders", "127.0.0.1:1", alice_key)
+    assert reg.expire(owner.expires + 0.1) == 1
+    reply = reg.register(_lease(reg, "mallory", mallory_key), "Q", "orders", "127.0.0.1:2", mallory_key)
+    assert isinstance(reply, proto.ErrorReply) and reply.code == proto.AUTH, reply
+    assert isinstance(reg.register(_lease(reg, "alice again", alice_key), "Q", "orders",
+                                   "127.0.0.1:3", alice_key), proto.Ok)
+
+
 def test_registry_grace_applies_to_keyed_names_on_secure_connections_only():
     clock = Clock()
     reg = Registry(key_grace=30.0, clock=clock)
