@@ -493,6 +493,16 @@ class EtcdDirectory:
         for e in self._endpoints:
             e.close()
 
+    def _abandon(self):
+        """What ``ZMQ.__del__`` calls (as ``DirectoryClient._abandon``): stop
+        without a request to the cluster and without waiting; the threads
+        end on their own, the lease is not revoked, so the names go when it
+        expires (one TTL)."""
+        self._closed = True
+        self._stop.set()
+        self._wake.set()
+        self._kick_watch()      # a local shutdown() of the watch stream's socket, no request
+
     def __del__(self):
         if hasattr(self, "_stop"):
             self._stop.set()

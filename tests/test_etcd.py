@@ -451,3 +451,37 @@ def test_an_owner_paused_longer_than_its_ttl_registers_again_and_reports_what_it
         assert other.lookup("TAKEN") == ("Q", "127.0.0.1:4445", "")
         peer.tell("quit")
         peer.wait()
+
+
+def test_an_instance_collected_while_open_abandons_its_etcd_lease_without_a_request(etcd_url):
+    # ZMQ.__del__ calls the backend's _abandon(); EtcdDirectory had none, so
+    # the collection raised AttributeError (reported as unraisable) and left
+    # its threads running.  Now: no error, the threads end, the name goes
+    # with the lease's TTL.
+    import gc
+    import sys
+    import warnings
+    seen = []
+    hook, sys.unraisablehook = sys.unraisablehook, seen.append
+    try:
+        z = pyzmq.ZMQ(etcd_url, etcd_options={"ttl": 2})
+        z.create_queue("abandoned", pyzmq.SCOPE_GLOBAL, "127.0.0.1:0")
+        directory = z._directory
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ResourceWarning)
+            del z
+            gc.collect()
+    finally:
+        sys.unraisablehook = hook
+    assert not seen, [str(u.exc_value) for u in seen]
+    assert directory.closed
+    for t in (directory._keeper, directory._watcher):
+        if t is not None:
+            t.join(5.0)
+            assert not t.is_alive(), t.name
+    with pyzmq.ZMQ(etcd_url) as other:
+        deadline = time.monotonic() + 10
+        while "abandoned" in other.names():
+            assert time.monotonic() < deadline, "the name outlived its lease"
+            time.sleep(0.2)
+    directory.close()
