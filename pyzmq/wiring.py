@@ -606,8 +606,10 @@ class ZMQ(_zmq.Engine):
 
     @property
     def lost(self):
-        """{name: reason} of this instance's global names that another
-        process took while the directory connection was down."""
+        """{name: reason} of this instance's global names the directory
+        refused when they were registered again under a new lease (another
+        process took them while the lease was lost, or the key grace period
+        held them for another key)."""
         return dict(self._lost)
 
     def _check_not_lost(self, *names):
