@@ -284,7 +284,13 @@ class ZMQ(_zmq.Engine):
             oid = self._new_queue(hwm)
         obj = _Object(kind, oid, name, scope, location, style, hwm)
         if scope == SCOPE_GLOBAL:
-            obj.address = self._publish(obj, where)
+            try:
+                obj.address = self._publish(obj, where)
+            except BaseException:
+                # the id was never handed out: make it unknown again, so a
+                # send() on it raises instead of going nowhere
+                self._drop_new(oid, kind == "queue")
+                raise
         self._objects[name] = obj
         return oid
 

@@ -58,16 +58,16 @@ cdef class _Zap:
 cdef class Frame:
     cdef zmq_msg_t msg
     cdef Py_ssize_t shape[1]
-    cdef readonly int queue_id
+    cdef readonly Py_ssize_t queue_id
 
 
 cdef class _Stash:
     cdef readonly Py_ssize_t n
     cdef object items
-    cdef int push(self, int qid, bytes m) except -1
+    cdef int push(self, Py_ssize_t qid, bytes m) except -1
     cdef tuple pop(self)
     cdef int truncate(self, Py_ssize_t n) except -1
-    cdef list take(self, int qid)
+    cdef list take(self, Py_ssize_t qid)
 
 
 cdef class BindingHandle:
@@ -109,6 +109,7 @@ cdef class _Core:
     cdef unsigned long owner        # thread ident of the thread that made it
     cdef readonly long pid          # the process that made its sockets
     cdef readonly long serial       # unique per engine in this process
+    cdef Py_ssize_t idbase          # serial << ID_SERIAL_SHIFT: ids are idbase (+ ID_QUEUE) + slot
     cdef int _hwm
     cdef int _linger_ms
     cdef _Stash stash               # messages read while a bind waited
@@ -125,6 +126,7 @@ cdef class _Core:
     cdef inline int _check(self) except -1
     cdef ExchangeSlot *_exchange(self, Py_ssize_t eid) except NULL
     cdef QueueSlot *_queue(self, Py_ssize_t qid) except NULL
+    cdef int _bad_id(self, Py_ssize_t oid, bint queue) except -1
     cdef void *_socket(self, int kind, int linger_ms, int hwm) except NULL
     cdef int _rebuild_items(self) except -1
     cdef int _grow_sitems(self, int n) except -1

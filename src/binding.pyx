@@ -97,7 +97,7 @@ cdef class _Binder(_Core):
         if e.xpub != NULL:
             zmq_close(e.xpub)
             e.xpub = NULL
-            self.pending_syncs.pop(eid, None)
+            self.pending_syncs.pop((e - self.ex) + 1, None)    # keyed by slot
             self._rebuild_items()
 
     def _exchange_connect(self, Py_ssize_t eid, str endpoint, serverkey=None, int hwm=-1,
@@ -232,7 +232,7 @@ cdef class _Binder(_Core):
         except BaseException:
             zmq_close(s)
             raise
-        cdef QueueSlot *q = &self.qs[qid - 1]
+        cdef QueueSlot *q = self._queue(qid)
         _grow(&q.socks, q.nsock)
         q.socks[q.nsock] = s
         q.nsock += 1

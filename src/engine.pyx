@@ -72,7 +72,7 @@ cdef class Engine(_Binder):
             self._grow_sitems(e.npush + 1)
         if e.style == LOAD_BALANCING and e.npush > 0:
             return self._send_balanced(e, data, size, deadline, shared)
-        cdef Py_ssize_t eid = (e - self.ex) + 1
+        cdef Py_ssize_t eid = self.idbase + (e - self.ex) + 1
         cdef double check_at = 0.0 if self.following else -1.0    # 0.0: not started
         # Fan-out is all or nothing: wait until every PUSH has room, then send
         # to the listener (which waits for room itself), then to the PUSHes.
@@ -99,7 +99,7 @@ cdef class Engine(_Binder):
             self._wait(self.sitems, n, _earlier(deadline, check_at), 0)
             self._service()
             check_at = self._follow(eid, check_at)
-            e = &self.ex[eid - 1]
+            e = self._exchange(eid)
         if e.xpub != NULL:
             if not self._send_listener(e.xpub, data, size, deadline, shared):
                 return self._would_block(block, eid)
@@ -157,7 +157,7 @@ cdef class Engine(_Binder):
                                double deadline, zmq_msg_t *shared):
         """Load balancing: the next bound queue, round-robin, that has room."""
         cdef int i, k, n
-        cdef Py_ssize_t eid = (e - self.ex) + 1
+        cdef Py_ssize_t eid = self.idbase + (e - self.ex) + 1
         cdef double check_at = 0.0 if self.following else -1.0    # 0.0: not started
         while True:
             for k in range(e.npush):
@@ -177,7 +177,7 @@ cdef class Engine(_Binder):
             self._wait(self.sitems, n, _earlier(deadline, check_at), 0)
             self._service()
             check_at = self._follow(eid, check_at)
-            e = &self.ex[eid - 1]
+            e = self._exchange(eid)
 
     def send_many(self, object eid_obj, messages, timeout=None):
         """Send every message of an iterable on exchange eid, in order.
@@ -364,7 +364,7 @@ cdef class Engine(_Binder):
         cdef int qid = self._receive_msg(&f.msg, deadline)
         if qid == 0:
             return self._nothing(block, timeout)
-        f.queue_id = qid
+        f.queue_id = self.idbase + ID_QUEUE + qid
         return f
 
     cdef tuple _from_stash(self, bint copy):
@@ -393,7 +393,7 @@ cdef class Engine(_Binder):
             f = self._receive_frame(timeout, block)
             return None if f is None else ((<Frame>f).queue_id, f)
         m = _receive_copy(self, _deadline(timeout) if block else 0.0, &qid)
-        return self._nothing(block, timeout) if m is None else (qid, m)
+        return self._nothing(block, timeout) if m is None else (self.idbase + ID_QUEUE + qid, m)
 
     def receive_many(self, object max_count_obj, timeout=None):
         """Up to max_count messages: waits (up to timeout) for the first,
