@@ -51,7 +51,7 @@ class ZMQ(wiring.ZMQ):
 
     # the same arguments as pyzmq.ZMQ (tests/test_types.py checks they stay so)
     def __init__(self, hostname: Optional[str] = None, *, timeout: float = 5.0,
-                 hwm: int = 1000, linger: float = 1.0, bind_timeout: float = 10.0,
+                 hwm: int = 1000, linger: float = 10.0, bind_timeout: float = 10.0,
                  secret_key: Optional[str] = None, allowed_keys: Optional[Iterable[str]] = None,
                  directory_key: Optional[str] = None, require_curve: bool = False,
                  on_lost: Optional[Callable[[str, str], None]] = None) -> None:
@@ -264,6 +264,27 @@ class ZMQ(wiring.ZMQ):
         """Send if there is room (True), else False; never waits."""
         return wiring.ZMQ.send(self, eid, msg, block=False)
 
-    def close(self) -> None:
-        super().close()
-        self._wake()           # waiting tasks retry and get "closed"
+    async def wait_bound(self, eid: int, count: int = 1,  # type: ignore[override]
+                         timeout: Optional[float] = None) -> int:
+        """Wait until at least `count` queues are bound to exchange `eid`
+        (as the blocking wait_bound()), letting binders in from the loop."""
+        seconds = _zmq.check_timeout(timeout)
+        loop = asyncio.get_running_loop()
+        deadline = None if seconds is None else loop.time() + seconds
+        while True:
+            try:
+                return _zmq._wait_bound(self, eid, count, 0)
+            except Timeout:
+                pass
+            try:
+                await self._readable(deadline, 0, None, True)
+            except Timeout:
+                return _zmq._wait_bound(self, eid, count, 0)    # raises, saying how many
+
+    def close(self, timeout: Optional[float] = None) -> int:
+        """As the blocking close(); its wait for queued messages to leave
+        (up to `linger`) still blocks the loop."""
+        try:
+            return super().close(timeout)
+        finally:
+            self._wake()           # waiting tasks retry and get "closed"

@@ -98,7 +98,8 @@ class ZMQ(_zmq.Engine):
       timeout: seconds to wait for the directory (connect and each request).
       hwm: high-water mark, in messages, of each binding's pipe (and of each
         queue's incoming side); send blocks when a bound queue is full.
-      linger: seconds close() lets queued outgoing messages drain.
+      linger: the close timeout: seconds close() and the exit handler wait
+        for queued outgoing messages to leave this process (default 10).
       bind_timeout: seconds bind() waits for a remote exchange's owner to
         confirm the binding, and, for CURVE bindings, for the handshake.
       secret_key: this instance's CURVE secret key (Z85, 40 characters); its
@@ -120,7 +121,7 @@ class ZMQ(_zmq.Engine):
     """
 
     def __init__(self, hostname: Optional[str] = None, *, timeout: float = 5.0,
-                 hwm: int = 1000, linger: float = 1.0, bind_timeout: float = 10.0,
+                 hwm: int = 1000, linger: float = 10.0, bind_timeout: float = 10.0,
                  secret_key: Optional[str] = None, allowed_keys: Optional[Iterable[str]] = None,
                  directory_key: Optional[str] = None, require_curve: bool = False,
                  on_lost: Optional[Callable[[str, str], None]] = None) -> None:
@@ -133,6 +134,7 @@ class ZMQ(_zmq.Engine):
         self._timeout = check_seconds(timeout, "timeout", at_most=86400)
         self._bind_timeout = check_seconds(bind_timeout, "bind_timeout")
         linger = check_seconds(linger, "linger", at_most=86400)
+        self._linger = linger
         check_hwm(hwm)
         secret_key, allowed = _zmq.check_curve_args(secret_key, allowed_keys)
         self._configure(hwm, int(linger * 1000))
@@ -171,19 +173,43 @@ class ZMQ(_zmq.Engine):
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def close(self) -> None:
-        """Remove this instance's global names from the directory and close
-        its sockets (outgoing messages get `linger` seconds to drain).
-        Idempotent; any other call afterwards raises pyzmq.Error."""
+    def close(self, timeout: Optional[float] = None) -> int:
+        """Wait until every message queued for another process has left this
+        one, up to timeout seconds (None: the instance's `linger`, default
+        10 s), then remove this instance's global names from the directory
+        and close its sockets.  Returns the number of messages that had not
+        left when the wait ran out (0: all did), after logging a WARNING
+        with it.  Ctrl-C interrupts the wait (the instance is closed all the
+        same).  Idempotent; any other call afterwards raises pyzmq.Error."""
         if self.closed:
-            return
+            return 0
         self._check_usable()
-        self._shutdown()
+        if timeout is not None:
+            timeout = check_seconds(timeout, "timeout", at_most=86400)
+        return self._shutdown(timeout)
 
-    def _shutdown(self):
+    def _shutdown(self, timeout=None):
         """close() without the checks; also at exit.  In a forked child the
         sockets and the directory connection are the parent's: only this
         process's records of them are dropped."""
+        left = 0
+        if self.pid == os.getpid() and not self.closed:
+            try:
+                left, late = _zmq._drain(self, self._linger if timeout is None else timeout)
+            except BaseException:
+                self._close_now()
+                raise
+            if left:
+                names = {o.id: o.name for o in self._objects.values() if o.kind == "exchange"}
+                log.warning("close(): %d messages had not left this process after %g s "
+                            "(exchanges %s: their consumers are slow, stalled or gone); "
+                            "they are dropped", left,
+                            self._linger if timeout is None else timeout,
+                            ", ".join(repr(names.get(e, e)) for e in late))
+        self._close_now()
+        return left
+
+    def _close_now(self):
         directory, self._directory = self._directory, None
         try:
             if directory is not None and self.pid == os.getpid():
@@ -566,6 +592,18 @@ class ZMQ(_zmq.Engine):
         return address, key or None
 
     # ---- looking at it ----------------------------------------------------
+
+    def wait_bound(self, eid: int, count: int = 1, timeout: Optional[float] = None) -> int:
+        """Wait until at least `count` queues are bound to exchange `eid`, so
+        that what is sent next reaches them (a message sent while nothing is
+        bound is dropped).  Counts this instance's own bindings and the
+        binders attached to a global exchange's listener (other processes,
+        relays, other instances of this process), whom it lets in while it
+        waits.  Returns the number bound; pyzmq.Timeout after `timeout`
+        seconds (None: no limit).  A local exchange cannot gain bindings
+        while this waits: pyzmq.Error if it has too few."""
+        self._check_usable()
+        return _zmq._wait_bound(self, eid, count, timeout)
 
     @property
     def exchanges(self) -> Dict[str, int]:

@@ -28,6 +28,11 @@ cdef struct ExchangeSlot:
     Style style
     int next            # load balancing: the push to try first
     unsigned int sends  # fast-path sends since the listener was serviced
+    int subscribers     # wiring binders attached to the listener (their sync topics)
+    int tag             # names its inproc endpoint: never reused, unlike a dropped slot
+    unsigned long long msgs     # messages sent (each counted once, whatever the fan-out)
+    unsigned long long nbytes   # their bytes
+    unsigned long long dropped  # messages sent while nothing was bound
 
 cdef struct QueueSlot:
     void *pull          # fed by PUSHes (local exchanges, remote binders), or NULL
@@ -35,6 +40,7 @@ cdef struct QueueSlot:
     int nsock
     int next            # fairness: the socket to try first
     int hwm             # high-water mark of this queue's PULL and SUBs
+    int tag             # names its inproc endpoint: never reused, unlike a dropped slot
 
 # What a CURVE client's monitor has told so far.
 cdef struct Handshake:
@@ -110,6 +116,7 @@ cdef class _Core:
     cdef readonly long pid          # the process that made its sockets
     cdef readonly long serial       # unique per engine in this process
     cdef Py_ssize_t idbase          # serial << ID_SERIAL_SHIFT: ids are idbase (+ ID_QUEUE) + slot
+    cdef int made                   # slots made so far (their tags)
     cdef int _hwm
     cdef int _linger_ms
     cdef _Stash stash               # messages read while a bind waited

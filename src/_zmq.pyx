@@ -83,3 +83,4 @@ include "core.pyx"          # _Core: slot tables, poll set, waits, lifecycle
 include "binding.pyx"       # _Binder: listen, connect, subscribe and sync, service, follow
 include "engine.pyx"        # Engine: send and receive, batch forms, serve
 include "relay.pyx"         # _Relay: binding two remote global objects
+include "drain.pyx"         # close(): waiting until queued messages left; wait_bound

@@ -89,7 +89,7 @@ cdef class _Binder(_Core):
         return endpoint
 
     def _exchange_inproc(self, Py_ssize_t eid):
-        return f"{self.prefix}/x{eid}"
+        return f"{self.prefix}/x{self._exchange(eid).tag}"
 
     def _exchange_unlisten(self, Py_ssize_t eid):
         """Undo _exchange_listen (its registration failed)."""
@@ -190,7 +190,7 @@ cdef class _Binder(_Core):
         return s
 
     def _queue_endpoint(self, Py_ssize_t qid):
-        return f"{self.prefix}/q{qid}"
+        return f"{self.prefix}/q{self._queue(qid).tag}"
 
     def _queue_connectable(self, Py_ssize_t qid):
         """The inproc endpoint a local exchange connects to for queue qid."""
@@ -319,8 +319,8 @@ cdef class _Binder(_Core):
                 zmq_msg_close(&msg)
                 _drop_rest(s)
                 if first == topic:
-                    if zmq_setsockopt(s, ZMQ_UNSUBSCRIBE, <char *>topic, len(topic)) != 0:
-                        _raise_zmq(f"cannot unsubscribe from the sync topic at {endpoint}")
+                    # the sync topic stays subscribed: it is how the owner
+                    # counts its binders (it sees it go when this socket does)
                     return 0
 
     # ---- the owner's duty: let binders in, answer their syncs -------------
@@ -346,6 +346,10 @@ cdef class _Binder(_Core):
                 if size > plen + 1 and data[0] == 1 and memcmp(data + 1, <char *>_SYNC_PREFIX, plen) == 0:
                     self.pending_syncs.setdefault(i + 1, []).append(
                         PyBytes_FromStringAndSize(data + 1, size - 1))
+                    self.ex[i].subscribers += 1     # a binder came (or came back)
+                elif (size > plen + 1 and data[0] == 0 and self.ex[i].subscribers > 0
+                        and memcmp(data + 1, <char *>_SYNC_PREFIX, plen) == 0):
+                    self.ex[i].subscribers -= 1     # its socket went
                 zmq_msg_close(&msg)
         if self.pending_syncs:
             self._answer_syncs()

@@ -217,6 +217,10 @@ cdef class _Core:
         p.style = <Style>(<int>style)
         p.next = 0
         p.sends = 0
+        p.subscribers = 0
+        self.made += 1
+        p.tag = self.made
+        p.msgs = p.nbytes = p.dropped = 0
         self.nex += 1
         return self.idbase + self.nex
 
@@ -239,6 +243,8 @@ cdef class _Core:
         p.next = 0
         p.pull = NULL
         p.hwm = mark
+        self.made += 1
+        p.tag = self.made
         self.nq += 1
         return self.idbase + ID_QUEUE + self.nq
 

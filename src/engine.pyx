@@ -55,6 +55,8 @@ cdef class Engine(_Binder):
         cdef void *only = _only(e)
         try:
             if only != NULL and _send_one(only, data, size, &zm, ZMQ_DONTWAIT) >= 0:
+                e.msgs += 1
+                e.nbytes += size
                 return True
             return self._send_slow(e, data, size, timeout, block, &zm)
         finally:
@@ -67,6 +69,7 @@ cdef class Engine(_Binder):
         cdef double deadline = 0.0 if not block else _deadline(timeout)
         cdef int i, n, rc, ready
         if e.npush == 0 and e.xpub == NULL:
+            e.dropped += 1          # nothing bound: dropped, as documented
             return True
         if self.sitems_cap < e.npush + self.nitems + 1:
             self._grow_sitems(e.npush + 1)
@@ -107,6 +110,10 @@ cdef class Engine(_Binder):
             rc = _send_one(e.pushes[i], data, size, shared, ZMQ_DONTWAIT)
             if rc < 0:
                 _raise_zmq("send")
+        e.msgs += 1
+        e.nbytes += size
+        if e.npush == 0 and e.subscribers == 0:
+            e.dropped += 1          # only the listener, and no binder on it
         return True
 
     cdef object _would_block(self, bint block, Py_ssize_t eid):
@@ -164,6 +171,8 @@ cdef class Engine(_Binder):
                 i = (e.next + k) % e.npush
                 if _send_one(e.pushes[i], data, size, shared, ZMQ_DONTWAIT) >= 0:
                     e.next = (i + 1) % e.npush
+                    e.msgs += 1
+                    e.nbytes += size
                     return True
                 if zmq_errno() != EAGAIN:
                     _raise_zmq("send")
@@ -198,6 +207,8 @@ cdef class Engine(_Binder):
             if only != NULL and PyBytes_CheckExact(m) and PyBytes_GET_SIZE(m) < _ZERO_COPY_MIN:
                 rc = zmq_send(only, PyBytes_AS_STRING(m), PyBytes_GET_SIZE(m), ZMQ_DONTWAIT)
                 if rc >= 0:
+                    e.msgs += 1
+                    e.nbytes += <size_t>rc
                     n += 1
                     continue
                 if zmq_errno() != EAGAIN:
@@ -444,14 +455,19 @@ cdef inline object _send(Engine self, object eid, object msg, object timeout, bi
         # fast path: one socket, room in its pipe
         only = _only(e)
         if only == NULL and e.npush == 0:
+            e.dropped += 1
             return True         # nothing bound: dropped, as documented
         if only != NULL and only == e.xpub:
+            if e.subscribers == 0:
+                e.dropped += 1  # a listener no binder is attached to
             e.sends += 1
             if e.sends >= SERVICE_EVERY or _now() - self.serviced_at > SERVICE_AFTER:
                 self._service()
         if only != NULL:
             rc = zmq_send(only, data, size, ZMQ_DONTWAIT)
             if rc >= 0:
+                e.msgs += 1
+                e.nbytes += size
                 return True
             if zmq_errno() != EAGAIN:
                 _send_failed(eid)
