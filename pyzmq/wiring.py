@@ -18,7 +18,7 @@ import threading
 import warnings
 import weakref
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, Dict, Iterable, List, Optional, Tuple
+from typing import TYPE_CHECKING, Callable, Dict, Iterable, List, Optional, Tuple, TypedDict
 
 from pyzmq import _zmq
 from pyzmq.curve import strip_key
@@ -75,6 +75,31 @@ class _Object:
     def describe(self):
         where = f" at {self.address}" if self.address else ""
         return f"{self.name}({_SCOPE_NAMES[self.scope]}{where})"
+
+
+class ExchangeStats(TypedDict):
+    """One exchange's counters in ZMQ.stats()."""
+    id: int
+    sent: int           # messages sent (once each, whatever the fan-out)
+    bytes: int          # their bytes
+    dropped: int        # messages sent while nothing was bound (dropped, as in 0.3)
+    blocked: float      # seconds send() waited for room (a bound queue at its mark)
+    bound: int          # queues bound now: bindings + binders
+    bindings: int       # bindings made by this instance's bind()
+    binders: int        # wiring binders attached to its listener (remote subscribers)
+
+
+class QueueStats(TypedDict):
+    """One queue's counters in ZMQ.stats()."""
+    id: int
+    received: int       # messages receive() and its kin handed out from it
+    stashed: int        # messages a bind() read early, handed out first
+    ready: bool         # a message is waiting in one of its sockets (libzmq does not say how many)
+
+
+class Stats(TypedDict):
+    exchanges: Dict[str, ExchangeStats]
+    queues: Dict[str, QueueStats]
 
 
 def _a(noun):
@@ -194,6 +219,9 @@ class ZMQ(_zmq.Engine):
         process's records of them are dropped."""
         left = 0
         if self.pid == os.getpid() and not self.closed:
+            # names first: nobody should find and bind to an instance that
+            # is going; then wait for what is queued to leave
+            self._unregister()
             try:
                 left, late = _zmq._drain(self, self._linger if timeout is None else timeout)
             except BaseException:
@@ -208,6 +236,19 @@ class ZMQ(_zmq.Engine):
                             ", ".join(repr(names.get(e, e)) for e in late))
         self._close_now()
         return left
+
+    def _unregister(self):
+        """Remove this instance's global names from the directory and close
+        the connection to it (in a forked child: only forget it)."""
+        directory, self._directory = self._directory, None
+        if directory is not None and self.pid == os.getpid():
+            for obj in self._objects.values():
+                if obj.address is not None:
+                    try:
+                        directory.unregister(obj.name)
+                    except Error:
+                        pass    # the directory drops them with the connection anyway
+            directory.close()
 
     def _close_now(self):
         directory, self._directory = self._directory, None
@@ -604,6 +645,24 @@ class ZMQ(_zmq.Engine):
         while this waits: pyzmq.Error if it has too few."""
         self._check_usable()
         return _zmq._wait_bound(self, eid, count, timeout)
+
+    def stats(self) -> Stats:
+        """Counters per exchange and per queue, by name: see ExchangeStats
+        and QueueStats.  Kept in the C slots by the send and receive paths;
+        reading them costs a pass over the slots."""
+        self._check_usable()
+        ex, qs = _zmq._stats(self)
+        names = {o.id: o.name for o in self._objects.values()}
+        return {
+            "exchanges": {names.get(eid, str(eid)): {
+                "id": eid, "sent": sent, "bytes": nbytes, "dropped": dropped,
+                "blocked": blocked, "bound": own + binders, "bindings": own,
+                "binders": binders}
+                for eid, sent, nbytes, dropped, blocked, own, binders in ex},
+            "queues": {names.get(qid, str(qid)): {
+                "id": qid, "received": received, "stashed": stashed, "ready": ready}
+                for qid, received, stashed, ready, _ in qs},
+        }
 
     @property
     def exchanges(self) -> Dict[str, int]:

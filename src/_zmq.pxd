@@ -33,6 +33,7 @@ cdef struct ExchangeSlot:
     unsigned long long msgs     # messages sent (each counted once, whatever the fan-out)
     unsigned long long nbytes   # their bytes
     unsigned long long dropped  # messages sent while nothing was bound
+    double blocked_s    # seconds send() waited for room (a queue at its mark)
 
 cdef struct QueueSlot:
     void *pull          # fed by PUSHes (local exchanges, remote binders), or NULL
@@ -40,6 +41,7 @@ cdef struct QueueSlot:
     int nsock
     int next            # fairness: the socket to try first
     int hwm             # high-water mark of this queue's PULL and SUBs
+    unsigned long long received # messages receive() and its kin handed out
     int tag             # names its inproc endpoint: never reused, unlike a dropped slot
 
 # What a CURVE client's monitor has told so far.
@@ -165,6 +167,7 @@ cdef class _Binder(_Core):
 
 # Sending and receiving: the hot paths and their batch forms.
 cdef class Engine(_Binder):
+    cdef double _listener_waited    # set by _send_listener: seconds it waited
     cdef object _send_lent(self, ExchangeSlot *e, object msg, const char *data,
                            Py_ssize_t size, object timeout, bint block)
     cdef object _send_slow(self, ExchangeSlot *e, const char *data, Py_ssize_t size,

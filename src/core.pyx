@@ -221,6 +221,7 @@ cdef class _Core:
         self.made += 1
         p.tag = self.made
         p.msgs = p.nbytes = p.dropped = 0
+        p.blocked_s = 0.0
         self.nex += 1
         return self.idbase + self.nex
 
@@ -243,6 +244,7 @@ cdef class _Core:
         p.next = 0
         p.pull = NULL
         p.hwm = mark
+        p.received = 0
         self.made += 1
         p.tag = self.made
         self.nq += 1

@@ -40,10 +40,8 @@ DEF DRAIN_POLL_MS = 5
 # A PUSH whose consumer is gone (its reconnections are refused) would hold
 # its marker until the timeout even when nothing else is queued.  So a
 # PUSH gets its marker only after SETTLE_S in which its monitor reported
-# no connection attempt (there is none while it is connected); one whose consumer is not there is closed instead,
-# lingering for the rest of the timeout, and its monitor's MONITOR_STOPPED
-# says when libzmq destroyed it: at once when its pipe was empty, else
-# once what was queued went to a consumer that came back (or at the end).
+# no connection attempt (there is none while it is connected); one whose
+# consumer is not there is not waited for.
 DEF SETTLE_S = 0.3
 # libzmq's monitor events (zmq.h; not in include/libzmq.pxd): a connection
 # attempt under way, refused and retried later; these come only while the
@@ -165,30 +163,28 @@ def _drain(_Core self, timeout):
                 raise MemoryError()
             if push[k] >= 0:
                 mons[k] = _monitor(socks[k], f"inproc://pyzmq-wiring-drain/{self.pid}/"
-                                   f"{_next_serial()}", EV_NOT_CONNECTED | EV_MONITOR_STOPPED)
+                                   f"{_next_serial()}", EV_NOT_CONNECTED)
         while True:
             left = 0
             for k in range(n):
                 if mons[k] != NULL and state[k] <= 1:
                     ev = _events(mons[k])
                     if ev & EV_NOT_CONNECTED and state[k] == 0:
-                        # no consumer there: let libzmq say whether its pipe
-                        # is empty (it destroys the socket at once) or keep
-                        # it for one that comes back, for the rest of the time
-                        ms = <int>_ms_left(deadline)
-                        flags[k][0] = <int>_sndhwm(socks[k])  # no marker: keep its mark here
-                        _setopt_int(socks[k], ZMQ_LINGER, ms)
-                        zmq_close(socks[k])
-                        self.ex[slot[k]].pushes[push[k]] = NULL     # closed here
+                        # no consumer there: nothing can leave now, and
+                        # libzmq does not say whether its pipe is empty, so
+                        # it is not waited for (libzmq keeps what is queued
+                        # for the socket's linger, for a consumer that
+                        # comes back).  (Closing it here to learn from its
+                        # MONITOR_STOPPED whether the pipe was empty would
+                        # leave its monitor writing to a closed PAIR, which
+                        # blocks libzmq's I/O thread.)
                         state[k] = 3
-                if state[k] == 3 and _events(mons[k]) & EV_MONITOR_STOPPED:
-                    state[k] = 4
                 if (state[k] == 0 and (mons[k] == NULL or _now() >= settled)
                         and _send_marker(socks[k], flags[k]) == 0):
                     state[k] = 1
                 if state[k] == 1 and pzw_marker_done(flags[k]):
                     state[k] = 2
-                if state[k] != 2 and state[k] != 4:
+                if state[k] == 1 or state[k] == 0:
                     left += 1
             if left == 0:
                 return 0, []
@@ -204,14 +200,13 @@ def _drain(_Core self, timeout):
                 PyErr_CheckSignals()        # Ctrl-C: KeyboardInterrupt here
         # the wait ran out: count, and let closing drop what is left
         for k in range(n):
-            if state[k] == 2 or state[k] == 4:
+            if state[k] >= 2:
                 continue
             i = slot[k]
-            cap = flags[k][0] if state[k] == 3 else _sndhwm(socks[k])
+            cap = _sndhwm(socks[k])
             cap = <long long>self.ex[i].msgs if cap <= 0 else cap + 1
             bound[i] = bound.get(i, 0) + cap
-            if state[k] != 3:
-                _setopt_int(socks[k], ZMQ_LINGER, 0)
+            _setopt_int(socks[k], ZMQ_LINGER, 0)
         total = 0
         for i, cap in bound.items():
             total += min(cap, <long long>self.ex[i].msgs)
@@ -220,10 +215,7 @@ def _drain(_Core self, timeout):
     finally:
         for k in range(n):
             if mons[k] != NULL:
-                if state[k] >= 3:
-                    zmq_close(mons[k])          # its socket is gone, and its monitor
-                else:
-                    _unmonitor(socks[k], mons[k])
+                _unmonitor(socks[k], mons[k])   # the socket first: see above
             if state[k] != 1 or pzw_marker_done(flags[k]):
                 free(flags[k])
             # else libzmq still holds the marker and will set the flag when

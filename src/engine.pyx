@@ -68,6 +68,8 @@ cdef class Engine(_Binder):
         load balancing, or waiting for room."""
         cdef double deadline = 0.0 if not block else _deadline(timeout)
         cdef int i, n, rc, ready
+        cdef double waited_from
+        cdef bint sent
         if e.npush == 0 and e.xpub == NULL:
             e.dropped += 1          # nothing bound: dropped, as documented
             return True
@@ -99,12 +101,18 @@ cdef class Engine(_Binder):
             n = self._add_listeners(n)
             if check_at == 0.0:
                 check_at = self._follow_from()
+            waited_from = _now()
             self._wait(self.sitems, n, _earlier(deadline, check_at), 0)
             self._service()
             check_at = self._follow(eid, check_at)
             e = self._exchange(eid)
+            e.blocked_s += _now() - waited_from
         if e.xpub != NULL:
-            if not self._send_listener(e.xpub, data, size, deadline, shared):
+            self._listener_waited = 0.0
+            sent = self._send_listener(e.xpub, data, size, deadline, shared)
+            e = self._exchange(eid)     # a signal handler may have run
+            e.blocked_s += self._listener_waited
+            if not sent:
                 return self._would_block(block, eid)
         for i in range(e.npush):
             rc = _send_one(e.pushes[i], data, size, shared, ZMQ_DONTWAIT)
@@ -142,6 +150,7 @@ cdef class Engine(_Binder):
         if rc >= 0:
             return True
         err = zmq_errno()
+        cdef double waited_from = _now()
         while True:
             if err == EINTR:
                 self._signals()
@@ -149,6 +158,7 @@ cdef class Engine(_Binder):
                 _raise_errno("send", err)
             left = _ms_left(deadline)
             if left == 0:
+                self._listener_waited = _now() - waited_from
                 return False
             ms = 100 if (left < 0 or left > 100) else <int>left
             _setopt(s, ZMQ_SNDTIMEO, ms, "cannot set a send timeout")
@@ -157,6 +167,7 @@ cdef class Engine(_Binder):
             err = zmq_errno() if rc < 0 else 0
             _setopt(s, ZMQ_SNDTIMEO, -1, "cannot reset a send timeout")
             if rc >= 0:
+                self._listener_waited = _now() - waited_from
                 return True
             self._service()
 
@@ -164,6 +175,7 @@ cdef class Engine(_Binder):
                                double deadline, zmq_msg_t *shared):
         """Load balancing: the next bound queue, round-robin, that has room."""
         cdef int i, k, n
+        cdef double waited_from
         cdef Py_ssize_t eid = self.idbase + (e - self.ex) + 1
         cdef double check_at = 0.0 if self.following else -1.0    # 0.0: not started
         while True:
@@ -183,10 +195,12 @@ cdef class Engine(_Binder):
             n = self._add_listeners(e.npush)
             if check_at == 0.0:
                 check_at = self._follow_from()
+            waited_from = _now()
             self._wait(self.sitems, n, _earlier(deadline, check_at), 0)
             self._service()
             check_at = self._follow(eid, check_at)
             e = self._exchange(eid)
+            e.blocked_s += _now() - waited_from
 
     def send_many(self, object eid_obj, messages, timeout=None):
         """Send every message of an iterable on exchange eid, in order.
@@ -249,6 +263,7 @@ cdef class Engine(_Binder):
                     continue
                 q.next = si + 1 if si + 1 < q.nsock else 0
                 self.next_q = qi + 1 if qi + 1 < nq else 0
+                q.received += 1
                 return qi + 1
         return 0
 
@@ -304,6 +319,7 @@ cdef class Engine(_Binder):
                 if zmq_msg_more(msg):
                     _drop_rest(s)       # a sync answer for another binder
                     continue
+                self.qs[self.single_qid - 1].received += 1
                 return self.single_qid
             err = zmq_errno()
             if err == EINTR:
@@ -345,6 +361,7 @@ cdef class Engine(_Binder):
             # own message object is reused (zmq_msg_recv closes its old content)
             rc = zmq_msg_recv(&self.rmsg, self.items[0].socket, ZMQ_DONTWAIT)
             if rc >= 0 and not zmq_msg_more(&self.rmsg):
+                self.qs[self.single_qid - 1].received += 1
                 return _copy(&self.rmsg)
             if rc >= 0:
                 _drop_rest(self.items[0].socket)     # a sync answer, not data
@@ -380,6 +397,7 @@ cdef class Engine(_Binder):
 
     cdef tuple _from_stash(self, bint copy):
         cdef tuple item = self.stash.pop()
+        self._queue(item[0]).received += 1
         if copy:
             return item
         cdef Frame f = Frame.__new__(Frame)

@@ -178,19 +178,20 @@ def test_a_consumer_that_got_everything_and_left_does_not_hold_close(directory):
         assert time.monotonic() - t < 3.0
 
 
-def test_messages_for_a_consumer_that_is_gone_are_counted(directory, caplog):
+def test_a_consumer_that_is_gone_does_not_hold_close(directory):
+    """Messages queued for a consumer that is not connected cannot leave:
+    close() does not wait for them (libzmq keeps them for the socket's
+    linger, for a consumer that comes back) and does not count them
+    (libzmq does not say whether anything is queued; docs/reliability.md)."""
     with PeerProcess(CONSUMER, directory, 30) as consumer:
         consumer.expect("READY")
         z = pyzmq.ZMQ(directory, hwm=100)
         eid = z.create_exchange("E")
         z.bind("E", "slowq", hwm=100)
         consumer.close()                    # SIGKILL: gone before reading anything
-        time.sleep(2.0)     # until libzmq has seen it go (else the kernel takes them: lost there)
+        time.sleep(2.0)     # until libzmq has seen it go
         for _ in range(50):
             z.send(eid, b"m" * 4096, timeout=5)
         t = time.monotonic()
-        with caplog.at_level("WARNING", logger="pyzmq.wiring"):
-            left = z.close(timeout=1.0)
-        assert 50 <= left <= 101, (left, time.monotonic() - t)   # what it sent, at most its mark and one
-        assert 0.9 < time.monotonic() - t < 3.0
-        assert f"{left} messages had not left" in caplog.text
+        z.close(timeout=5.0)
+        assert time.monotonic() - t < 3.0
