@@ -562,7 +562,7 @@ class DirectoryClient:
     def _drop(self, why):
         """With the lock held, forget a broken connection; the keeper will reconnect."""
         if self._link is not None:
-            log.info("lost the directory at %s: %s", self.address, why)
+            log.warning("lost the directory at %s: %s", self.address, why)   # as "reconnected"
             try:
                 self._link.close()
             except OSError:
