@@ -17,5 +17,7 @@ cdef extern from "service.h" nogil:
     void sv_unlock(sv_service *sv)
     int sv_serve_locked(sv_service *sv)
     int sv_npending(sv_service *sv)
-    int sv_send(sv_service *sv, void *s, const void *data, size_t size, int flags)
+    int sv_send(sv_service *sv, void *s, const void *data, size_t size, int flags,
+                int *binders)
+    int sv_subscribers(sv_service *sv, void *xpub)
     int sv_msg_send(sv_service *sv, zmq_msg_t *m, void *s, int flags)

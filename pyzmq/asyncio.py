@@ -25,6 +25,7 @@ then returns it).
 from __future__ import annotations
 
 import asyncio
+import os
 from typing import TYPE_CHECKING, Awaitable, Callable, Dict, Iterable, List, Literal, Optional, Set, Tuple, Union, overload
 
 from pyzmq import _zmq, wiring
@@ -51,7 +52,7 @@ class ZMQ(wiring.ZMQ):
 
     # the same arguments as pyzmq.ZMQ (tests/test_types.py checks they stay so)
     def __init__(self, hostname: Optional[str] = None, *, timeout: float = 5.0,
-                 hwm: int = 1000, linger: float = 1.0, bind_timeout: float = 10.0,
+                 hwm: int = 1000, linger: float = 10.0, bind_timeout: float = 10.0,
                  secret_key: Optional[str] = None, allowed_keys: Optional[Iterable[str]] = None,
                  directory_key: Optional[str] = None, require_curve: bool = False,
                  on_lost: Optional[Callable[[str, str], None]] = None,
@@ -266,6 +267,23 @@ class ZMQ(wiring.ZMQ):
         """Send if there is room (True), else False; never waits."""
         return wiring.ZMQ.send(self, eid, msg, block=False)
 
+    async def wait_bound(self, eid: int, count: int = 1,  # type: ignore[override]
+                         timeout: Optional[float] = None) -> int:
+        """Wait until at least `count` queues are bound to exchange `eid`
+        (as the blocking wait_bound()), letting binders in from the loop."""
+        seconds = _zmq.check_timeout(timeout)
+        loop = asyncio.get_running_loop()
+        deadline = None if seconds is None else loop.time() + seconds
+        while True:
+            try:
+                return _zmq._wait_bound(self, eid, count, 0)
+            except Timeout:
+                pass
+            try:
+                await self._readable(deadline, 0, None, True)
+            except Timeout:
+                return _zmq._wait_bound(self, eid, count, 0)    # raises, saying how many
+
     # ---- creating and binding without blocking the loop ---------------------
 
     async def create_exchange(self, name: str, scope: int = wiring.SCOPE_LOCAL,  # type: ignore[override]
@@ -290,15 +308,19 @@ class ZMQ(wiring.ZMQ):
             return made
         obj, where = made
         if where is not None:
-            bound, address = self._listen(obj, where)
             try:
-                await _in_executor(self._register, obj, address)
+                bound, address = self._listen(obj, where)
+                try:
+                    await _in_executor(self._register, obj, address)
+                except BaseException:
+                    self._unlisten(obj, bound)
+                    raise
+                if name in self._objects:       # another task made it meanwhile
+                    self._unlisten(obj, bound)
+                    raise wiring.Error(f"{name!r} was created by another task meanwhile")
             except BaseException:
-                self._unlisten(obj, bound)
+                self._drop_unborn(obj)
                 raise
-            if name in self._objects:       # another task made it meanwhile
-                self._unlisten(obj, bound)
-                raise wiring.Error(f"{name!r} was created by another task meanwhile")
             self._published(obj, address)
         self._objects[name] = obj
         return obj.id
@@ -398,7 +420,7 @@ class ZMQ(wiring.ZMQ):
 
     @classmethod
     async def connect(cls, hostname: str, *, timeout: float = 5.0, hwm: int = 1000,
-                      linger: float = 1.0, bind_timeout: float = 10.0,
+                      linger: float = 10.0, bind_timeout: float = 10.0,
                       secret_key: Optional[str] = None,
                       allowed_keys: Optional[Iterable[str]] = None,
                       directory_key: Optional[str] = None, require_curve: bool = False,
@@ -435,36 +457,48 @@ class ZMQ(wiring.ZMQ):
         wiring.ZMQ.close(self)
         self._wake()
 
-    def close(self) -> Awaitable[None]:  # type: ignore[override]
+    def close(self, timeout: Optional[float] = None) -> Awaitable[int]:  # type: ignore[override]
         """Close: unregister this instance's global names (in the loop's
-        default executor) and close its sockets, without blocking the loop.
-        ``await zmq.close()``.  Inside a running loop the close is a task
-        that runs even if nobody awaits it; outside one (atexit, a leak
-        check) it closes at once, in the blocking form, and returns an
-        awaitable that is already done."""
+        default executor), wait up to `timeout` (None: `linger`) for queued
+        messages to leave, and close its sockets.  ``await zmq.close()``
+        gives the count of messages that had not left (0: all did), as the
+        blocking close().  The wait for queued messages still runs in the
+        loop's thread (it is short unless a consumer stalls).  Inside a
+        running loop the close is a task that runs even if nobody awaits
+        it; outside one (atexit, a leak check) it closes at once, in the
+        blocking form, and returns an awaitable that is already done."""
         if self.closed:
-            return _DONE
+            return _Done(0)
         self._check_usable()
+        if timeout is not None:
+            timeout = wiring.check_seconds(timeout, "timeout", at_most=86400)
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
-            wiring.ZMQ.close(self)
-            self._wake()
-            return _DONE
-        return loop.create_task(self._aclose(loop))
+            try:
+                return _Done(wiring.ZMQ.close(self, timeout))
+            finally:
+                self._wake()
+        return loop.create_task(self._aclose(loop, timeout))
 
-    async def _aclose(self, loop):
+    async def _aclose(self, loop, timeout):
         directory, self._directory = self._directory, None
+        left = 0
         try:
             if directory is not None:
                 names = [o.name for o in self._objects.values() if o.address is not None]
                 await asyncio.shield(loop.run_in_executor(None, _unregister_all,
                                                           directory, names))
         finally:
-            if not self.closed:
-                self._forget()
-                self._close(False)      # relay threads are told to stop, not joined
-            self._wake()           # waiting tasks retry and get "closed"
+            try:
+                if not self.closed and self.pid == os.getpid():
+                    left = self._wait_drained(timeout)
+            finally:
+                if not self.closed:
+                    self._forget()
+                    self._close(False)      # relay threads are told to stop, not joined
+                self._wake()           # waiting tasks retry and get "closed"
+        return left
 
 
 async def _in_executor(fn, *args):
@@ -490,9 +524,9 @@ def _unregister_all(directory, names):
 class _Done:
     """An awaitable that is already done (close() outside a running loop)."""
 
+    def __init__(self, value):
+        self.value = value
+
     def __await__(self):
-        return
+        return self.value
         yield
-
-
-_DONE = _Done()

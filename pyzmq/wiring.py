@@ -18,7 +18,7 @@ import threading
 import warnings
 import weakref
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, Dict, Iterable, List, Optional, Tuple
+from typing import TYPE_CHECKING, Callable, Dict, Iterable, List, Optional, Tuple, TypedDict
 
 from pyzmq import _zmq
 from pyzmq.curve import strip_key
@@ -77,6 +77,31 @@ class _Object:
         return f"{self.name}({_SCOPE_NAMES[self.scope]}{where})"
 
 
+class ExchangeStats(TypedDict):
+    """One exchange's counters in ZMQ.stats()."""
+    id: int
+    sent: int           # messages sent (once each, whatever the fan-out)
+    bytes: int          # their bytes
+    dropped: int        # messages sent while nothing was bound (dropped, as in 0.3)
+    blocked: float      # seconds send() waited for room (a bound queue at its mark)
+    bound: int          # queues bound now: bindings + binders
+    bindings: int       # bindings made by this instance's bind()
+    binders: int        # wiring binders attached to its listener (remote subscribers)
+
+
+class QueueStats(TypedDict):
+    """One queue's counters in ZMQ.stats()."""
+    id: int
+    received: int       # messages receive() and its kin handed out from it
+    stashed: int        # messages a bind() read early, handed out first
+    ready: bool         # a message is waiting in one of its sockets (libzmq does not say how many)
+
+
+class Stats(TypedDict):
+    exchanges: Dict[str, ExchangeStats]
+    queues: Dict[str, QueueStats]
+
+
 def _a(noun):
     return ("an " if noun[:1] in "aeiou" else "a ") + noun
 
@@ -98,7 +123,8 @@ class ZMQ(_zmq.Engine):
       timeout: seconds to wait for the directory (connect and each request).
       hwm: high-water mark, in messages, of each binding's pipe (and of each
         queue's incoming side); send blocks when a bound queue is full.
-      linger: seconds close() lets queued outgoing messages drain.
+      linger: the close timeout: seconds close() and the exit handler wait
+        for queued outgoing messages to leave this process (default 10).
       bind_timeout: seconds bind() waits for a remote exchange's owner to
         confirm the binding, and, for CURVE bindings, for the handshake.
       secret_key: this instance's CURVE secret key (Z85, 40 characters); its
@@ -124,7 +150,7 @@ class ZMQ(_zmq.Engine):
     """
 
     def __init__(self, hostname: Optional[str] = None, *, timeout: float = 5.0,
-                 hwm: int = 1000, linger: float = 1.0, bind_timeout: float = 10.0,
+                 hwm: int = 1000, linger: float = 10.0, bind_timeout: float = 10.0,
                  secret_key: Optional[str] = None, allowed_keys: Optional[Iterable[str]] = None,
                  directory_key: Optional[str] = None, require_curve: bool = False,
                  on_lost: Optional[Callable[[str, str], None]] = None,
@@ -138,6 +164,7 @@ class ZMQ(_zmq.Engine):
         self._timeout = check_seconds(timeout, "timeout", at_most=86400)
         self._bind_timeout = check_seconds(bind_timeout, "bind_timeout")
         linger = check_seconds(linger, "linger", at_most=86400)
+        self._linger = linger
         check_hwm(hwm)
         secret_key, allowed = _zmq.check_curve_args(secret_key, allowed_keys)
         self._configure(hwm, int(linger * 1000))
@@ -192,29 +219,68 @@ class ZMQ(_zmq.Engine):
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def close(self) -> None:
-        """Remove this instance's global names from the directory and close
-        its sockets (outgoing messages get `linger` seconds to drain).
-        Idempotent; any other call afterwards raises pyzmq.Error."""
+    def close(self, timeout: Optional[float] = None) -> int:
+        """Wait until every message queued for another process has left this
+        one, up to timeout seconds (None: the instance's `linger`, default
+        10 s), then remove this instance's global names from the directory
+        and close its sockets.  Returns the number of messages that had not
+        left when the wait ran out (0: all did), after logging a WARNING
+        with it.  Ctrl-C interrupts the wait (the instance is closed all the
+        same).  Idempotent; any other call afterwards raises pyzmq.Error."""
         if self.closed:
-            return
+            return 0
         self._check_usable()
-        self._shutdown()
+        if timeout is not None:
+            timeout = check_seconds(timeout, "timeout", at_most=86400)
+        return self._shutdown(timeout)
 
-    def _shutdown(self):
+    def _shutdown(self, timeout=None):
         """close() without the checks; also at exit.  In a forked child the
         sockets and the directory connection are the parent's: only this
         process's records of them are dropped."""
-        directory, self._directory = self._directory, None
+        left = 0
+        if self.pid == os.getpid() and not self.closed:
+            # names first: nobody should find and bind to an instance that
+            # is going; then wait for what is queued to leave
+            self._unregister()
+            left = self._wait_drained(timeout)
+        self._close_now()
+        return left
+
+    def _wait_drained(self, timeout):
+        """Wait (up to timeout, None: `linger`) for what is queued to leave;
+        the count that did not, after a WARNING.  Interrupted, the instance
+        is closed and the exception goes on."""
+        seconds = self._linger if timeout is None else timeout
         try:
-            if directory is not None and self.pid == os.getpid():
-                for obj in self._objects.values():
-                    if obj.address is not None:
-                        try:
-                            directory.unregister(obj.name)
-                        except Error:
-                            pass    # the directory drops them with the connection anyway
-                directory.close()
+            left, late = _zmq._drain(self, seconds)
+        except BaseException:
+            self._close_now()
+            raise
+        if left:
+            names = {o.id: o.name for o in self._objects.values() if o.kind == "exchange"}
+            log.warning("close(): %d messages had not left this process after %g s "
+                        "(exchanges %s: their consumers are slow, stalled or gone); "
+                        "they are dropped", left, seconds,
+                        ", ".join(repr(names.get(e, e)) for e in late))
+        return left
+
+    def _unregister(self):
+        """Remove this instance's global names from the directory and close
+        the connection to it (in a forked child: only forget it)."""
+        directory, self._directory = self._directory, None
+        if directory is not None and self.pid == os.getpid():
+            for obj in self._objects.values():
+                if obj.address is not None:
+                    try:
+                        directory.unregister(obj.name)
+                    except Error:
+                        pass    # the directory drops them with the connection anyway
+            directory.close()
+
+    def _close_now(self):
+        try:
+            self._unregister()
         finally:
             self._forget()
             self._close()
@@ -280,11 +346,15 @@ class ZMQ(_zmq.Engine):
             return made
         obj, where = made
         if where is not None:
-            bound, address = self._listen(obj, where)
             try:
-                self._register(obj, address)
+                bound, address = self._listen(obj, where)
+                try:
+                    self._register(obj, address)
+                except BaseException:
+                    self._unlisten(obj, bound)
+                    raise
             except BaseException:
-                self._unlisten(obj, bound)
+                self._drop_unborn(obj)
                 raise
             self._published(obj, address)
         self._objects[name] = obj
@@ -325,6 +395,14 @@ class ZMQ(_zmq.Engine):
         else:
             oid = self._new_queue(hwm)
         return _Object(kind, oid, name, scope, location, style, hwm), where
+
+    def _drop_unborn(self, obj):
+        """A failed create: the id was never handed out, so make it unknown
+        again (a send() on it raises instead of going nowhere)."""
+        try:
+            self._drop_new(obj.id, obj.kind == "queue")
+        except Error:
+            pass    # another object came after it (asyncio): its slot stays, unused
 
     def _listen(self, obj, where):
         """Listen at the location: (endpoint bound, address to advertise)."""
@@ -694,6 +772,36 @@ class ZMQ(_zmq.Engine):
         return address, key or None
 
     # ---- looking at it ----------------------------------------------------
+
+    def wait_bound(self, eid: int, count: int = 1, timeout: Optional[float] = None) -> int:
+        """Wait until at least `count` queues are bound to exchange `eid`, so
+        that what is sent next reaches them (a message sent while nothing is
+        bound is dropped).  Counts this instance's own bindings and the
+        binders attached to a global exchange's listener (other processes,
+        relays, other instances of this process), whom it lets in while it
+        waits.  Returns the number bound; pyzmq.Timeout after `timeout`
+        seconds (None: no limit).  A local exchange cannot gain bindings
+        while this waits: pyzmq.Error if it has too few."""
+        self._check_usable()
+        return _zmq._wait_bound(self, eid, count, timeout)
+
+    def stats(self) -> Stats:
+        """Counters per exchange and per queue, by name: see ExchangeStats
+        and QueueStats.  Kept in the C slots by the send and receive paths;
+        reading them costs a pass over the slots."""
+        self._check_usable()
+        ex, qs = _zmq._stats(self)
+        names = {o.id: o.name for o in self._objects.values()}
+        return {
+            "exchanges": {names.get(eid, str(eid)): {
+                "id": eid, "sent": sent, "bytes": nbytes, "dropped": dropped,
+                "blocked": blocked, "bound": own + binders, "bindings": own,
+                "binders": binders}
+                for eid, sent, nbytes, dropped, blocked, own, binders in ex},
+            "queues": {names.get(qid, str(qid)): {
+                "id": qid, "received": received, "stashed": stashed, "ready": ready}
+                for qid, received, stashed, ready, _ in qs},
+        }
 
     @property
     def exchanges(self) -> Dict[str, int]:

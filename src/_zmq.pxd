@@ -28,6 +28,11 @@ cdef struct ExchangeSlot:
     int npush
     Style style
     int next            # load balancing: the push to try first
+    int tag             # names its inproc endpoint: never reused, unlike a dropped slot
+    unsigned long long msgs     # messages sent (each counted once, whatever the fan-out)
+    unsigned long long nbytes   # their bytes
+    unsigned long long dropped  # messages sent while nothing was bound
+    double blocked_s    # seconds send() waited for room (a queue at its mark)
 
 cdef struct QueueSlot:
     void *pull          # fed by PUSHes (local exchanges, remote binders), or NULL
@@ -35,6 +40,8 @@ cdef struct QueueSlot:
     int nsock
     int next            # fairness: the socket to try first
     int hwm             # high-water mark of this queue's PULL and SUBs
+    unsigned long long received # messages receive() and its kin handed out
+    int tag             # names its inproc endpoint: never reused, unlike a dropped slot
 
 # What a CURVE client's monitor has told so far.
 cdef struct Handshake:
@@ -58,16 +65,16 @@ cdef class _Zap:
 cdef class Frame:
     cdef zmq_msg_t msg
     cdef Py_ssize_t shape[1]
-    cdef readonly int queue_id
+    cdef readonly Py_ssize_t queue_id
 
 
 cdef class _Stash:
     cdef readonly Py_ssize_t n
     cdef object items
-    cdef int push(self, int qid, bytes m) except -1
+    cdef int push(self, Py_ssize_t qid, bytes m) except -1
     cdef tuple pop(self)
     cdef int truncate(self, Py_ssize_t n) except -1
-    cdef list take(self, int qid)
+    cdef list take(self, Py_ssize_t qid)
 
 
 cdef class BindingHandle:
@@ -130,6 +137,8 @@ cdef class _Core:
     cdef unsigned long owner        # thread ident of the thread that made it
     cdef readonly long pid          # the process that made its sockets
     cdef readonly long serial       # unique per engine in this process
+    cdef Py_ssize_t idbase          # serial << ID_SERIAL_SHIFT: ids are idbase (+ ID_QUEUE) + slot
+    cdef int made                   # slots made so far (their tags)
     cdef int _hwm
     cdef int _linger_ms
     cdef _Stash stash               # messages read while a bind waited
@@ -146,6 +155,7 @@ cdef class _Core:
     cdef inline int _check(self) except -1
     cdef ExchangeSlot *_exchange(self, Py_ssize_t eid) except NULL
     cdef QueueSlot *_queue(self, Py_ssize_t qid) except NULL
+    cdef int _bad_id(self, Py_ssize_t oid, bint queue) except -1
     cdef void *_socket(self, int kind, int linger_ms, int hwm) except NULL
     cdef int _rebuild_items(self) except -1
     cdef int _grow_sitems(self, int n) except -1
@@ -184,6 +194,7 @@ cdef class _Binder(_Core):
 
 # Sending and receiving: the hot paths and their batch forms.
 cdef class Engine(_Binder):
+    cdef double _listener_waited    # set by _send_listener: seconds it waited
     cdef object _send_lent(self, ExchangeSlot *e, object msg, const char *data,
                            Py_ssize_t size, object timeout, bint block)
     cdef object _send_slow(self, ExchangeSlot *e, const char *data, Py_ssize_t size,

@@ -85,3 +85,5 @@ include "core.pyx"          # _Core: slot tables, poll set, waits, lifecycle
 include "binding.pyx"       # _Binder: listen, connect, subscribe and sync, service, follow
 include "engine.pyx"        # Engine: send and receive, batch forms, serve
 include "relay.pyx"         # _Relay: binding two remote global objects
+include "drain.pyx"         # close(): waiting until queued messages left; wait_bound
+include "stats.pyx"         # ZMQ.stats(): reading the slots' counters

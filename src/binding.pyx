@@ -143,7 +143,7 @@ cdef class _Binder(_Core):
         return endpoint
 
     def _exchange_inproc(self, Py_ssize_t eid):
-        return f"{self.prefix}/x{eid}"
+        return f"{self.prefix}/x{self._exchange(eid).tag}"
 
     def _exchange_unlisten(self, Py_ssize_t eid):
         """Undo _exchange_listen (its registration failed)."""
@@ -244,7 +244,7 @@ cdef class _Binder(_Core):
         return s
 
     def _queue_endpoint(self, Py_ssize_t qid):
-        return f"{self.prefix}/q{qid}"
+        return f"{self.prefix}/q{self._queue(qid).tag}"
 
     def _queue_connectable(self, Py_ssize_t qid):
         """The inproc endpoint a local exchange connects to for queue qid."""
@@ -344,7 +344,7 @@ cdef class _Binder(_Core):
     cdef int _sync_read(self, void *s, bytes topic, Py_ssize_t qid, str endpoint) except -1:
         """Read what a syncing SUB has (never waits): data is stashed for
         queue qid, other binders' sync answers dropped.  Returns 1 once our
-        own sync answer came (and unsubscribes from its topic), else 0."""
+        own sync answer came (its topic stays subscribed), else 0."""
         cdef zmq_msg_t msg
         cdef int rc, more
         cdef bytes first
@@ -366,8 +366,8 @@ cdef class _Binder(_Core):
             zmq_msg_close(&msg)
             _drop_rest(s)
             if first == topic:
-                if zmq_setsockopt(s, ZMQ_UNSUBSCRIBE, <char *>topic, len(topic)) != 0:
-                    _raise_zmq(f"cannot unsubscribe from the sync topic at {endpoint}")
+                # the sync topic stays subscribed: it is how the owner counts
+                # its binders (it sees the topic go when this socket does)
                 return 1
 
     cdef BindingHandle _attach_sub(self, Py_ssize_t qid, void *s):

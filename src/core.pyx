@@ -5,6 +5,18 @@
 
 cdef long _engine_serial = 0
 
+# Ids are ints, unique in the process across kinds and instances:
+#     serial << ID_SERIAL_SHIFT | kind << ID_KIND_SHIFT | slot
+# with the engine's serial, kind 0 for an exchange and 1 for a queue, and
+# the slot's 1-based index.  An id is this engine's exchange n exactly when
+# id - idbase == n for 1 <= n <= nex: one subtraction and one unsigned
+# compare on the hot path.  The first instance's first exchange is
+# 1 << 21 | 1 = 2097153.
+DEF ID_KIND_SHIFT = 20
+DEF ID_SERIAL_SHIFT = 21
+DEF ID_SLOT_MAX = (1 << ID_KIND_SHIFT) - 1
+DEF ID_QUEUE = 1 << ID_KIND_SHIFT
+
 
 cdef int _grow(void ***arr, int n) except -1:
     cdef void **p = <void **>realloc(arr[0], (n + 1) * sizeof(void *))
@@ -28,6 +40,7 @@ cdef class _Core:
         self._handles = []
         _engine_serial += 1
         self.serial = _engine_serial
+        self.idbase = (<Py_ssize_t>_engine_serial) << ID_SERIAL_SHIFT
         self.prefix = f"inproc://pyzmq-wiring/{self.pid}/{_engine_serial}"
 
     def __del__(self):
@@ -65,14 +78,50 @@ cdef class _Core:
         self._check()
 
     cdef ExchangeSlot *_exchange(self, Py_ssize_t eid) except NULL:
-        if eid < 1 or eid > self.nex:
-            raise ValueError(f"unknown exchange id {eid}")
-        return &self.ex[eid - 1]
+        cdef size_t i = <size_t>(eid - self.idbase) - 1
+        if i >= <size_t>self.nex:
+            self._bad_id(eid, False)
+        return &self.ex[i]
 
     cdef QueueSlot *_queue(self, Py_ssize_t qid) except NULL:
-        if qid < 1 or qid > self.nq:
-            raise ValueError(f"unknown queue id {qid}")
-        return &self.qs[qid - 1]
+        cdef size_t i = <size_t>(qid - self.idbase - ID_QUEUE) - 1
+        if i >= <size_t>self.nq:
+            self._bad_id(qid, True)
+        return &self.qs[i]
+
+    cdef int _bad_id(self, Py_ssize_t oid, bint queue) except -1:
+        """Raise the ValueError for an id that is not one of this instance's
+        exchanges (queue: queues): say what it is instead."""
+        want, other = ("queue", "exchange") if queue else ("exchange", "queue")
+        cdef Py_ssize_t serial = oid >> ID_SERIAL_SHIFT if oid > 0 else 0
+        cdef Py_ssize_t slot = oid & ID_SLOT_MAX if oid > 0 else 0
+        cdef bint is_queue = (oid >> ID_KIND_SHIFT) & 1 if oid > 0 else 0
+        cdef int nother = self.nex if queue else self.nq
+        if serial == self.serial and is_queue != queue and 1 <= slot <= nother:
+            raise ValueError(f"id {oid} is {'an' if other[0] == 'e' else 'a'} {other} id of "
+                             f"this instance, not {'a' if queue else 'an'} {want} id: pass "
+                             f"what create_{want}() returned")
+        if serial != self.serial and 1 <= serial <= _engine_serial and slot >= 1:
+            raise ValueError(f"id {oid} belongs to another ZMQ instance of this process "
+                             f"(its {'queue' if is_queue else 'exchange'}), not to this one: "
+                             f"ids are per instance; pass what this instance's "
+                             f"create_{want}() returned")
+        cdef int n = self.nq if queue else self.nex
+        raise ValueError(f"unknown {want} id {oid}: not an id create_{want}() of this "
+                         f"instance returned (this instance has {n} {want}"
+                         f"{'' if n == 1 else 's'})")
+
+    def _is_id(self, object oid, bint queue=False):
+        """Whether oid is one of this instance's exchange (queue) ids."""
+        cdef Py_ssize_t i
+        if type(oid) is not int:
+            return False
+        try:
+            i = oid
+        except OverflowError:
+            return False
+        i -= self.idbase + (ID_QUEUE if queue else 0) + 1
+        return 0 <= i < (self.nq if queue else self.nex)
 
     cdef void *_socket(self, int kind, int linger_ms, int hwm) except NULL:
         cdef void *s = zmq_socket(_context(), kind)
@@ -161,6 +210,8 @@ cdef class _Core:
         returns its id."""
         self._check()
         check_style(style)
+        if self.nex >= ID_SLOT_MAX:
+            raise Error(f"this instance has {self.nex} exchanges, the most it can have")
         cdef ExchangeSlot *p = <ExchangeSlot *>realloc(
             self.ex, (self.nex + 1) * sizeof(ExchangeSlot))
         if p == NULL:
@@ -172,8 +223,12 @@ cdef class _Core:
         p.npush = 0
         p.style = <Style>(<int>style)
         p.next = 0
+        self.made += 1
+        p.tag = self.made
+        p.msgs = p.nbytes = p.dropped = 0
+        p.blocked_s = 0.0
         self.nex += 1
-        return self.nex
+        return self.idbase + self.nex
 
     def _new_queue(self, hwm=None):
         """A queue, with no socket yet: its PULL is made when something will
@@ -182,6 +237,8 @@ cdef class _Core:
         (None: the instance's).  Returns its id."""
         self._check()
         cdef int mark = self._hwm if hwm is None else check_hwm(hwm)
+        if self.nq >= ID_SLOT_MAX:
+            raise Error(f"this instance has {self.nq} queues, the most it can have")
         cdef QueueSlot *p = <QueueSlot *>realloc(self.qs, (self.nq + 1) * sizeof(QueueSlot))
         if p == NULL:
             raise MemoryError()
@@ -192,8 +249,42 @@ cdef class _Core:
         p.next = 0
         p.pull = NULL
         p.hwm = mark
+        p.received = 0
+        self.made += 1
+        p.tag = self.made
         self.nq += 1
-        return self.nq
+        return self.idbase + ID_QUEUE + self.nq
+
+    def _drop_new(self, Py_ssize_t oid, bint queue):
+        """Undo the _new_exchange or _new_queue that returned oid, whose
+        create_*() failed (a refused global name): closes its sockets and
+        forgets the slot, so the id is unknown again.  Only the newest slot
+        of its kind can go (ids are slot indexes)."""
+        cdef int j
+        cdef ExchangeSlot *e
+        cdef QueueSlot *q
+        if queue:
+            q = self._queue(oid)
+            if q != &self.qs[self.nq - 1]:
+                raise Error(f"queue id {oid} is not the newest queue")
+            for j in range(q.nsock):
+                zmq_close(q.socks[j])
+            free(q.socks)
+            self.nq -= 1
+            self.next_q = 0
+        else:
+            e = self._exchange(oid)
+            if e != &self.ex[self.nex - 1]:
+                raise Error(f"exchange id {oid} is not the newest exchange")
+            if e.xpub != NULL:
+                if self.svc != NULL:
+                    sv_remove(self.svc, e.xpub)     # with its pending sync answers
+                zmq_close(e.xpub)
+            for j in range(e.npush):
+                zmq_close(e.pushes[j])
+            free(e.pushes)
+            self.nex -= 1
+        self._rebuild_items()
 
     # ---- waiting ----------------------------------------------------------
 

@@ -56,8 +56,14 @@ cdef class Engine(_Binder):
         try:
             if only != NULL and only == e.xpub:
                 if self._send_xpub(only, data, size, &zm, ZMQ_DONTWAIT) >= 0:
+                    e.msgs += 1
+                    e.nbytes += size
+                    if _binders(self.svc, e) == 0:
+                        e.dropped += 1  # a listener no binder is attached to
                     return True
             elif only != NULL and _send_one(only, data, size, &zm, ZMQ_DONTWAIT) >= 0:
+                e.msgs += 1
+                e.nbytes += size
                 return True
             return self._send_slow(e, data, size, timeout, block, &zm)
         finally:
@@ -69,13 +75,16 @@ cdef class Engine(_Binder):
         load balancing, or waiting for room."""
         cdef double deadline = 0.0 if not block else _deadline(timeout)
         cdef int i, n, rc, ready
+        cdef double waited_from
+        cdef bint sent
         if e.npush == 0 and e.xpub == NULL:
+            e.dropped += 1          # nothing bound: dropped, as documented
             return True
         if self.sitems_cap < e.npush + self.nitems + 1:
             self._grow_sitems(e.npush + 1)
         if e.style == LOAD_BALANCING and e.npush > 0:
             return self._send_balanced(e, data, size, deadline, shared)
-        cdef Py_ssize_t eid = (e - self.ex) + 1
+        cdef Py_ssize_t eid = self.idbase + (e - self.ex) + 1
         cdef double check_at = 0.0 if self.following else -1.0    # 0.0: not started
         # Fan-out is all or nothing: wait until every PUSH has room, then send
         # to the listener (which waits for room itself), then to the PUSHes.
@@ -99,17 +108,27 @@ cdef class Engine(_Binder):
             n = self._add_listeners(n)
             if check_at == 0.0:
                 check_at = self._follow_from()
+            waited_from = _now()
             self._wait(self.sitems, n, _earlier(deadline, check_at), 0)
             self._service()
             check_at = self._follow(eid, check_at)
-            e = &self.ex[eid - 1]
+            e = self._exchange(eid)
+            e.blocked_s += _now() - waited_from
         if e.xpub != NULL:
-            if not self._send_listener(e.xpub, data, size, deadline, shared):
+            self._listener_waited = 0.0
+            sent = self._send_listener(e.xpub, data, size, deadline, shared)
+            e = self._exchange(eid)     # a signal handler may have run
+            e.blocked_s += self._listener_waited
+            if not sent:
                 return self._would_block(block, eid)
         for i in range(e.npush):
             rc = _send_one(e.pushes[i], data, size, shared, ZMQ_DONTWAIT)
             if rc < 0:
                 _raise_zmq("send")
+        e.msgs += 1
+        e.nbytes += size
+        if e.npush == 0 and _binders(self.svc, e) == 0:
+            e.dropped += 1          # only the listener, and no binder on it
         return True
 
     cdef object _would_block(self, bint block, Py_ssize_t eid):
@@ -141,6 +160,7 @@ cdef class Engine(_Binder):
         if rc >= 0:
             return True
         err = zmq_errno()
+        cdef double waited_from = _now()
         while True:
             if err == EINTR:
                 self._signals()
@@ -148,6 +168,7 @@ cdef class Engine(_Binder):
                 _raise_errno("send", err)
             left = _ms_left(deadline)
             if left == 0:
+                self._listener_waited = _now() - waited_from
                 return False
             ms = SV_SEND_SLICE_MS if (left < 0 or left > SV_SEND_SLICE_MS) else <int>left
             with nogil:
@@ -158,6 +179,7 @@ cdef class Engine(_Binder):
                 _setopt_int(s, ZMQ_SNDTIMEO, -1)
                 sv_unlock(self.svc)
             if rc >= 0:
+                self._listener_waited = _now() - waited_from
                 return True
             self._service()
 
@@ -167,7 +189,7 @@ cdef class Engine(_Binder):
         cdef zmq_msg_t m
         cdef int rc, err
         if shared == NULL:
-            return sv_send(self.svc, s, data, size, flags)
+            return sv_send(self.svc, s, data, size, flags, NULL)
         zmq_msg_init(&m)
         zmq_msg_copy(&m, shared)
         rc = sv_msg_send(self.svc, &m, s, flags)
@@ -181,13 +203,16 @@ cdef class Engine(_Binder):
                                double deadline, zmq_msg_t *shared):
         """Load balancing: the next bound queue, round-robin, that has room."""
         cdef int i, k, n
-        cdef Py_ssize_t eid = (e - self.ex) + 1
+        cdef double waited_from
+        cdef Py_ssize_t eid = self.idbase + (e - self.ex) + 1
         cdef double check_at = 0.0 if self.following else -1.0    # 0.0: not started
         while True:
             for k in range(e.npush):
                 i = (e.next + k) % e.npush
                 if _send_one(e.pushes[i], data, size, shared, ZMQ_DONTWAIT) >= 0:
                     e.next = (i + 1) % e.npush
+                    e.msgs += 1
+                    e.nbytes += size
                     return True
                 if zmq_errno() != EAGAIN:
                     _raise_zmq("send")
@@ -198,10 +223,12 @@ cdef class Engine(_Binder):
             n = self._add_listeners(e.npush)
             if check_at == 0.0:
                 check_at = self._follow_from()
+            waited_from = _now()
             self._wait(self.sitems, n, _earlier(deadline, check_at), 0)
             self._service()
             check_at = self._follow(eid, check_at)
-            e = &self.ex[eid - 1]
+            e = self._exchange(eid)
+            e.blocked_s += _now() - waited_from
 
     def send_many(self, object eid_obj, messages, timeout=None):
         """Send every message of an iterable on exchange eid, in order.
@@ -222,6 +249,8 @@ cdef class Engine(_Binder):
             if only != NULL and PyBytes_CheckExact(m) and PyBytes_GET_SIZE(m) < _ZERO_COPY_MIN:
                 rc = zmq_send(only, PyBytes_AS_STRING(m), PyBytes_GET_SIZE(m), ZMQ_DONTWAIT)
                 if rc >= 0:
+                    e.msgs += 1
+                    e.nbytes += <size_t>rc
                     n += 1
                     continue
                 if zmq_errno() != EAGAIN:
@@ -262,6 +291,7 @@ cdef class Engine(_Binder):
                     continue
                 q.next = si + 1 if si + 1 < q.nsock else 0
                 self.next_q = qi + 1 if qi + 1 < nq else 0
+                q.received += 1
                 return qi + 1
         return 0
 
@@ -317,6 +347,7 @@ cdef class Engine(_Binder):
                 if zmq_msg_more(msg):
                     _drop_rest(s)       # a sync answer for another binder
                     continue
+                self.qs[self.single_qid - 1].received += 1
                 return self.single_qid
             err = zmq_errno()
             if err == EINTR:
@@ -358,6 +389,7 @@ cdef class Engine(_Binder):
             # own message object is reused (zmq_msg_recv closes its old content)
             rc = zmq_msg_recv(&self.rmsg, self.items[0].socket, ZMQ_DONTWAIT)
             if rc >= 0 and not zmq_msg_more(&self.rmsg):
+                self.qs[self.single_qid - 1].received += 1
                 return _copy(&self.rmsg)
             if rc >= 0:
                 _drop_rest(self.items[0].socket)     # a sync answer, not data
@@ -388,11 +420,12 @@ cdef class Engine(_Binder):
         cdef int qid = self._receive_msg(&f.msg, deadline)
         if qid == 0:
             return self._nothing(block, timeout)
-        f.queue_id = qid
+        f.queue_id = self.idbase + ID_QUEUE + qid
         return f
 
     cdef tuple _from_stash(self, bint copy):
         cdef tuple item = self.stash.pop()
+        self._queue(item[0]).received += 1
         if copy:
             return item
         cdef Frame f = Frame.__new__(Frame)
@@ -417,7 +450,7 @@ cdef class Engine(_Binder):
             f = self._receive_frame(timeout, block)
             return None if f is None else ((<Frame>f).queue_id, f)
         m = _receive_copy(self, _deadline(timeout) if block else 0.0, &qid)
-        return self._nothing(block, timeout) if m is None else (qid, m)
+        return self._nothing(block, timeout) if m is None else (self.idbase + ID_QUEUE + qid, m)
 
     def receive_many(self, object max_count_obj, timeout=None):
         """Up to max_count messages: waits (up to timeout) for the first,
@@ -458,7 +491,7 @@ cdef inline object _send(Engine self, object eid, object msg, object timeout, bi
     cdef ExchangeSlot *e = self._exchange(_id(eid, "exchange"))
     cdef const char *data
     cdef Py_ssize_t size
-    cdef int rc
+    cdef int rc, binders
     cdef void *only
     if PyBytes_CheckExact(msg):
         data = PyBytes_AS_STRING(msg)
@@ -468,13 +501,18 @@ cdef inline object _send(Engine self, object eid, object msg, object timeout, bi
         # fast path: one socket, room in its pipe
         only = _only(e)
         if only == NULL and e.npush == 0:
+            e.dropped += 1
             return True         # nothing bound: dropped, as documented
         if only != NULL:
             if only != e.xpub:
                 rc = zmq_send(only, data, size, ZMQ_DONTWAIT)
             else:           # the service thread may use it: under its lock
-                rc = sv_send(self.svc, only, data, size, ZMQ_DONTWAIT)
+                rc = sv_send(self.svc, only, data, size, ZMQ_DONTWAIT, &binders)
+                if rc >= 0 and binders == 0:
+                    e.dropped += 1  # a listener no binder is attached to
             if rc >= 0:
+                e.msgs += 1
+                e.nbytes += size
                 return True
             if zmq_errno() != EAGAIN:
                 _send_failed(eid)

@@ -55,6 +55,7 @@ typedef struct sv_listener {
     int fd;
     sv_sync *pending;           /* sync requests not answered yet */
     int npending, cap;
+    int subscribers;            /* wiring binders: their sync topics stay subscribed */
 } sv_listener;
 
 typedef struct sv_service {
@@ -145,6 +146,10 @@ static int sv_serve_locked(sv_service *sv)
                 } else if (!failed) {
                     failed = ENOMEM;
                 }
+                l->subscribers++;       /* a binder came (or came back) */
+            } else if (size > sv->plen + 1 && data[0] == 0 && l->subscribers > 0
+                    && memcmp(data + 1, sv->prefix, sv->plen) == 0) {
+                l->subscribers--;       /* its socket went */
             }
             zmq_msg_close(&msg);
         }
@@ -307,15 +312,38 @@ static void sv_release(sv_service *sv)
         sv_destroy(sv);
 }
 
-/* The owner's send on a listener: under the lock, marking it touched.
+static inline int sv_subscribers_locked(sv_service *sv, void *xpub)
+{
+    int i;
+    for (i = 0; i < sv->nls; i++)
+        if (sv->ls[i].xpub == xpub)
+            return sv->ls[i].subscribers;
+    return 0;
+}
+
+/* How many wiring binders listener xpub has (their sync subscriptions). */
+static int sv_subscribers(sv_service *sv, void *xpub)
+{
+    int n;
+    pthread_mutex_lock(&sv->lock);
+    n = sv_subscribers_locked(sv, xpub);
+    pthread_mutex_unlock(&sv->lock);
+    return n;
+}
+
+/* The owner's send on a listener: under the lock, marking it touched;
+ * with binders, also how many wiring binders it has (under the same lock).
  * errno is kept across the unlock for the caller's zmq_errno(). */
-static inline int sv_send(sv_service *sv, void *s, const void *data, size_t size, int flags)
+static inline int sv_send(sv_service *sv, void *s, const void *data, size_t size, int flags,
+                          int *binders)
 {
     int rc, err;
     pthread_mutex_lock(&sv->lock);
     rc = zmq_send(s, data, size, flags);
     err = errno;
     sv->touched = 1;
+    if (binders != NULL)
+        *binders = sv_subscribers_locked(sv, s);
     pthread_mutex_unlock(&sv->lock);
     errno = err;
     return rc;

@@ -130,3 +130,11 @@ def _loans_outstanding():
     """How many bytes objects libzmq still holds for zero-copy sends."""
     return zw_outstanding
 
+
+
+cdef inline int _binders(sv_service *svc, ExchangeSlot *e) noexcept:
+    """How many wiring binders exchange e's listener has: their sync topics
+    stay subscribed, and the service thread counts them (src/service.h)."""
+    if svc == NULL or e.xpub == NULL:
+        return 0
+    return sv_subscribers(svc, e.xpub)

@@ -14,7 +14,7 @@ cdef class _Stash:
     def __len__(self):
         return len(self.items)
 
-    cdef int push(self, int qid, bytes m) except -1:
+    cdef int push(self, Py_ssize_t qid, bytes m) except -1:
         self.items.append((qid, m))
         self.n += 1
         return 0
@@ -32,7 +32,7 @@ cdef class _Stash:
             self.n -= 1
         return 0
 
-    cdef list take(self, int qid):
+    cdef list take(self, Py_ssize_t qid):
         """Remove queue qid's messages; returns them (bytes) in order."""
         cdef list taken = [m for q, m in self.items if q == qid]
         if taken:

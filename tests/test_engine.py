@@ -45,13 +45,66 @@ def engine():
 
 def test_ids_count_up_and_sockets_are_made_when_needed(engine):
     assert engine._counts() == (0, 0, [])
-    assert engine._new_exchange() == 1
-    assert engine._new_exchange(_zmq.STYLE_LOAD_BALANCING) == 2
-    assert engine._new_queue() == 1
-    assert engine._new_queue(hwm=5) == 2
+    e1 = engine._new_exchange()
+    assert engine._new_exchange(_zmq.STYLE_LOAD_BALANCING) == e1 + 1
+    q1 = engine._new_queue()
+    assert engine._new_queue(hwm=5) == q1 + 1
     assert engine._counts() == (2, 2, [0, 0])      # no socket until something binds
-    engine._queue_connectable(2)
+    engine._queue_connectable(q1 + 1)
     assert engine._counts() == (2, 2, [0, 1])
+
+
+def test_ids_are_unique_in_the_process_across_kinds_and_instances(engine):
+    other = _zmq.Engine()
+    try:
+        ids = [engine._new_exchange(), engine._new_queue(), other._new_exchange(),
+               other._new_queue(), engine._new_exchange(), engine._new_queue()]
+        assert len(set(ids)) == len(ids) and all(type(i) is int and i > 0 for i in ids)
+        assert engine._is_id(ids[0]) and not engine._is_id(ids[1])
+        assert engine._is_id(ids[1], True) and not other._is_id(ids[0])
+    finally:
+        other._close()
+
+
+def test_an_id_that_is_not_this_instances_exchange_says_what_it_is(engine):
+    eid, qid = local_pair(engine)
+    other = _zmq.Engine()
+    try:
+        oeid, oqid = local_pair(other)
+        with pytest.raises(ValueError, match=f"id {qid} is a queue id of this instance"):
+            engine.send(qid, b"x")
+        with pytest.raises(ValueError, match="belongs to another ZMQ instance"):
+            engine.send(oeid, b"x")
+        with pytest.raises(ValueError, match="an exchange id of this instance, not a queue"):
+            engine._queue_connectable(eid)
+        with pytest.raises(ValueError, match="belongs to another ZMQ instance"):
+            engine._queue_connectable(oqid)
+        with pytest.raises(ValueError, match="unknown exchange id 1: "):
+            engine.send(1, b"x")
+        with pytest.raises(ValueError, match="belongs to another"):
+            engine.send_many(oeid, [b"x"])
+        with pytest.raises(ValueError, match="queue id of this instance"):
+            engine._fds(qid)
+        # nothing went anywhere: neither engine's queue got a message
+        assert engine.receive(block=False) is None
+        assert other.receive(block=False) is None
+    finally:
+        other._close()
+
+
+def test_a_dropped_slot_is_unknown_again(engine):
+    eid, qid = local_pair(engine)
+    e2 = engine._new_exchange()
+    engine._exchange_listen(e2, "tcp://127.0.0.1:0")
+    engine._drop_new(e2, False)
+    with pytest.raises(ValueError, match=f"unknown exchange id {e2}"):
+        engine.send(e2, b"x")
+    q2 = engine._new_queue()
+    engine._queue_connectable(q2)
+    engine._drop_new(q2, True)
+    assert engine._counts() == (1, 1, [1])
+    assert engine._new_exchange() == e2     # never handed out, so free again
+    assert engine.send(eid, b"still") and engine.receive(timeout=1) == b"still"
 
 
 @pytest.mark.parametrize("style, exc", [(9, ValueError), (True, TypeError), ("lb", TypeError)])
@@ -70,9 +123,11 @@ def test_a_bad_mark_is_refused(engine, hwm, exc):
 
 
 def test_unknown_ids(engine):
-    local_pair(engine)
+    eid, qid = local_pair(engine)
     with pytest.raises(ValueError, match="unknown exchange id 7"):
         engine.send(7, b"x")
+    with pytest.raises(ValueError, match="unknown exchange id"):
+        engine.send(eid + 1, b"x")
     with pytest.raises(ValueError, match="unknown exchange id"):
         engine.send(10**30, b"x")
     with pytest.raises(TypeError):

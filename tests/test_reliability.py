@@ -321,6 +321,10 @@ def _real(value):
 def _run(zmq, ops):
     for op, *args in ops:
         args = [_real(a) for a in args]
+        if op.startswith("send") and type(args[0]) is int and -1 <= args[0] <= 6:
+            # small ids stand for this instance's exchange slots (ids are
+            # serial << 21 | slot): 1..n are real, 0, -1 and the rest not
+            args[0] += zmq.serial << 21
         try:
             if op == "exchange":
                 name, (scope, location), style = args
@@ -369,7 +373,7 @@ _FUZZ = dict(deadline=None, report_multiple_bugs=False,
 @given(_operations(any_text))
 def test_random_arguments_standalone(ops):
     with pyzmq.ZMQ(hwm=10) as zmq:
-        zmq.create_exchange("E")            # id 1, bound to a queue: ids hit it often
+        zmq.create_exchange("E")            # slot 1, bound to a queue: ids hit it often
         zmq.create_queue("Q")
         zmq.bind("E", "Q")
         _run(zmq, ops)
@@ -405,7 +409,7 @@ def fuzz_directory():
 def test_random_arguments_with_directory(fuzz_directory, ops, extra):
     ops = ops + [("bind", n, m) for n, m in zip(extra, reversed(extra))]
     with pyzmq.ZMQ(fuzz_directory, timeout=2.0, hwm=10, bind_timeout=2.0) as zmq:
-        zmq.create_exchange("E")            # id 1: to a local, a global and a remote queue
+        zmq.create_exchange("E")            # slot 1: to a local, a global and a remote queue
         zmq.create_queue("Q")
         zmq.create_queue("GQ", pyzmq.SCOPE_GLOBAL, "127.0.0.1:0")
         zmq.bind("E", "Q")

@@ -86,7 +86,7 @@ GOOD = """
             e = await azmq.create_exchange("E")
             assert_type(e, int)
             await azmq.bind("E", "Q")
-            assert_type(await azmq.close(), None)
+            assert_type(await azmq.close(), int)
             assert_type(await pyzmq.asyncio.ZMQ.connect("127.0.0.1:1"), pyzmq.asyncio.ZMQ)
             assert_type(await azmq.send(e, b"x", timeout=1), bool)
             assert_type(await azmq.receive(), bytes)

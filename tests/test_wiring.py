@@ -418,3 +418,36 @@ def test_batch_calls():
         assert got == [b"%d" % i for i in range(500)]
         with pytest.raises(pyzmq.Timeout):
             zmq.receive_many(10, timeout=0.05)
+
+
+def test_ids_of_other_kinds_and_instances_are_refused_and_send_nothing(directory):
+    """Issue 12: a fresh instance's first exchange and queue, and another
+    instance's first exchange, used to share the id 1, and send() on any of
+    them went to this instance's exchange."""
+    with pyzmq.ZMQ() as z, pyzmq.ZMQ() as other:
+        eid = z.create_exchange("E")
+        qid = z.create_queue("Q")
+        z.bind("E", "Q")
+        oeid = other.create_exchange("E")
+        assert len({eid, qid, oeid}) == 3
+        with pytest.raises(ValueError, match="is a queue id of this instance"):
+            z.send(qid, b"x")
+        with pytest.raises(ValueError, match="belongs to another ZMQ instance"):
+            z.send(oeid, b"x")
+        with pytest.raises(ValueError, match="unknown exchange id"):
+            z.send(eid + 1, b"x")
+        assert z.receive(block=False) is None       # nothing was sent
+        z.send(eid, b"ok")
+        assert z.receive2(timeout=1) == (qid, b"ok")
+    # a create_exchange() that failed leaves no id behind
+    with pyzmq.ZMQ(directory) as first, pyzmq.ZMQ(directory) as second:
+        first.create_exchange("taken", pyzmq.SCOPE_GLOBAL, "127.0.0.1:0")
+        with pytest.raises(pyzmq.Error, match="already registered"):
+            second.create_exchange("taken", pyzmq.SCOPE_GLOBAL, "127.0.0.1:0")
+        assert second._counts()[0] == 0
+        for guess in range(1, 4):
+            with pytest.raises(ValueError):
+                second.send(guess, b"x")
+        would_have_been = (second.serial << 21) + 1     # its first exchange's id
+        with pytest.raises(ValueError, match="unknown exchange id"):
+            second.send(would_have_been, b"x")

@@ -1,0 +1,197 @@
+"""close() with messages in flight (issue 12 item 2): close() and the exit
+handler wait until every queued message has left this process, up to the
+close timeout; what is still queued then is counted, logged and returned.
+Real processes, a real zmq_server, real TCP."""
+
+import time
+
+import pytest
+
+import pyzmq
+from pyzmq import _zmq
+from pyzmq.testing import PeerProcess
+
+# A consumer of the global queue "slowq": ready, sleeps, then counts what
+# comes until nothing has come for 3 s.
+CONSUMER = """
+import sys, time, pyzmq
+with pyzmq.ZMQ(sys.argv[1]) as z:
+    z.create_queue("slowq", pyzmq.SCOPE_GLOBAL, "127.0.0.1:0")
+    print("READY", flush=True)
+    time.sleep(float(sys.argv[2]))
+    n = 0
+    try:
+        while True:
+            m = z.receive(timeout=3)
+            assert len(m) == 4096, len(m)
+            n += 1
+    except pyzmq.Timeout:
+        pass
+    print("GOT", n, flush=True)
+"""
+
+# A producer: binds E to slowq, sends COUNT messages of 4 KiB with
+# send(timeout=5), then close(timeout) (or none: the exit handler) and exits.
+PRODUCER = """
+import logging, sys, time, pyzmq
+logging.basicConfig(level=logging.WARNING, stream=sys.stdout, format="LOG %(levelname)s %(message)s")
+count, how = int(sys.argv[2]), sys.argv[3]
+z = pyzmq.ZMQ(sys.argv[1])
+eid = z.create_exchange("E")
+z.bind("E", "slowq")
+msg = b"m" * 4096
+for i in range(count):
+    assert z.send(eid, msg, timeout=5) is True
+print("SENT", count, flush=True)
+t = time.monotonic()
+if how == "exit":
+    sys.exit(0)             # the exit handler closes it
+left = z.close() if how == "default" else z.close(timeout=float(how))
+print("CLOSED", left, round(time.monotonic() - t, 2), flush=True)
+"""
+
+
+def test_close_waits_for_a_stalled_consumer_and_loses_nothing(directory):
+    """The issue's case: 2,400 messages of 4 KiB to a remote queue whose
+    consumer sleeps 6 s, close(), exit.  Before: close() returned at once
+    and the consumer got about 1,700."""
+    with PeerProcess(CONSUMER, directory, 6) as consumer:
+        consumer.expect("READY")
+        with PeerProcess(PRODUCER, directory, 2400, "default") as producer:
+            producer.expect("SENT", timeout=30)
+            left, took = producer.expect("CLOSED", timeout=30).split()
+            assert producer.wait(15) == 0, producer.err()
+        assert consumer.expect("GOT", timeout=30) == "2400"
+        assert left == "0"
+        assert 1.0 < float(took) < 10.0     # it waited for the consumer, not its whole timeout
+
+
+def test_the_exit_handler_waits_too(directory):
+    with PeerProcess(CONSUMER, directory, 4) as consumer:
+        consumer.expect("READY")
+        with PeerProcess(PRODUCER, directory, 2400, "exit") as producer:
+            producer.expect("SENT", timeout=30)
+            assert producer.wait(30) == 0, producer.err()
+        assert consumer.expect("GOT", timeout=30) == "2400"
+
+
+def test_a_wait_that_runs_out_warns_and_returns_what_was_left(directory):
+    with PeerProcess(CONSUMER, directory, 8) as consumer:
+        consumer.expect("READY")
+        with PeerProcess(PRODUCER, directory, 2400, "1.0") as producer:
+            producer.expect("SENT", timeout=30)
+            warning = producer.expect("LOG WARNING", timeout=30)
+            left, took = producer.expect("CLOSED", timeout=30).split()
+            assert producer.wait(15) == 0, producer.err()
+        assert 0 < int(left) <= 2400
+        assert f"{left} messages" in warning and "had not left" in warning
+        assert float(took) < 5.0
+
+
+# A binder of the global exchange "pub" into its own queue: waits for a
+# line, binds, prints what it receives, exits on "stop".
+BINDER = """
+import sys, pyzmq
+with pyzmq.ZMQ(sys.argv[1]) as z:
+    z.create_queue("in")
+    print("READY", flush=True)
+    sys.stdin.readline()
+    z.bind("pub", "in")
+    print("BOUND", flush=True)
+    while True:
+        m = z.receive(timeout=20)
+        print("GOT", m.decode(), flush=True)
+        if m == b"stop":
+            break
+"""
+
+
+def test_wait_bound_sees_remote_binders_come_and_go(directory):
+    with pyzmq.ZMQ(directory) as z:
+        eid = z.create_exchange("pub", pyzmq.SCOPE_GLOBAL, "127.0.0.1:0")
+        assert _zmq._bound_count(z, eid) == (0, 0)
+        z.send(eid, b"lost")                # nothing bound: dropped, and counted
+        with pytest.raises(pyzmq.Timeout, match="0 of 1 queues bound"):
+            z.wait_bound(eid, timeout=0.3)
+        with PeerProcess(BINDER, directory) as binder:
+            binder.expect("READY")
+            binder.tell("go")
+            assert z.wait_bound(eid, timeout=15) == 1
+            binder.expect("BOUND")
+            z.send(eid, b"first")
+            assert binder.expect("GOT") == "first"      # the dropped one never came
+            with pytest.raises(pyzmq.Timeout, match="1 of 2"):
+                z.wait_bound(eid, 2, timeout=0.3)
+            z.send(eid, b"stop")
+            assert binder.expect("GOT") == "stop"
+            assert binder.wait(15) == 0
+        # its socket went: the listener sees its subscription go
+        deadline = time.monotonic() + 10
+        while _zmq._bound_count(z, eid) != (0, 0) and time.monotonic() < deadline:
+            z.serve(0.05)
+        assert _zmq._bound_count(z, eid) == (0, 0)
+
+
+def test_wait_bound_on_a_local_exchange():
+    with pyzmq.ZMQ() as z:
+        eid = z.create_exchange("E")
+        z.create_queue("Q")
+        with pytest.raises(pyzmq.Error, match="not global"):
+            z.wait_bound(eid, timeout=5)
+        z.bind("E", "Q")
+        assert z.wait_bound(eid) == 1
+        with pytest.raises(ValueError, match="count must be >= 1"):
+            z.wait_bound(eid, 0)
+        with pytest.raises(ValueError, match="queue id of this instance"):
+            z.wait_bound(z.queues["Q"])
+
+
+def test_close_with_nothing_queued_returns_at_once(directory):
+    with PeerProcess(CONSUMER, directory, 0) as consumer:
+        consumer.expect("READY")
+        z = pyzmq.ZMQ(directory)
+        eid = z.create_exchange("E")
+        z.bind("E", "slowq")
+        for _ in range(10):
+            z.send(eid, b"m" * 4096)
+        t = time.monotonic()
+        assert z.close() == 0
+        assert time.monotonic() - t < 5.0
+        assert z.close() == 0               # idempotent
+        assert consumer.expect("GOT", timeout=30) == "10"
+
+
+def test_a_consumer_that_got_everything_and_left_does_not_hold_close(directory):
+    """A consumer gone for good leaves its producer's PUSH reconnecting with
+    only the marker queued: close() must see that nothing else is there."""
+    with PeerProcess(CONSUMER, directory, 0) as consumer:
+        consumer.expect("READY")
+        z = pyzmq.ZMQ(directory)
+        eid = z.create_exchange("E")
+        z.bind("E", "slowq")
+        for _ in range(10):
+            z.send(eid, b"m" * 4096)
+        assert consumer.expect("GOT", timeout=30) == "10"
+        assert consumer.wait(15) == 0
+        t = time.monotonic()
+        assert z.close() == 0
+        assert time.monotonic() - t < 3.0
+
+
+def test_a_consumer_that_is_gone_does_not_hold_close(directory):
+    """Messages queued for a consumer that is not connected cannot leave:
+    close() does not wait for them (libzmq keeps them for the socket's
+    linger, for a consumer that comes back) and does not count them
+    (libzmq does not say whether anything is queued; docs/reliability.md)."""
+    with PeerProcess(CONSUMER, directory, 30) as consumer:
+        consumer.expect("READY")
+        z = pyzmq.ZMQ(directory, hwm=100)
+        eid = z.create_exchange("E")
+        z.bind("E", "slowq", hwm=100)
+        consumer.close()                    # SIGKILL: gone before reading anything
+        time.sleep(2.0)     # until libzmq has seen it go
+        for _ in range(50):
+            z.send(eid, b"m" * 4096, timeout=5)
+        t = time.monotonic()
+        z.close(timeout=5.0)
+        assert time.monotonic() - t < 3.0
