@@ -1,6 +1,6 @@
 """``zmq_names``: look at a directory's names from the shell (docs/directory.md).
 
-    zmq_names [-d HOST[:PORT]] [-k KEY] ls [PATTERN] [--json]
+    zmq_names [-d HOST[:PORT] | -d etcd://H1:P1,H2:P2[/prefix]] [-k KEY] ls [PATTERN] [--json]
     zmq_names info NAME [--json]
     zmq_names watch [PATTERN]
     zmq_names ping              # exit status 0 when the directory answers, else 1
@@ -27,7 +27,7 @@ def _row(d):
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(prog="zmq_names", description="List, inspect and watch the global "
                                      "names of a pyzmq-wiring directory (zmq_server).")
-    parser.add_argument("-d", "--directory", metavar="HOST[:PORT]",
+    parser.add_argument("-d", "--directory", metavar="HOST[:PORT] | etcd://...",
                         default=os.environ.get("ZMQ_DIRECTORY", "127.0.0.1"),
                         help="the directory (default: $ZMQ_DIRECTORY, else 127.0.0.1; port 5682)")
     parser.add_argument("-k", "--directory-key", metavar="KEY", default=os.environ.get("ZMQ_DIRECTORY_KEY"),
@@ -50,9 +50,19 @@ def main(argv=None):
     """Entry point of ``zmq_names``; returns the exit status."""
     args = parse_args(argv)
     from pyzmq.directory import DirectoryClient, DirectoryError, entry_dict
+    from pyzmq.etcd_directory import EtcdDirectory, is_etcd_url
     from pyzmq.protocol import NOT_FOUND
     try:
-        client = DirectoryClient(args.directory, timeout=args.timeout, server_key=args.directory_key)
+        if is_etcd_url(args.directory):
+            if args.command == "watch":
+                print("zmq_names: watch is not available for an etcd directory yet; "
+                      "'etcdctl watch --prefix /pyzmq-wiring/' shows the same changes "
+                      "(docs/etcd.md)", file=sys.stderr)
+                return 1
+            client = EtcdDirectory(args.directory, timeout=args.timeout)
+        else:
+            client = DirectoryClient(args.directory, timeout=args.timeout,
+                                     server_key=args.directory_key)
     except (Error, ValueError, TypeError) as exc:
         print(f"zmq_names: {exc}", file=sys.stderr)
         return 1

@@ -127,8 +127,14 @@ def dealer(ctx, server, server_public, public, secret, routing_id=None):
 
 
 def ask(sock, request, rid=1, timeout=3.0):
-    """Send one request by hand; return the decoded reply, or None if none came."""
-    sock.send_multipart([p.encode_header(rid), p.encode_request(request)])
+    """Send one request by hand; return the decoded reply, or None if none
+    came (or, when no handshake completed, the DEALER could not even send:
+    it has no peer to queue for, and a send without a timeout would hang)."""
+    sock.sndtimeo = int(timeout * 1000)
+    try:
+        sock.send_multipart([p.encode_header(rid), p.encode_request(request)])
+    except zmq.Again:
+        return None
     deadline = time.monotonic() + timeout
     while sock.poll(max(0.0, deadline - time.monotonic()) * 1000):
         header, body = sock.recv_multipart()

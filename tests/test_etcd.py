@@ -485,3 +485,24 @@ def test_an_instance_collected_while_open_abandons_its_etcd_lease_without_a_requ
             assert time.monotonic() < deadline, "the name outlived its lease"
             time.sleep(0.2)
     directory.close()
+
+
+def test_zmq_names_lists_and_shows_the_names_of_an_etcd_directory(etcd_url):
+    import json
+    import subprocess
+    import sys
+    from helpers import child_env
+    with pyzmq.ZMQ(etcd_url) as owner:
+        owner.create_queue("names-q", pyzmq.SCOPE_GLOBAL, "127.0.0.1:0")
+        run = lambda *a: subprocess.run([sys.executable, "-m", "pyzmq.names", "-d", etcd_url, *a],
+                                        capture_output=True, text=True, timeout=60, env=child_env())
+        r = run("ls", "names-*", "--json")
+        assert r.returncode == 0, r.stderr
+        rows = json.loads(r.stdout)
+        assert [d["name"] for d in rows] == ["names-q"]
+        assert rows[0]["kind"] == "queue" and rows[0]["owner"]["pid"] == os.getpid()
+        r = run("info", "names-q", "--json")
+        assert r.returncode == 0 and json.loads(r.stdout)["name"] == "names-q", r.stderr
+        assert run("ping").returncode == 0
+        r = run("watch")
+        assert r.returncode == 1 and "etcdctl watch" in r.stderr
