@@ -35,7 +35,7 @@ from pathlib import Path
 
 # what this runner shares with perf/rig.py (a sibling module: this folder is first on sys.path)
 from benchlib import (COLORS, DODGE, IMPLS, LABELS, LAT_RE, THR_RE, UNITS, Measurement, Spinners,
-                      chart, fmt_value, kill_group, load_c_build, summarize, table_lines)
+                      chart, cpu_model, fmt_value, kill_group, load_c_build, summarize, table_lines)
 
 PERF = Path(__file__).resolve().parent
 ROOT = PERF.parent
@@ -90,17 +90,6 @@ def _ensure_interpreter():
 def _importable(name):
     import importlib.util
     return importlib.util.find_spec(name) is not None
-
-
-def cpu_model():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown CPU"
 
 
 def libzmq_versions():

@@ -12,6 +12,7 @@ own folder is first on sys.path.
 from __future__ import annotations
 
 import os
+import platform
 import re
 import signal
 import statistics
@@ -260,3 +261,15 @@ def style_axis(ax, test, sizes, ylabel):
 
 def _size_label(size):
     return f"{size // 1024}Ki" if size >= 1024 and size % 1024 == 0 else str(size)
+
+
+def cpu_model():
+    """The CPU model as /proc/cpuinfo names it (the machine for the figures)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown CPU"

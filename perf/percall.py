@@ -21,11 +21,12 @@ median of the rounds for each build and the ratio new/old.
 
 import argparse
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import time
+
+from benchlib import cpu_model     # a sibling module: perf/ is on sys.path when run as a script
 
 HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -81,17 +82,6 @@ class Worker:
     def stop(self):
         self.proc.stdin.close()
         self.proc.wait(10)
-
-
-def cpu_model():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def main(argv=None):
