@@ -763,11 +763,16 @@ class DirectoryClient(DirectoryBackend):
             self._closed = True
             self._connected = False
             calls = list(self._queue) + list(self._pending.values())
+            handles = set(self._subscriptions.values()) | {c.handle for c in calls if c.handle is not None}
             self._queue.clear()
             self._pending.clear()
+            self._subscriptions.clear()
         for call in calls:
             call.error = Error(f"the directory client for {self.address} is closed")
             call.done.set()
+        for handle in handles:
+            handle._fail(Error(f"the watch of {handle.pattern!r} ended: the directory client for "
+                               f"{self.address} is closed"))
         self._stop.set()
         self._wakeup()
         if self._keeper is not threading.current_thread():

@@ -959,8 +959,9 @@ def _watch_loop(ref, stop):
             client._rotate()
             client._watch_trouble(exc)
             stop.wait(RETRY_PAUSE)
-        except Exception:
+        except Exception as exc:
             log.exception("etcd watcher for %s failed", client.address)
+            client._watch_trouble(exc)
             stop.wait(RETRY_PAUSE * 5)
         del client
 

@@ -217,3 +217,15 @@ def test_zmq_names_tool(directory, client):
 
 def test_zmq_names_watch_prints_the_snapshot_then_events(directory, client):
     check_zmq_names_watch(directory, client)       # (test_etcd.py runs the same on etcd)
+
+
+def test_a_watch_ends_when_its_client_closes(directory):
+    # it did not: iterating the watch of a closed DirectoryClient waited forever
+    watcher = DirectoryClient(directory, timeout=5.0)
+    watch = watcher.subscribe("*")
+    watcher.close()
+    started = time.monotonic()
+    with pytest.raises(pyzmq.Error, match="the watch of '\\*' ended: the directory client .* is closed"):
+        watch.get(5)
+    assert time.monotonic() - started < 1
+    watch.close()
