@@ -413,12 +413,13 @@ def test_etcd_bench_prints_both_backends():
     import sys
     from helpers import ROOT
     run = subprocess.run([sys.executable, str(ROOT / "perf" / "etcd_bench.py"), "--names", "20",
-                          "--lookups", "20", "--clients", "1", "--failovers", "0"],
+                          "--lookups", "20", "--clients", "1", "--failovers", "0", "--watch", "20"],
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
     rows = [line.split() for line in run.stdout.splitlines() if line.startswith(("zmq_server", "etcd "))]
-    assert {(r[0], r[2]) for r in rows} == {("zmq_server", "register"), ("zmq_server", "lookup"),
-                                            ("etcd", "register"), ("etcd", "lookup")}
+    assert {(r[0], r[2]) for r in rows} == {(backend, op) for backend in ("zmq_server", "etcd")
+                                            for op in ("register", "lookup", "watch")}
+    assert "median watch latency, etcd / zmq_server: " in run.stdout
 
 
 def test_tls_with_client_certificates(tmp_path):
