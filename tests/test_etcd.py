@@ -584,6 +584,14 @@ def test_zmq_names_and_info_through_etcd(etcd_url):
         with pytest.raises(pyzmq.DirectoryError, match="no global object named 'nobody'"):
             other.info("nobody")
 
+        async def through_asyncio():        # the asyncio ZMQ asks in the loop's executor
+            import pyzmq.asyncio
+            async with await pyzmq.asyncio.ZMQ.connect(etcd_url) as z:
+                return await z.names("jobs.*"), await z.info("jobs.b")
+        import asyncio
+        names, info_async = asyncio.run(asyncio.wait_for(through_asyncio(), 30))
+        assert names == ["jobs.a", "jobs.b"] and info_async == info
+
 
 def test_a_watch_survives_the_sigkill_of_the_node_it_streams_from(etcd_cluster, etcd_url):
     # the leader listed first: the watch streams from it, so its kill moves
