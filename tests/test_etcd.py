@@ -633,3 +633,36 @@ def test_a_watch_ends_with_a_clear_error_when_the_cluster_is_gone(etcd_cluster, 
         assert 1.5 <= took < 6
         with pytest.raises(pyzmq.Timeout):
             watch.get(0)                                # it stays ended
+
+
+def test_changes_made_while_the_watch_stream_hangs_are_not_lost(etcd_cluster, etcd_url, monkeypatch):
+    # The stream sits on a node that hangs (SIGSTOP) while a name changes
+    # through the other nodes; when the silent stream is given up, the
+    # watcher read the revision again and streamed from the one after it,
+    # so the change was never reported to the name followed.  Now it
+    # resumes after the last revision it handled.
+    from pyzmq import etcd_directory
+    monkeypatch.setattr(etcd_directory, "WATCH_IDLE", 1.0)     # give up a silent stream sooner
+    leader = etcd_cluster.leader()
+    follower = next(i for i in range(etcd_cluster.size) if i != leader)
+    prefix = parse_url(etcd_url)["prefix"].strip("/")
+
+    def url(first):
+        order = [first] + [i for i in range(etcd_cluster.size) if i != first]
+        return "etcd://" + ",".join(etcd_cluster.endpoint(i) for i in order) + "/" + prefix
+    with EtcdDirectory(url(leader)) as a, EtcdDirectory(url(follower), timeout=10) as b:
+        a.register("Q", "A", "127.0.0.1:1")
+        b.watch(["A"])
+        watch = b.subscribe("A", exact=True)
+        assert drain(watch, 1) == [("added", "A", "127.0.0.1:1")]
+        assert wait_until(lambda: (b.watched("A") or (0, None))[1] == ("Q", "127.0.0.1:1", ""), 5)
+        assert etcd_cluster.client_ports.index(b._watch_conn.port) == follower
+        etcd_cluster.pause(follower)
+        try:
+            a.register("Q", "A", "127.0.0.1:2")          # committed by the leader and the third node
+            assert drain(watch, 1, timeout=10) == [("changed", "A", "127.0.0.1:2")]
+            assert wait_until(lambda: b.watched("A")[1] == ("Q", "127.0.0.1:2", ""), 5)
+        finally:
+            etcd_cluster.resume(follower)
+        assert watch.get(0.3) is None
+        watch.close()
