@@ -344,6 +344,22 @@ class Watch:
     def _resync(self):
         self._fresh = {}
 
+    def _wait_synced(self, timeout, timed_out):
+        """What ``subscribe`` returns: this watch once its first snapshot is
+        in, within ``timeout`` seconds (else it is closed and ``timed_out()``
+        raised); the backend's refusal is raised; Ctrl-C closes it."""
+        try:
+            synced = self.synced.wait(timeout)
+        except BaseException:
+            self.close()        # nobody will read it
+            raise
+        if not synced:
+            self.close()
+            raise timed_out()
+        if self.error is not None:
+            raise self.error
+        return self
+
     def _fail(self, error):
         self.error = error
         self.synced.set()
@@ -652,12 +668,7 @@ class DirectoryClient(DirectoryBackend):
         (p.validate_name if exact else p.validate_pattern)(pattern)
         handle = Watch(self, pattern, exact)
         self._watch_call(handle)
-        if not handle.synced.wait(self.timeout):
-            handle.close()
-            raise self._timed_out()
-        if handle.error is not None:
-            raise handle.error
-        return handle
+        return handle._wait_synced(self.timeout, self._timed_out)
 
     def wait_for(self, name, timeout):
         """``(kind, address, key)`` of ``name``, waiting up to ``timeout``

@@ -460,13 +460,9 @@ class EtcdDirectory:
             self._new_subs.append(handle)
             self._start_watcher()
         self._kick_watch()
-        if not handle.synced.wait(self.timeout):
-            handle.close()
-            raise Timeout(f"the etcd directory at {self.address} did not send the records matching "
-                          f"{pattern!r} within {self.timeout:g} s (no quorum, or every node out of reach?)")
-        if handle.error is not None:
-            raise handle.error
-        return handle
+        return handle._wait_synced(self.timeout, lambda: Timeout(
+            f"the etcd directory at {self.address} did not send the records matching {pattern!r} "
+            f"within {self.timeout:g} s (no quorum, or every node out of reach?)"))
 
     def _unwatch(self, handle):
         """What ``Watch.close`` calls: stop feeding ``handle``."""
