@@ -535,6 +535,8 @@ class EtcdDirectory:
                            role="keeper")
             except Error:
                 pass    # it expires after its TTL anyway
+            except _LeaseGone:
+                pass    # already gone (revoked, expired, or a cluster replaced since)
         for t in (self._keeper, self._watcher):
             if t is not None and t is not threading.current_thread():
                 t.join(2.0)

@@ -666,3 +666,17 @@ def test_changes_made_while_the_watch_stream_hangs_are_not_lost(etcd_cluster, et
             etcd_cluster.resume(follower)
         assert watch.get(0.3) is None
         watch.close()
+
+
+def test_close_after_the_lease_vanished_from_the_cluster(etcd_url):
+    # Before: close() let the backend's internal _LeaseGone out ("etcdserver:
+    # requested lease not found") when the cluster no longer had the lease,
+    # as after a cluster replaced under a running client (seen in the
+    # restart test).  A lease that is gone needs no revoking.
+    d = EtcdDirectory(etcd_url, timeout=5)
+    d.register("E", "VANISHING", "127.0.0.1:4444")
+    with EtcdDirectory(etcd_url, timeout=5) as other:
+        other._call("/lease/revoke", {"ID": str(d._lease)}, time.monotonic() + 5, "revoke a lease",
+                    role="main")
+    d.close()
+    assert d.closed
