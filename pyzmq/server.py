@@ -11,7 +11,8 @@ handler here admits client keys (``--curve-allow``).
 :class:`Server` carries messages to and from it.
 
 Run it as ``zmq_server [--port N] [-q] [--curve-secret FILE [--curve-allow
-FILE] [--key-grace SECONDS]] [ADDRESS]`` or ``python -m pyzmq.server ...``.
+FILE] [--key-grace SECONDS]] [--idle-timeout SECONDS] [ADDRESS]`` or
+``python -m pyzmq.server ...`` (``--help`` lists the limits).
 """
 
 import argparse
