@@ -962,6 +962,7 @@ class Server:
             finally:
                 for pin in pins.values():
                     pin.close()
+            await asyncio.sleep(0)      # (``later`` skips the wait: let the other tasks run)
 
     def _accepted(self, fd, pin, now):
         peer = _peer_of(pin)
