@@ -19,6 +19,7 @@ import argparse
 import asyncio
 import bisect
 import collections
+import errno
 import fnmatch
 import ipaddress
 import os
@@ -638,10 +639,13 @@ def _shut_if_same(fd, peer):
     ``peer`` (its getpeername() when the fd was known to be it): a reused
     fd belongs to another connection, whose peer (address and port)
     differs.  The check and the shutdown go through one duplicate of the
-    fd, so the number cannot change hands between them.  True if shut."""
-    pin = _pin(fd)
-    if pin is None:
-        return False
+    fd, so the number cannot change hands between them.  True if shut,
+    False if the fd is not that connection (any more), None if it could not
+    be checked (no fd to spare for the duplicate: try again later)."""
+    try:
+        pin = socket.socket(fileno=os.dup(fd))
+    except OSError as exc:
+        return None if exc.errno in (errno.EMFILE, errno.ENFILE) else False
     with pin:
         return _peer_of(pin) == peer and _shut(pin)
 
@@ -905,8 +909,11 @@ class Server:
         for conn in idle:
             if conn in held:
                 continue
+            done = _shut_if_same(conn.fd, conn.peer)
+            if done is None:
+                continue        # out of fds for the check: at the next sweep
             conn.shut = True    # (either way: its DISCONNECTED is coming)
-            if not _shut_if_same(conn.fd, conn.peer):
+            if not done:
                 continue        # the fd is another connection's now, or none's
             self._info(f"zmq_server: closed an idle connection from {conn.address}: no names or watches "
                        f"and nothing sent for {self.idle_timeout:g} s (--idle-timeout)", "closed idle connections")
