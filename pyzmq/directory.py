@@ -1169,7 +1169,9 @@ class DirectoryClient(DirectoryBackend):
         if call.on_reply == self._granted:
             self._leasing = False
             self._opened.set()
-        elif call.on_reply == self._renewed:
+        elif call.on_reply == self._renewed and self._connected:
+            # (an unanswered KEEPALIVE on a live link must not hold requests
+            # forever; one that expired while the link was down lifts nothing)
             self._hold = False
         call.error = self._timed_out()
         call.done.set()
@@ -1208,6 +1210,15 @@ class DirectoryClient(DirectoryBackend):
             elif kind == zmq.EVENT_DISCONNECTED:
                 was = self._connected
                 self._connected = self._tcp_up = False
+                if self._ever_connected:
+                    # Hold application requests from now on, not from the next
+                    # HANDSHAKE_SUCCEEDED: libzmq attaches the new connection's
+                    # pipe (the DEALER turns writable) before this monitor may
+                    # report it, and a request sent in that gap could reach a
+                    # restarted directory before the names are registered again.
+                    # The lease check (a KEEPALIVE, or a new lease and the
+                    # re-registrations) lifts the hold.
+                    self._hold = True
                 if was:
                     self._last_failure = "the connection closed"
                     log.info("lost the directory at %s", self.address)
