@@ -20,8 +20,10 @@ Shapes (one pair of processes each, over loopback TCP):
 
 Every repetition runs every shape once, in turn (the order rotates by one
 each repetition), so a drift of the machine hits all alike.  Prints the
-median one-way latency of each shape, its min-max, and its ratio to
-c-reqrep's median.
+median one-way latency of each shape, its min-max, its ratio to
+c-reqrep's median, and the median of its ratios to c-reqrep within each
+repetition (steadier on a loaded machine: neighbours in time see alike
+load).
 """
 
 import argparse
@@ -85,6 +87,7 @@ def main(argv=None):
     tools = c_build()
     server = spinners = None
     results = {(s, z): [] for s in shapes for z in a.sizes}
+    paired = {}         # (rep, size) -> {shape: value}: the ratios within a repetition
     load0 = os.getloadavg()
     try:
         if any(s.startswith("wiring") for s in shapes):
@@ -104,6 +107,7 @@ def main(argv=None):
                                         server.address if server else None, a.old), a.timeout)
                     if res.status == "ok":
                         results[(shape, size)].append(res.value)
+                        paired.setdefault((rep, size), {})[shape] = res.value
                     else:
                         print(f"  rep {rep + 1} {shape} {size} B: {res.status}: {res.error[:300]}",
                               file=sys.stderr)
@@ -127,8 +131,11 @@ def main(argv=None):
                 continue
             med = statistics.median(v)
             ratio = f"  {med / ref_med:.3f}x" if ref_med else ""
+            pairs = [r[shape] / r["c-reqrep"] for (_, z), r in paired.items()
+                     if z == size and shape in r and "c-reqrep" in r]
+            within = f"  per-rep ratio median {statistics.median(pairs):.3f}x" if pairs else ""
             print(f"  {size:6d} B  {shape:11s} {med:8.2f} us{ratio}   min-max {min(v):.2f}-{max(v):.2f}"
-                  f"  (n={len(v)})")
+                  f"{within}  (n={len(v)})")
 
 
 if __name__ == "__main__":
