@@ -26,6 +26,32 @@ cdef int _grow(void ***arr, int n) except -1:
     return 0
 
 
+# The checks of every call, as functions: the hot paths call them directly
+# (a cdef method, even an inline one, is called through the vtable).
+cdef inline int _check_owned(_Core self) except -1:
+    """_Core._check: open, and called from the thread that made it (small
+    enough for the compiler to inline; the errors are out of line)."""
+    if self.closed or PyThread_get_thread_ident() != self.owner:
+        return _not_owned(self)
+    return 0
+
+
+cdef int _not_owned(_Core self) except -1:
+    if self.closed:
+        raise Error("this ZMQ instance is closed")
+    raise Error("this ZMQ instance belongs to the thread that created it; "
+                "make one instance per thread")
+
+
+cdef inline ExchangeSlot *_exchange_slot(_Core self, Py_ssize_t eid) except NULL:
+    """_Core._exchange: exchange eid's slot, or the ValueError that says
+    what eid is."""
+    cdef size_t i = <size_t>(eid - self.idbase) - 1
+    if i >= <size_t>self.nex:
+        self._bad_id(eid, False)
+    return &self.ex[i]
+
+
 cdef class _Core:
     def __cinit__(self, *args, **kwargs):
         global _engine_serial
@@ -67,21 +93,13 @@ cdef class _Core:
         self._linger_ms = linger_ms
 
     cdef inline int _check(self) except -1:
-        if self.closed:
-            raise Error("this ZMQ instance is closed")
-        if PyThread_get_thread_ident() != self.owner:
-            raise Error("this ZMQ instance belongs to the thread that created it; "
-                        "make one instance per thread")
-        return 0
+        return _check_owned(self)
 
     def _check_usable(self):
         self._check()
 
     cdef ExchangeSlot *_exchange(self, Py_ssize_t eid) except NULL:
-        cdef size_t i = <size_t>(eid - self.idbase) - 1
-        if i >= <size_t>self.nex:
-            self._bad_id(eid, False)
-        return &self.ex[i]
+        return _exchange_slot(self, eid)
 
     cdef QueueSlot *_queue(self, Py_ssize_t qid) except NULL:
         cdef size_t i = <size_t>(qid - self.idbase - ID_QUEUE) - 1

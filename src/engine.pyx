@@ -373,7 +373,7 @@ cdef class Engine(_Binder):
         block=False returns None at once when nothing is there.  copy=False
         returns a Frame (a buffer backed by libzmq's message, no copy).
         """
-        self._check()
+        _check_owned(self)
         _check_timeout(timeout)
         cdef int qid, rc
         if self.stash.n:
@@ -500,9 +500,9 @@ cdef inline object _send(Engine self, object eid, object msg, object timeout, bi
     """Engine.send, as a C function: send_many calls it, whatever a subclass
     made of send (asyncio's is a coroutine).  (A function, not a method:
     methods are called through the vtable and are never inlined.)"""
-    self._check()
+    _check_owned(self)
     _check_timeout(timeout)
-    cdef ExchangeSlot *e = self._exchange(_id(eid, "exchange"))
+    cdef ExchangeSlot *e = _exchange_slot(self, _id(eid, "exchange"))
     cdef const char *data
     cdef Py_ssize_t size
     cdef int rc, binders
