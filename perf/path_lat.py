@@ -24,11 +24,17 @@ median one-way latency of each shape, its min-max, its ratio to
 c-reqrep's median, and the median of its ratios to c-reqrep within each
 repetition (steadier on a loaded machine: neighbours in time see alike
 load).
+
+--callgrind counts instructions per round trip on each side instead
+(valgrind; user space only, so not the syscalls' kernel time), from the
+difference of runs of N and 3N round trips: repeatable under any load.
 """
 
 import argparse
 import os
+import re
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -70,6 +76,53 @@ def plan(shape, size, count, tools, directory, old):
                 [*py, str(tree / "perf" / "remote_lat.py"), directory, *n])
 
 
+COLLECTED = re.compile(r"Collected\s*:\s*(\d+)")
+
+
+def _callgrind_pair(p):
+    """Both sides of plan p under callgrind: (local, remote) instructions."""
+    procs = []
+    for side, cmd in (("local", p.local), ("remote", p.remote)):
+        procs.append(subprocess.Popen(
+            ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", *cmd],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+            env=dict(os.environ, PYTHONHASHSEED="0")))
+        if side == "local":
+            time.sleep(2.0 if p.impl == "wiring" else 0.3)   # let it bind first
+    counts = []
+    for proc in procs:
+        _, err = proc.communicate(timeout=600)
+        m = COLLECTED.search(err)
+        if proc.returncode != 0 or not m:
+            sys.exit(f"path_lat: a side failed under valgrind: {err[-500:]}")
+        counts.append(int(m.group(1)))
+    return counts
+
+
+def callgrind(a, shapes, tools, directory):
+    """Instructions per round trip on each side (every thread of each
+    process, user space only: what the kernel does for the syscalls is not
+    counted), from the difference of runs of a.count and 3 * a.count."""
+    n1, n2 = a.count, 3 * a.count
+    print(f"path_lat --callgrind: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
+          f"{cpu_model()}, instructions per round trip (runs of {n1} and {n2})")
+    commands = Commands(sys.executable, tools, directory, 256)
+    for size in a.sizes:
+        for shape in shapes:
+            got = []
+            for n in (n1, n2):
+                if shape.startswith("wiring"):
+                    commands.names_gone("lat")
+                p = plan(shape, size, n, tools, directory, a.old)
+                if p.impl == "wiring":
+                    p.local.append("-q")
+                    p.remote.append("-q")
+                got.append(_callgrind_pair(p))
+            per = [(b - c) / (n2 - n1) for b, c in zip(got[1], got[0])]
+            print(f"  {size:6d} B  {shape:11s} local {per[0]:7.0f}  remote {per[1]:7.0f}  "
+                  f"both {per[0] + per[1]:7.0f}")
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--reps", type=int, default=8)
@@ -80,11 +133,24 @@ def main(argv=None):
     ap.add_argument("--busy-core", type=int, nargs="?", const=1, default=0,
                     help="keep N spinners (nice 19) running, as bench.py --busy-core")
     ap.add_argument("--timeout", type=float, default=60.0)
+    ap.add_argument("--callgrind", action="store_true",
+                    help="instructions per round trip under valgrind instead of times "
+                         "(--count round trips, default 1000 here)")
     a = ap.parse_args(argv)
     shapes = a.shapes or [s for s in SHAPES if s != "wiring-old" or a.old]
     if "wiring-old" in shapes and not a.old:
         ap.error("wiring-old needs --old DIR")
     tools = c_build()
+    if a.callgrind:
+        if a.count == 5000:
+            a.count = 1000
+        from pyzmq.testing import ServerProcess
+        server = ServerProcess(host="127.0.0.1", port=0).start()
+        try:
+            callgrind(a, shapes, tools, server.address)
+        finally:
+            server.stop()
+        return
     server = spinners = None
     results = {(s, z): [] for s in shapes for z in a.sizes}
     paired = {}         # (rep, size) -> {shape: value}: the ratios within a repetition
