@@ -9,8 +9,9 @@ cdef class Engine(_Binder):
     def serve(self, timeout):
         """Let remote binders in for `timeout` seconds without sending or
         receiving: attaches them to this instance's global exchanges and
-        confirms their bind().  (receive() and send() do this too while they
-        wait; serve() is for an owner with nothing else to wait on.)"""
+        confirms their bind().  (The service thread does this at any time,
+        and send() too while it waits for room; serve() is for an owner
+        that wants it done before it goes on.)"""
         self._check()
         if timeout is None:
             raise TypeError("serve() needs a timeout in seconds")
