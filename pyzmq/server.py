@@ -727,6 +727,8 @@ class Server:
                                  max_records=max_records, max_leases=max_leases, key_grace=key_grace)
         self._stopping = None
         self.conns = Connections(max_per_source, max_handshaking)
+        self._monitor_sync = None   # the ROUTER's monitor, read by _read_monitor
+        self._monitor_later = []    # its events read after a batch's pins, for the next batch
         self.idle_timeout = float(idle_timeout)
         self._idle_due = 0.0
         self._conn = None       # the connection of the message being handled (with the idle timeout)
@@ -929,7 +931,18 @@ class Server:
                 lease.conn = conn
 
     async def _monitor_loop(self, monitor):
-        """Read the ROUTER's ACCEPTED and DISCONNECTED events in batches.
+        """Wait for the ROUTER's monitor and read it (``_read_monitor``)."""
+        import zmq
+        self._monitor_sync = zmq.Socket.shadow(monitor.underlying)
+        while True:
+            if not self._monitor_later:
+                await monitor.poll(flags=zmq.POLLIN)
+            self._read_monitor()
+            await asyncio.sleep(0)      # (a flood of events: let the other tasks run)
+
+    def _read_monitor(self, rounds=16):
+        """Read the ROUTER's ACCEPTED and DISCONNECTED events in batches
+        (never waits), until none is left or after ``rounds`` batches.
 
         An event may be read long after it happened, when the fd it names
         has been closed and given to another connection.  So an ACCEPTED
@@ -938,16 +951,20 @@ class Server:
         same connection, whatever libzmq does with the number), and the
         monitor read again: a close of that fd meanwhile drops the pin.
         The peer is read, and a connection over the handshake cap shut
-        down, through the pin only."""
+        down, through the pin only.  The ZAP handler calls this too before
+        each answer: libzmq reports a connection's ACCEPTED before its
+        handshake starts, so the caps then count every connection that
+        can be asking."""
         import zmq
-        sync = zmq.Socket.shadow(monitor.underlying)
+        sync = self._monitor_sync
+        if sync is None:
+            return
         accepted = zmq.EVENT_ACCEPTED
-        later = []
-        while True:
-            if not later:
-                await monitor.poll(flags=zmq.POLLIN)
-            events = [_monitor_event(m) for m in later + _drain(sync, zmq)]
-            later = []
+        for _ in range(rounds):
+            events = [_monitor_event(m) for m in self._monitor_later + _drain(sync, zmq)]
+            self._monitor_later = []
+            if not events:
+                return
             actable = plan_accepts(events, accepted)
             pins = {}
             for i in actable:
@@ -956,7 +973,7 @@ class Server:
                     pins[events[i][1]] = pin
             try:
                 if pins:
-                    later = _drain(sync, zmq)
+                    self._monitor_later = later = _drain(sync, zmq)
                     for kind, fd in map(_monitor_event, later):
                         if kind != accepted and fd in pins:
                             pins.pop(fd).close()
@@ -969,7 +986,6 @@ class Server:
             finally:
                 for pin in pins.values():
                     pin.close()
-            await asyncio.sleep(0)      # (``later`` skips the wait: let the other tasks run)
 
     def _accepted(self, fd, pin, now):
         peer = _peer_of(pin)
@@ -986,6 +1002,7 @@ class Server:
     async def _zap_loop(self, zap):
         while True:
             frames = await zap.recv_multipart()
+            self._read_monitor()    # this connection's ACCEPTED is there: count it first
             await zap.send_multipart(self.zap_reply(frames))
 
     def zap_reply(self, frames):
