@@ -303,27 +303,7 @@ class ZMQ(wiring.ZMQ):
                                    wiring.STYLE_DATA_DISTRIBUTION, hwm)
 
     async def _acreate(self, kind, name, scope, location, style, hwm=None):
-        made = self._create_object(kind, name, scope, location, style, hwm)
-        if isinstance(made, int):
-            return made
-        obj, where = made
-        if where is not None:
-            try:
-                bound, address = self._listen(obj, where)
-                try:
-                    await _in_executor(self._register, obj, address)
-                except BaseException:
-                    self._unlisten(obj, bound)
-                    raise
-                if name in self._objects:       # another task made it meanwhile
-                    self._unlisten(obj, bound)
-                    raise wiring.Error(f"{name!r} was created by another task meanwhile")
-            except BaseException:
-                self._drop_unborn(obj)
-                raise
-            self._published(obj, address)
-        self._objects[name] = obj
-        return obj.id
+        return await _run_steps(self._creating(kind, name, scope, location, style, hwm))
 
     async def bind(self, exchange_name: str, queue_name: str, *,  # type: ignore[override]
                    hwm: Optional[int] = None, follow: Optional[str] = None,
@@ -499,6 +479,22 @@ class ZMQ(wiring.ZMQ):
                     self._close(False)      # relay threads are told to stop, not joined
                 self._wake()           # waiting tasks retry and get "closed"
         return left
+
+
+async def _run_steps(steps):
+    """wiring.run_steps with each directory request in the loop's default
+    executor (_in_executor), so the loop never waits for the directory."""
+    try:
+        request = next(steps)
+        while True:
+            try:
+                result = await _in_executor(*request)
+            except BaseException as exc:
+                request = steps.throw(exc)
+            else:
+                request = steps.send(result)
+    except StopIteration as done:
+        return done.value
 
 
 async def _in_executor(fn, *args):

@@ -341,6 +341,13 @@ class ZMQ(_zmq.Engine):
         return self._create("queue", name, scope, location, STYLE_DATA_DISTRIBUTION, hwm)
 
     def _create(self, kind, name, scope, location, style, hwm=None):
+        return run_steps(self._creating(kind, name, scope, location, style, hwm))
+
+    def _creating(self, kind, name, scope, location, style, hwm):
+        """create_*() as a generator: it yields its one directory request,
+        a (function, *args) tuple, for the caller to run (run_steps here,
+        in this thread; asyncio.ZMQ in an executor) and send back, or throw
+        back what it raised; it returns the object's id."""
         made = self._create_object(kind, name, scope, location, style, hwm)
         if isinstance(made, int):
             return made
@@ -349,10 +356,13 @@ class ZMQ(_zmq.Engine):
             try:
                 bound, address = self._listen(obj, where)
                 try:
-                    self._register(obj, address)
+                    yield (self._register, obj, address)
                 except BaseException:
                     self._unlisten(obj, bound)
                     raise
+                if name in self._objects:       # (asyncio: another task made it meanwhile)
+                    self._unlisten(obj, bound)
+                    raise Error(f"{name!r} was created by another task meanwhile")
             except BaseException:
                 self._drop_unborn(obj)
                 raise
@@ -360,7 +370,7 @@ class ZMQ(_zmq.Engine):
         self._objects[name] = obj
         return obj.id
 
-    # _create in steps, shared with asyncio.ZMQ (which registers in an executor)
+    # the steps of _creating
 
     def _create_object(self, kind, name, scope, location, style, hwm):
         """Check the arguments; the id of the same object made before, or
@@ -902,6 +912,23 @@ def _endpoint(address):
     """Where to connect for a global object: inproc when an instance of this
     process owns it, else TCP."""
     return _here_entry(address)[1] or f"tcp://{address}"
+
+
+def run_steps(steps):
+    """Run a generator of directory requests (see ZMQ._creating) in this
+    thread: each yielded (function, *args) is called, its result sent
+    back, or what it raised thrown back; returns the generator's result."""
+    try:
+        request = next(steps)
+        while True:
+            try:
+                result = request[0](*request[1:])
+            except BaseException as exc:
+                request = steps.throw(exc)
+            else:
+                request = steps.send(result)
+    except StopIteration as done:
+        return done.value
 
 
 def _target(address, key):
