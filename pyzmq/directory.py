@@ -360,11 +360,11 @@ class _Call:
     __slots__ = ("make", "needs_lease", "deadline", "done", "reply", "error", "abandoned",
                  "on_reply", "lease", "rid", "keeper", "handle", "waker")
 
-    def __init__(self, make, needs_lease, deadline, on_reply=None, keeper=False):
+    def __init__(self, make, needs_lease, deadline, on_reply=None, keeper=False, done=None):
         self.make = make
         self.needs_lease = needs_lease
         self.deadline = deadline
-        self.done = threading.Event()
+        self.done = threading.Event() if done is None else done
         self.reply = None
         self.error = None
         self.abandoned = False
@@ -380,6 +380,22 @@ class _Call:
         self.done.set()
         if self.waker is not None and self.waker.ident != threading.get_ident():
             self.waker.wake()
+
+
+class _Flag:
+    """``done`` of a direct call: its own thread polls for it, nobody waits
+    on it (cheaper than a threading.Event)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self):
+        self.value = False
+
+    def set(self):
+        self.value = True
+
+    def is_set(self):
+        return self.value
 
 
 class _Waker:
@@ -427,6 +443,9 @@ def _thread_waker():
     if waker is None:
         waker = _wakers.waker = _Waker()
     return waker
+
+
+_EXPECTED = {p.Lookup: p.Found, p.Ping: p.Pong, p.Lease: p.Granted, p.List: p.Listed, p.Info: p.InfoReply}
 
 
 def _local_ip(host, port):
@@ -856,11 +875,12 @@ class DirectoryClient(DirectoryBackend):
                 else:
                     on_ok()
 
-        call = _Call(make, needs_lease, deadline, on_reply=checked)
+        call = _Call(make, needs_lease, deadline, on_reply=checked, done=_Flag())
         try:
             if self._send_direct(call):
                 finished = self._wait_direct(call)
             else:
+                call.done = threading.Event()
                 self._submit(call)
                 finished = call.done.wait(max(0.0, deadline - time.monotonic()))
         except BaseException:
@@ -988,8 +1008,7 @@ class DirectoryClient(DirectoryBackend):
         return _UnreachableTimeout(_unreachable_text(self.address, reason), reason)
 
     def _expect(self, request, reply):
-        expected = {p.Lookup: p.Found, p.Ping: p.Pong, p.Lease: p.Granted, p.List: p.Listed,
-                    p.Info: p.InfoReply}.get(type(request), p.Ok)
+        expected = _EXPECTED.get(type(request), p.Ok)
         if not isinstance(reply, expected):
             raise Error(f"the directory at {self.address} answered {type(reply).__name__} "
                         f"to {type(request).__name__.upper()}")
