@@ -366,7 +366,7 @@ def _register_through_clients(server, args):
     out, go = mp.Queue(), mp.Event()
     per_proc = [args.concurrent // args.procs + (1 if i < args.concurrent % args.procs else 0)
                 for i in range(args.procs)]
-    names = max(1, args.names // (10 * args.concurrent))
+    names = max(1, args.names // (5 * args.concurrent))
     children = [mp.Process(target=_register_clients, args=(server.address, n, names, f"reg.{k}.", out, go))
                 for k, n in enumerate(per_proc) if n]
     for child in children:
@@ -559,7 +559,7 @@ def end_to_end(args):
             _collect(out, len(children), "registered")
             registered = time.perf_counter() - started
             print(f"register: all {n:,} in {registered:.2f} s ({n / registered:,.0f} instances/s)")
-            with pyzmq.ZMQ(server.address, timeout=60) as binder:
+            with pyzmq.ZMQ(server.address, timeout=60, linger=2) as binder:
                 eid = binder.create_exchange("E")
                 started = time.perf_counter()
                 for k, c in enumerate(per):
