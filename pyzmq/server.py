@@ -39,6 +39,13 @@ BATCH = 256               # messages handled per wake-up of the serving task
 HANDSHAKE_MS = 5000       # a connection must finish the ZeroMQ handshake this soon (ZMQ_HANDSHAKE_IVL)
 SNDHWM = 100_000          # replies queued per client before the ROUTER drops them
 RCVHWM = 10_000
+# The server's own ZMTP heartbeats: rare, since libzmq's one I/O thread pays
+# for each (a timer, a PING out, a PONG in): at 1 s, 8,000 idle connections
+# kept it at 77% of a core.  Leases, not connections, hold names; TCP
+# keepalive drops a dead peer's connection within seconds, and clients
+# heartbeat the server every second themselves (p.HEARTBEAT_IVL_MS).
+SERVER_HEARTBEAT_IVL_MS = 10_000
+SERVER_HEARTBEAT_TIMEOUT_MS = 30_000
 KEY_GRACE = 30.0          # seconds a keyed name stays tied to its key after its owner left
 MAX_RESERVED = 100_000    # names held for their last key at once (see Registry._reserve)
 
@@ -697,8 +704,8 @@ class Server:
             router.maxmsgsize = p.MAX_MESSAGE
             router.sndhwm = SNDHWM
             router.rcvhwm = RCVHWM
-            router.setsockopt(zmq.HEARTBEAT_IVL, p.HEARTBEAT_IVL_MS)
-            router.setsockopt(zmq.HEARTBEAT_TIMEOUT, p.HEARTBEAT_TIMEOUT_MS)
+            router.setsockopt(zmq.HEARTBEAT_IVL, SERVER_HEARTBEAT_IVL_MS)
+            router.setsockopt(zmq.HEARTBEAT_TIMEOUT, SERVER_HEARTBEAT_TIMEOUT_MS)
             router.setsockopt(zmq.TCP_KEEPALIVE, 1)
             router.setsockopt(zmq.TCP_KEEPALIVE_IDLE, p.KEEPALIVE_IDLE)
             router.setsockopt(zmq.TCP_KEEPALIVE_INTVL, p.KEEPALIVE_INTERVAL)
