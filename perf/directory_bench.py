@@ -150,14 +150,11 @@ def machine(args):
 
 def _raise_fd_limit():
     """Lift this process's soft open-files limit to its hard limit (allowed
-    without privileges); children inherit it.  Returns (soft, hard)."""
+    without privileges; zmq_server's own way); children inherit it.
+    Returns (soft, hard)."""
     import resource
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != hard:
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-        except (ValueError, OSError):
-            pass
+    from pyzmq.server import _raise_fd_limit as raise_limit
+    raise_limit()
     return resource.getrlimit(resource.RLIMIT_NOFILE)
 
 
