@@ -21,7 +21,7 @@ PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/python -m pip install -q --disable-pip-version-check \
     "setuptools>=61" wheel "Cython>=3.0" \
-    pytest pytest-timeout hypothesis pyzmq matplotlib mypy ipykernel nbclient nbformat \
+    pytest pytest-timeout pytest-xdist hypothesis pyzmq matplotlib mypy ipykernel nbclient nbformat \
     prometheus_client
 # the extension, built in place so the checkout imports as it is, and the
 # console scripts (zmq_server, local_lat, ...) installed into the venv, with

@@ -14,10 +14,14 @@ client each):
 * register: ``--names`` new names, split over the clients, each call timed;
 * lookup: ``--lookups`` lookups of those names, split likewise;
 
-and prints operations a second, p50 and p99.  With ``--failovers N`` it
-then SIGKILLs the etcd leader N times while one client registers names in
-a loop, and prints the longest a registration took (and restarts the node).
-Nothing is asserted.
+and prints operations a second, p50 and p99.  Then the watch latency
+(``--watch`` changes, default 200): one client registers a name, another
+has a watch (``subscribe``) on the names, and each change is timed from the
+start of the registration until the watcher's thread takes its event
+(both backends in alternate rounds of 20, printed with their ratio).  With
+``--failovers N`` it then SIGKILLs the etcd leader N times while one client
+registers names in a loop, and prints the longest a registration took (and
+restarts the node).  Nothing is asserted.
 """
 
 import argparse
@@ -79,6 +83,55 @@ def run(make, names, lookups, clients, tag):
             d.close()
 
 
+def watch_latency(backends, changes, chunk=20):
+    """Seconds from the start of a registration to its event in another
+    client's watch, per backend, measured in alternate rounds of ``chunk``."""
+    out = {}
+    pairs = []
+    try:
+        for label, make in backends:
+            writer, watcher = make(), make()
+            pairs.append((label, writer, watcher))
+            seen = {}
+            watch = watcher.subscribe("lat-*")
+            reader = threading.Thread(target=_take_events, args=(watch, seen), daemon=True)
+            reader.start()
+            out[label] = ([], writer, watch, seen, reader)
+        done = 0
+        while done < changes:
+            n = min(chunk, changes - done)
+            for label, (times, writer, watch, seen, _) in out.items():
+                for i in range(done, done + n):
+                    name = f"lat-{i}"
+                    t0 = time.perf_counter()
+                    writer.register("Q", name, "127.0.0.1:5555")
+                    deadline = time.monotonic() + 10
+                    while name not in seen:
+                        if time.monotonic() > deadline:
+                            raise RuntimeError(f"{label}: no event for {name} within 10 s")
+                        time.sleep(0.0002)
+                    times.append(seen.pop(name) - t0)
+            done += n
+        return {label: v[0] for label, v in out.items()}
+    finally:
+        for label, writer, watcher in pairs:
+            writer.close()
+            watcher.close()     # (ends its watch, and so its reader thread)
+        for v in out.values():
+            v[4].join(5)
+
+
+def _take_events(watch, seen):
+    """A watcher's thread: note when each added name's event arrived."""
+    try:
+        for kind, entry in watch:
+            if kind == "added":
+                name = entry["name"] if isinstance(entry, dict) else entry.name
+                seen[name] = time.perf_counter()
+    except Exception:
+        pass        # the watch ended (its client closed)
+
+
 def failover(cluster, rounds):
     """SIGKILL the leader while registering; the slowest registration per round."""
     from pyzmq.etcd_directory import EtcdDirectory
@@ -106,14 +159,15 @@ def main(argv=None):
     parser.add_argument("--names", type=int, default=2000, help="names to register per run (default 2000)")
     parser.add_argument("--lookups", type=int, default=5000, help="lookups per run (default 5000)")
     parser.add_argument("--clients", default="1,8", help="concurrent clients, comma-separated (default 1,8)")
+    parser.add_argument("--watch", type=int, default=200, help="changes whose watch event is timed (default 200)")
     parser.add_argument("--failovers", type=int, default=3, help="leader kills to time (default 3)")
     args = parser.parse_args(argv)
     try:
         counts = [int(c) for c in args.clients.split(",")]
     except ValueError:
         parser.error("--clients takes numbers such as 1,8")
-    if args.names < 1 or args.lookups < 1 or any(c < 1 for c in counts) or args.failovers < 0:
-        parser.error("--names, --lookups and --clients must be at least 1, --failovers at least 0")
+    if args.names < 1 or args.lookups < 1 or any(c < 1 for c in counts) or args.failovers < 0 or args.watch < 0:
+        parser.error("--names, --lookups and --clients must be at least 1, --watch and --failovers at least 0")
     try:
         from pyzmq.etcd_directory import EtcdDirectory
     except ImportError:
@@ -132,6 +186,15 @@ def main(argv=None):
                 for op, (rate, p50, p99) in rows.items():
                     print(f"{label:12}{clients:>8}{op:>10}{rate:>10,.0f}{p50 * 1e3:>9.2f}{p99 * 1e3:>9.2f}",
                           flush=True)
+        if args.watch:
+            lat = watch_latency(backends, args.watch)
+            print(f"watch latency, registration start -> event taken by the watcher ({args.watch} changes, "
+                  "alternate rounds of 20):")
+            for label, times in lat.items():
+                print(f"{label:12}{1:>8}{'watch':>10}{'-':>10}"
+                      f"{_pct(times, 0.5) * 1e3:>9.2f}{_pct(times, 0.99) * 1e3:>9.2f}", flush=True)
+            ratio = _pct(lat["etcd"], 0.5) / _pct(lat["zmq_server"], 0.5)
+            print(f"median watch latency, etcd / zmq_server: {ratio:.1f}x", flush=True)
         if args.failovers:
             for worst, n in failover(cluster, args.failovers):
                 print(f"etcd leader SIGKILLed during registrations: the slowest of {n} took {worst:.2f} s",

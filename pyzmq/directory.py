@@ -18,6 +18,7 @@ the lease, which frees its names at once.
 """
 
 import collections
+import fnmatch
 import itertools
 import logging
 import math
@@ -138,7 +139,7 @@ class DirectoryBackend:
     Implementations: :class:`DirectoryClient` (``zmq_server``) and
     :class:`pyzmq.etcd_directory.EtcdDirectory` (an etcd cluster; its
     :meth:`list` and :meth:`info` give :func:`entry_dict` objects, which
-    the wiring layer takes too, and it has no :meth:`subscribe`).
+    the wiring layer takes too, and so do the events of its :class:`Watch`).
     """
 
     address = None    # where the directory is, for messages
@@ -202,6 +203,15 @@ class DirectoryBackend:
         raise NotImplementedError
 
 
+def _identity(entry):
+    """What a record says to a binder: ``(kind, address, key)``, of an
+    Entry or of a dict (the etcd backend's records); a watch reports a
+    change only when this changes."""
+    if isinstance(entry, dict):
+        return entry.get("kind"), entry.get("address"), entry.get("key") or ""
+    return entry.kind, entry.address, entry.key
+
+
 def entry_dict(entry):
     """A :class:`pyzmq.protocol.Entry` as the JSON object ``zmq_names`` and
     ``ZMQ.info`` give: name, kind, address, key, owner, registered.  (The
@@ -259,11 +269,18 @@ class _Watch:
 
 
 class Watch:
-    """The events of a WATCH: ``(type, entry)`` with type "added", "removed"
-    or "changed" and a :class:`pyzmq.protocol.Entry`; the records present
-    when it starts come first as "added", then ``synced`` is set.  After a
-    reconnection the client watches again and reports what changed
-    meanwhile.  Iterate, or call :meth:`get`; :meth:`close` ends it."""
+    """The events of a watch: ``(type, entry)`` with type "added", "removed"
+    or "changed"; the records present when it starts come first as "added"
+    (``snapshot`` holds them once ``synced`` is set).  The entries are what
+    the backend's :meth:`list` gives: a :class:`pyzmq.protocol.Entry` from
+    :class:`DirectoryClient`, a dict (as :func:`entry_dict` makes) from
+    :class:`pyzmq.etcd_directory.EtcdDirectory`.  After a reconnection the
+    backend reads the records again and the watch reports what changed
+    meanwhile.  Iterate, or call :meth:`get`; :meth:`close` ends it.
+
+    A backend feeds it from one thread: :meth:`_resync` when a snapshot
+    begins, :meth:`_seen` and :meth:`_gone` per record, :meth:`_synced` at
+    the end of a snapshot; :meth:`_fail` ends it with an error."""
 
     _TYPES = {p.ADDED: "added", p.REMOVED: "removed", p.CHANGED: "changed"}
 
@@ -272,41 +289,76 @@ class Watch:
         self.pattern = pattern
         self.exact = exact
         self.synced = threading.Event()
+        self.snapshot = {}      # name -> entry: what the first snapshot held
         self.error = None
         self.closed = False
         self._client = client
         self._events = queue.Queue()
-        self._known = {}        # name -> Entry, as of the events delivered
+        self._known = {}        # name -> entry, as of the events delivered
         self._fresh = None      # during a (re)snapshot: the names it has held so far
         self.rid = None
 
+    def matches(self, name):
+        """Whether ``name`` is one this watch reports."""
+        return name == self.pattern if self.exact else fnmatch.fnmatchcase(name, self.pattern)
+
     def _feed(self, reply):
-        """From the keeper: one EVENTS batch."""
+        """From DirectoryClient's keeper: one EVENTS batch."""
         if self._fresh is None and not self.synced.is_set():
             self._fresh = {}
         for event in reply.events:
-            entry = event.entry
             if event.type == p.REMOVED:
-                if self._known.pop(entry.name, None) is not None:
-                    self._events.put(("removed", entry))
-                continue
-            if self._fresh is not None:
-                self._fresh[entry.name] = entry
-            previous = self._known.get(entry.name)
-            self._known[entry.name] = entry
-            if previous is None:
-                self._events.put(("added", entry))
-            elif previous[:4] != entry[:4]:
-                self._events.put(("changed", entry))
+                self._gone(event.entry.name, event.entry)
+            else:
+                self._seen(event.entry.name, event.entry)
         if reply.synced and self._fresh is not None:
-            # a re-snapshot after a reconnection: what it lacks is gone
+            self._synced()
+
+    def _seen(self, name, entry):
+        """``name`` is registered with ``entry``: added, changed, or as it was."""
+        if self._fresh is not None:
+            self._fresh[name] = entry
+        previous = self._known.get(name)
+        self._known[name] = entry
+        if previous is None:
+            self._events.put(("added", entry))
+        elif _identity(previous) != _identity(entry):
+            self._events.put(("changed", entry))
+
+    def _gone(self, name, entry=None):
+        """``name`` is no longer registered (``entry``: its last record, if known)."""
+        previous = self._known.pop(name, None)
+        if previous is not None:
+            self._events.put(("removed", previous if entry is None else entry))
+
+    def _synced(self):
+        """The end of a snapshot: what a re-snapshot lacks is gone."""
+        if self._fresh is not None:
             for name in [n for n in self._known if n not in self._fresh]:
                 self._events.put(("removed", self._known.pop(name)))
             self._fresh = None
-            self.synced.set()
+        if not self.synced.is_set():
+            self.snapshot = dict(self._known)
+        self.synced.set()
 
     def _resync(self):
         self._fresh = {}
+
+    def _wait_synced(self, timeout, timed_out):
+        """What ``subscribe`` returns: this watch once its first snapshot is
+        in, within ``timeout`` seconds (else it is closed and ``timed_out()``
+        raised); the backend's refusal is raised; Ctrl-C closes it."""
+        try:
+            synced = self.synced.wait(timeout)
+        except BaseException:
+            self.close()        # nobody will read it
+            raise
+        if not synced:
+            self.close()
+            raise timed_out()
+        if self.error is not None:
+            raise self.error
+        return self
 
     def _fail(self, error):
         self.error = error
@@ -695,12 +747,7 @@ class DirectoryClient(DirectoryBackend):
         (p.validate_name if exact else p.validate_pattern)(pattern)
         handle = Watch(self, pattern, exact)
         self._watch_call(handle)
-        if not handle.synced.wait(self.timeout):
-            handle.close()
-            raise self._timed_out()
-        if handle.error is not None:
-            raise handle.error
-        return handle
+        return handle._wait_synced(self.timeout, self._timed_out)
 
     def wait_for(self, name, timeout):
         """``(kind, address, key)`` of ``name``, waiting up to ``timeout``
@@ -806,11 +853,16 @@ class DirectoryClient(DirectoryBackend):
             self._closed = True
             self._connected = False
             calls = list(self._queue) + list(self._pending.values())
+            handles = set(self._subscriptions.values()) | {c.handle for c in calls if c.handle is not None}
             self._queue.clear()
             self._pending.clear()
+            self._subscriptions.clear()
         for call in calls:
             call.error = Error(f"the directory client for {self.address} is closed")
             call.complete()
+        for handle in handles:
+            handle._fail(Error(f"the watch of {handle.pattern!r} ended: the directory client for "
+                               f"{self.address} is closed"))
         self._stop.set()
         self._wakeup()
         if self._keeper is not threading.current_thread():
@@ -1292,7 +1344,9 @@ class DirectoryClient(DirectoryBackend):
         if call.on_reply == self._granted:
             self._leasing = False
             self._opened.set()
-        elif call.on_reply == self._renewed:
+        elif call.on_reply == self._renewed and self._connected:
+            # (an unanswered KEEPALIVE on a live link must not hold requests
+            # forever; one that expired while the link was down lifts nothing)
             self._hold = False
         call.error = self._timed_out()
         call.complete()
@@ -1331,6 +1385,15 @@ class DirectoryClient(DirectoryBackend):
             elif kind == zmq.EVENT_DISCONNECTED:
                 was = self._connected
                 self._connected = self._tcp_up = False
+                if self._ever_connected:
+                    # Hold application requests from now on, not from the next
+                    # HANDSHAKE_SUCCEEDED: libzmq attaches the new connection's
+                    # pipe (the DEALER turns writable) before this monitor may
+                    # report it, and a request sent in that gap could reach a
+                    # restarted directory before the names are registered again.
+                    # The lease check (a KEEPALIVE, or a new lease and the
+                    # re-registrations) lifts the hold.
+                    self._hold = True
                 if was:
                     self._last_failure = "the connection closed"
                     log.info("lost the directory at %s", self.address)

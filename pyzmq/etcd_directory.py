@@ -39,7 +39,7 @@ import urllib.parse
 import weakref
 
 from pyzmq import protocol as p
-from pyzmq.directory import DirectoryError
+from pyzmq.directory import DirectoryError, Watch
 from pyzmq.errors import Error, Timeout
 from pyzmq.location import format_hostport
 
@@ -250,6 +250,9 @@ class EtcdDirectory:
         self._watch_serial = 0
         self._watcher = None
         self._watch_conn = None
+        self._subs = {}                # Watch -> the revision its records are as of
+        self._new_subs = []            # Watches whose snapshot is still to be read
+        self._watch_contact = 0.0      # monotonic time the cluster last answered the watcher
         self._owner = {"host": socket.gethostname(), "pid": os.getpid(),
                        "program": _program()}
 
@@ -427,12 +430,55 @@ class EtcdDirectory:
                 return
             self._wanted |= new
             self._fresh |= new
-            self._watch_cond.notify_all()
-            if self._watcher is None and not self._closed:
-                self._watcher = threading.Thread(target=_watch_loop, args=(weakref.ref(self), self._stop),
-                                                 name="pyzmq-etcd-watch", daemon=True)
-                self._watcher.start()
+            self._start_watcher()
         self._kick_watch()
+
+    def _start_watcher(self):
+        """With the watch lock held: wake the watcher thread, or start it."""
+        self._watch_cond.notify_all()
+        if self._watcher is None and not self._closed:
+            self._watch_contact = time.monotonic()
+            self._watcher = threading.Thread(target=_watch_loop, args=(weakref.ref(self), self._stop),
+                                             name="pyzmq-etcd-watch", daemon=True)
+            self._watcher.start()
+
+    def subscribe(self, pattern="*", exact=False):
+        """A :class:`pyzmq.directory.Watch` of the names matching glob
+        ``pattern`` (or, ``exact``, the one name ``pattern``): the records
+        at one revision first (as "added", then ``synced``), then every
+        change from the next revision on, through the instance's watch
+        stream.  Its entries are dicts as :meth:`list` gives.  Returns once
+        the records are read (within ``timeout``).  The stream moves to
+        another node when one fails, without losing or repeating an event;
+        when no node answers for ``timeout`` seconds the watch ends: its
+        ``get`` raises :class:`pyzmq.Timeout`."""
+        (p.validate_name if exact else p.validate_pattern)(pattern)
+        handle = Watch(self, pattern, exact)
+        with self._watch_cond:
+            if self._closed:
+                raise Error(f"the etcd directory client for {self.address} is closed")
+            self._new_subs.append(handle)
+            self._start_watcher()
+        self._kick_watch()
+        return handle._wait_synced(self.timeout, lambda: Timeout(
+            f"the etcd directory at {self.address} did not send the records matching {pattern!r} "
+            f"within {self.timeout:g} s (no quorum, or every node out of reach?)"))
+
+    def _unwatch(self, handle):
+        """What ``Watch.close`` calls: stop feeding ``handle``."""
+        with self._watch_cond:
+            self._subs.pop(handle, None)
+            if handle in self._new_subs:
+                self._new_subs.remove(handle)
+
+    def _fail_subs(self, error):
+        """End every watch with the exception ``error(watch)`` makes."""
+        with self._watch_cond:
+            handles = list(self._subs) + self._new_subs
+            self._subs.clear()
+            self._new_subs = []
+        for handle in handles:
+            handle._fail(error(handle))
 
     def watched(self, name):
         """``(serial, (kind, address, key) or None)`` of the latest record of
@@ -477,6 +523,8 @@ class EtcdDirectory:
         self._closed = True
         self._stop.set()
         self._wake.set()
+        self._fail_subs(lambda h: Error(f"the watch of {h.pattern!r} ended: the etcd directory client "
+                                        f"for {self.address} is closed"))
         with self._watch_cond:
             self._watch_cond.notify_all()
         self._kick_watch()
@@ -487,6 +535,8 @@ class EtcdDirectory:
                            role="keeper")
             except Error:
                 pass    # it expires after its TTL anyway
+            except _LeaseGone:
+                pass    # already gone (revoked, expired, or a cluster replaced since)
         for t in (self._keeper, self._watcher):
             if t is not None and t is not threading.current_thread():
                 t.join(2.0)
@@ -731,29 +781,33 @@ class EtcdDirectory:
         self._watch_cond.notify_all()
 
     def _watch_round(self):
-        """Read the names not read yet, then follow the prefix from the
-        revision after that read until the stream breaks or is kicked."""
+        """Read what is new (names asked for, the records of new watches) at
+        one revision, then follow the prefix from the revision after the
+        last one this stream handled (so a stream that broke loses
+        nothing), until the stream breaks or is kicked."""
         with self._watch_cond:
-            while not self._wanted and not self._closed:
+            idle = False
+            while not (self._wanted or self._subs or self._new_subs) and not self._closed:
+                idle = True
                 self._watch_cond.wait(1.0)
-            fresh = set(self._fresh)
+            fresh, subs = set(self._fresh), list(self._new_subs)
+        if idle:
+            self._watch_contact = time.monotonic()     # (the cluster's silence counts from now)
         if self._closed:
             return
         deadline = time.monotonic() + self.timeout
         reply = self._call("/kv/range", {"key": _b64(self.prefix), "range_end": _b64(_range_end(self.prefix)),
                                          "count_only": True}, deadline, "read the revision", role="watch")
+        self._watch_contact = time.monotonic()
         revision = int(reply["header"]["revision"])
         cluster = reply["header"].get("cluster_id")
         if cluster != self._cluster_id:
             if self._cluster_id is not None:
                 # a new cluster (replaced, its data gone): its revisions start
-                # again from 1, so forget ours and read every name afresh
+                # again from 1, so read every name and watch afresh
+                self._forget_revisions()
                 with self._watch_cond:
-                    for entry in self._watched.values():
-                        entry[2] = 0
-                    self._fresh |= self._wanted
-                    fresh = set(self._fresh)
-                self._stream_revision = None
+                    fresh, subs = set(self._fresh), list(self._new_subs)
             self._cluster_id = cluster
         for name in fresh:
             kvs = self._call("/kv/range", {"key": _b64(self.prefix + name), "revision": str(revision)},
@@ -761,12 +815,73 @@ class EtcdDirectory:
             with self._watch_cond:
                 self._apply(name, _decode_record(kvs[0]) if kvs else None, revision)
                 self._fresh.discard(name)
-        start = max(revision, self._stream_revision or 0) + 1
-        self._stream_revision = revision
-        self._stream(start)
+        if subs:
+            self._snapshot(subs, revision, deadline)
+        if self._stream_revision is None:
+            self._stream_revision = revision
+        self._stream(self._stream_revision + 1)
 
-    _stream_revision = None
+    _stream_revision = None     # the last revision the stream handled (every event up to it seen)
     _cluster_id = None
+
+    def _snapshot(self, subs, revision, deadline):
+        """Give each new watch in ``subs`` the records at ``revision``; from
+        then on it takes the stream's events after that revision."""
+        reply = self._call("/kv/range", {"key": _b64(self.prefix), "range_end": _b64(_range_end(self.prefix)),
+                                         "revision": str(revision)}, deadline, "read the names", role="watch")
+        records = {}
+        for kv in reply.get("kvs") or []:
+            record = _decode_record(kv)
+            if record is not None:
+                name = _unb64(kv["key"])[len(self.prefix):]
+                records[name] = dict(record, name=name)
+        with self._watch_cond:
+            for handle in subs:
+                if handle not in self._new_subs:
+                    continue        # closed meanwhile
+                self._new_subs.remove(handle)
+                handle._resync()
+                for name in sorted(records):
+                    if handle.matches(name):
+                        handle._seen(name, records[name])
+                handle._synced()
+                self._subs[handle] = revision
+
+    def _forget_revisions(self):
+        """The revisions held mean nothing now (the cluster was replaced, or
+        compacted past them): read every name and every watch's records
+        again, and stream from the revision of that read."""
+        with self._watch_cond:
+            for entry in self._watched.values():
+                entry[2] = 0
+            self._fresh |= self._wanted
+            self._new_subs.extend(self._subs)
+            self._subs.clear()
+        self._stream_revision = None
+
+    def _dispatch(self, kv, deleted):
+        """With the watch lock held: one event of the stream, to the names
+        followed and to the watches that match it and have not seen it."""
+        name = _unb64(kv.get("key", ""))[len(self.prefix):]
+        rev = int(kv.get("mod_revision", 0))
+        self._stream_revision = max(self._stream_revision or 0, rev)
+        record = None if deleted else _decode_record(kv)
+        if name in self._wanted:
+            self._apply(name, record, rev)
+        for handle, since in self._subs.items():
+            if rev > since and handle.matches(name):
+                if record is None:
+                    handle._gone(name)
+                else:
+                    handle._seen(name, dict(record, name=name))
+
+    def _watch_trouble(self, exc):
+        """A watch round failed: once no node has answered for ``timeout``
+        seconds, end the watches (the following of names goes on trying)."""
+        silent = time.monotonic() - self._watch_contact
+        if silent >= self.timeout:
+            self._fail_subs(lambda h: Timeout(
+                f"the watch of {h.pattern!r} ended, no answer for {silent:.1f} s: {exc}"))
 
     def _stream(self, start):
         e = self._endpoints[self._current]
@@ -793,7 +908,7 @@ class EtcdDirectory:
                 raise _Unavailable(f"HTTP {resp.status} {resp.read(200)!r}")
             conn.sock.settimeout(WATCH_IDLE)
             with self._watch_cond:
-                if self._fresh:
+                if self._fresh or self._new_subs:
                     return
             while not self._closed:
                 line = resp.readline()
@@ -805,25 +920,18 @@ class EtcdDirectory:
                 result = msg.get("result") or {}
                 if "error" in msg:
                     raise _Unavailable(str(msg["error"]))
-                if result.get("canceled") or result.get("compact_revision"):
-                    # compacted past our revision, or no leader: read everything again
-                    with self._watch_cond:
-                        self._fresh |= self._wanted
-                    self._rotate()
+                if int(result.get("compact_revision") or 0):
+                    # compacted past the revision to resume at: read everything again
+                    self._forget_revisions()
                     return
-                events = result.get("events") or []
+                if result.get("canceled"):
+                    raise _Unavailable(result.get("cancel_reason") or "watch canceled")
+                self._watch_contact = time.monotonic()
                 with self._watch_cond:
-                    for ev in events:
-                        kv = ev.get("kv", {})
-                        name = _unb64(kv.get("key", ""))[len(self.prefix):]
-                        rev = int(kv.get("mod_revision", 0))
-                        self._stream_revision = max(self._stream_revision or 0, rev)
-                        if name not in self._wanted:
-                            continue
-                        record = None if ev.get("type") == "DELETE" else _decode_record(kv)
-                        self._apply(name, record, rev)
-                    if self._fresh:
-                        return      # new names: read them and open the stream again
+                    for ev in result.get("events") or []:
+                        self._dispatch(ev.get("kv", {}), ev.get("type") == "DELETE")
+                    if self._fresh or self._new_subs:
+                        return      # new names or watches: read them and open the stream again
         except (OSError, http.client.HTTPException, ValueError, _Unavailable) as exc:
             if not self._closed:
                 log.debug("etcd watch stream on %s ended: %s", e.label, exc)
@@ -847,9 +955,11 @@ def _watch_loop(ref, stop):
         except (Error, _LeaseGone) as exc:
             log.debug("etcd watch round failed: %s", exc)
             client._rotate()
+            client._watch_trouble(exc)
             stop.wait(RETRY_PAUSE)
-        except Exception:
+        except Exception as exc:
             log.exception("etcd watcher for %s failed", client.address)
+            client._watch_trouble(exc)
             stop.wait(RETRY_PAUSE * 5)
         del client
 

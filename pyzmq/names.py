@@ -2,12 +2,15 @@
 
     zmq_names [-d HOST[:PORT] | -d etcd://H1:P1,H2:P2[/prefix]] [-k KEY] ls [PATTERN] [--json]
     zmq_names info NAME [--json]
-    zmq_names watch [PATTERN]
+    zmq_names watch [PATTERN] [--json]
     zmq_names ping              # exit status 0 when the directory answers, else 1
 
 ``--json`` prints one JSON array (ls) or object (info) with the fields
 ``name``, ``kind`` (``exchange`` or ``queue``), ``address``, ``key``,
-``owner`` (``host``, ``pid``, ``program``) and ``registered`` (ISO time).
+``owner`` (``host``, ``pid``, ``program``) and ``registered`` (ISO time);
+for watch one object per line, those fields after ``event`` (``present``
+for the snapshot, then ``added``, ``removed``, ``changed``).  Both
+directories (``zmq_server`` and etcd) give the same lines.
 """
 
 import argparse
@@ -24,9 +27,21 @@ def _row(d):
             f"{owner['program']}[{owner['pid']}]@{owner['host']}\t{d['registered']}")
 
 
+_SIGN = {"present": "=", "added": "+", "removed": "-", "changed": "~"}
+
+
+def _event(kind, d, as_json):
+    """One line of ``watch``: ``= row`` (in the snapshot), ``+``, ``-``, ``~``;
+    or the JSON object of the record with ``event`` first."""
+    if as_json:
+        print(json.dumps({"event": kind, **d}), flush=True)
+    else:
+        print(f"{_SIGN[kind]} {_row(d)}", flush=True)
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(prog="zmq_names", description="List, inspect and watch the global "
-                                     "names of a pyzmq-wiring directory (zmq_server).")
+                                     "names of a pyzmq-wiring directory (zmq_server or etcd).")
     parser.add_argument("-d", "--directory", metavar="HOST[:PORT] | etcd://...",
                         default=os.environ.get("ZMQ_DIRECTORY", "127.0.0.1"),
                         help="the directory (default: $ZMQ_DIRECTORY, else 127.0.0.1; port 5682)")
@@ -42,6 +57,8 @@ def parse_args(argv=None):
     info.add_argument("--json", action="store_true", help="print one JSON object")
     watch = sub.add_parser("watch", help="print the names matching a pattern, then every change (Ctrl-C ends)")
     watch.add_argument("pattern", nargs="?", default="*")
+    watch.add_argument("--json", action="store_true", help="print one JSON object per line: "
+                       "the record with \"event\": present, added, removed or changed")
     sub.add_parser("ping", help="exit 0 if the directory answers, else 1")
     return parser.parse_args(argv)
 
@@ -54,11 +71,6 @@ def main(argv=None):
     from pyzmq.protocol import NOT_FOUND
     try:
         if is_etcd_url(args.directory):
-            if args.command == "watch":
-                print("zmq_names: watch is not available for an etcd directory yet; "
-                      "'etcdctl watch --prefix /pyzmq-wiring/' shows the same changes "
-                      "(docs/etcd.md)", file=sys.stderr)
-                return 1
             client = EtcdDirectory(args.directory, timeout=args.timeout)
         else:
             client = DirectoryClient(args.directory, timeout=args.timeout,
@@ -88,12 +100,12 @@ def main(argv=None):
                 print(f"registered: {d['registered']}")
         else:
             with client.subscribe(args.pattern) as watch:
-                for name, entry in sorted(watch.records().items()):
-                    print(f"= {_row(entry_dict(entry))}", flush=True)
+                for name, entry in sorted(watch.snapshot.items()):
+                    _event("present", entry_dict(entry), args.json)
+                for _ in watch.snapshot:
                     watch.get(0)    # (the snapshot's own "added" events)
-                sign = {"added": "+", "removed": "-", "changed": "~"}
                 for kind, entry in watch:
-                    print(f"{sign[kind]} {_row(entry_dict(entry))}", flush=True)
+                    _event(kind, entry_dict(entry), args.json)
     except KeyboardInterrupt:
         return 0
     except (DirectoryError, Error, ValueError) as exc:

@@ -11,13 +11,15 @@ handler here admits client keys (``--curve-allow``).
 :class:`Server` carries messages to and from it.
 
 Run it as ``zmq_server [--port N] [-q] [--curve-secret FILE [--curve-allow
-FILE] [--key-grace SECONDS]] [ADDRESS]`` or ``python -m pyzmq.server ...``.
+FILE] [--key-grace SECONDS]] [--idle-timeout SECONDS] [ADDRESS]`` or
+``python -m pyzmq.server ...`` (``--help`` lists the limits).
 """
 
 import argparse
 import asyncio
 import bisect
 import collections
+import errno
 import fnmatch
 import ipaddress
 import os
@@ -25,6 +27,7 @@ import secrets
 import signal
 import math
 import socket
+import struct
 import sys
 import time
 
@@ -47,6 +50,7 @@ RCVHWM = 10_000
 SERVER_HEARTBEAT_IVL_MS = 10_000
 SERVER_HEARTBEAT_TIMEOUT_MS = 30_000
 KEY_GRACE = 30.0          # seconds a keyed name stays tied to its key after its owner left
+IDLE_TIMEOUT = 30.0       # seconds a connection holding no names or watches may stay silent
 MAX_RESERVED = 100_000    # names held for their last key at once (see Registry._reserve)
 
 
@@ -147,27 +151,62 @@ class Metrics:
             http.server_close()
 
 
-class SourceCaps:
-    """Connections per source address: at most ``max_per_source`` in all
-    and ``max_handshaking`` not yet through the ZAP handler; no I/O.
+class Conn:
+    """What the server knows of one TCP connection of its ROUTER, by fd:
+    the peer (``getpeername()``, read while the fd was known to be this
+    connection), when it was accepted and last sent a message (monotonic
+    seconds), whether it went through the ZAP handler.  ``confirmed``: its
+    ACCEPTED event was seen (an entry made by a message that came first is
+    not, and nothing is ever done to it)."""
+
+    __slots__ = ("fd", "address", "peer", "accepted", "last", "through", "confirmed", "shut")
+
+    def __init__(self, fd, now):
+        self.fd = fd
+        self.address = None     # the peer's IP (what the caps count by)
+        self.peer = None        # the full getpeername() answer
+        self.accepted = now
+        self.last = now
+        self.through = False
+        self.confirmed = False
+        self.shut = False       # shut down by us: its DISCONNECTED is on its way
+
+
+class Connections:
+    """The ROUTER's connections by fd, no I/O: the caps per source address
+    (at most ``max_per_source`` in all and ``max_handshaking`` not yet
+    through the ZAP handler) and what the idle timeout needs.
 
     The server feeds it the ROUTER's monitor events (``accepted`` with the
-    connection's fd and peer address, ``closed`` with the fd) and asks it
-    at each ZAP request (``admit``, with the address the request carries)."""
+    connection's fd and peer, ``closed`` with the fd), the fd each message
+    came from (``seen``, ZMQ_SRCFD), and asks it at each ZAP request
+    (``admit``, with the address the request carries) and at each idle
+    sweep (``idle``)."""
 
     def __init__(self, max_per_source=p.MAX_PER_SOURCE, max_handshaking=p.MAX_HANDSHAKING):
         self.max_per_source = max_per_source
         self.max_handshaking = max_handshaking
-        self.fds = {}       # fd -> [address, through ZAP]
+        self.fds = {}       # fd -> Conn
         self.total = {}     # address -> connections
         self.pending = {}   # address -> fds not through ZAP yet, oldest first
 
-    def accepted(self, fd, address):
-        """Count a new connection; False when its source has too many in the
-        handshake already (the caller then drops it)."""
-        if fd in self.fds:
+    def accepted(self, fd, peer, now=0.0):
+        """Count a new connection from ``peer`` (a getpeername() answer);
+        False when its source has too many in the handshake already (the
+        caller then drops it)."""
+        conn = self.fds.get(fd)
+        if conn is not None and conn.confirmed:
             self.closed(fd)     # (a missed close: the fd was reused)
-        self.fds[fd] = [address, False]
+            conn = None
+        if conn is None:
+            conn = self.fds[fd] = Conn(fd, now)
+        else:
+            # its first messages came before this event: keep what they
+            # showed (activity, the leases tied to it)
+            conn.accepted = now
+            conn.last = max(conn.last, now)
+        address = peer[0]
+        conn.address, conn.peer, conn.confirmed = address, peer, True
         self.total[address] = self.total.get(address, 0) + 1
         waiting = self.pending.setdefault(address, collections.deque())
         waiting.append(fd)
@@ -177,22 +216,31 @@ class SourceCaps:
         """At a ZAP request from ``address``: may it have one more connection?"""
         waiting = self.pending.get(address)
         if waiting:
-            self.fds[waiting.popleft()][1] = True
+            self.fds[waiting.popleft()].through = True
             if not waiting:
                 del self.pending[address]
         return self.total.get(address, 0) <= self.max_per_source
 
+    def seen(self, fd, now):
+        """The connection a message came from (made, unconfirmed, when the
+        message is ahead of its ACCEPTED event), its activity noted."""
+        conn = self.fds.get(fd)
+        if conn is None:
+            conn = self.fds[fd] = Conn(fd, now)
+        conn.last = now
+        return conn
+
     def closed(self, fd):
-        entry = self.fds.pop(fd, None)
-        if entry is None:
+        conn = self.fds.pop(fd, None)
+        if conn is None or not conn.confirmed:
             return
-        address, through = entry
+        address = conn.address
         left = self.total[address] - 1
         if left:
             self.total[address] = left
         else:
             del self.total[address]
-        if not through:
+        if not conn.through:
             waiting = self.pending.get(address)
             if waiting is not None:
                 try:
@@ -202,12 +250,18 @@ class SourceCaps:
                 if not waiting:
                     del self.pending[address]
 
+    def idle(self, now, timeout):
+        """The confirmed connections, not shut already, that sent nothing
+        for ``timeout`` seconds (whether they hold names is the caller's)."""
+        limit = now - timeout
+        return [conn for conn in self.fds.values() if conn.last <= limit and conn.confirmed and not conn.shut]
+
 
 class Lease:
     """A client's lease: who holds it (owner identity, CURVE key), until
     when, and the names registered under it."""
 
-    __slots__ = ("id", "ttl", "expires", "host", "pid", "program", "key", "peer", "names", "watches")
+    __slots__ = ("id", "ttl", "expires", "host", "pid", "program", "key", "peer", "names", "watches", "conn")
 
     def __init__(self, lease_id, ttl, expires, host, pid, program, key, peer):
         self.id = lease_id
@@ -220,6 +274,7 @@ class Lease:
         self.peer = peer        # for logs: who, and from which address
         self.names = set()
         self.watches = {}       # WATCH request id -> _Watch
+        self.conn = None        # the transport's: the connection it was last used over (Server)
 
 
 class _Watch:
@@ -558,22 +613,76 @@ def _literal_prefix(pattern):
     return pattern
 
 
-def _peer_address(fd):
-    """The peer IP of connection ``fd`` (libzmq's, from a monitor event), or None."""
+def _pin(fd):
+    """A duplicate of fd (libzmq's, from a monitor event or a message's
+    ZMQ_SRCFD) as a socket, or None.  The duplicate holds the connection
+    the fd names *now*: libzmq may close and reuse the number meanwhile,
+    the duplicate still is that connection (and keeps it open until it is
+    closed: close it soon)."""
     try:
-        with socket.socket(fileno=os.dup(fd)) as s:
-            return s.getpeername()[0]
+        return socket.socket(fileno=os.dup(fd))
     except OSError:
         return None
 
 
-def _shut(fd):
-    """End connection ``fd`` (libzmq's): libzmq sees the end and drops it."""
+def _peer_of(sock):
     try:
-        with socket.socket(fileno=os.dup(fd)) as s:
-            s.shutdown(socket.SHUT_RDWR)
+        return sock.getpeername()
     except OSError:
-        pass
+        return None
+
+
+def _shut(sock):
+    """End the connection of ``sock`` (a pin): libzmq sees the end and drops it."""
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+        return True
+    except OSError:
+        return False
+
+
+def _shut_if_same(fd, peer):
+    """Shut connection ``fd`` down only if it is still the connection from
+    ``peer`` (its getpeername() when the fd was known to be it): a reused
+    fd belongs to another connection, whose peer (address and port)
+    differs.  The check and the shutdown go through one duplicate of the
+    fd, so the number cannot change hands between them.  True if shut,
+    False if the fd is not that connection (any more), None if it could not
+    be checked (no fd to spare for the duplicate: try again later)."""
+    try:
+        pin = socket.socket(fileno=os.dup(fd))
+    except OSError as exc:
+        return None if exc.errno in (errno.EMFILE, errno.ENFILE) else False
+    with pin:
+        return _peer_of(pin) == peer and _shut(pin)
+
+
+def _monitor_event(frames):
+    """(event, value) of a socket-monitor message (the value is the fd for
+    ACCEPTED and DISCONNECTED)."""
+    return struct.unpack("=Hi", frames[0])
+
+
+def _drain(sync, zmq):
+    """The monitor messages waiting now (non-blocking)."""
+    out = []
+    while True:
+        try:
+            out.append(sync.recv_multipart(zmq.NOBLOCK))
+        except zmq.Again:
+            return out
+
+
+def plan_accepts(events, accepted):
+    """Which ACCEPTED events of a batch may be acted on (read the peer,
+    shut down): the indexes of those whose fd is not closed later in the
+    batch.  An ACCEPTED followed by a DISCONNECTED of its fd describes a
+    connection that is gone: its fd may already name another connection."""
+    last_close = {}
+    for i, (kind, fd) in enumerate(events):
+        if kind != accepted:
+            last_close[fd] = i
+    return {i for i, (kind, fd) in enumerate(events) if kind == accepted and last_close.get(fd, -1) < i}
 
 
 def _sender(zmq, sync):
@@ -610,14 +719,16 @@ class Server:
                  allowed_keys=None, min_ttl=p.MIN_TTL, max_ttl=p.MAX_TTL,
                  max_names=p.MAX_NAMES_PER_LEASE, max_records=p.MAX_RECORDS, max_leases=p.MAX_LEASES,
                  log_rate=20, metrics=None, max_per_source=p.MAX_PER_SOURCE,
-                 max_handshaking=p.MAX_HANDSHAKING, key_grace=KEY_GRACE):
+                 max_handshaking=p.MAX_HANDSHAKING, key_grace=KEY_GRACE, idle_timeout=IDLE_TIMEOUT):
         """``secret_key`` (Z85) makes every connection CURVE (docs/directory.md):
         clients must know the matching public key, ``public_key`` here.
         ``allowed_keys`` (Z85 public keys) then limits which clients are served;
         None serves any client that completes the handshake.  ``key_grace``:
         seconds a name registered with a key stays tied to it after its
         owner left (secure directories only; see Registry).  ``metrics``
-        ("HOST:PORT") serves Prometheus metrics over HTTP there."""
+        ("HOST:PORT") serves Prometheus metrics over HTTP there.
+        ``idle_timeout``: seconds after which a connection that sent nothing
+        and holds no names or watches is shut down (0: never)."""
         import zmq
         from pyzmq.curve import check_key
         self._secret = None
@@ -643,7 +754,10 @@ class Server:
         self._stopping = None
         self._send = None           # send(frames) on the ROUTER, while serving (_serve_loop)
         self._wake = None
-        self.caps = SourceCaps(max_per_source, max_handshaking)
+        self.conns = Connections(max_per_source, max_handshaking)
+        self.idle_timeout = float(idle_timeout)
+        self._idle_due = 0.0
+        self._conn = None       # the connection of the message being handled (with the idle timeout)
         self.metrics = None
         self.metrics_address = None
         if metrics is not None:
@@ -699,6 +813,7 @@ class Server:
             monitor = ctx.socket(zmq.PAIR)
             sockets.append(monitor)
             monitor.linger = 0
+            monitor.rcvhwm = 0      # no limit: a dropped event would leave a connection unknown
             monitor.connect(monitor_at)
             tasks.append(asyncio.ensure_future(self._monitor_loop(monitor)))
             router.maxmsgsize = p.MAX_MESSAGE
@@ -769,12 +884,18 @@ class Server:
         loop = asyncio.get_running_loop()
         fd = sync.FD
         loop.add_reader(fd, wake.set)
+        track = self.idle_timeout > 0
+        seen = self.conns.seen
+        srcfd = int(zmq.SRCFD)
+        now = 0.0
         try:
             while True:
                 wake.clear()
                 if not get(sync, events) & pollin:
                     await wake.wait()
                     continue
+                if track:
+                    now = time.monotonic()
                 for _ in range(BATCH):
                     try:
                         frames = [recv(sync, noblock, False)]
@@ -782,6 +903,9 @@ class Server:
                         break
                     while get(sync, rcvmore):
                         frames.append(recv(sync, noblock, False))
+                    if track:
+                        # which connection it came from (ZMQ_SRCFD, still in libzmq 4.3)
+                        self._conn = seen(frames[0].get(srcfd), now)
                     out = self.handle_message(frames)
                     if outbox:
                         # events go before the reply, so a WATCH's snapshot batches
@@ -811,26 +935,99 @@ class Server:
         loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(EXPIRY_TICK)
-            self.registry.expire(loop.time())
+            now = loop.time()
+            self.registry.expire(now)
             await self._flush(router)
+            if self.idle_timeout > 0 and now >= self._idle_due:
+                self._idle_due = now + min(1.0, self.idle_timeout / 4)
+                self._close_idle(time.monotonic())
             self._log.flush()
 
+    def _close_idle(self, now):
+        """Shut down the connections that sent nothing for the idle timeout
+        and hold no names or watches (a lease with either, last used over
+        that connection, protects it; its names are the lease's business)."""
+        idle = self.conns.idle(now, self.idle_timeout)
+        if not idle:
+            return
+        held = {lease.conn for lease in self.registry.leases.values()
+                if lease.conn is not None and (lease.names or lease.watches)}
+        for conn in idle:
+            if conn in held:
+                continue
+            done = _shut_if_same(conn.fd, conn.peer)
+            if done is None:
+                continue        # out of fds for the check: at the next sweep
+            conn.shut = True    # (either way: its DISCONNECTED is coming)
+            if not done:
+                continue        # the fd is another connection's now, or none's
+            self._info(f"zmq_server: closed an idle connection from {conn.address}: no names or watches "
+                       f"and nothing sent for {self.idle_timeout:g} s (--idle-timeout)", "closed idle connections")
+            if self.metrics is not None:
+                self.metrics.refused("idle")
+
+    def _tie(self, conn, request, reply):
+        """A lease used with success over ``conn`` is held there (the idle timeout spares it)."""
+        lease_id = reply.lease if type(reply) is p.Granted else getattr(request, "lease", None)
+        if lease_id is not None:
+            lease = self.registry.leases.get(lease_id)
+            if lease is not None:
+                lease.conn = conn
+
     async def _monitor_loop(self, monitor):
+        """Read the ROUTER's ACCEPTED and DISCONNECTED events in batches.
+
+        An event may be read long after it happened, when the fd it names
+        has been closed and given to another connection.  So an ACCEPTED
+        whose fd is closed later in the batch is not acted on; for the
+        others a duplicate of the fd is taken (``_pin``: it keeps naming the
+        same connection, whatever libzmq does with the number), and the
+        monitor read again: a close of that fd meanwhile drops the pin.
+        The peer is read, and a connection over the handshake cap shut
+        down, through the pin only."""
         import zmq
-        from zmq.utils.monitor import parse_monitor_message
+        sync = zmq.Socket.shadow(monitor.underlying)
+        accepted = zmq.EVENT_ACCEPTED
+        later = []
         while True:
-            event = parse_monitor_message(await monitor.recv_multipart())
-            fd = event["value"]
-            if event["event"] == zmq.EVENT_ACCEPTED:
-                address = _peer_address(fd)
-                if address is not None and not self.caps.accepted(fd, address):
-                    self._info(f"zmq_server: dropped a connection from {address}: more than "
-                               f"{self.caps.max_handshaking} of its connections are in the handshake", "refusals")
-                    if self.metrics is not None:
-                        self.metrics.refused("handshakes_per_source")
-                    _shut(fd)
-            else:
-                self.caps.closed(fd)
+            if not later:
+                await monitor.poll(flags=zmq.POLLIN)
+            events = [_monitor_event(m) for m in later + _drain(sync, zmq)]
+            later = []
+            actable = plan_accepts(events, accepted)
+            pins = {}
+            for i in actable:
+                pin = _pin(events[i][1])
+                if pin is not None:
+                    pins[events[i][1]] = pin
+            try:
+                if pins:
+                    later = _drain(sync, zmq)
+                    for kind, fd in map(_monitor_event, later):
+                        if kind != accepted and fd in pins:
+                            pins.pop(fd).close()
+                now = time.monotonic()
+                for i, (kind, fd) in enumerate(events):
+                    if kind != accepted:
+                        self.conns.closed(fd)
+                    elif i in actable and fd in pins:
+                        self._accepted(fd, pins[fd], now)
+            finally:
+                for pin in pins.values():
+                    pin.close()
+            await asyncio.sleep(0)      # (``later`` skips the wait: let the other tasks run)
+
+    def _accepted(self, fd, pin, now):
+        peer = _peer_of(pin)
+        if peer is None:
+            return      # gone already
+        if not self.conns.accepted(fd, peer, now):
+            self._info(f"zmq_server: dropped a connection from {peer[0]}: more than "
+                       f"{self.conns.max_handshaking} of its connections are in the handshake", "refusals")
+            if self.metrics is not None:
+                self.metrics.refused("handshakes_per_source")
+            self.conns.fds[fd].shut = True
+            _shut(pin)
 
     async def _zap_loop(self, zap):
         while True:
@@ -847,8 +1044,8 @@ class Server:
         if version != b"1.0":
             return [b"1.0", request_id, b"500", b"unsupported ZAP version", b"", b""]
         peer = address.decode("ascii", "replace")
-        if not self.caps.admit(peer):
-            self._info(f"zmq_server: refused {peer}: it holds {self.caps.max_per_source} connections, "
+        if not self.conns.admit(peer):
+            self._info(f"zmq_server: refused {peer}: it holds {self.conns.max_per_source} connections, "
                        "the limit a source (--max-per-source)", "refusals")
             if self.metrics is not None:
                 self.metrics.refused("connections_per_source")
@@ -902,6 +1099,9 @@ class Server:
                 if isinstance(request, p.Lookup):
                     metrics.lookup_time(time.perf_counter() - started)
                 metrics.request(type(request).__name__.upper(), reply)
+            conn = self._conn
+            if conn is not None and type(reply) is not p.ErrorReply:
+                self._tie(conn, request, reply)
             return [routing, header, p.encode_reply(reply)]
         if self.metrics is not None:
             self.metrics.request(p.command_name(frames[2].bytes) if len(frames) == 3 else "?", reply)
@@ -1033,6 +1233,9 @@ def parse_args(argv=None):
     parser.add_argument("--max-handshaking", type=int, default=p.MAX_HANDSHAKING, metavar="N",
                         help="connections of one source address still in the handshake "
                              f"(default {p.MAX_HANDSHAKING:,}); more are dropped")
+    parser.add_argument("--idle-timeout", type=float, default=IDLE_TIMEOUT, metavar="SECONDS",
+                        help="shut down a connection that holds no names or watches after this long "
+                             f"without a message (default {IDLE_TIMEOUT:g}; 0: never)")
     parser.add_argument("--log-rate", type=int, default=20, metavar="LINES",
                         help="log lines a second at most; a summary line counts the rest (default 20)")
     parser.add_argument("--key-grace", metavar="SECONDS", type=float, default=KEY_GRACE,
@@ -1043,6 +1246,8 @@ def parse_args(argv=None):
                         help="stop when the parent process exits (its pipe on stdin closes); "
                              "how pyzmq.Directory() runs it")
     args = parser.parse_args(argv)
+    if not (math.isfinite(args.idle_timeout) and args.idle_timeout >= 0):
+        parser.error(f"--idle-timeout must be a number of seconds >= 0 (0: never), not {args.idle_timeout}")
     if not (math.isfinite(args.key_grace) and args.key_grace >= 0):
         parser.error(f"--key-grace must be a number of seconds >= 0, not {args.key_grace}")
     if not 0 <= args.port <= 65535:
@@ -1129,7 +1334,8 @@ def main(argv=None):
                     allowed_keys=args.allowed_keys, min_ttl=args.min_ttl, max_ttl=args.max_ttl,
                     max_records=args.max_records, max_leases=args.max_leases, log_rate=args.log_rate,
                     metrics=args.metrics, max_per_source=args.max_per_source,
-                    max_handshaking=args.max_handshaking, key_grace=args.key_grace)
+                    max_handshaking=args.max_handshaking, key_grace=args.key_grace,
+                    idle_timeout=args.idle_timeout)
 
     def ready(host, port):
         print(ready_line(host, port, server.public_key), flush=True)

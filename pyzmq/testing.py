@@ -455,6 +455,19 @@ class EtcdCluster:
         if proc is not None:
             proc.wait()
 
+    def pause(self, i):
+        """SIGSTOP node ``i``: it holds its connections open and answers
+        nothing, as a hung node or a cut-off link would (:meth:`resume`)."""
+        import signal
+        if self.running(i):
+            self._procs[i].send_signal(signal.SIGSTOP)
+
+    def resume(self, i):
+        """SIGCONT node ``i`` after :meth:`pause`."""
+        import signal
+        if self.running(i):
+            self._procs[i].send_signal(signal.SIGCONT)
+
     def restart(self, i, wait=True):
         """Start node ``i`` again (same ports, same data); with ``wait``,
         until it is healthy (which needs a quorum of running nodes)."""

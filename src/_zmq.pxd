@@ -111,6 +111,7 @@ cdef class _Relay:
     cdef long n                     # serial in its control endpoint's name
     cdef long pid           # the process that made the sockets
     cdef object thread
+    cdef list stashed       # what its SUB delivered while syncing: passed on first
     cdef void stop(self, bint wait) noexcept
     cdef void close_sockets(self) noexcept
 

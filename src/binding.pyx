@@ -651,12 +651,10 @@ cdef class _Binder(_Core):
         """A connected, synced relay: pass on what its SUB delivered while
         syncing, and start its thread."""
         # data that arrived while syncing was stashed under queue id 0: it
-        # is the relay's, never receive()'s, even if passing it on fails
-        cdef bytes m
-        for m in self.stash.take(0):
-            if _send_one(relay.push, <char *>m, len(m), NULL, ZMQ_DONTWAIT) < 0:
-                relay.close_sockets()
-                _raise_zmq("relay: cannot pass on what arrived while binding")
+        # is the relay's, never receive()'s.  Its thread passes it on before
+        # anything newer, waiting for room: there may be more of it than
+        # the PUSH's mark lets in at once
+        relay.stashed = self.stash.take(0)
         relay.thread = threading.Thread(target=relay.run, daemon=True,
                                         name=f"pyzmq-wiring relay {exchange_endpoint} -> {queue_endpoint}")
         relay.thread.start()

@@ -10,8 +10,11 @@ cdef class _Relay:
     when its loop ends.  The owner keeps only ctl_peer, to say STOP."""
 
     def run(self):
-        with nogil:
-            _relay_loop(self.sub, self.push, self.ctl)
+        cdef list stashed = self.stashed
+        self.stashed = None
+        if _relay_pass_on(self.push, self.ctl, stashed):
+            with nogil:
+                _relay_loop(self.sub, self.push, self.ctl)
         zmq_close(self.sub)
         zmq_close(self.push)
         zmq_close(self.ctl)
@@ -42,6 +45,41 @@ cdef class _Relay:
             if s:
                 zmq_close(<void *>s)
         self.sub = self.push = self.ctl = self.ctl_peer = NULL
+
+
+cdef bint _relay_pass_on(void *push, void *ctl, list stashed) noexcept:
+    """Send what the relay's SUB delivered while syncing, in order, each
+    waiting for room (the GIL released) or for the stop message.  False
+    when stopped (or the PUSH failed): the loop is not to run."""
+    cdef bytes m
+    cdef const char *data
+    cdef Py_ssize_t size
+    cdef zmq_pollitem_t items[2]
+    cdef int rc
+    if not stashed:
+        return True
+    items[0].socket = ctl
+    items[0].fd = 0
+    items[0].events = ZMQ_POLLIN
+    items[1].socket = push
+    items[1].fd = 0
+    items[1].events = ZMQ_POLLOUT
+    for m in stashed:
+        data = m
+        size = len(m)
+        with nogil:
+            while True:
+                if zmq_send(push, data, size, ZMQ_DONTWAIT) >= 0:
+                    break
+                if zmq_errno() != EAGAIN and zmq_errno() != EINTR:
+                    return False
+                items[0].revents = items[1].revents = 0
+                rc = zmq_poll(items, 2, -1)
+                if rc < 0 and zmq_errno() != EINTR:
+                    return False
+                if items[0].revents:
+                    return False
+    return True
 
 
 cdef void _relay_loop(void *sub, void *push, void *ctl) noexcept nogil:

@@ -156,3 +156,56 @@ class Snapshot:
 def _describe(z):
     names = ", ".join(sorted(getattr(z, "_objects", {}))) or "no objects"
     return f"{type(z).__module__}.{type(z).__qualname__} ({names})"
+
+
+def check_zmq_names_watch(directory, client):
+    """Run ``zmq_names -d directory watch 'watched.*'``, in text and with
+    ``--json``, while ``client`` (a directory backend of that directory)
+    registers, moves and withdraws names; assert the same lines for either
+    backend: the snapshot, then one line per change, nothing of other names."""
+    import json
+    import signal
+    import subprocess
+    import sys
+    client.register("E", "watched.a", "127.0.0.1:1")
+    for as_json in (False, True):
+        args = [sys.executable, "-m", "pyzmq.names", "-d", directory, "watch", "watched.*"]
+        proc = subprocess.Popen(args + (["--json"] if as_json else []), env=child_env(),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            lines = []
+            reader = threading.Thread(target=lambda: [lines.append(line) for line in proc.stdout], daemon=True)
+            reader.start()
+            assert wait_until(lambda: lines, 15), proc.stderr.read() if proc.poll() is not None else "no line"
+            client.register("Q", "watched.b", "127.0.0.1:2")
+            client.register("E", "not-watched", "127.0.0.1:9")
+            client.register("E", "watched.a", "127.0.0.1:3")     # moved
+            client.unregister("watched.a")
+            client.unregister("watched.b")
+            client.unregister("not-watched")
+            assert wait_until(lambda: len(lines) >= 5, 10), lines
+            time.sleep(0.3)                                      # (nothing more comes)
+            if as_json:
+                got = [json.loads(line) for line in lines]
+                assert all(set(d) == {"event", "name", "kind", "address", "key", "owner", "registered"}
+                           for d in got), got
+                got = [(d["event"], d["name"], d["kind"], d["address"]) for d in got]
+            else:
+                got = [(line[0],) + tuple(line[2:].split("\t")[:3]) for line in lines]
+            present, added, removed, changed = ("present", "added", "removed", "changed") if as_json \
+                else ("=", "+", "-", "~")
+            assert got == [(present, "watched.a", "exchange", "127.0.0.1:1"),
+                           (added, "watched.b", "queue", "127.0.0.1:2"),
+                           (changed, "watched.a", "exchange", "127.0.0.1:3"),
+                           (removed, "watched.a", "exchange", "127.0.0.1:3"),
+                           (removed, "watched.b", "queue", "127.0.0.1:2")], got
+        finally:
+            proc.send_signal(signal.SIGINT)     # Ctrl-C ends it cleanly
+            try:
+                assert proc.wait(10) == 0, proc.stderr.read()
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+        client.register("E", "watched.a", "127.0.0.1:1")    # again for the --json round
+    client.unregister("watched.a")

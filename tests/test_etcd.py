@@ -12,7 +12,7 @@ import uuid
 import pytest
 
 import pyzmq
-from helpers import COMMANDS, Peer, wait_until
+from helpers import COMMANDS, Peer, check_zmq_names_watch, wait_until
 
 pytest.importorskip("etcd3gw", reason="the etcd3gw client is not installed (pip install .[etcd])")
 
@@ -285,10 +285,13 @@ z.close()
 
 def test_the_whole_cluster_restarted_or_replaced_and_instances_register_again(etcd_cluster, etcd_url):
     ttl = 3
-    with Peer(KEEPER, etcd_url + f"?ttl={ttl}") as peer:
+    with Peer(KEEPER, etcd_url + f"?ttl={ttl}") as peer, EtcdDirectory(etcd_url, timeout=20) as w:
         peer.expect("READY")
         with EtcdDirectory(etcd_url) as d:
             kept = d.lookup("KEPT")
+        watch = w.subscribe("*")            # a watch across both (its timeout outlasts the outages)
+        address = {name: entry["address"] for name, entry in watch.snapshot.items()}
+        assert sorted(address) == ["KEPT", "TAKEN"]
         # every node SIGKILLed, then started again with its data: the lease survives
         for i in range(3):
             etcd_cluster.kill(i)
@@ -318,6 +321,16 @@ def test_the_whole_cluster_restarted_or_replaced_and_instances_register_again(et
             peer.tell("lost")
             assert peer.expect("LOSTNAMES") == "['TAKEN']"
             assert thief.lookup("TAKEN") == ("Q", "127.0.0.1:4444", "")
+            # the watch read the new cluster's records again and reports what it holds
+            assert wait_until(lambda: {n: e["address"] for n, e in watch.records().items()} ==
+                              {"KEPT": kept[1], "TAKEN": "127.0.0.1:4444"}, 10), watch.records()
+            events = []
+            while (item := watch.get(0)) is not None:
+                events.append((item[0], item[1]["name"], item[1]["address"]))
+            print("watch events across the restart and the replacement:", events)
+            assert events[:2] == [("added", "KEPT", kept[1]), ("added", "TAKEN", address["TAKEN"])]
+            assert ("changed", "TAKEN", "127.0.0.1:4444") in events or \
+                ("added", "TAKEN", "127.0.0.1:4444") in events, events
         finally:
             thief.close()
         peer.tell("quit")
@@ -400,12 +413,13 @@ def test_etcd_bench_prints_both_backends():
     import sys
     from helpers import ROOT
     run = subprocess.run([sys.executable, str(ROOT / "perf" / "etcd_bench.py"), "--names", "20",
-                          "--lookups", "20", "--clients", "1", "--failovers", "0"],
+                          "--lookups", "20", "--clients", "1", "--failovers", "0", "--watch", "20"],
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
     rows = [line.split() for line in run.stdout.splitlines() if line.startswith(("zmq_server", "etcd "))]
-    assert {(r[0], r[2]) for r in rows} == {("zmq_server", "register"), ("zmq_server", "lookup"),
-                                            ("etcd", "register"), ("etcd", "lookup")}
+    assert {(r[0], r[2]) for r in rows} == {(backend, op) for backend in ("zmq_server", "etcd")
+                                            for op in ("register", "lookup", "watch")}
+    assert "median watch latency, etcd / zmq_server: " in run.stdout
 
 
 def test_tls_with_client_certificates(tmp_path):
@@ -504,5 +518,165 @@ def test_zmq_names_lists_and_shows_the_names_of_an_etcd_directory(etcd_url):
         r = run("info", "names-q", "--json")
         assert r.returncode == 0 and json.loads(r.stdout)["name"] == "names-q", r.stderr
         assert run("ping").returncode == 0
-        r = run("watch")
-        assert r.returncode == 1 and "etcdctl watch" in r.stderr
+    with EtcdDirectory(etcd_url) as client:
+        check_zmq_names_watch(etcd_url, client)     # the same lines as test_names.py's on zmq_server
+
+
+def drain(watch, count, timeout=10):
+    """The next ``count`` events of ``watch`` as (type, name, address)."""
+    got = []
+    deadline = time.monotonic() + timeout
+    while len(got) < count and time.monotonic() < deadline:
+        item = watch.get(max(0.0, deadline - time.monotonic()))
+        if item is not None:
+            got.append((item[0], item[1]["name"], item[1]["address"]))
+    return got
+
+
+def test_subscribe_gives_the_records_at_one_revision_then_every_change(etcd_url):
+    with EtcdDirectory(etcd_url) as a, EtcdDirectory(etcd_url) as b:
+        a.register("E", "E1", "127.0.0.1:1")
+        a.register("Q", "Q1", "127.0.0.1:2")
+        with b.subscribe("E*") as es, b.subscribe("*") as every, b.subscribe("Q1", exact=True) as q1:
+            assert es.synced.is_set() and sorted(es.snapshot) == ["E1"]
+            assert sorted(every.snapshot) == ["E1", "Q1"] and sorted(q1.snapshot) == ["Q1"]
+            assert es.snapshot["E1"]["kind"] == "exchange" and es.snapshot["E1"]["owner"]["pid"] == os.getpid()
+            assert drain(es, 1) == [("added", "E1", "127.0.0.1:1")]
+            assert sorted(drain(every, 2)) == [("added", "E1", "127.0.0.1:1"), ("added", "Q1", "127.0.0.1:2")]
+            assert drain(q1, 1) == [("added", "Q1", "127.0.0.1:2")]
+            a.register("E", "E2", "127.0.0.1:3")
+            a.register("E", "E2", "127.0.0.1:4")       # moved: changed
+            a.register("E", "E2", "127.0.0.1:4")       # the same record again: no event
+            a.register("Q", "Q2", "127.0.0.1:5")
+            a.unregister("E1")
+            a.register("Q", "Q1", "127.0.0.1:6")
+            assert drain(es, 3) == [("added", "E2", "127.0.0.1:3"), ("changed", "E2", "127.0.0.1:4"),
+                                    ("removed", "E1", "127.0.0.1:1")]
+            assert drain(every, 5) == [("added", "E2", "127.0.0.1:3"), ("changed", "E2", "127.0.0.1:4"),
+                                       ("added", "Q2", "127.0.0.1:5"), ("removed", "E1", "127.0.0.1:1"),
+                                       ("changed", "Q1", "127.0.0.1:6")]
+            assert drain(q1, 1) == [("changed", "Q1", "127.0.0.1:6")]
+            assert es.get(0.3) is None and every.get(0) is None and q1.get(0) is None   # nothing doubled
+            assert sorted(es.records()) == ["E2"]
+            a.close()                                   # the lease revoked: its names go at once
+            assert sorted(drain(every, 3)) == [("removed", "E2", "127.0.0.1:4"),
+                                               ("removed", "Q1", "127.0.0.1:6"),
+                                               ("removed", "Q2", "127.0.0.1:5")]
+        with pytest.raises(pyzmq.Error, match="closed"):
+            es.get(0)
+        with pytest.raises(ValueError):
+            b.subscribe("")
+    with pytest.raises(pyzmq.Error, match="closed"):
+        every.get(0)
+
+
+def test_zmq_names_and_info_through_etcd(etcd_url):
+    with pyzmq.ZMQ(etcd_url) as owner, pyzmq.ZMQ(etcd_url) as other:
+        owner.create_queue("jobs.a", pyzmq.SCOPE_GLOBAL, "127.0.0.1:0")
+        owner.create_exchange("jobs.b", pyzmq.SCOPE_GLOBAL, "127.0.0.1:0")
+        owner.create_queue("else", pyzmq.SCOPE_GLOBAL, "127.0.0.1:0")
+        assert other.names("jobs.*") == ["jobs.a", "jobs.b"]
+        assert other.names() == ["else", "jobs.a", "jobs.b"]
+        info = other.info("jobs.b")
+        assert set(info) == {"name", "kind", "address", "key", "owner", "registered"}
+        assert (info["name"], info["kind"], info["key"]) == ("jobs.b", "exchange", None)
+        assert info["address"].startswith("127.0.0.1:") and info["owner"]["pid"] == os.getpid()
+        with pytest.raises(pyzmq.DirectoryError, match="no global object named 'nobody'"):
+            other.info("nobody")
+
+        async def through_asyncio():        # the asyncio ZMQ asks in the loop's executor
+            import pyzmq.asyncio
+            async with await pyzmq.asyncio.ZMQ.connect(etcd_url) as z:
+                return await z.names("jobs.*"), await z.info("jobs.b")
+        import asyncio
+        names, info_async = asyncio.run(asyncio.wait_for(through_asyncio(), 30))
+        assert names == ["jobs.a", "jobs.b"] and info_async == info
+
+
+def test_a_watch_survives_the_sigkill_of_the_node_it_streams_from(etcd_cluster, etcd_url):
+    # the leader listed first: the watch streams from it, so its kill moves
+    # the stream and holds the registrations up for an election
+    node = etcd_cluster.leader()
+    order = [node] + [i for i in range(etcd_cluster.size) if i != node]
+    url = "etcd://" + ",".join(etcd_cluster.endpoint(i) for i in order) + "/" + parse_url(etcd_url)["prefix"].strip("/")
+    with EtcdDirectory(url, timeout=10) as a, EtcdDirectory(url, timeout=10) as b:
+        a.register("E", "E0", "127.0.0.1:1")
+        watch = b.subscribe("E*")
+        assert drain(watch, 1) == [("added", "E0", "127.0.0.1:1")]
+        assert wait_until(lambda: b._watch_conn is not None, 5)
+        assert etcd_cluster.client_ports.index(b._watch_conn.port) == node
+        etcd_cluster.kill(node)
+        killed = time.monotonic()
+        for i in range(1, 6):                           # while the stream moves and a new
+            a.register("E", f"E{i}", "127.0.0.1:1")     # leader is elected
+        a.unregister("E0")
+        got = drain(watch, 6, timeout=15)
+        print(f"6 events through the kill of the leader the watch streamed from, "
+              f"the last {time.monotonic() - killed:.2f} s after it")
+        assert got == [("added", f"E{i}", "127.0.0.1:1") for i in range(1, 6)] + [("removed", "E0", "127.0.0.1:1")]
+        assert watch.get(0.3) is None                   # nothing lost, nothing twice
+        assert etcd_cluster.client_ports.index(b._watch_conn.port) != node
+        watch.close()
+
+
+def test_a_watch_ends_with_a_clear_error_when_the_cluster_is_gone(etcd_cluster, etcd_url):
+    with EtcdDirectory(etcd_url, timeout=2) as b:
+        watch = b.subscribe("*")
+        for i in range(etcd_cluster.size):
+            etcd_cluster.kill(i)
+        started = time.monotonic()
+        with pytest.raises(pyzmq.Timeout, match="the watch of '\\*' ended, no answer for 2.* s: "
+                                                "the etcd directory at .* did not .* within 2 s"):
+            watch.get(15)
+        took = time.monotonic() - started
+        print(f"the watch ended {took:.2f} s after the whole cluster was killed (timeout 2 s)")
+        assert 1.5 <= took < 6
+        with pytest.raises(pyzmq.Timeout):
+            watch.get(0)                                # it stays ended
+
+
+def test_changes_made_while_the_watch_stream_hangs_are_not_lost(etcd_cluster, etcd_url, monkeypatch):
+    # The stream sits on a node that hangs (SIGSTOP) while a name changes
+    # through the other nodes; when the silent stream is given up, the
+    # watcher read the revision again and streamed from the one after it,
+    # so the change was never reported to the name followed.  Now it
+    # resumes after the last revision it handled.
+    from pyzmq import etcd_directory
+    monkeypatch.setattr(etcd_directory, "WATCH_IDLE", 1.0)     # give up a silent stream sooner
+    leader = etcd_cluster.leader()
+    follower = next(i for i in range(etcd_cluster.size) if i != leader)
+    prefix = parse_url(etcd_url)["prefix"].strip("/")
+
+    def url(first):
+        order = [first] + [i for i in range(etcd_cluster.size) if i != first]
+        return "etcd://" + ",".join(etcd_cluster.endpoint(i) for i in order) + "/" + prefix
+    with EtcdDirectory(url(leader)) as a, EtcdDirectory(url(follower), timeout=10) as b:
+        a.register("Q", "A", "127.0.0.1:1")
+        b.watch(["A"])
+        watch = b.subscribe("A", exact=True)
+        assert drain(watch, 1) == [("added", "A", "127.0.0.1:1")]
+        assert wait_until(lambda: (b.watched("A") or (0, None))[1] == ("Q", "127.0.0.1:1", ""), 5)
+        assert etcd_cluster.client_ports.index(b._watch_conn.port) == follower
+        etcd_cluster.pause(follower)
+        try:
+            a.register("Q", "A", "127.0.0.1:2")          # committed by the leader and the third node
+            assert drain(watch, 1, timeout=10) == [("changed", "A", "127.0.0.1:2")]
+            assert wait_until(lambda: b.watched("A")[1] == ("Q", "127.0.0.1:2", ""), 5)
+        finally:
+            etcd_cluster.resume(follower)
+        assert watch.get(0.3) is None
+        watch.close()
+
+
+def test_close_after_the_lease_vanished_from_the_cluster(etcd_url):
+    # Before: close() let the backend's internal _LeaseGone out ("etcdserver:
+    # requested lease not found") when the cluster no longer had the lease,
+    # as after a cluster replaced under a running client (seen in the
+    # restart test).  A lease that is gone needs no revoking.
+    d = EtcdDirectory(etcd_url, timeout=5)
+    d.register("E", "VANISHING", "127.0.0.1:4444")
+    with EtcdDirectory(etcd_url, timeout=5) as other:
+        other._call("/lease/revoke", {"ID": str(d._lease)}, time.monotonic() + 5, "revoke a lease",
+                    role="main")
+    d.close()
+    assert d.closed

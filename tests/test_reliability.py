@@ -598,7 +598,8 @@ def test_looking_for_a_moved_peer_keeps_the_send_timeout(directory_server):
     # moved; a directory that hangs must not stretch the send's timeout.
     import signal
     with Peer(STALLED_QUEUE, directory_server.address) as owner, \
-            pyzmq.ZMQ(directory_server.address, hwm=5, timeout=5.0) as z:
+            pyzmq.ZMQ(directory_server.address, hwm=5, timeout=5.0, linger=0.5) as z:
+        # (linger: the stalled queue never reads, so close() would wait its 10 s)
         owner.expect("ready")
         eid = z.create_exchange("E")
         z.bind("E", "SQ")

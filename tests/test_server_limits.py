@@ -231,3 +231,187 @@ def test_connections_per_source_are_capped_through_zap():
         finally:
             for c in clients:
                 c.close()
+
+
+# -- the idle timeout (--idle-timeout) ------------------------------------------
+
+def _closed_by_peer(sock, within):
+    """True once the peer has closed ``sock`` (end of stream or reset), waiting up to ``within`` s."""
+    import select
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        readable, _, _ = select.select([sock], [], [], 0.1)
+        if readable:
+            try:
+                if sock.recv(4096) == b"":
+                    return True     # (the server's ZMTP greeting comes first)
+            except OSError:
+                return True
+    return False
+
+
+def test_idle_connections_holding_nothing_are_closed_and_clients_ride_over_it():
+    import re
+    import socket as socketlib
+    import urllib.request
+    import zmq
+    from zmq.utils.monitor import recv_monitor_message
+    with ServerProcess(extra_args=["--idle-timeout", "1", "--metrics", "127.0.0.1:0"]) as server:
+        url = re.search(r"(http://\S+)", server.wait_for_log(r"metrics on http://", 5.0)).group(1)
+        # clients whose renewals (every TTL/4 = 2 s) are further apart than the timeout
+        holder = DirectoryClient(server.address, timeout=3.0, ttl=8.0)
+        bare = DirectoryClient(server.address, timeout=3.0, ttl=8.0)
+        watcher = DirectoryClient(server.address, timeout=3.0, ttl=8.0)
+        ctx = zmq.Context()
+        dealer = ctx.socket(zmq.DEALER)
+        try:
+            holder.register("E", "idle.kept", "127.0.0.1:1")
+            watch = watcher.subscribe("idle.*")
+            # a raw TCP connection from 127.0.0.2 that never speaks: closed by the
+            # idle timeout, well before libzmq's handshake limit (5 s) would
+            raw = socketlib.socket()
+            raw.bind(("127.0.0.2", 0))
+            raw.connect(("127.0.0.1", server.port))
+            started = time.monotonic()
+            assert _closed_by_peer(raw, 4.0), "the idle raw connection was not closed"
+            print(f"\nraw idle connection closed after {time.monotonic() - started:.2f} s (--idle-timeout 1)")
+            raw.close()
+            # a ZeroMQ peer that completed the handshake and then sends nothing (its
+            # heartbeats would keep it forever): closed too
+            dealer.linger = 0
+            monitor = dealer.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+            dealer.connect(f"tcp://127.0.0.2:0;127.0.0.1:{server.port}")
+            assert monitor.poll(4000), "the idle ZeroMQ peer was not disconnected"
+            assert recv_monitor_message(monitor)["event"] == zmq.EVENT_DISCONNECTED
+            dealer.disable_monitor()
+            monitor.close()
+            assert wait_until(lambda: bare.reconnects >= 1, 5.0), "a client holding nothing was not cut"
+            time.sleep(1.5)
+            # the holder of a name and the watcher were never cut; the bare client
+            # reconnected by itself, kept its lease and works
+            assert holder.reconnects == 0 and watcher.reconnects == 0
+            assert bare.lookup("idle.kept") == ("E", "127.0.0.1:1", "")
+            bare.register("Q", "idle.later", "127.0.0.1:2")
+            assert watch.get(timeout=3.0)[1].name == "idle.kept"
+            assert watch.get(timeout=3.0)[1].name == "idle.later"
+            cuts = bare.reconnects
+            time.sleep(2.5)
+            assert bare.reconnects == cuts, "a client holding a name was cut"
+            assert holder.names() == ["idle.kept"] and bare.names() == ["idle.later"]
+            assert not holder.lost and not bare.lost
+            assert sorted(e.name for e in holder.list("idle.*")) == ["idle.kept", "idle.later"]
+            text = urllib.request.urlopen(url, timeout=5).read().decode()
+            idle = re.search(r'zmq_directory_refusals_total\{reason="idle"\} (\S+)', text)
+            assert idle and float(idle.group(1)) >= 3, text
+            logs = "\n".join(server.logs())
+            assert "closed an idle connection from 127.0.0.2" in logs
+            assert "nothing sent for 1 s (--idle-timeout)" in logs
+            watch.close()
+        finally:
+            dealer.close()
+            ctx.term()
+            for c in (holder, bare, watcher):
+                c.close()
+
+
+def test_idle_timeout_zero_disables_it_and_bad_values_are_refused(capsys):
+    from pyzmq.server import parse_args
+    assert parse_args(["--idle-timeout", "0"]).idle_timeout == 0
+    assert parse_args([]).idle_timeout == 30
+    for bad in ("-1", "nan", "inf"):
+        with pytest.raises(SystemExit):
+            parse_args(["--idle-timeout", bad])
+        assert "--idle-timeout must be a number of seconds >= 0" in capsys.readouterr().err
+    with ServerProcess(extra_args=["--idle-timeout", "0"]) as server:
+        with DirectoryClient(server.address, timeout=3.0, ttl=8.0) as bare:
+            time.sleep(2.5)
+            assert bare.reconnects == 0
+            bare.ping()
+
+
+# -- a reused fd is never shut down ----------------------------------------------
+
+def _pair(listener):
+    import socket as socketlib
+    client = socketlib.create_connection(listener.getsockname())
+    accepted, _ = listener.accept()
+    return client, accepted
+
+
+def test_the_idle_sweep_never_shuts_a_connection_that_took_over_a_stale_fd():
+    """The server's table (fed by a monitor that may lag) still says fd N
+    is connection A, idle, while A is gone and the kernel gave N to a new
+    connection B: the sweep must leave B alone (its peer differs), and shut
+    it once the table knows N is B and B is idle."""
+    import socket as socketlib
+    from pyzmq.server import Server
+    listener = socketlib.create_server(("127.0.0.1", 0))
+    server = Server(quiet=True, idle_timeout=1.0)
+    a_client, a = _pair(listener)
+    fd, a_peer = a.fileno(), a.getpeername()
+    server.conns.accepted(fd, a_peer, now=0.0)
+    a.close()
+    a_client.close()
+    b_client, b = _pair(listener)
+    if b.fileno() != fd:        # (the kernel gives the lowest free number; make sure)
+        os.dup2(b.fileno(), fd)
+        b.close()
+        b = socketlib.socket(fileno=fd)
+    try:
+        assert b.getpeername() != a_peer
+        server._close_idle(100.0)
+        b_client.sendall(b"still here")
+        assert b.recv(64) == b"still here", "the sweep shut the connection that reused the fd"
+        # the monitor catches up: N is B now; B idle long enough is shut
+        server.conns.closed(fd)
+        server.conns.accepted(fd, b.getpeername(), now=100.0)
+        server._close_idle(150.0)
+        assert _closed_by_peer(b_client, 2.0), "the idle connection was not shut"
+        assert server.conns.fds[fd].shut
+    finally:
+        for s in (b, b_client, listener):
+            s.close()
+
+
+def test_shut_if_same_and_the_accept_plan_with_real_sockets():
+    import socket as socketlib
+    import zmq
+    from pyzmq.server import _shut_if_same, plan_accepts
+    listener = socketlib.create_server(("127.0.0.1", 0))
+    client, conn = _pair(listener)
+    try:
+        other = ("127.0.0.1", client.getsockname()[1] + 1)
+        assert not _shut_if_same(conn.fileno(), other)
+        client.sendall(b"x")
+        assert conn.recv(1) == b"x"
+        assert not _shut_if_same(10 ** 6, conn.getpeername())   # no such fd
+        assert _shut_if_same(conn.fileno(), conn.getpeername())
+        assert _closed_by_peer(client, 2.0)
+    finally:
+        for s in (client, conn, listener):
+            s.close()
+    acc, dis = zmq.EVENT_ACCEPTED, zmq.EVENT_DISCONNECTED
+    # fd 7 came, went and came again: only its last accept names a live connection
+    assert plan_accepts([(acc, 7), (dis, 7), (acc, 7), (acc, 8), (dis, 9)], acc) == {2, 3}
+    assert plan_accepts([(acc, 7), (dis, 7)], acc) == set()
+
+
+def test_connections_table_keeps_what_messages_showed_before_the_accept():
+    from pyzmq.server import Connections
+    conns = Connections(max_per_source=10, max_handshaking=2)
+    early = conns.seen(5, now=1.0)          # a message ahead of its ACCEPTED event
+    assert not early.confirmed and conns.idle(100.0, 1.0) == []   # never acted on
+    assert conns.accepted(5, ("10.0.0.1", 4000), now=2.0)
+    assert conns.fds[5] is early and early.confirmed and early.last == 2.0
+    assert conns.accepted(6, ("10.0.0.1", 4001), now=2.0)
+    assert not conns.accepted(7, ("10.0.0.1", 4002), now=2.0)      # a third in the handshake
+    assert conns.admit("10.0.0.1")
+    assert [c.fd for c in conns.idle(3.5, 1.0)] == [5, 6, 7]
+    conns.seen(6, now=3.0)
+    assert [c.fd for c in conns.idle(3.5, 1.0)] == [5, 7]
+    for fd in (5, 6, 7):
+        conns.closed(fd)
+    assert conns.fds == {} and conns.total == {} and conns.pending == {}
+    conns.seen(9, now=1.0)
+    conns.closed(9)                          # an unconfirmed entry counts for nothing
+    assert conns.total == {}
