@@ -11,9 +11,9 @@ cdef enum:
     _ZERO_COPY_MIN = 65536
 
 # What _Core._wait polls when it is given no zmq_pollitem_t: the signalling
-# fds of every input socket and listener, or of the listeners only.
+# fds of every queue socket, or of the listeners only.
 cdef enum:
-    FDS_ALL = -1
+    FDS_INPUTS = -1
     FDS_LISTENERS = -2
 
 # An exchange's style (pyzmq.STYLE_*).
@@ -129,8 +129,6 @@ cdef class _Core:
     cdef int ninputs
     cdef zmq_pollitem_t *sitems     # scratch for send waits
     cdef int sitems_cap
-    cdef unsigned int recvs         # fast-path receives since listeners were serviced
-    cdef double serviced_at         # when listeners were last serviced
     cdef int rcvtimeo               # RCVTIMEO last set on the only input socket
     cdef zmq_msg_t rmsg             # reused by receive()'s fast path
     cdef int single_qid             # the queue of the only input socket
@@ -196,11 +194,14 @@ cdef class _Binder(_Core):
 # Sending and receiving: the hot paths and their batch forms.
 cdef class Engine(_Binder):
     cdef double _listener_waited    # set by _send_listener: seconds it waited
+    cdef bint _rwaited              # receive()'s last call on one socket had to wait
     cdef object _send_lent(self, ExchangeSlot *e, object msg, const char *data,
                            Py_ssize_t size, object timeout, bint block)
     cdef object _send_slow(self, ExchangeSlot *e, const char *data, Py_ssize_t size,
                            object timeout, bint block, zmq_msg_t *shared)
     cdef object _would_block(self, bint block, Py_ssize_t eid)
+    cdef double _wait_room(self, Py_ssize_t eid, int n, double deadline,
+                           double check_at) except -2.0
     cdef int _add_listeners(self, int n) except -1
     cdef bint _send_listener(self, void *s, const char *data, Py_ssize_t size,
                              double deadline, zmq_msg_t *shared) except -1
@@ -212,6 +213,7 @@ cdef class Engine(_Binder):
     cdef int _receive_msg(self, zmq_msg_t *msg, double deadline) except -2
     cdef int _wait_one(self, zmq_msg_t *msg, double deadline) except -2
     cdef int _wait_unbound(self, double deadline) except -2
+    cdef object _receive_waited(self, object timeout)
     cdef object _nothing(self, bint block, object timeout)
     cdef object _receive_frame(self, object timeout, bint block)
     cdef tuple _from_stash(self, bint copy)

@@ -56,13 +56,10 @@ cdef bytes _SYNC_PREFIX = SYNC_PREFIX
 # compare with an immediate); ZERO_COPY_MIN only reports it.
 ZERO_COPY_MIN = _ZERO_COPY_MIN
 
-# The service thread (src/service.h) looks at an instance's listeners
-# (attaching new binders, answering their syncs) whatever the owner does;
-# the owner also looks whenever it waits, and on receive()'s fast path
-# after this many receives or this many seconds, whichever comes first.
-DEF SERVICE_EVERY = 256
 DEF MAX_WAIT_S = 86400.0        # one wait at most; longer timeouts loop
-DEF SERVICE_AFTER = 0.001
+# receive() on one socket: a blocking call back within this long did not
+# wait (the message was there), so the next one tries without blocking first
+DEF RECV_WAITED_S = 2e-6
 # A send or receive that has waited FOLLOW_FIRST seconds asks the wiring
 # layer whether a remote peer it is bound to moved to another address, and
 # then every FOLLOW_EVERY seconds while it waits.  The wiring layer does no

@@ -544,8 +544,6 @@ cdef class _Binder(_Core):
                 _raise_errno("cannot answer a binder's sync", err)
         if zw_outstanding:
             zw_collect()        # bytes lent to libzmq that it has finished sending
-        self.recvs = 0
-        self.serviced_at = _now()
         return 0
 
     cdef double _follow_from(self) noexcept:

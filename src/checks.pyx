@@ -150,9 +150,27 @@ def check_curve_args(secret_key, allowed_keys):
     return secret_key, decoded
 
 
-cdef Py_ssize_t _id(object o, str what) except? -1:
+cdef extern from "Python.h":
+    bint _PyLong_CheckExact "PyLong_CheckExact" (object o)
+    Py_ssize_t _PyLong_AsSsize_t "PyLong_AsSsize_t" (object o) noexcept
+    void _PyErr_Clear "PyErr_Clear" () noexcept
+
+
+cdef inline Py_ssize_t _id(object o, str what) except? -1:
     """An exchange or queue id from the user: TypeError if not an integer,
-    ValueError if no such id could exist."""
+    ValueError if no such id could exist.  An int is read directly (no
+    try block to set up on the send path); anything else, and -1 (which
+    may be an overflow), goes through _id_slow."""
+    cdef Py_ssize_t v
+    if _PyLong_CheckExact(o):
+        v = _PyLong_AsSsize_t(o)
+        if v != -1:
+            return v
+        _PyErr_Clear()
+    return _id_slow(o, what)
+
+
+cdef Py_ssize_t _id_slow(object o, str what) except? -1:
     cdef Py_ssize_t v
     try:
         v = o

@@ -26,6 +26,32 @@ cdef int _grow(void ***arr, int n) except -1:
     return 0
 
 
+# The checks of every call, as functions: the hot paths call them directly
+# (a cdef method, even an inline one, is called through the vtable).
+cdef inline int _check_owned(_Core self) except -1:
+    """_Core._check: open, and called from the thread that made it (small
+    enough for the compiler to inline; the errors are out of line)."""
+    if self.closed or PyThread_get_thread_ident() != self.owner:
+        return _not_owned(self)
+    return 0
+
+
+cdef int _not_owned(_Core self) except -1:
+    if self.closed:
+        raise Error("this ZMQ instance is closed")
+    raise Error("this ZMQ instance belongs to the thread that created it; "
+                "make one instance per thread")
+
+
+cdef inline ExchangeSlot *_exchange_slot(_Core self, Py_ssize_t eid) except NULL:
+    """_Core._exchange: exchange eid's slot, or the ValueError that says
+    what eid is."""
+    cdef size_t i = <size_t>(eid - self.idbase) - 1
+    if i >= <size_t>self.nex:
+        self._bad_id(eid, False)
+    return &self.ex[i]
+
+
 cdef class _Core:
     def __cinit__(self, *args, **kwargs):
         global _engine_serial
@@ -67,21 +93,13 @@ cdef class _Core:
         self._linger_ms = linger_ms
 
     cdef inline int _check(self) except -1:
-        if self.closed:
-            raise Error("this ZMQ instance is closed")
-        if PyThread_get_thread_ident() != self.owner:
-            raise Error("this ZMQ instance belongs to the thread that created it; "
-                        "make one instance per thread")
-        return 0
+        return _check_owned(self)
 
     def _check_usable(self):
         self._check()
 
     cdef ExchangeSlot *_exchange(self, Py_ssize_t eid) except NULL:
-        cdef size_t i = <size_t>(eid - self.idbase) - 1
-        if i >= <size_t>self.nex:
-            self._bad_id(eid, False)
-        return &self.ex[i]
+        return _exchange_slot(self, eid)
 
     cdef QueueSlot *_queue(self, Py_ssize_t qid) except NULL:
         cdef size_t i = <size_t>(qid - self.idbase - ID_QUEUE) - 1
@@ -300,8 +318,8 @@ cdef class _Core:
         """The one wait of the C core, with the GIL released, until something
         is ready (returns > 0) or the deadline passes (0).  With items,
         zmq_poll on n of them; with items NULL, poll() on this instance's
-        libzmq signalling fds, all of them (n = FDS_ALL) or its listeners'
-        (FDS_LISTENERS), read again after every interruption.  poll() on
+        libzmq signalling fds, its queue sockets' (n = FDS_INPUTS) or its
+        listeners' (FDS_LISTENERS), read again after every interruption.  poll() on
         the fds is cheaper than zmq_poll, which asks every socket for its
         events before and after; it fits sockets that were just tried.  On
         EINTR Python's signal handlers run, so Ctrl-C raises
@@ -321,7 +339,7 @@ cdef class _Core:
                 err = zmq_errno() if rc < 0 else 0
             else:
                 first = self.ninputs if n == FDS_LISTENERS else 0
-                count = self.nitems - first
+                count = self.nitems - first if n == FDS_LISTENERS else self.ninputs
                 with nogil:
                     rc = poll(self.fds + first, count, <int>ms)
                     err = errno if rc < 0 else 0
@@ -399,15 +417,18 @@ cdef class _Core:
 
     def _fds(self, object eid_obj=0, bint listeners=False):
         """The libzmq signalling fds an event loop should watch to wait for a
-        receive (every queue socket and listener) or, with eid, for room to
+        receive (every queue socket: the listeners are the service
+        thread's, as in the blocking receive) or, with eid, for room to
         send on that exchange (its PUSHes and every listener); with
         listeners, only the listeners' (to serve them).  An fd turns
         readable when its socket has news; a non-blocking call on that socket
         (or serve(0) for listeners) then takes the news in."""
         self._check()
         cdef Py_ssize_t eid = _id(eid_obj, "exchange") if eid_obj else 0
-        cdef int first = self.ninputs if (eid or listeners) else 0
-        cdef list out = [self.fds[i].fd for i in range(first, self.nitems)]
+        cdef bint serving = eid != 0 or listeners
+        cdef int first = self.ninputs if serving else 0
+        cdef int last = self.nitems if serving else self.ninputs
+        cdef list out = [self.fds[i].fd for i in range(first, last)]
         cdef ExchangeSlot *e
         cdef int i
         if eid:

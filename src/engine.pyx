@@ -9,8 +9,9 @@ cdef class Engine(_Binder):
     def serve(self, timeout):
         """Let remote binders in for `timeout` seconds without sending or
         receiving: attaches them to this instance's global exchanges and
-        confirms their bind().  (receive() and send() do this too while they
-        wait; serve() is for an owner with nothing else to wait on.)"""
+        confirms their bind().  (The service thread does this at any time,
+        and send() too while it waits for room; serve() is for an owner
+        that wants it done before it goes on.)"""
         self._check()
         if timeout is None:
             raise TypeError("serve() needs a timeout in seconds")
@@ -75,7 +76,6 @@ cdef class Engine(_Binder):
         load balancing, or waiting for room."""
         cdef double deadline = 0.0 if not block else _deadline(timeout)
         cdef int i, n, rc, ready
-        cdef double waited_from
         cdef bint sent
         if e.npush == 0 and e.xpub == NULL:
             e.dropped += 1          # nothing bound: dropped, as documented
@@ -104,16 +104,8 @@ cdef class Engine(_Binder):
                 break
             if deadline == 0.0 or (deadline > 0 and _now() >= deadline):
                 return self._would_block(block, eid)
-            # wait, and keep the listeners served meanwhile
-            n = self._add_listeners(n)
-            if check_at == 0.0:
-                check_at = self._follow_from()
-            waited_from = _now()
-            self._wait(self.sitems, n, _earlier(deadline, check_at), 0)
-            self._service()
-            check_at = self._follow(eid, check_at)
-            e = self._exchange(eid)
-            e.blocked_s += _now() - waited_from
+            check_at = self._wait_room(eid, n, deadline, check_at)
+            e = self._exchange(eid)     # a signal handler or the hook may have run
         if e.xpub != NULL:
             self._listener_waited = 0.0
             sent = self._send_listener(e.xpub, data, size, deadline, shared)
@@ -137,6 +129,24 @@ cdef class Engine(_Binder):
         raise Timeout("send timed out: a bound queue stayed full (at its high-water "
                       "mark: a slow or stalled consumer, or one that is unreachable)"
                       + (self._follow_refusals(eid) if self.following else ""))
+
+    cdef double _wait_room(self, Py_ssize_t eid, int n, double deadline,
+                           double check_at) except -2.0:
+        """One wait of a send for room: the n PUSH items already in sitems,
+        plus the listeners' fds (served after it), until one is ready, the
+        deadline, or the next look for moved peers (check_at; 0.0: not
+        started yet, -1.0: never).  Adds the time waited to the exchange's
+        blocked_s; returns the next check_at.  The caller reads its slot
+        again: signal handlers and the hook may have run."""
+        n = self._add_listeners(n)
+        if check_at == 0.0:
+            check_at = self._follow_from()
+        cdef double waited_from = _now()
+        self._wait(self.sitems, n, _earlier(deadline, check_at), 0)
+        self._service()
+        check_at = self._follow(eid, check_at)
+        self._exchange(eid).blocked_s += _now() - waited_from
+        return check_at
 
     cdef int _add_listeners(self, int n) except -1:
         """The listeners' signalling fds as poll items (not the sockets:
@@ -202,8 +212,7 @@ cdef class Engine(_Binder):
     cdef object _send_balanced(self, ExchangeSlot *e, const char *data, Py_ssize_t size,
                                double deadline, zmq_msg_t *shared):
         """Load balancing: the next bound queue, round-robin, that has room."""
-        cdef int i, k, n
-        cdef double waited_from
+        cdef int i, k
         cdef Py_ssize_t eid = self.idbase + (e - self.ex) + 1
         cdef double check_at = 0.0 if self.following else -1.0    # 0.0: not started
         while True:
@@ -220,15 +229,8 @@ cdef class Engine(_Binder):
                 return self._would_block(deadline != 0.0, eid)
             for i in range(e.npush):
                 _item(&self.sitems[i], e.pushes[i], ZMQ_POLLOUT)
-            n = self._add_listeners(e.npush)
-            if check_at == 0.0:
-                check_at = self._follow_from()
-            waited_from = _now()
-            self._wait(self.sitems, n, _earlier(deadline, check_at), 0)
-            self._service()
-            check_at = self._follow(eid, check_at)
-            e = self._exchange(eid)
-            e.blocked_s += _now() - waited_from
+            check_at = self._wait_room(eid, e.npush, deadline, check_at)
+            e = self._exchange(eid)     # a signal handler or the hook may have run
 
     def send_many(self, object eid_obj, messages, timeout=None):
         """Send every message of an iterable on exchange eid, in order.
@@ -297,33 +299,24 @@ cdef class Engine(_Binder):
 
     cdef int _receive_msg(self, zmq_msg_t *msg, double deadline) except -2:
         """Wait for a message on any queue; its queue id, or 0 on timeout."""
-        cdef int qid
-        cdef bint listeners = self.nitems > self.ninputs
-        if listeners:
-            self.recvs += 1
-            if self.recvs >= SERVICE_EVERY or _now() - self.serviced_at > SERVICE_AFTER:
-                self._service()
-        qid = self._try_receive(msg)
+        # The listeners are not waited on: the service thread (src/service.h)
+        # lets binders in and answers their syncs whatever this thread does,
+        # so a receive waits on the queue sockets alone, and on one of them
+        # blocks in the socket itself.
+        cdef int qid = self._try_receive(msg)
         if qid or deadline == 0.0:
             return qid
         if self.ninputs == 0:
             return self._wait_unbound(deadline)
-        if self.ninputs == 1 and not listeners:
+        if self.ninputs == 1:
             return self._wait_one(msg, deadline)
-        cdef int i, rc
-        cdef bint serve
+        cdef int rc
         cdef double check_at = self._follow_from()
         while True:
             # every socket was just tried, so its pending commands were
             # processed: its fd turns readable only when something new comes
-            rc = self._wait(NULL, FDS_ALL, _earlier(deadline, check_at), 0)
+            rc = self._wait(NULL, FDS_INPUTS, _earlier(deadline, check_at), 0)
             check_at = self._follow(0, check_at)
-            if listeners:
-                serve = False
-                for i in range(self.ninputs, self.nitems):
-                    serve = serve or self.fds[i].revents != 0
-                if serve:
-                    self._service()
             qid = self._try_receive(msg)
             if qid:
                 return qid
@@ -331,8 +324,10 @@ cdef class Engine(_Binder):
                 return 0
 
     cdef int _wait_one(self, zmq_msg_t *msg, double deadline) except -2:
-        """The only input socket, no listener to serve: block in zmq_msg_recv
-        itself, which wakes sooner than a poll followed by a receive."""
+        """The only input socket: block in zmq_msg_recv itself, which wakes
+        sooner than a poll followed by a receive (one poll() of its mailbox
+        and one read, where poll() on its fd and a non-blocking receive make
+        two polls and a read).  Listeners are the service thread's."""
         cdef void *s = self.items[0].socket
         cdef int rc, err, ms
         cdef double check_at = self._follow_from()
@@ -379,14 +374,17 @@ cdef class Engine(_Binder):
         block=False returns None at once when nothing is there.  copy=False
         returns a Frame (a buffer backed by libzmq's message, no copy).
         """
-        self._check()
+        _check_owned(self)
         _check_timeout(timeout)
         cdef int qid, rc
         if self.stash.n:
             return self._from_stash(copy)[1]
-        if copy and self.nitems == 1 and self.ninputs == 1:
-            # fast path: one input socket, no listener to serve; the engine's
-            # own message object is reused (zmq_msg_recv closes its old content)
+        if copy and self.ninputs == 1:
+            # fast path: one input socket (listeners are the service
+            # thread's); the engine's own message object is reused
+            # (zmq_msg_recv closes its old content)
+            if self._rwaited and block:
+                return self._receive_waited(timeout)
             rc = zmq_msg_recv(&self.rmsg, self.items[0].socket, ZMQ_DONTWAIT)
             if rc >= 0 and not zmq_msg_more(&self.rmsg):
                 self.qs[self.single_qid - 1].received += 1
@@ -400,6 +398,7 @@ cdef class Engine(_Binder):
             else:
                 # nothing there: wait in the socket itself, without trying
                 # again first (each empty try costs libzmq a syscall)
+                self._rwaited = True
                 if self._wait_one(&self.rmsg, _deadline(timeout)) == 0:
                     return self._nothing(block, timeout)
                 return _copy(&self.rmsg)
@@ -407,6 +406,22 @@ cdef class Engine(_Binder):
             m = _receive_copy(self, _deadline(timeout) if block else 0.0, &qid)
             return self._nothing(block, timeout) if m is None else m
         return self._receive_frame(timeout, block)
+
+    cdef object _receive_waited(self, object timeout):
+        """receive()'s fast path after a call that had to wait: the next one
+        most likely waits too (a request and its answer, a slow producer),
+        so block in the socket at once.  A message already there comes out
+        of the blocking call as fast (the GIL released and taken back aside),
+        and the non-blocking try this skips costs an empty poll() of the
+        socket's mailbox (and libzmq's getpid() check) on every wait.  A
+        call that did not wait (back within RECV_WAITED_S) returns to
+        trying first, which keeps the GIL for a stream of ready messages."""
+        cdef double deadline = _deadline(timeout)
+        cdef double start = _now()
+        if self._wait_one(&self.rmsg, deadline) == 0:
+            return self._nothing(True, timeout)
+        self._rwaited = _now() - start >= RECV_WAITED_S
+        return _copy(&self.rmsg)
 
     cdef object _nothing(self, bint block, object timeout):
         if not block:
@@ -486,9 +501,9 @@ cdef inline object _send(Engine self, object eid, object msg, object timeout, bi
     """Engine.send, as a C function: send_many calls it, whatever a subclass
     made of send (asyncio's is a coroutine).  (A function, not a method:
     methods are called through the vtable and are never inlined.)"""
-    self._check()
+    _check_owned(self)
     _check_timeout(timeout)
-    cdef ExchangeSlot *e = self._exchange(_id(eid, "exchange"))
+    cdef ExchangeSlot *e = _exchange_slot(self, _id(eid, "exchange"))
     cdef const char *data
     cdef Py_ssize_t size
     cdef int rc, binders

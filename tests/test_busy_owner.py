@@ -1,6 +1,8 @@
 """A remote bind() completes while the exchange's owner makes no pyzmq call
 at all: it sleeps, computes in pure Python, or awaits asyncio.sleep (issue
-12, item 3).  The owner's service thread (src/service.h) answers binders.
+12, item 3), or while it is blocked in receive() on its one queue, where
+it waits in that socket alone (issue 17).  The owner's service thread
+(src/service.h) answers binders.
 
 Each owner is a real process with a global exchange 'slow', registered in a
 real zmq_server; it goes busy for BUSY seconds right after READY, then sends
@@ -25,10 +27,19 @@ import sys, time, pyzmq
 mode = sys.argv[2]
 with pyzmq.ZMQ(sys.argv[1]) as z:
     eid = z.create_exchange("slow", pyzmq.SCOPE_GLOBAL, "127.0.0.1:0")
+    if mode == "receive":       # one local queue, so receive() has one socket
+        z.create_exchange("own")
+        z.create_queue("mine")
+        z.bind("own", "mine")
     print("READY", flush=True)
     end = time.monotonic() + float(sys.argv[3])
     if mode == "sleep":
         time.sleep(float(sys.argv[3]))
+    elif mode == "receive":     # blocked in receive() on its one queue socket
+        try:
+            z.receive(timeout=float(sys.argv[3]))
+        except pyzmq.Timeout:
+            pass
     else:                       # compute: a pure-Python loop, no pyzmq call
         n = 0
         while time.monotonic() < end:
@@ -55,7 +66,7 @@ asyncio.run(main())
 """
 
 
-@pytest.mark.parametrize("mode", ["sleep", "compute", "asyncio"])
+@pytest.mark.parametrize("mode", ["sleep", "compute", "receive", "asyncio"])
 def test_bind_completes_while_the_owner_is_busy(directory, mode):
     code = ASYNC_OWNER if mode == "asyncio" else SYNC_OWNER
     with Peer(code, directory, mode, BUSY, COUNT) as owner:

@@ -151,6 +151,31 @@ def test_send_and_receive_on_the_fast_paths(engine):
     assert isinstance(frame, _zmq.Frame) and bytes(frame) == b"view" and frame.queue_id == qid
 
 
+def test_receive_on_one_socket_after_a_wait(engine):
+    """With a listener beside it (the service thread's), a queue's one
+    socket is received on through the fast path; a call after one that
+    waited blocks in the socket at once: it still takes what is already
+    there, in order, and honours its timeout and block=False."""
+    eid, qid = local_pair(engine)
+    engine._exchange_listen(engine._new_exchange(), "tcp://127.0.0.1:0")
+    t0 = time.monotonic()
+    with pytest.raises(pyzmq.Timeout):
+        engine.receive(timeout=0.1)     # waited
+    assert time.monotonic() - t0 >= 0.09
+    for i in range(5):
+        engine.send(eid, b"%d" % i)
+    assert [engine.receive(timeout=1) for _ in range(5)] == [b"%d" % i for i in range(5)]
+    t0 = time.monotonic()
+    with pytest.raises(pyzmq.Timeout):
+        engine.receive(timeout=0.1)
+    assert time.monotonic() - t0 >= 0.09
+    assert engine.receive(block=False) is None
+    engine.send(eid, b"late")
+    assert engine.receive() == b"late"
+    engine.send(eid, b"x")
+    assert engine.receive2(timeout=0) == (qid, b"x")
+
+
 def test_batch_forms(engine):
     eid, _ = local_pair(engine)
     assert engine.send_many(eid, (b"m%d" % i for i in range(500))) == 500

@@ -27,6 +27,34 @@ assert zmq.receive(timeout=1) == b"again"
 print("USABLE", flush=True)
 """
 
+# An owner with a listener (a global exchange's XPUB, set up without a
+# directory) blocks in receive() on its one queue socket alone, the second
+# time at once (its last call waited): Ctrl-C still interrupts it
+BLOCKED_IN_RECEIVE_WITH_LISTENER = """
+import time, pyzmq
+zmq = pyzmq.ZMQ()
+eid = zmq.create_exchange("E")
+zmq.create_queue("Q")
+zmq.bind("E", "Q")
+zmq._exchange_listen(zmq.create_exchange("G"), "tcp://127.0.0.1:*")
+try:
+    zmq.receive(timeout=0.1)
+except pyzmq.Timeout:
+    print("TIMED OUT", flush=True)
+print("WAITING", flush=True)
+t = time.monotonic()
+try:
+    zmq.receive()
+except KeyboardInterrupt:
+    print("INTERRUPTED %.3f" % (time.monotonic() - t), flush=True)
+zmq.send(eid, b"a")
+zmq.send(eid, b"b")
+assert zmq.receive(timeout=1) == b"a"
+assert zmq.receive(timeout=1) == b"b"
+assert zmq.receive(block=False) is None
+print("USABLE", flush=True)
+"""
+
 BLOCKED_IN_SEND = """
 import time, pyzmq
 zmq = pyzmq.ZMQ(hwm=5)
@@ -59,6 +87,16 @@ def _interrupt(code):
 
 def test_sigint_interrupts_receive_within_a_second():
     with Peer(BLOCKED_IN_RECEIVE) as p:
+        p.expect("WAITING")
+        time.sleep(0.3)
+        assert p.interrupt() < 1.0
+        p.expect("USABLE")
+        assert p.wait() == 0
+
+
+def test_sigint_interrupts_receive_of_an_owner_with_a_listener():
+    with Peer(BLOCKED_IN_RECEIVE_WITH_LISTENER) as p:
+        p.expect("TIMED OUT")
         p.expect("WAITING")
         time.sleep(0.3)
         assert p.interrupt() < 1.0

@@ -34,6 +34,9 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 BIN_DIR = HERE / "bin"
 TOOLS = ("local_lat", "remote_lat", "local_thr", "remote_thr")
+# the diagnostic programs: percall (perf/percall.py's C side) and wiring_lat
+# (pyzmq-wiring's latency path in C); built with build(tools=EXTRA_TOOLS)
+EXTRA_TOOLS = ("percall", "wiring_lat")
 COMMON_HEADER = HERE / "perf.h"
 CFLAGS = ["-O2", "-Wall", "-Wextra"]
 
@@ -50,9 +53,9 @@ class LibzmqNotFound(BuildError):
     """The libzmq development files (zmq.h, libzmq.so) are missing."""
 
 
-def tool_paths() -> dict[str, Path]:
+def tool_paths(tools=TOOLS) -> dict[str, Path]:
     """Where the binaries are (or will be), whether or not they exist."""
-    return {name: BIN_DIR / name for name in TOOLS}
+    return {name: BIN_DIR / name for name in tools}
 
 
 def _compiler() -> list[str]:
@@ -121,13 +124,14 @@ def _compile(cc: list[str], cflags: list[str], libs: list[str],
         tmp.unlink(missing_ok=True)
 
 
-def build(force: bool = False) -> dict[str, str]:
-    """Compile the four tools as needed; return {name: absolute path}.
+def build(force: bool = False, tools=TOOLS) -> dict[str, str]:
+    """Compile the four tools (or `tools`, e.g. EXTRA_TOOLS) as needed;
+    return {name: absolute path}.
 
     Raises CompilerNotFound or LibzmqNotFound (both BuildError) when the
     machine cannot build them, BuildError for any other compile failure.
     """
-    paths = tool_paths()
+    paths = tool_paths(tools)
     stale = [
         name for name, binary in paths.items()
         if force or _is_stale(binary, [HERE / f"{name}.c", COMMON_HEADER])
@@ -148,6 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         built = build(force=bool(args))
+        built.update(build(force=bool(args), tools=EXTRA_TOOLS))
     except BuildError as exc:
         print(f"build.py: {exc}", file=sys.stderr)
         return 1

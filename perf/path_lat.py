@@ -1,0 +1,208 @@
+"""Where the latency goes: pyzmq-wiring's path in C beside C's REQ/REP and
+pyzmq-wiring itself, alternating, medians.
+
+    python perf/path_lat.py                       # 8 repetitions, 1 B, 5,000 round trips
+    python perf/path_lat.py --old ../oldbuild     # also another checkout's pyzmq-wiring
+    python perf/path_lat.py --busy-core --reps 10 --sizes 1 256
+
+Shapes (one pair of processes each, over loopback TCP):
+
+    c-reqrep     perf/c/bin/local_lat and remote_lat: REP/REQ, the reference
+    c-poll       perf/c/bin/wiring_lat: PUSH->PULL, XPUB->SUB back, the owner
+                 in poll() on its PULL's and its XPUB's signalling fds (what
+                 the extension did before issue 17)
+    c-block      the same path, the owner blocking in zmq_msg_recv on its
+                 PULL alone after one non-blocking try (what it does now)
+    c-direct     the same path, both sides blocking in zmq_msg_recv at once
+    wiring       perf/local_lat.py and remote_lat.py of this checkout,
+                 through a zmq_server this script starts
+    wiring-old   the same from --old DIR (built in place)
+
+Every repetition runs every shape once, in turn (the order rotates by one
+each repetition), so a drift of the machine hits all alike.  Prints the
+median one-way latency of each shape, its min-max, its ratio to
+c-reqrep's median, and the median of its ratios to c-reqrep within each
+repetition (steadier on a loaded machine: neighbours in time see alike
+load).
+
+--callgrind counts instructions per round trip on each side instead
+(valgrind; user space only, so not the syscalls' kernel time), from the
+difference of runs of N and 3N round trips: repeatable under any load.
+"""
+
+import argparse
+import os
+import re
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+PERF = Path(__file__).resolve().parent
+ROOT = PERF.parent
+sys.path.insert(0, str(PERF))
+sys.path.insert(0, str(ROOT))
+
+from bench import Commands, Plan, free_port, run_pair        # noqa: E402
+from benchlib import Spinners, cpu_model, load_c_build        # noqa: E402
+
+SHAPES = ("c-reqrep", "c-poll", "c-block", "c-direct", "wiring", "wiring-old")
+
+
+def c_build():
+    mod = load_c_build()
+    tools = mod.build()
+    tools.update(mod.build(tools=mod.EXTRA_TOOLS))
+    return tools
+
+
+def plan(shape, size, count, tools, directory, old):
+    n = [str(size), str(count)]
+    if shape == "c-reqrep":
+        ep = f"tcp://127.0.0.1:{free_port()}"
+        return Plan("lat", size, "c", count, [tools["local_lat"], ep, *n],
+                    [tools["remote_lat"], ep, *n])
+    if shape.startswith("c-"):
+        a, b = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
+        local_mode, remote_mode = {"c-poll": ("poll", "block"), "c-block": ("block", "block"),
+                                   "c-direct": ("direct", "direct")}[shape]
+        return Plan("lat", size, "c", count, [tools["wiring_lat"], "local", a, b, *n, local_mode],
+                    [tools["wiring_lat"], "remote", a, b, *n, remote_mode])
+    tree = Path(old) if shape == "wiring-old" else ROOT
+    py = [sys.executable, "-X", "faulthandler"]
+    return Plan("lat", size, "wiring", count,
+                [*py, str(tree / "perf" / "local_lat.py"), directory, "127.0.0.1", "127.0.0.1", *n],
+                [*py, str(tree / "perf" / "remote_lat.py"), directory, *n])
+
+
+COLLECTED = re.compile(r"Collected\s*:\s*(\d+)")
+
+
+def _callgrind_pair(p):
+    """Both sides of plan p under callgrind: (local, remote) instructions."""
+    procs = []
+    for side, cmd in (("local", p.local), ("remote", p.remote)):
+        procs.append(subprocess.Popen(
+            ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", *cmd],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+            env=dict(os.environ, PYTHONHASHSEED="0")))
+        if side == "local":
+            time.sleep(2.0 if p.impl == "wiring" else 0.3)   # let it bind first
+    counts = []
+    for proc in procs:
+        _, err = proc.communicate(timeout=600)
+        m = COLLECTED.search(err)
+        if proc.returncode != 0 or not m:
+            sys.exit(f"path_lat: a side failed under valgrind: {err[-500:]}")
+        counts.append(int(m.group(1)))
+    return counts
+
+
+def callgrind(a, shapes, tools, directory):
+    """Instructions per round trip on each side (every thread of each
+    process, user space only: what the kernel does for the syscalls is not
+    counted), from the difference of runs of a.count and 3 * a.count."""
+    n1, n2 = a.count, 3 * a.count
+    print(f"path_lat --callgrind: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
+          f"{cpu_model()}, instructions per round trip (runs of {n1} and {n2})")
+    commands = Commands(sys.executable, tools, directory, 256)
+    for size in a.sizes:
+        for shape in shapes:
+            got = []
+            for n in (n1, n2):
+                if shape.startswith("wiring"):
+                    commands.names_gone("lat")
+                p = plan(shape, size, n, tools, directory, a.old)
+                if p.impl == "wiring":
+                    p.local.append("-q")
+                    p.remote.append("-q")
+                got.append(_callgrind_pair(p))
+            per = [(b - c) / (n2 - n1) for b, c in zip(got[1], got[0])]
+            print(f"  {size:6d} B  {shape:11s} local {per[0]:7.0f}  remote {per[1]:7.0f}  "
+                  f"both {per[0] + per[1]:7.0f}")
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--reps", type=int, default=8)
+    ap.add_argument("--count", type=int, default=5000, help="round trips per measurement")
+    ap.add_argument("--sizes", type=int, nargs="+", default=[1])
+    ap.add_argument("--shapes", nargs="+", choices=SHAPES, help="default: all (wiring-old with --old)")
+    ap.add_argument("--old", help="another checkout (built in place) for the wiring-old shape")
+    ap.add_argument("--busy-core", type=int, nargs="?", const=1, default=0,
+                    help="keep N spinners (nice 19) running, as bench.py --busy-core")
+    ap.add_argument("--timeout", type=float, default=60.0)
+    ap.add_argument("--callgrind", action="store_true",
+                    help="instructions per round trip under valgrind instead of times "
+                         "(--count round trips, default 1000 here)")
+    a = ap.parse_args(argv)
+    shapes = a.shapes or [s for s in SHAPES if s != "wiring-old" or a.old]
+    if "wiring-old" in shapes and not a.old:
+        ap.error("wiring-old needs --old DIR")
+    tools = c_build()
+    if a.callgrind:
+        if a.count == 5000:
+            a.count = 1000
+        from pyzmq.testing import ServerProcess
+        server = ServerProcess(host="127.0.0.1", port=0).start()
+        try:
+            callgrind(a, shapes, tools, server.address)
+        finally:
+            server.stop()
+        return
+    server = spinners = None
+    results = {(s, z): [] for s in shapes for z in a.sizes}
+    paired = {}         # (rep, size) -> {shape: value}: the ratios within a repetition
+    load0 = os.getloadavg()
+    try:
+        if any(s.startswith("wiring") for s in shapes):
+            from pyzmq.testing import ServerProcess
+            server = ServerProcess(host="127.0.0.1", port=0).start()
+        commands = Commands(sys.executable, tools, server.address if server else None, 256)
+        if a.busy_core:
+            spinners = Spinners(a.busy_core, sys.executable)
+            spinners.run(True)
+        for rep in range(a.reps):
+            order = shapes[rep % len(shapes):] + shapes[:rep % len(shapes)]
+            for size in a.sizes:
+                for shape in order:
+                    if shape.startswith("wiring"):
+                        commands.names_gone("lat")
+                    res = run_pair(plan(shape, size, a.count, tools,
+                                        server.address if server else None, a.old), a.timeout)
+                    if res.status == "ok":
+                        results[(shape, size)].append(res.value)
+                        paired.setdefault((rep, size), {})[shape] = res.value
+                    else:
+                        print(f"  rep {rep + 1} {shape} {size} B: {res.status}: {res.error[:300]}",
+                              file=sys.stderr)
+            print(f"path_lat: rep {rep + 1}/{a.reps} done", file=sys.stderr)
+    finally:
+        if spinners:
+            spinners.stop()
+        if server:
+            server.stop()
+    load1 = os.getloadavg()
+    print(f"path_lat: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {cpu_model()}, "
+          f"{os.cpu_count()} cores, load {load0[0]:.2f} -> {load1[0]:.2f}, {a.reps} reps of "
+          f"{a.count} round trips, busy-core {a.busy_core}; one-way latency, medians")
+    for size in a.sizes:
+        ref = results.get(("c-reqrep", size))
+        ref_med = statistics.median(ref) if ref else None
+        for shape in shapes:
+            v = results[(shape, size)]
+            if not v:
+                print(f"  {size:6d} B  {shape:11s}  (no result)")
+                continue
+            med = statistics.median(v)
+            ratio = f"  {med / ref_med:.3f}x" if ref_med else ""
+            pairs = [r[shape] / r["c-reqrep"] for (_, z), r in paired.items()
+                     if z == size and shape in r and "c-reqrep" in r]
+            within = f"  per-rep ratio median {statistics.median(pairs):.3f}x" if pairs else ""
+            print(f"  {size:6d} B  {shape:11s} {med:8.2f} us{ratio}   min-max {min(v):.2f}-{max(v):.2f}"
+                  f"{within}  (n={len(v)})")
+
+
+if __name__ == "__main__":
+    main()
