@@ -1009,23 +1009,10 @@ class DirectoryClient(DirectoryBackend):
         """Lock held, from a thread other than the keeper: read every reply
         there is (libzmq's fd signals only new activity, so each turn with
         the socket reads it empty), then wake the keeper if that left it
-        work (a request to send again, a lost name to report).
-
-        The monitor is read first, as the keeper does: a reply that came on a
-        new connection is taken only once the old connection's DISCONNECTED
-        has moved the calls in flight back to the queue (and set the hold),
-        so its early answer is dropped by its id."""
-        self._read_monitor(zmq)
+        work (a request to send again, a lost name to report)."""
         self._receive(zmq)
         if self._queue or self._lost_news:
             self._wakeup()
-
-    def _read_monitor(self, zmq):
-        """Lock held: handle the monitor's events, if any (it too is used
-        raw, under the lock, by whichever thread holds it)."""
-        monitor, base, events, pollin = self._monitor, self._raw[1], self._raw[2], self._raw[3]
-        if base.get(monitor, events) & pollin:
-            self._monitor_events(zmq)
 
     def _send_message(self, header, body):
         """Lock held: send one request without waiting (zmq.Again when the
@@ -1225,7 +1212,8 @@ class DirectoryClient(DirectoryBackend):
         with self._lock:
             if self._closed:
                 return False
-            self._read_monitor(zmq)
+            if self._monitor in events:
+                self._monitor_events(zmq)
             # (the socket is used raw, so every turn with it reads it empty:
             # its fd signals only what comes after)
             self._receive(zmq)
@@ -1487,7 +1475,7 @@ def _keep_alive(ref, stop):
     sock, monitor, wake, wake_w = client._sock, client._monitor, client._wake_r, client._wake_w
     poller = zmq.Poller()
     poller.register(client._sock_fd, zmq.POLLIN)
-    poller.register(monitor.FD, zmq.POLLIN)     # (raw, as the DEALER's: _read_monitor)
+    poller.register(monitor, zmq.POLLIN)
     poller.register(wake, zmq.POLLIN)
     del client
     try:
