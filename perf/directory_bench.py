@@ -33,6 +33,8 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if "--root" in sys.argv[:-1]:
+    ROOT = os.path.abspath(sys.argv[sys.argv.index("--root") + 1])
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
@@ -71,9 +73,27 @@ def main(argv=None):
     parser.add_argument("--procs", type=int, default=5, help="processes they run in (default 5)")
     parser.add_argument("--seconds", type=float, default=5.0, help="seconds per --scale load run (default 5)")
     parser.add_argument("--names", type=int, default=100_000, help="names registered for --scale (default 100,000)")
+    parser.add_argument("--clients", type=int, default=10_000,
+                        help="connected clients for --scale (default 10,000; 0: skip)")
+    parser.add_argument("--client-names", type=int, default=10, help="names each of them holds (default 10)")
+    parser.add_argument("--client-procs", type=int, default=8, help="processes they run in (default 8)")
+    parser.add_argument("--instances", type=int, default=2000,
+                        help="pyzmq.ZMQ instances for the end-to-end run of --scale (default 2,000; 0: skip)")
+    parser.add_argument("--instance-procs", type=int, default=8, help="processes they run in (default 8)")
+    parser.add_argument("--only", choices=["lookup", "clients", "e2e"],
+                        help="with --scale: run only this part (and skip the plain-vs-CURVE rows)")
+    parser.add_argument("--root", metavar="DIR",
+                        help="import pyzmq (client and server) from this checkout instead of this "
+                             "script's, e.g. an older build to compare with")
     args = parser.parse_args(argv)
     if args.connects < 1 or args.lookups < 1:
         parser.error("--connects and --lookups must be at least 1")
+    if args.only and not args.scale:
+        parser.error("--only needs --scale")
+    soft, hard = _raise_fd_limit()
+    print(f"open files: soft limit raised to {soft:,} (hard {hard:,}) for this script and its children")
+    if args.only:
+        return scale_parts(args)
 
     server_public, server_secret = pyzmq.curve_keypair()
     client_public, client_secret = pyzmq.curve_keypair()
@@ -101,25 +121,119 @@ def main(argv=None):
     (pm, pp, pr), (cm, cp, cr) = rows["plain"], rows["curve"]
     print(f"{'ratio':8}{cm / pm:>15.2f}x{cp / pp:>13.2f}x{cr / pr:>11.2f}x   (CURVE / plain)")
     if args.scale:
-        scale(args)
+        scale_parts(args)
     return 0
 
 
-def _load(address, threads, seconds, raw, out):
-    """In a child process: ``threads`` clients doing LOOKUPs one at a time."""
+def scale_parts(args):
+    machine(args)
+    if args.only in (None, "lookup"):
+        scale(args)
+    if args.only in (None, "clients") and args.clients:
+        many_clients(args)
+    if args.only in (None, "e2e") and args.instances:
+        end_to_end(args)
+    return 0
+
+
+def machine(args):
+    model = "?"
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "?")
+    except OSError:
+        pass
+    print(f"pyzmq from {os.path.dirname(os.path.dirname(os.path.abspath(pyzmq.__file__)))}; "
+          f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; {os.cpu_count()} cores ({model}); "
+          f"load average {os.getloadavg()[0]:.1f}")
+
+
+def _raise_fd_limit():
+    """Lift this process's soft open-files limit to its hard limit (allowed
+    without privileges; zmq_server's own way); children inherit it.
+    Returns (soft, hard)."""
+    import resource
+    from pyzmq.server import _raise_fd_limit as raise_limit
+    raise_limit()
+    return resource.getrlimit(resource.RLIMIT_NOFILE)
+
+
+def _cpu_seconds(pid):
+    """User + system CPU seconds of process ``pid`` so far (Linux /proc)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _thread_cpu(pid):
+    """{thread name: CPU seconds} of process ``pid``'s threads (Linux /proc)."""
+    got = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/comm") as f:
+                name = f.read().strip()
+            got[name] = got.get(name, 0.0) + _cpu_seconds(f"{pid}/task/{tid}")
+        except OSError:
+            pass
+    return got
+
+
+def _percentiles(lat):
+    lat.sort()
+    return lat[len(lat) // 2], lat[min(len(lat) - 1, int(len(lat) * 0.99))]
+
+
+def _load(address, threads, seconds, mode, out, go):
+    """In a child process: ``threads`` clients doing LOOKUPs one at a time:
+    mode "raw" (plain pyzmq DEALERs, a thread each), "client" (a
+    DirectoryClient each, a thread each) or "poll" (``threads`` DEALERs
+    driven by one thread, each with one request in flight: the cheapest
+    load a Python process can make).  Puts (latencies, CPU seconds)."""
     import threading
     import zmq
     from pyzmq import protocol as p
+    ctx = zmq.Context()
+    body = p.encode_request(p.Lookup("bench-name"))
     lat = []
+    if mode == "poll":
+        socks = []
+        for _ in range(threads):
+            sock = ctx.socket(zmq.DEALER)
+            sock.linger = 0
+            sock.connect(f"tcp://{address}")
+            socks.append(sock)
+        poller = zmq.Poller()
+        for sock in socks:
+            poller.register(sock, zmq.POLLIN)
+        out.put("ready")
+        go.wait()
+        cpu0 = time.process_time()
+        sent = {}
+        for sock in socks:
+            sock.send_multipart([p.encode_header(0), body])
+            sent[sock] = time.perf_counter()
+        stop = time.perf_counter() + seconds
+        n = 0
+        while time.perf_counter() < stop:
+            for sock, _ in poller.poll(1000):
+                sock.recv_multipart()
+                now = time.perf_counter()
+                lat.append(now - sent[sock])
+                n += 1
+                sock.send_multipart([p.encode_header(n & 0xFFFFFFFF), body])
+                sent[sock] = time.perf_counter()
+        cpu = time.process_time() - cpu0
+        ctx.destroy(linger=0)
+        out.put((lat, cpu))
+        return
     lock = threading.Lock()
     ready = threading.Barrier(threads + 1)
 
     def run():
-        if raw:
+        if mode == "raw":
             sock = ctx.socket(zmq.DEALER)
             sock.linger = 0
             sock.connect(f"tcp://{address}")
-            body = p.encode_request(p.Lookup("bench-name"))
             n = 0
 
             def one():
@@ -131,6 +245,7 @@ def _load(address, threads, seconds, raw, out):
             client = DirectoryClient(address, timeout=10)
             one = lambda: client.lookup("bench-name")   # noqa: E731
         ready.wait()
+        ready.wait()
         mine = []
         stop = time.monotonic() + seconds
         while time.monotonic() < stop:
@@ -139,33 +254,57 @@ def _load(address, threads, seconds, raw, out):
             mine.append(time.perf_counter() - t)
         with lock:
             lat.extend(mine)
-        (sock.close() if raw else client.close())
+        (sock.close() if mode == "raw" else client.close())
 
-    ctx = zmq.Context()
     workers = [threading.Thread(target=run) for _ in range(threads)]
     for w in workers:
         w.start()
     ready.wait()
+    out.put("ready")
+    go.wait()
+    cpu0 = time.process_time()
+    ready.wait()
     for w in workers:
         w.join()
+    cpu = time.process_time() - cpu0
     ctx.destroy(linger=0)
-    out.put(lat)
+    out.put((lat, cpu))
 
 
-def _lookup_load(address, args, raw):
+def _lookup_load(server, args, mode, procs=None):
+    """LOOKUPs from ``--concurrent`` clients in ``procs`` processes for
+    ``--seconds``; returns (rate, p50, p99, server CPU us a lookup, server
+    share of a core, load CPU us a lookup)."""
     import multiprocessing as mp
-    out = mp.Queue()
-    per = [args.concurrent // args.procs + (1 if i < args.concurrent % args.procs else 0) for i in range(args.procs)]
-    procs = [mp.Process(target=_load, args=(address, n, args.seconds, raw, out)) for n in per if n]
-    for proc in procs:
-        proc.start()
-    lat = []
-    for _ in procs:
-        lat.extend(out.get())
-    for proc in procs:
-        proc.join()
-    lat.sort()
-    return len(lat) / args.seconds, lat[len(lat) // 2], lat[min(len(lat) - 1, int(len(lat) * 0.99))]
+    procs = procs or args.procs
+    out, go = mp.Queue(), mp.Event()
+    per = [args.concurrent // procs + (1 if i < args.concurrent % procs else 0) for i in range(procs)]
+    children = [mp.Process(target=_load, args=(server.address, n, args.seconds, mode, out, go)) for n in per if n]
+    for child in children:
+        child.start()
+    for _ in children:
+        out.get()           # each is connected and waits for the start
+    cpu0 = _cpu_seconds(server.pid)
+    started = time.perf_counter()
+    go.set()
+    lat, load_cpu = [], 0.0
+    for _ in children:
+        got, cpu = out.get()
+        lat.extend(got)
+        load_cpu += cpu
+    wall = time.perf_counter() - started
+    server_cpu = _cpu_seconds(server.pid) - cpu0
+    for child in children:
+        child.join()
+    n = max(1, len(lat))
+    p50, p99 = _percentiles(lat)
+    return (len(lat) / args.seconds, p50, p99, server_cpu / n * 1e6, server_cpu / wall, load_cpu / n * 1e6)
+
+
+def _lookup_row(what, figures):
+    rate, p50, p99, scpu, share, ccpu = figures
+    print(f"LOOKUP, {what}: {rate:,.0f}/s, p50 {p50 * 1e3:.2f} ms, p99 {p99 * 1e3:.2f} ms "
+          f"(server {scpu:.1f} us CPU a lookup, {share * 100:.0f}% of a core; load {ccpu:.0f} us CPU a lookup)")
 
 
 def _register_many(address, count, prefix):
@@ -200,17 +339,279 @@ def _register_many(address, count, prefix):
     return count / (time.perf_counter() - started)
 
 
+def _register_clients(address, clients, names, prefix, out, go):
+    """In a child: ``clients`` DirectoryClients in a thread each, each
+    registering ``names`` names one after another (the way instances do)."""
+    import threading
+    ready = threading.Barrier(clients + 1)
+    done = threading.Barrier(clients + 1)
+    held = []
+
+    def run(i):
+        client = DirectoryClient(address, timeout=30)
+        held.append(client)
+        ready.wait()
+        ready.wait()
+        for j in range(names):
+            client.register("Q", f"{prefix}{i}.{j}", "127.0.0.1:5555")
+        done.wait()
+
+    workers = [threading.Thread(target=run, args=(i,)) for i in range(clients)]
+    for w in workers:
+        w.start()
+    ready.wait()
+    out.put("ready")
+    go.wait()
+    ready.wait()
+    done.wait()
+    out.put("done")
+    for w in workers:
+        w.join()
+    for client in held:
+        client.close()
+
+
+def _register_through_clients(server, args):
+    import multiprocessing as mp
+    out, go = mp.Queue(), mp.Event()
+    per_proc = [args.concurrent // args.procs + (1 if i < args.concurrent % args.procs else 0)
+                for i in range(args.procs)]
+    names = max(1, args.names // (5 * args.concurrent))
+    children = [mp.Process(target=_register_clients, args=(server.address, n, names, f"reg.{k}.", out, go))
+                for k, n in enumerate(per_proc) if n]
+    for child in children:
+        child.start()
+    for _ in children:
+        out.get()
+    started = time.perf_counter()
+    go.set()
+    for _ in children:
+        out.get()
+    elapsed = time.perf_counter() - started
+    for child in children:
+        child.join()
+    total = names * args.concurrent
+    print(f"REGISTER, {args.concurrent} DirectoryClients in {args.procs} processes, {names} names each, "
+          f"one at a time: {total / elapsed:,.0f} names/s")
+
+
+def _hold_clients(address, count, names, prefix, out, go, release):
+    """In a child: ``count`` plain DEALERs, each with a lease of 600 s and
+    ``names`` names (pipelined per socket; connected in waves of 100, so
+    that at most 100 connections of the process are in their handshake), registered once ``go`` is
+    set; holds them until ``release``."""
+    import zmq
+    from pyzmq import protocol as p
+    _raise_fd_limit()
+    ctx = zmq.Context()
+    ctx.set(zmq.MAX_SOCKETS, count + 64)
+    socks, leases = [], []
+    resent = 0
+    try:
+        started = time.perf_counter()
+        for wave in range(0, count, 100):
+            fresh = []
+            for _ in range(min(100, count - wave)):
+                sock = ctx.socket(zmq.DEALER)
+                sock.linger = 0
+                sock.connect(f"tcp://{address}")
+                sock.send_multipart([p.encode_header(0), p.encode_request(p.Lease(600_000, "bench", 0, "bench"))])
+                fresh.append(sock)
+            for sock in fresh:
+                tries = 1
+                while not sock.poll(10_000):
+                    # a LEASE written on a connection the server then dropped
+                    # (its handshake took longer than 5 s) is lost: ask again
+                    if tries == 6:
+                        raise RuntimeError("no LEASE answer within 60 s")
+                    tries += 1
+                    resent += 1
+                    sock.send_multipart([p.encode_header(tries), p.encode_request(
+                        p.Lease(600_000, "bench", 0, "bench"))])
+                reply = p.decode_reply(sock.recv_multipart()[1])
+                if not isinstance(reply, p.Granted):
+                    raise RuntimeError(f"LEASE refused: {reply}")
+                leases.append(reply.lease)
+            socks.extend(fresh)
+        leased = time.perf_counter() - started
+        out.put(("leased", (leased, resent)))
+        go.wait()
+        started = time.perf_counter()
+        for i, sock in enumerate(socks):
+            for j in range(names):
+                sock.send_multipart([p.encode_header(j + 1), p.encode_request(
+                    p.Register(leases[i], "Q", f"{prefix}{i}.{j}", "127.0.0.1:5555"))])
+        for sock in socks:
+            for _ in range(names):
+                if not sock.poll(60_000):
+                    raise RuntimeError("no REGISTER answer within 60 s")
+                reply = p.decode_reply(sock.recv_multipart()[1])
+                if not isinstance(reply, p.Ok):
+                    raise RuntimeError(f"REGISTER refused: {reply}")
+        out.put(("registered", time.perf_counter() - started))
+        release.wait()
+    except Exception as exc:
+        out.put(("failed", f"{type(exc).__name__}: {exc}"))
+    finally:
+        ctx.destroy(linger=0)
+
+
+def _collect(out, count, what):
+    """``count`` answers of kind ``what`` from children: their figures."""
+    got = []
+    for _ in range(count):
+        kind, value = out.get(timeout=600)
+        if kind == "failed":
+            raise SystemExit(f"directory_bench: a client process failed: {value}")
+        assert kind == what, (kind, what)
+        got.append(value)
+    return got
+
+
+def many_clients(args):
+    """``--clients`` connected clients holding ``--client-names`` names each."""
+    import multiprocessing as mp
+    total = args.clients * args.client_names
+    print(f"\n{args.clients:,} connected clients (plain DEALERs in {args.client_procs} processes, a lease each), "
+          f"{args.client_names} names each (load average {os.getloadavg()[0]:.1f})")
+    # (all of them come from 127.0.0.1: the per-source caps are lifted for them)
+    caps = ["--max-per-source", str(args.clients + 100), "--max-handshaking", str(args.clients + 100)]
+    print(f"server: zmq_server --max-ttl 600 {' '.join(caps)} --max-records {total + 1000}")
+    with ServerProcess(quiet=False, extra_args=["--max-ttl", "600", "--max-records", str(total + 1000),
+                                                 "--log-rate", "5"] + caps) as server:
+        rss0 = server.rss_kib()
+        out, go, release = mp.Queue(), mp.Event(), mp.Event()
+        per = [args.clients // args.client_procs + (1 if i < args.clients % args.client_procs else 0)
+               for i in range(args.client_procs)]
+        children = [mp.Process(target=_hold_clients, args=(server.address, n, args.client_names, f"c{k}.", out, go,
+                                                                release))
+                    for k, n in enumerate(per) if n]
+        started = time.perf_counter()
+        for child in children:
+            child.start()
+        try:
+            try:
+                resent = sum(r for _, r in _collect(out, len(children), "leased"))
+            except SystemExit:
+                print("\n".join(server.logs()[-10:]), file=sys.stderr)
+                raise
+            leased = time.perf_counter() - started
+            time.sleep(0.5)
+            rss1 = server.rss_kib()
+            print(f"connect and LEASE: {args.clients:,} clients in {leased:.1f} s ({resent} LEASEs sent again after "
+                  f"10 s without an answer); server RSS {rss0:,} KiB before, "
+                  f"{rss1:,} KiB with them: {(rss1 - rss0) * 1024 / args.clients:,.0f} bytes a client")
+            started = time.perf_counter()
+            go.set()
+            _collect(out, len(children), "registered")
+            elapsed = time.perf_counter() - started
+            time.sleep(0.5)
+            rss2 = server.rss_kib()
+            print(f"REGISTER, {total:,} names over the {args.clients:,} connections (pipelined per connection): "
+                  f"{elapsed:.1f} s, {total / elapsed:,.0f} names/s")
+            print(f"server RSS with {args.clients:,} clients and {total:,} names: {rss2:,} KiB; "
+                  f"{(rss2 - rss1) * 1024 / total:,.0f} bytes a name")
+            cpu0, threads0 = _cpu_seconds(server.pid), _thread_cpu(server.pid)
+            time.sleep(2.0)
+            threads1 = _thread_cpu(server.pid)
+            split = ", ".join(f"{name} {(threads1[name] - threads0.get(name, 0)) / 2.0 * 100:.0f}%"
+                              for name in sorted(threads1))
+            print(f"server CPU while they sit idle (ZMTP heartbeats, the lease sweep): "
+                  f"{(_cpu_seconds(server.pid) - cpu0) / 2.0 * 100:.0f}% of a core ({split})")
+            with DirectoryClient(server.address, timeout=10) as owner:
+                owner.register("Q", "bench-name", "127.0.0.1:5555")
+                _lookup_row(f"{args.concurrent} plain DEALERs from one thread, with the {args.clients:,} "
+                            "clients connected", _lookup_load(server, args, "poll", procs=1))
+        finally:
+            go.set()
+            release.set()
+            for child in children:
+                child.join(30)
+                if child.is_alive():
+                    child.kill()
+
+
+def _instances(address, count, prefix, out, go, receive_timeout):
+    """In a child: ``count`` pyzmq.ZMQ instances, each registering one global
+    queue; then one message is read from each (the binder sends it)."""
+    _raise_fd_limit()
+    zs = []
+    try:
+        out.put(("ready", None))
+        go.wait()
+        started = time.perf_counter()
+        for i in range(count):
+            z = pyzmq.ZMQ(address, timeout=60)
+            zs.append(z)
+            z.create_queue(f"{prefix}{i}", pyzmq.SCOPE_GLOBAL, "127.0.0.1:0")
+        out.put(("registered", time.perf_counter() - started))
+        arrived = 0
+        for z in zs:
+            try:
+                if z.receive(timeout=receive_timeout) == b"through every binding":
+                    arrived += 1
+            except pyzmq.Timeout:
+                pass
+        out.put(("arrived", arrived))
+    except Exception as exc:
+        out.put(("failed", f"{type(exc).__name__}: {exc}"))
+    finally:
+        for z in zs:
+            z.close()
+
+
+def end_to_end(args):
+    """``--instances`` pyzmq.ZMQ instances in ``--instance-procs`` processes
+    register a global queue each; one binder binds one exchange to all of
+    them and sends one message, which must arrive through every binding."""
+    import multiprocessing as mp
+    n, procs = args.instances, args.instance_procs
+    print(f"\nend to end: {n:,} pyzmq.ZMQ instances in {procs} processes, one global queue each; "
+          f"one binder binds to all (load average {os.getloadavg()[0]:.1f})")
+    with ServerProcess(quiet=True, extra_args=["--max-per-source", str(n + 100)]) as server:
+        out, go = mp.Queue(), mp.Event()
+        per = [n // procs + (1 if i < n % procs else 0) for i in range(procs)]
+        children = [mp.Process(target=_instances, args=(server.address, c, f"e2e.{k}.", out, go, 60))
+                    for k, c in enumerate(per) if c]
+        for child in children:
+            child.start()
+        try:
+            _collect(out, len(children), "ready")
+            started = time.perf_counter()
+            go.set()
+            _collect(out, len(children), "registered")
+            registered = time.perf_counter() - started
+            print(f"register: all {n:,} in {registered:.2f} s ({n / registered:,.0f} instances/s)")
+            with pyzmq.ZMQ(server.address, timeout=60, linger=2) as binder:
+                eid = binder.create_exchange("E")
+                started = time.perf_counter()
+                for k, c in enumerate(per):
+                    for i in range(c):
+                        binder.bind("E", f"e2e.{k}.{i}")
+                bound = time.perf_counter() - started
+                print(f"bind: one binder to all {n:,} in {bound:.2f} s ({n / bound:,.0f} binds/s)")
+                binder.send(eid, b"through every binding", timeout=60)
+                arrived = sum(_collect(out, len(children), "arrived"))
+            print(f"messages: {arrived:,} of {n:,} arrived, one through each binding")
+        finally:
+            for child in children:
+                child.join(60)
+                if child.is_alive():
+                    child.kill()
+
+
 def scale(args):
-    print(f"\ncapacity of one plain zmq_server (load average {os.getloadavg()[0]:.1f} at start)")
+    print(f"\ncapacity of one plain zmq_server (load average {os.getloadavg()[0]:.1f} at start; "
+          f"the server is one Python process: one core at most)")
     with ServerProcess(quiet=True, extra_args=["--max-ttl", "600"]) as server:
         with DirectoryClient(server.address, timeout=10) as owner:
             owner.register("Q", "bench-name", "127.0.0.1:5555")
-            rate, p50, p99 = _lookup_load(server.address, args, raw=True)
-            print(f"LOOKUP, {args.concurrent} plain DEALERs in {args.procs} processes, one request at a time: "
-                  f"{rate:,.0f}/s, p50 {p50 * 1e3:.2f} ms, p99 {p99 * 1e3:.2f} ms")
-            rate, p50, p99 = _lookup_load(server.address, args, raw=False)
-            print(f"LOOKUP, {args.concurrent} DirectoryClients in {args.procs} processes: "
-                  f"{rate:,.0f}/s, p50 {p50 * 1e3:.2f} ms, p99 {p99 * 1e3:.2f} ms")
+            _lookup_row(f"{args.concurrent} plain DEALERs from one thread, each one request at a time",
+                        _lookup_load(server, args, "poll", procs=1))
+            _lookup_row(f"{args.concurrent} plain DEALERs in {args.procs} processes, one request at a time",
+                        _lookup_load(server, args, "raw"))
+            _lookup_row(f"{args.concurrent} DirectoryClients in {args.procs} processes",
+                        _lookup_load(server, args, "client"))
             rss0 = server.rss_kib()
             rate = _register_many(server.address, args.names, "bench.")
             time.sleep(0.5)
@@ -219,6 +620,7 @@ def scale(args):
                   f"leases: {rate:,.0f} names/s")
             print(f"server RSS: {rss0:,} KiB before, {rss1:,} KiB with {args.names:,} names more: "
                   f"{(rss1 - rss0) * 1024 / args.names:,.0f} bytes a name")
+            _register_through_clients(server, args)
 
 
 if __name__ == "__main__":

@@ -39,7 +39,7 @@ log = logging.getLogger("pyzmq.directory")
 
 _clients = weakref.WeakSet()   # every DirectoryClient of this process (to tell who holds a name)
 
-ROUND_MAX = 0.25      # the keeper looks at its clock at least this often (seconds)
+ROUND_MAX = 0.25      # the keeper looks at its clock at least this often while not idle (seconds)
 WATCH_FIRST = 1.0     # a watched name is looked up again at most this often at first,
 WATCH_MAX = 30.0      # then less often, doubling up to this while its record stays the same
 RECONNECT_IVL_MS = 200
@@ -410,13 +410,13 @@ class _Call:
     says whether it names the lease), and its outcome."""
 
     __slots__ = ("make", "needs_lease", "deadline", "done", "reply", "error", "abandoned",
-                 "on_reply", "lease", "rid", "keeper", "handle")
+                 "on_reply", "lease", "rid", "keeper", "handle", "waker")
 
-    def __init__(self, make, needs_lease, deadline, on_reply=None, keeper=False):
+    def __init__(self, make, needs_lease, deadline, on_reply=None, keeper=False, done=None):
         self.make = make
         self.needs_lease = needs_lease
         self.deadline = deadline
-        self.done = threading.Event()
+        self.done = threading.Event() if done is None else done
         self.reply = None
         self.error = None
         self.abandoned = False
@@ -425,6 +425,79 @@ class _Call:
         self.rid = None
         self.keeper = keeper        # the keeper's own (lease) call: goes first after a reconnection
         self.handle = None          # the Watch a WATCH call feeds
+        self.waker = None           # a direct call's _Waker (its thread polls it while it waits)
+
+    def complete(self):
+        """The outcome is set: wake whoever waits for it."""
+        self.done.set()
+        if self.waker is not None and self.waker.ident != threading.get_ident():
+            self.waker.wake()
+
+
+class _Flag:
+    """``done`` of a direct call: its own thread polls for it, nobody waits
+    on it (cheaper than a threading.Event)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self):
+        self.value = False
+
+    def set(self):
+        self.value = True
+
+    def is_set(self):
+        return self.value
+
+
+class _Waker:
+    """A pipe a thread polls beside the DEALER's signalling fd while it
+    waits for the reply of a request it sent itself (a direct call), so that
+    another thread that read that reply can wake it.  One per thread
+    (``_thread_waker``), made on its first direct call."""
+
+    def __init__(self):
+        self.ident = threading.get_ident()
+        self.r, self.w = os.pipe()
+        os.set_blocking(self.r, False)
+        os.set_blocking(self.w, False)
+
+    def wake(self):
+        try:
+            os.write(self.w, b"x")
+        except OSError:
+            pass    # full: it is awake already
+
+    def drain(self):
+        try:
+            while os.read(self.r, 4096):
+                pass
+        except OSError:
+            pass
+
+    def __del__(self):
+        for fd in (getattr(self, "r", None), getattr(self, "w", None)):
+            if fd is not None:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+
+
+_wakers = threading.local()
+if hasattr(os, "register_at_fork"):
+    # a forked child makes its own (the parent's pipe is the parent's)
+    os.register_at_fork(after_in_child=lambda: _wakers.__dict__.pop("waker", None))
+
+
+def _thread_waker():
+    waker = getattr(_wakers, "waker", None)
+    if waker is None:
+        waker = _wakers.waker = _Waker()
+    return waker
+
+
+_EXPECTED = {p.Lookup: p.Found, p.Ping: p.Pong, p.Lease: p.Granted, p.List: p.Listed, p.Info: p.InfoReply}
 
 
 def _local_ip(host, port):
@@ -558,6 +631,12 @@ class DirectoryClient(DirectoryBackend):
         monitor.connect(endpoint)
         monitor.linger = 0
         self._sock = sock
+        self._sock_fd = sock.FD            # its signalling fd (ZMQ_FD), which the keeper and direct calls poll
+        self._raw = (sock, zmq.backend.Socket, int(zmq.EVENTS), int(zmq.POLLIN), int(zmq.NOBLOCK),
+                     int(zmq.RCVMORE))
+        self._zmq = zmq
+        self._more = int(zmq.NOBLOCK | zmq.SNDMORE)
+        self._direct = None                # the call a thread sent itself and waits for (_send_direct)
         self._monitor = monitor
         self._wake_r, self._wake_w = socket.socketpair()   # other threads wake the keeper
         self._wake_r.setblocking(False)
@@ -780,7 +859,7 @@ class DirectoryClient(DirectoryBackend):
             self._subscriptions.clear()
         for call in calls:
             call.error = Error(f"the directory client for {self.address} is closed")
-            call.done.set()
+            call.complete()
         for handle in handles:
             handle._fail(Error(f"the watch of {handle.pattern!r} ended: the directory client for "
                                f"{self.address} is closed"))
@@ -848,10 +927,14 @@ class DirectoryClient(DirectoryBackend):
                 else:
                     on_ok()
 
-        call = _Call(make, needs_lease, deadline, on_reply=checked)
-        self._submit(call)
+        call = _Call(make, needs_lease, deadline, on_reply=checked, done=_Flag())
         try:
-            finished = call.done.wait(max(0.0, deadline - time.monotonic()))
+            if self._send_direct(call):
+                finished = self._wait_direct(call)
+            else:
+                call.done = threading.Event()
+                self._submit(call)
+                finished = call.done.wait(max(0.0, deadline - time.monotonic()))
         except BaseException:
             call.abandoned = True   # interrupted: its reply, if it comes, is dropped
             raise
@@ -863,6 +946,80 @@ class DirectoryClient(DirectoryBackend):
         if "error" in box:
             raise box["error"]
         return self._expect(make(self._lease or "0" * 32), call.reply)
+
+    def _send_direct(self, call):
+        """Send ``call`` from the calling thread itself, when the link is in
+        its steady state (connected, lease known good, nothing queued) and
+        no other thread of this client is doing the same; False to leave it
+        to the keeper.  Saves the two hand-offs between threads of the
+        keeper path (about 0.3 ms of CPU a request)."""
+        zmq = self._zmq
+        with self._lock:
+            if (self._closed or self._direct is not None or not self._connected or self._hold or self._queue
+                    or (call.needs_lease and self._lease is None)):
+                return False
+            call.lease = self._lease
+            try:
+                body = p.encode_request(call.make(call.lease))
+            except (TypeError, ValueError):
+                return False        # (the keeper's path says what is wrong)
+            rid = next(self._ids) & 0xFFFFFFFF
+            try:
+                self._send_message(p.encode_header(rid), body)
+            except zmq.Again:
+                return False
+            call.rid = rid
+            call.waker = _thread_waker()
+            self._direct = call
+            self._pending[rid] = call
+            self._read_for_others(zmq)
+        return True
+
+    def _wait_direct(self, call):
+        """Wait (within the call's deadline) for the reply of a call this
+        thread sent itself, reading the DEALER whenever its signalling fd
+        says something came; True once the call is done.  The keeper, or
+        another thread, may read that reply first: it then completes the
+        call and wakes this thread through its waker."""
+        import select
+        zmq = self._zmq
+        waker = call.waker
+        poll = select.poll()
+        poll.register(self._sock_fd, select.POLLIN)
+        poll.register(waker.r, select.POLLIN)
+        try:
+            while not call.done.is_set():
+                remaining = call.deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                for fd, _ in poll.poll(min(remaining, ROUND_MAX) * 1000):
+                    if fd == waker.r:
+                        waker.drain()
+                with self._lock:
+                    if self._closed:
+                        break
+                    self._read_for_others(zmq)
+            return call.done.is_set()
+        finally:
+            with self._lock:
+                if self._direct is call:
+                    self._direct = None
+
+    def _read_for_others(self, zmq):
+        """Lock held, from a thread other than the keeper: read every reply
+        there is (libzmq's fd signals only new activity, so each turn with
+        the socket reads it empty), then wake the keeper if that left it
+        work (a request to send again, a lost name to report)."""
+        self._receive(zmq)
+        if self._queue or self._lost_news:
+            self._wakeup()
+
+    def _send_message(self, header, body):
+        """Lock held: send one request without waiting (zmq.Again when the
+        link does not take it)."""
+        sock, base = self._raw[:2]
+        base.send(sock, header, self._more)
+        base.send(sock, body, self._raw[4])
 
     def _undo(self, request):
         """A REGISTER whose caller gave up succeeded after all: withdraw it."""
@@ -876,6 +1033,8 @@ class DirectoryClient(DirectoryBackend):
             if self._closed:
                 return Error(f"the directory client for {self.address} is closed")
             if self._refusal is not None:
+                if not isinstance(self._refusal, DirectoryError):    # (not the directory protocol)
+                    return Error(f"{self._refusal}; retrying in the background")
                 return DirectoryError(f"{self._refusal}; retrying in the background", self._refusal.code)
             if not self._connected:
                 return Error(f"the directory at {self.address} is gone ({self._last_failure}); "
@@ -903,8 +1062,7 @@ class DirectoryClient(DirectoryBackend):
         return _UnreachableTimeout(_unreachable_text(self.address, reason), reason)
 
     def _expect(self, request, reply):
-        expected = {p.Lookup: p.Found, p.Ping: p.Pong, p.Lease: p.Granted, p.List: p.Listed,
-                    p.Info: p.InfoReply}.get(type(request), p.Ok)
+        expected = _EXPECTED.get(type(request), p.Ok)
         if not isinstance(reply, expected):
             raise Error(f"the directory at {self.address} answered {type(reply).__name__} "
                         f"to {type(request).__name__.upper()}")
@@ -1025,14 +1183,25 @@ class DirectoryClient(DirectoryBackend):
         with self._lock:
             if self._closed:
                 return False
-            # (with ZMQ_IMMEDIATE the DEALER is writable only with a live
-            # connection: sending does not wait for the monitor's word)
-            writable = bool(self._queue)
+            # The DEALER's signalling fd is watched while the keeper expects
+            # something there: calls to send (with ZMQ_IMMEDIATE the DEALER
+            # takes them only on a live connection, and the fd says when
+            # that changes), replies to calls other than a direct one (whose
+            # thread reads its own), events of watches.
+            direct = 1 if self._direct is not None and self._direct.rid in self._pending else 0
+            watch_fd = bool(self._queue) or bool(self._subscriptions) or len(self._pending) > direct
+            # Idle (leased, connected, no call queued or in flight, no name to
+            # look up): nothing is due before the renewal, and whatever comes
+            # wakes the keeper (a call, watch(), the monitor, close), so it
+            # sleeps until then rather than every ROUND_MAX: 2,000 instances
+            # in a process make 2,000 keepers.
+            idle = (self._lease is not None and self._connected and not self._queue and not self._pending
+                    and not self._wanted)
         now = time.monotonic()
         timeout = ROUND_MAX
         if self._lease is not None:
-            timeout = max(0.0, min(timeout, self._renew_at - now))
-        poller.modify(self._sock, zmq.POLLIN | (zmq.POLLOUT if writable else 0))
+            timeout = max(0.0, self._renew_at - now if idle else min(timeout, self._renew_at - now))
+        poller.register(self._sock_fd, zmq.POLLIN if watch_fd else 0)
         events = dict(poller.poll(timeout * 1000))
         if self._wake_fd in events or self._wake_r in events:   # (zmq.Poller answers the fd)
             try:
@@ -1045,13 +1214,16 @@ class DirectoryClient(DirectoryBackend):
                 return False
             if self._monitor in events:
                 self._monitor_events(zmq)
-            if self._sock in events and events[self._sock] & zmq.POLLIN:
-                self._receive(zmq)
+            # (the socket is used raw, so every turn with it reads it empty:
+            # its fd signals only what comes after)
+            self._receive(zmq)
             now = time.monotonic()
             if self._lease is not None and now >= self._renew_at:
                 self._renew(now)
             self._look_up_wanted(now)
-            self._send(zmq)
+            if self._queue:
+                self._send(zmq)
+                self._receive(zmq)
             self._expire_calls(now)
             news, self._lost_news = self._lost_news, []
         for name, why in news:          # outside the lock: the callback may call us
@@ -1083,11 +1255,11 @@ class DirectoryClient(DirectoryBackend):
                 body = p.encode_request(call.make(call.lease))
             except (TypeError, ValueError) as exc:
                 call.error = Error(f"cannot encode a directory request: {exc}")
-                call.done.set()
+                call.complete()
                 continue
             rid = call.rid = next(self._ids) & 0xFFFFFFFF
             try:
-                self._sock.send_multipart([p.encode_header(rid), body], flags=zmq.NOBLOCK)
+                self._send_message(p.encode_header(rid), body)
             except zmq.Again:
                 self._queue.appendleft(call)
                 break
@@ -1101,11 +1273,14 @@ class DirectoryClient(DirectoryBackend):
         self._queue.extendleft(reversed(kept))
 
     def _receive(self, zmq):
-        while True:
-            try:
-                frames = self._sock.recv_multipart(flags=zmq.NOBLOCK)
-            except zmq.Again:
-                return
+        """Read every reply there is (the binding's base-class calls, with
+        integer flags: no exception for the usual empty socket)."""
+        sock, base, events, pollin, noblock, rcvmore = self._raw
+        recv, get = base.recv, base.get
+        while get(sock, events) & pollin:
+            frames = [recv(sock, noblock)]
+            while get(sock, rcvmore):
+                frames.append(recv(sock, noblock))
             if len(frames) != 2:
                 continue
             try:
@@ -1151,7 +1326,7 @@ class DirectoryClient(DirectoryBackend):
                 call.on_reply(call, reply)
             except Exception:
                 log.exception("directory client %s: handling a reply failed", self.address)
-        call.done.set()
+        call.complete()
 
     def _expire_calls(self, now):
         for rid, call in list(self._pending.items()):
@@ -1174,7 +1349,7 @@ class DirectoryClient(DirectoryBackend):
             # forever; one that expired while the link was down lifts nothing)
             self._hold = False
         call.error = self._timed_out()
-        call.done.set()
+        call.complete()
 
     def _monitor_events(self, zmq):
         from zmq.utils.monitor import recv_monitor_message
@@ -1299,7 +1474,7 @@ def _keep_alive(ref, stop):
     client = ref()
     sock, monitor, wake, wake_w = client._sock, client._monitor, client._wake_r, client._wake_w
     poller = zmq.Poller()
-    poller.register(sock, zmq.POLLIN)
+    poller.register(client._sock_fd, zmq.POLLIN)
     poller.register(monitor, zmq.POLLIN)
     poller.register(wake, zmq.POLLIN)
     del client

@@ -132,6 +132,7 @@ Z85_ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ.-
 _Z85_SET = frozenset(Z85_ALPHABET)
 
 _HEADER = struct.Struct(">4sBI")
+_HEADER_START = MAGIC + bytes([VERSION])   # what every valid header starts with
 _STRLEN = struct.Struct(">H")
 _U32 = struct.Struct(">I")
 _U64 = struct.Struct(">Q")
@@ -610,6 +611,26 @@ _NAMES = {LEASE: "LEASE", REGISTER: "REGISTER", LOOKUP: "LOOKUP", UNREGISTER: "U
 def command_name(body):
     """The name of the request a body holds (for metrics and logs), or "?"."""
     return _NAMES.get(body[0], "?") if body else "?"
+
+
+def lookup_name(header, body):
+    """The name a well-formed LOOKUP asks for, or None.
+
+    A shortcut for the server's hot path: it needs no decoded message, only
+    the name to find.  None means "not obviously a valid LOOKUP": decode
+    the message in full (``decode_header``, ``decode_request``), which says
+    what is wrong.  A name returned here may still break the name rules
+    (control characters); only names that passed them are ever registered,
+    so looking it up is safe either way.
+    """
+    if len(header) != HEADER_SIZE or header[:5] != _HEADER_START or len(body) < 4 or body[0] != LOOKUP:
+        return None
+    if len(body) != 3 + ((body[1] << 8) | body[2]):
+        return None
+    try:
+        return body[3:].decode("utf-8")
+    except UnicodeDecodeError:
+        return None
 
 
 def decode_request(body):

@@ -42,6 +42,13 @@ BATCH = 256               # messages handled per wake-up of the serving task
 HANDSHAKE_MS = 5000       # a connection must finish the ZeroMQ handshake this soon (ZMQ_HANDSHAKE_IVL)
 SNDHWM = 100_000          # replies queued per client before the ROUTER drops them
 RCVHWM = 10_000
+# The server's own ZMTP heartbeats: rare, since libzmq's one I/O thread pays
+# for each (a timer, a PING out, a PONG in): at 1 s, 8,000 idle connections
+# kept it at 77% of a core.  Leases, not connections, hold names; TCP
+# keepalive drops a dead peer's connection within seconds, and clients
+# heartbeat the server every second themselves (p.HEARTBEAT_IVL_MS).
+SERVER_HEARTBEAT_IVL_MS = 10_000
+SERVER_HEARTBEAT_TIMEOUT_MS = 30_000
 KEY_GRACE = 30.0          # seconds a keyed name stays tied to its key after its owner left
 IDLE_TIMEOUT = 30.0       # seconds a connection holding no names or watches may stay silent
 MAX_RESERVED = 100_000    # names held for their last key at once (see Registry._reserve)
@@ -678,6 +685,25 @@ def plan_accepts(events, accepted):
     return {i for i, (kind, fd) in enumerate(events) if kind == accepted and last_close.get(fd, -1) < i}
 
 
+def _sender(zmq, sync):
+    """``send(frames)``: one message on ``sync`` without waiting, through the
+    binding's base-class ``send`` with integer flags.  A full peer queue
+    (the ROUTER then drops the message) or a peer gone costs nothing."""
+    send = zmq.backend.Socket.send
+    more, last = int(zmq.NOBLOCK | zmq.SNDMORE), int(zmq.NOBLOCK)
+    error = zmq.ZMQError
+
+    def send_message(frames):
+        try:
+            for frame in frames[:-1]:
+                send(sync, frame, more)
+            send(sync, frames[-1], last)
+        except error:
+            pass
+
+    return send_message
+
+
 def _frame_property(frame, name):
     """A message property libzmq attached (``User-Id``, ``Peer-Address``), or None."""
     try:
@@ -726,6 +752,8 @@ class Server:
         self.registry = Registry(max_names=max_names, log=self._info, min_ttl=min_ttl, max_ttl=max_ttl,
                                  max_records=max_records, max_leases=max_leases, key_grace=key_grace)
         self._stopping = None
+        self._send = None           # send(frames) on the ROUTER, while serving (_serve_loop)
+        self._wake = None
         self.conns = Connections(max_per_source, max_handshaking)
         self._monitor_sync = None   # the ROUTER's monitor, read by _read_monitor
         self._monitor_later = []    # its events read after a batch's pins, for the next batch
@@ -793,8 +821,8 @@ class Server:
             router.maxmsgsize = p.MAX_MESSAGE
             router.sndhwm = SNDHWM
             router.rcvhwm = RCVHWM
-            router.setsockopt(zmq.HEARTBEAT_IVL, p.HEARTBEAT_IVL_MS)
-            router.setsockopt(zmq.HEARTBEAT_TIMEOUT, p.HEARTBEAT_TIMEOUT_MS)
+            router.setsockopt(zmq.HEARTBEAT_IVL, SERVER_HEARTBEAT_IVL_MS)
+            router.setsockopt(zmq.HEARTBEAT_TIMEOUT, SERVER_HEARTBEAT_TIMEOUT_MS)
             router.setsockopt(zmq.TCP_KEEPALIVE, 1)
             router.setsockopt(zmq.TCP_KEEPALIVE_IDLE, p.KEEPALIVE_IDLE)
             router.setsockopt(zmq.TCP_KEEPALIVE_INTVL, p.KEEPALIVE_INTERVAL)
@@ -835,57 +863,75 @@ class Server:
             self._stopping.set()
 
     async def _serve_loop(self, router):
-        """Wait (zmq.asyncio) until the ROUTER has messages, then handle all
-        that are there through a synchronous shadow of the same socket:
-        one wake-up of the loop per batch, not per message."""
+        """Serve the ROUTER: wait for its signalling fd (``ZMQ_FD``) in the
+        event loop, then handle up to BATCH messages through a synchronous
+        shadow of the socket before letting the other tasks (ZAP, sweep)
+        run; one wake-up of the loop per batch, not per message.
+
+        The socket is read and written here with the binding's base-class
+        ``recv``/``send`` and integer flags: pyzmq's ``recv_multipart`` and
+        ``send_multipart`` cost about four times as much per message.  Only
+        this task and ``_flush`` touch the socket (both synchronously); the
+        ``ZMQ_FD`` rule holds: it only signals new activity, so every pass
+        ends when ``ZMQ_EVENTS`` says nothing is left to read."""
         import zmq
         sync = zmq.Socket.shadow(router.underlying)
-        outbox = self.registry.outbox
+        base = zmq.backend.Socket
+        recv, get = base.recv, base.get
+        noblock, rcvmore, events, pollin = int(zmq.NOBLOCK), int(zmq.RCVMORE), int(zmq.EVENTS), int(zmq.POLLIN)
         again = zmq.Again
-        noblock = zmq.NOBLOCK
+        send_message = self._send = _sender(zmq, sync)
+        outbox = self.registry.outbox
+        wake = self._wake = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        fd = sync.FD
+        loop.add_reader(fd, wake.set)
         track = self.idle_timeout > 0
         seen = self.conns.seen
-        srcfd = zmq.SRCFD
+        srcfd = int(zmq.SRCFD)
         now = 0.0
-        while True:
-            await router.poll(flags=zmq.POLLIN)
-            if track:
-                now = time.monotonic()
-            for _ in range(BATCH):
-                try:
-                    frames = sync.recv_multipart(noblock, copy=False)
-                except again:
-                    break
-                if track:
-                    # which connection it came from (ZMQ_SRCFD, still in libzmq 4.3)
-                    self._conn = seen(frames[0].get(srcfd), now)
-                out = self.handle_message(frames)
-                if outbox:
-                    # events go before the reply, so a WATCH's snapshot batches
-                    # arrive in order, the last one (the reply) marked synced
-                    for event in outbox:
-                        self._send(sync, event)
-                    outbox.clear()
-                if out is not None:
-                    self._send(sync, out)
-            await asyncio.sleep(0)      # let the other tasks (ZAP, sweep) run between batches
-
-    @staticmethod
-    def _send(sync, frames):
-        import zmq
         try:
-            sync.send_multipart(frames, zmq.NOBLOCK)
-        except zmq.ZMQError:
-            pass    # the peer's queue is full (ROUTER drops) or it is gone
+            while True:
+                wake.clear()
+                if not get(sync, events) & pollin:
+                    await wake.wait()
+                    continue
+                if track:
+                    now = time.monotonic()
+                for _ in range(BATCH):
+                    try:
+                        frames = [recv(sync, noblock, False)]
+                    except again:
+                        break
+                    while get(sync, rcvmore):
+                        frames.append(recv(sync, noblock, False))
+                    if track:
+                        # which connection it came from (ZMQ_SRCFD, still in libzmq 4.3)
+                        self._conn = seen(frames[0].get(srcfd), now)
+                    out = self.handle_message(frames)
+                    if outbox:
+                        # events go before the reply, so a WATCH's snapshot batches
+                        # arrive in order, the last one (the reply) marked synced
+                        for event in outbox:
+                            send_message(event)
+                        outbox.clear()
+                    if out is not None:
+                        send_message(out)
+                await asyncio.sleep(0)      # let the other tasks (ZAP, sweep) run between batches
+        finally:
+            loop.remove_reader(fd)
 
     async def _flush(self, router):
+        """Send the WATCH events the sweep made (through the serving task's
+        socket shadow, which it then wakes: a send may have read the
+        socket's signals)."""
         outbox = self.registry.outbox
+        if self._send is None:
+            return      # (not serving yet: the events wait)
         for event in outbox:
-            try:
-                await router.send_multipart(event, copy=True)
-            except Exception:
-                pass
+            self._send(event)
         outbox.clear()
+        self._wake.set()
 
     async def _expiry_loop(self, router):
         loop = asyncio.get_running_loop()
@@ -1038,6 +1084,15 @@ class Server:
     def handle_message(self, frames):
         """The reply frames to one ROUTER message ``[routing id, header, body]``."""
         routing = frames[0]
+        if len(frames) == 3 and self.metrics is None:
+            # the hot path: a LOOKUP of a registered name needs no decoded
+            # message and no key, and its answer was made at registration
+            header = frames[1].bytes
+            name = p.lookup_name(header, frames[2].bytes)
+            if name is not None:
+                record = self.registry.records.get(name)
+                if record is not None:
+                    return [routing, header, record.found]
         if len(frames) != 3:
             header = bytes(frames[1].bytes[:p.HEADER_SIZE]) if len(frames) > 1 else b""
             reply = p.ErrorReply(p.MALFORMED, f"a request is 2 frames (header, body), not {len(frames) - 1}")
@@ -1051,11 +1106,6 @@ class Server:
             if len(header) > p.HEADER_SIZE:
                 header = header[:p.HEADER_SIZE]
         else:
-            if type(request) is p.Lookup and self.metrics is None:
-                # the hot path: no key needed, the answer made at registration
-                record = self.registry.records.get(request.name)
-                if record is not None:
-                    return [routing, header, record.found]
             key = _frame_property(frames[1], "User-Id") or None
             metrics = self.metrics
             if metrics is None:

@@ -540,8 +540,10 @@ def test_directory_bench_prints_both_rows():
 def test_directory_bench_scale_rows_print():
     r = subprocess.run([sys.executable, str(ROOT / "perf" / "directory_bench.py"), "--connects", "2",
                         "--lookups", "20", "--scale", "--seconds", "0.5", "--names", "1500",
-                        "--concurrent", "4", "--procs", "2"], capture_output=True, text=True, timeout=120)
+                        "--concurrent", "4", "--procs", "2", "--clients", "0", "--instances", "0"],
+                       capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert re.search(r"LOOKUP, 4 plain DEALERs in 2 processes, one request at a time: [\d,]+/s", r.stdout), r.stdout
     assert re.search(r"REGISTER, pipelined, 1,500 names under 1 leases: [\d,]+ names/s", r.stdout), r.stdout
     assert re.search(r"bytes a name", r.stdout), r.stdout
+    assert re.search(r"LOOKUP, 4 DirectoryClients in 2 processes: [\d,]+/s", r.stdout), r.stdout
