@@ -442,8 +442,8 @@ class ZMQ(wiring.ZMQ):
         default executor), wait up to `timeout` (None: `linger`) for queued
         messages to leave, and close its sockets.  ``await zmq.close()``
         gives the count of messages that had not left (0: all did), as the
-        blocking close().  The wait for queued messages still runs in the
-        loop's thread (it is short unless a consumer stalls).  Inside a
+        blocking close().  The wait for queued messages never blocks the
+        loop (it looks every 5 ms and sleeps on the loop between).  Inside a
         running loop the close is a task that runs even if nobody awaits
         it; outside one (atexit, a leak check) it closes at once, in the
         blocking form, and returns an awaitable that is already done."""
@@ -461,6 +461,24 @@ class ZMQ(wiring.ZMQ):
                 self._wake()
         return loop.create_task(self._aclose(loop, timeout))
 
+    async def _await_drained(self, timeout):
+        """wiring.ZMQ._wait_drained without blocking the loop: the drain's
+        steps never wait, and the loop sleeps between them.  Cancelled, the
+        instance is closed and the cancellation goes on."""
+        seconds = self._linger if timeout is None else timeout
+        try:
+            drain = _zmq._drain_start(self, seconds)
+            try:
+                while not drain.step():
+                    await asyncio.sleep(drain.ms_to_wait() / 1000)
+                left, late = drain.result()
+            finally:
+                drain.release()
+        except BaseException:
+            self._close_now()
+            raise
+        return self._report_drained(left, late, seconds)
+
     async def _aclose(self, loop, timeout):
         directory, self._directory = self._directory, None
         left = 0
@@ -472,7 +490,7 @@ class ZMQ(wiring.ZMQ):
         finally:
             try:
                 if not self.closed and self.pid == os.getpid():
-                    left = self._wait_drained(timeout)
+                    left = await self._await_drained(timeout)
             finally:
                 if not self.closed:
                     self._forget()

@@ -257,6 +257,11 @@ class ZMQ(_zmq.Engine):
         except BaseException:
             self._close_now()
             raise
+        return self._report_drained(left, late, seconds)
+
+    def _report_drained(self, left, late, seconds):
+        """What a close's wait found: the count left, after a WARNING naming
+        their exchanges when there are any (asyncio's close shares it)."""
         if left:
             names = {o.id: o.name for o in self._objects.values() if o.kind == "exchange"}
             log.warning("close(): %d messages had not left this process after %g s "

@@ -108,119 +108,182 @@ cdef long long _sndhwm(void *s):
     return v
 
 
+cdef class _Drain:
+    """One close()'s wait for what is queued to leave, in steps: step()
+    never waits, so the blocking close() (_drain) sleeps between steps and
+    asyncio's close awaits the loop instead (_drain_start).  result() says
+    what was left; release() (idempotent, never waits) gives back the
+    monitors and memory."""
+    cdef _Core core
+    cdef double deadline
+    cdef double settled
+    cdef int n
+    cdef void **socks
+    cdef int *slot
+    cdef int **flags
+    # 0 not queued, 1 queued, 2 left, 3 closed (no consumer)
+    cdef char *state
+    cdef void **mons
+    cdef int *push          # index in pushes, -1: the listener
+    cdef bint done
+
+    def __dealloc__(self):
+        self.release()
+
+    cdef int setup(self, _Core core, timeout) except -1:
+        cdef int i, j, k, n = 0
+        cdef void *s
+        self.core = core
+        self.deadline = _deadline(timeout)
+        for i in range(core.nex):
+            if core.ex[i].msgs:
+                n += core.ex[i].npush + (1 if core.ex[i].xpub != NULL else 0)
+        if n == 0:
+            self.done = True
+            return 0
+        self.socks = <void **>calloc(n, sizeof(void *))
+        self.slot = <int *>calloc(n, sizeof(int))
+        self.flags = <int **>calloc(n, sizeof(int *))
+        self.state = <char *>calloc(n, 1)
+        self.mons = <void **>calloc(n, sizeof(void *))
+        self.push = <int *>calloc(n, sizeof(int))
+        if (self.socks == NULL or self.slot == NULL or self.flags == NULL
+                or self.state == NULL or self.mons == NULL or self.push == NULL):
+            raise MemoryError()
+        for i in range(core.nex):
+            if not core.ex[i].msgs:
+                continue
+            for j in range(-1, core.ex[i].npush):
+                s = core.ex[i].xpub if j < 0 else core.ex[i].pushes[j]
+                if s == NULL or not _over_tcp(s):
+                    continue
+                self.socks[self.n] = s
+                self.slot[self.n] = i
+                self.push[self.n] = j
+                self.n += 1
+        self.settled = _now() + SETTLE_S
+        for k in range(self.n):
+            self.flags[k] = <int *>calloc(1, sizeof(int))
+            if self.flags[k] == NULL:
+                raise MemoryError()
+            if self.push[k] >= 0:
+                self.mons[k] = _monitor(self.socks[k], f"inproc://pyzmq-wiring-drain/{core.pid}/"
+                                        f"{_next_serial()}", EV_NOT_CONNECTED)
+        return 0
+
+    def step(self):
+        """One look, never waiting: True once everything left or the
+        deadline passed (then result() counts what did not)."""
+        cdef int k, left = 0, ev
+        if self.done:
+            return True
+        for k in range(self.n):
+            if self.mons[k] != NULL and self.state[k] <= 1:
+                ev = _events(self.mons[k])
+                if ev & EV_NOT_CONNECTED and self.state[k] == 0:
+                    # no consumer there: nothing can leave now, and
+                    # libzmq does not say whether its pipe is empty, so
+                    # it is not waited for (libzmq keeps what is queued
+                    # for the socket's linger, for a consumer that
+                    # comes back).  (Closing it here to learn from its
+                    # MONITOR_STOPPED whether the pipe was empty would
+                    # leave its monitor writing to a closed PAIR, which
+                    # blocks libzmq's I/O thread.)
+                    self.state[k] = 3
+            if (self.state[k] == 0 and (self.mons[k] == NULL or _now() >= self.settled)
+                    and _send_marker(self.socks[k], self.flags[k]) == 0):
+                self.state[k] = 1
+            if self.state[k] == 1 and pzw_marker_done(self.flags[k]):
+                self.state[k] = 2
+            if self.state[k] == 1 or self.state[k] == 0:
+                left += 1
+        if left == 0 or _ms_left(self.deadline) == 0:
+            self.done = True
+        return self.done
+
+    def ms_to_wait(self):
+        """How long to sleep before the next step (ms)."""
+        cdef long ms = <long>_ms_left(self.deadline)
+        return DRAIN_POLL_MS if ms < 0 or ms > DRAIN_POLL_MS else ms
+
+    def result(self):
+        """(messages not known to have left, [ids of their exchanges]):
+        (0, []) when all left.  Per exchange that is at most what it sent,
+        and at most what its unconfirmed sockets' marks let queue (libzmq
+        does not say how many of them are still there).  Those sockets'
+        linger is set to 0: closing them drops what is left at once."""
+        cdef int k, i
+        cdef long long cap
+        cdef dict bound = {}
+        cdef list late = []
+        for k in range(self.n):
+            if self.state[k] >= 2:
+                continue
+            i = self.slot[k]
+            cap = _sndhwm(self.socks[k])
+            cap = <long long>self.core.ex[i].msgs if cap <= 0 else cap + 1
+            bound[i] = bound.get(i, 0) + cap
+            _setopt_int(self.socks[k], ZMQ_LINGER, 0)
+        total = 0
+        for i, cap in bound.items():
+            total += min(cap, <long long>self.core.ex[i].msgs)
+            late.append(self.core.idbase + i + 1)
+        return total, late
+
+    cpdef release(self):
+        cdef int k
+        if self.socks == NULL and self.flags == NULL:
+            return
+        for k in range(self.n):
+            if self.mons != NULL and self.mons[k] != NULL:
+                _unmonitor(self.socks[k], self.mons[k])   # the socket first: see above
+                self.mons[k] = NULL
+            if self.flags != NULL and self.flags[k] != NULL:
+                if self.state[k] != 1 or pzw_marker_done(self.flags[k]):
+                    free(self.flags[k])
+                # else libzmq still holds the marker and will set the flag
+                # when it drops it: the int is left to it (4 bytes a socket)
+                self.flags[k] = NULL
+        free(self.socks); free(self.slot); free(self.flags); free(self.state)
+        free(self.mons); free(self.push)
+        self.socks = NULL; self.slot = NULL; self.flags = NULL; self.state = NULL
+        self.mons = NULL; self.push = NULL
+        self.n = 0
+
+
+def _drain_start(_Core self, timeout):
+    """A _Drain of this instance's outgoing TCP sockets (see _drain), for
+    a caller that waits between its steps itself (asyncio's close)."""
+    self._check()
+    cdef _Drain d = _Drain.__new__(_Drain)
+    try:
+        d.setup(self, timeout)
+    except BaseException:
+        d.release()
+        raise
+    return d
+
+
 def _drain(_Core self, timeout):
     """Wait (up to timeout seconds, None: no limit) until every message
     queued on this instance's outgoing TCP sockets has left the process.
 
     Returns (messages not known to have left, [ids of their exchanges]):
-    (0, []) when all left.  Per exchange that is at most what it sent, and
-    at most what its unconfirmed sockets' marks let queue (libzmq does not
-    say how many of them are still there).  Those sockets' linger is set to
-    0: closing them drops what is left at once.  Ctrl-C (any exception of a
+    (0, []) when all left (see _Drain.result).  Ctrl-C (any exception of a
     signal handler) interrupts the wait; the sockets are left as they were."""
-    self._check()
-    cdef double deadline = _deadline(timeout)
-    cdef int i, j, k, n = 0, left, ms, rc, err
-    cdef void *s
-    for i in range(self.nex):
-        if self.ex[i].msgs:
-            n += self.ex[i].npush + (1 if self.ex[i].xpub != NULL else 0)
-    if n == 0:
-        return 0, []
-    cdef void **socks = <void **>calloc(n, sizeof(void *))
-    cdef int *slot = <int *>calloc(n, sizeof(int))
-    cdef int **flags = <int **>calloc(n, sizeof(int *))
-    # 0 not queued, 1 queued, 2 left, 3 closed (no consumer), 4 closed and
-    # destroyed by libzmq (nothing left in it)
-    cdef char *state = <char *>calloc(n, 1)
-    cdef void **mons = <void **>calloc(n, sizeof(void *))
-    cdef int *push = <int *>calloc(n, sizeof(int))   # index in pushes, -1: the listener
-    if (socks == NULL or slot == NULL or flags == NULL or state == NULL
-            or mons == NULL or push == NULL):
-        free(socks); free(slot); free(flags); free(state); free(mons); free(push)
-        raise MemoryError()
-    n = 0
-    for i in range(self.nex):
-        if not self.ex[i].msgs:
-            continue
-        for j in range(-1, self.ex[i].npush):
-            s = self.ex[i].xpub if j < 0 else self.ex[i].pushes[j]
-            if s == NULL or not _over_tcp(s):
-                continue
-            socks[n] = s
-            slot[n] = i
-            push[n] = j
-            n += 1
-    cdef list late = []
-    cdef dict bound = {}
-    cdef long long cap
-    cdef double settled = _now() + SETTLE_S
-    cdef int ev
+    cdef _Drain d = _drain_start(self, timeout)
+    cdef int ms, rc, err
     try:
-        for k in range(n):
-            flags[k] = <int *>calloc(1, sizeof(int))
-            if flags[k] == NULL:
-                raise MemoryError()
-            if push[k] >= 0:
-                mons[k] = _monitor(socks[k], f"inproc://pyzmq-wiring-drain/{self.pid}/"
-                                   f"{_next_serial()}", EV_NOT_CONNECTED)
-        while True:
-            left = 0
-            for k in range(n):
-                if mons[k] != NULL and state[k] <= 1:
-                    ev = _events(mons[k])
-                    if ev & EV_NOT_CONNECTED and state[k] == 0:
-                        # no consumer there: nothing can leave now, and
-                        # libzmq does not say whether its pipe is empty, so
-                        # it is not waited for (libzmq keeps what is queued
-                        # for the socket's linger, for a consumer that
-                        # comes back).  (Closing it here to learn from its
-                        # MONITOR_STOPPED whether the pipe was empty would
-                        # leave its monitor writing to a closed PAIR, which
-                        # blocks libzmq's I/O thread.)
-                        state[k] = 3
-                if (state[k] == 0 and (mons[k] == NULL or _now() >= settled)
-                        and _send_marker(socks[k], flags[k]) == 0):
-                    state[k] = 1
-                if state[k] == 1 and pzw_marker_done(flags[k]):
-                    state[k] = 2
-                if state[k] == 1 or state[k] == 0:
-                    left += 1
-            if left == 0:
-                return 0, []
-            ms = <int>_ms_left(deadline)
-            if ms == 0:
-                break
-            if ms < 0 or ms > DRAIN_POLL_MS:
-                ms = DRAIN_POLL_MS
+        while not d.step():
+            ms = d.ms_to_wait()
             with nogil:
                 rc = poll(NULL, 0, ms)
                 err = errno if rc < 0 else 0
             if rc < 0 and err == EINTR:
                 PyErr_CheckSignals()        # Ctrl-C: KeyboardInterrupt here
-        # the wait ran out: count, and let closing drop what is left
-        for k in range(n):
-            if state[k] >= 2:
-                continue
-            i = slot[k]
-            cap = _sndhwm(socks[k])
-            cap = <long long>self.ex[i].msgs if cap <= 0 else cap + 1
-            bound[i] = bound.get(i, 0) + cap
-            _setopt_int(socks[k], ZMQ_LINGER, 0)
-        total = 0
-        for i, cap in bound.items():
-            total += min(cap, <long long>self.ex[i].msgs)
-            late.append(self.idbase + i + 1)
-        return total, late
+        return d.result()
     finally:
-        for k in range(n):
-            if mons[k] != NULL:
-                _unmonitor(socks[k], mons[k])   # the socket first: see above
-            if state[k] != 1 or pzw_marker_done(flags[k]):
-                free(flags[k])
-            # else libzmq still holds the marker and will set the flag when
-            # it drops it: the int is left to it (4 bytes per such socket)
-        free(socks); free(slot); free(flags); free(state); free(mons); free(push)
+        d.release()
 
 
 def _bound_count(_Core self, object eid):

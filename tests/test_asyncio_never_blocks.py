@@ -169,3 +169,38 @@ def test_a_relay_bind_waits_on_the_loop(directory):
             finally:
                 ticker.stop()
         run(main())
+
+
+# A global queue "SQ" whose owner never reads.
+STALLED_QUEUE = """
+import sys, time, pyzmq
+z = pyzmq.ZMQ(sys.argv[1], hwm=5)
+z.create_queue("SQ", pyzmq.SCOPE_GLOBAL, "127.0.0.1:0")
+print("ready", flush=True)
+time.sleep(600)
+"""
+
+
+def test_close_waits_for_a_stalled_consumer_on_the_loop(directory):
+    # Before: await close() waited for queued messages in the loop's
+    # thread, holding the loop for the whole wait (at least 0.3 s for any
+    # TCP binding, up to `linger` for a stalled consumer).
+    async def main():
+        with Peer(STALLED_QUEUE, directory) as owner:
+            owner.expect("ready")
+            z = await pyzmq.asyncio.ZMQ.connect(directory, hwm=5)
+            eid = await z.create_exchange("E")
+            await z.bind("E", "SQ")
+            try:
+                while True:             # until the pipes and the kernels are full
+                    await z.send(eid, b"x" * 1000, timeout=0.5)
+            except pyzmq.Timeout:
+                pass
+            ticker = Ticker()
+            try:
+                left, took = await ticker.during(z.close(timeout=1.0))
+            finally:
+                ticker.stop()
+            assert left > 0 and took > 0.9, (left, took)
+            assert z.closed
+    run(main())
