@@ -64,6 +64,7 @@ class ZMQ(wiring.ZMQ):
                          etcd_options=etcd_options)
         self._watched: Dict[int, asyncio.AbstractEventLoop] = {}   # fd -> its loop
         self._waiters: Set[asyncio.Future[None]] = set()  # woken when a watched fd is readable
+        self._closing: Optional["asyncio.Task[int]"] = None   # the close() under way
 
     # ---- waiting on the loop ---------------------------------------------
 
@@ -443,12 +444,16 @@ class ZMQ(wiring.ZMQ):
         messages to leave, and close its sockets.  ``await zmq.close()``
         gives the count of messages that had not left (0: all did), as the
         blocking close().  The wait for queued messages never blocks the
-        loop (it looks every 5 ms and sleeps on the loop between).  Inside a
+        loop (it looks every 5 ms and sleeps on the loop between); what
+        other tasks send meanwhile is not waited for, and a second close()
+        meanwhile returns this one's task.  Inside a
         running loop the close is a task that runs even if nobody awaits
         it; outside one (atexit, a leak check) it closes at once, in the
         blocking form, and returns an awaitable that is already done."""
         if self.closed:
             return _Done(0)
+        if self._closing is not None:
+            return self._closing        # one close at a time: the first one's
         self._check_usable()
         if timeout is not None:
             timeout = wiring.check_seconds(timeout, "timeout", at_most=86400)
@@ -459,7 +464,8 @@ class ZMQ(wiring.ZMQ):
                 return _Done(wiring.ZMQ.close(self, timeout))
             finally:
                 self._wake()
-        return loop.create_task(self._aclose(loop, timeout))
+        self._closing = loop.create_task(self._aclose(loop, timeout))
+        return self._closing
 
     async def _await_drained(self, timeout):
         """wiring.ZMQ._wait_drained without blocking the loop: the drain's

@@ -1004,6 +1004,11 @@ class DirectoryClient(DirectoryBackend):
             with self._lock:
                 if self._direct is call:
                     self._direct = None
+            if not call.done.is_set():
+                # abandoned (the deadline, Ctrl-C): the keeper takes it over
+                # (its late reply, its expiry and undo), and may be asleep
+                # until its next renewal
+                self._wakeup()
 
     def _read_for_others(self, zmq):
         """Lock held, from a thread other than the keeper: read every reply

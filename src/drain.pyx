@@ -177,6 +177,11 @@ cdef class _Drain:
         cdef int k, left = 0, ev
         if self.done:
             return True
+        if self.core.closed:
+            # closed meanwhile (asyncio: another close() while this one
+            # slept): the sockets are gone, and so is what was queued
+            self.done = True
+            return True
         for k in range(self.n):
             if self.mons[k] != NULL and self.state[k] <= 1:
                 ev = _events(self.mons[k])
@@ -216,6 +221,8 @@ cdef class _Drain:
         cdef long long cap
         cdef dict bound = {}
         cdef list late = []
+        if self.core.closed:
+            return 0, []        # another close() closed it and said what was left
         for k in range(self.n):
             if self.state[k] >= 2:
                 continue
@@ -236,7 +243,10 @@ cdef class _Drain:
             return
         for k in range(self.n):
             if self.mons != NULL and self.mons[k] != NULL:
-                _unmonitor(self.socks[k], self.mons[k])   # the socket first: see above
+                if self.core.closed:
+                    zmq_close(self.mons[k])     # its socket is closed: so is its monitor
+                else:
+                    _unmonitor(self.socks[k], self.mons[k])   # the socket first: see above
                 self.mons[k] = NULL
             if self.flags != NULL and self.flags[k] != NULL:
                 if self.state[k] != 1 or pzw_marker_done(self.flags[k]):

@@ -204,3 +204,51 @@ def test_close_waits_for_a_stalled_consumer_on_the_loop(directory):
             assert left > 0 and took > 0.9, (left, took)
             assert z.closed
     run(main())
+
+
+def test_overlapping_closes_are_one_close(directory):
+    # The wait of await close() sleeps on the loop; a second close() meanwhile
+    # (gather, an un-awaited close then `async with`) must not start a second
+    # wait on the sockets the first one closes: it is the same close.
+    async def main():
+        with Peer(STALLED_QUEUE, directory) as owner:
+            owner.expect("ready")
+            z = await pyzmq.asyncio.ZMQ.connect(directory, hwm=5)
+            eid = await z.create_exchange("E")
+            await z.bind("E", "SQ")
+            try:
+                while True:
+                    await z.send(eid, b"x" * 1000, timeout=0.5)
+            except pyzmq.Timeout:
+                pass
+            first = z.close(timeout=0.5)
+            await asyncio.sleep(0.1)
+            second = z.close(timeout=0.5)
+            assert second is first
+            left = await asyncio.gather(first, second)
+            assert left[0] == left[1] > 0 and z.closed
+            assert await z.close() == 0     # closed: nothing more
+    run(main())
+
+
+def test_a_blocking_close_during_await_close_leaves_it_nothing_to_touch(directory):
+    # A plain `with` exit (the blocking close) while await close() sleeps
+    # between its looks: the blocking close closes the sockets; the waiting
+    # one then sees the instance closed and touches none of them.
+    async def main():
+        with Peer(STALLED_QUEUE, directory) as owner:
+            owner.expect("ready")
+            z = await pyzmq.asyncio.ZMQ.connect(directory, hwm=5)
+            eid = await z.create_exchange("E")
+            await z.bind("E", "SQ")
+            try:
+                while True:
+                    await z.send(eid, b"x" * 1000, timeout=0.5)
+            except pyzmq.Timeout:
+                pass
+            waiting = z.close(timeout=5.0)
+            await asyncio.sleep(0.1)
+            assert pyzmq.ZMQ.close(z, 0.1) > 0      # the blocking form, at once
+            assert z.closed
+            assert await asyncio.wait_for(waiting, 2.0) == 0
+    run(main())
