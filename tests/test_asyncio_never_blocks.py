@@ -181,6 +181,22 @@ time.sleep(600)
 """
 
 
+async def _stalled_exchange(directory):
+    """An asyncio instance whose exchange "E" is bound to the stalled "SQ"
+    and has sent until the pipes and the kernels are full."""
+    z = await pyzmq.asyncio.ZMQ.connect(directory, hwm=5)
+    try:
+        eid = await z.create_exchange("E")
+        await z.bind("E", "SQ")
+        while True:
+            await z.send(eid, b"x" * 1000, timeout=0.5)
+    except pyzmq.Timeout:
+        return z
+    except BaseException:
+        await z.close(timeout=0)
+        raise
+
+
 def test_close_waits_for_a_stalled_consumer_on_the_loop(directory):
     # Before: await close() waited for queued messages in the loop's
     # thread, holding the loop for the whole wait (at least 0.3 s for any
@@ -188,14 +204,7 @@ def test_close_waits_for_a_stalled_consumer_on_the_loop(directory):
     async def main():
         with Peer(STALLED_QUEUE, directory) as owner:
             owner.expect("ready")
-            z = await pyzmq.asyncio.ZMQ.connect(directory, hwm=5)
-            eid = await z.create_exchange("E")
-            await z.bind("E", "SQ")
-            try:
-                while True:             # until the pipes and the kernels are full
-                    await z.send(eid, b"x" * 1000, timeout=0.5)
-            except pyzmq.Timeout:
-                pass
+            z = await _stalled_exchange(directory)
             ticker = Ticker()
             try:
                 left, took = await ticker.during(z.close(timeout=1.0))
@@ -213,14 +222,7 @@ def test_overlapping_closes_are_one_close(directory):
     async def main():
         with Peer(STALLED_QUEUE, directory) as owner:
             owner.expect("ready")
-            z = await pyzmq.asyncio.ZMQ.connect(directory, hwm=5)
-            eid = await z.create_exchange("E")
-            await z.bind("E", "SQ")
-            try:
-                while True:
-                    await z.send(eid, b"x" * 1000, timeout=0.5)
-            except pyzmq.Timeout:
-                pass
+            z = await _stalled_exchange(directory)
             first = z.close(timeout=0.5)
             await asyncio.sleep(0.1)
             second = z.close(timeout=0.5)
@@ -238,14 +240,7 @@ def test_a_blocking_close_during_await_close_leaves_it_nothing_to_touch(director
     async def main():
         with Peer(STALLED_QUEUE, directory) as owner:
             owner.expect("ready")
-            z = await pyzmq.asyncio.ZMQ.connect(directory, hwm=5)
-            eid = await z.create_exchange("E")
-            await z.bind("E", "SQ")
-            try:
-                while True:
-                    await z.send(eid, b"x" * 1000, timeout=0.5)
-            except pyzmq.Timeout:
-                pass
+            z = await _stalled_exchange(directory)
             waiting = z.close(timeout=5.0)
             await asyncio.sleep(0.1)
             assert pyzmq.ZMQ.close(z, 0.1) > 0      # the blocking form, at once
