@@ -188,10 +188,11 @@ async def _stalled_exchange(directory):
     try:
         eid = await z.create_exchange("E")
         await z.bind("E", "SQ")
-        while True:
-            await z.send(eid, b"x" * 1000, timeout=0.5)
-    except pyzmq.Timeout:
-        return z
+        try:
+            while True:
+                await z.send(eid, b"x" * 1000, timeout=0.5)
+        except pyzmq.Timeout:
+            return z            # full
     except BaseException:
         await z.close(timeout=0)
         raise
