@@ -31,6 +31,8 @@ cdef class Engine(_Binder):
 
     # ---- send -------------------------------------------------------------
 
+    @cython.binding(False)
+    @cython.embedsignature.format("clinic")
     def send(self, object eid, msg, timeout=None, bint block=True):
         """Send msg (bytes or any contiguous buffer) on exchange eid.
 
@@ -366,6 +368,8 @@ cdef class Engine(_Binder):
         self.serve(max(0.0, deadline - _now()))     # binders may still come in
         return 0
 
+    @cython.binding(False)
+    @cython.embedsignature.format("clinic")
     def receive(self, timeout=None, bint block=True, bint copy=True):
         """The next message from any of this instance's queues, as bytes.
 
