@@ -9,6 +9,9 @@ from service cimport sv_service
 # Bytes objects at least this large are lent to libzmq instead of copied.
 cdef enum:
     _ZERO_COPY_MIN = 65536
+    # the largest message libzmq keeps inside its zmq_msg_t (a "very small
+    # message", msg.hpp's max_vsm_size on 64-bit): a copy, not a reference
+    _VSM_MAX = 33
 
 # What _Core._wait polls when it is given no zmq_pollitem_t: the signalling
 # fds of every queue socket, or of the listeners only.

@@ -62,21 +62,26 @@ cdef class Engine(_Binder):
         """Send zm's content on e without copying it (each socket gets a
         reference); closes zm, whatever happens."""
         cdef void *only = _only(e)
+        cdef int rc
         try:
+            # one socket: zm itself goes (a successful send leaves it empty);
+            # several, or a wait: each send takes a reference of its own
             if only != NULL and only == e.xpub:
-                if self._send_xpub(only, data, size, zm, ZMQ_DONTWAIT) >= 0:
+                if sv_msg_send(self.svc, zm, only, ZMQ_DONTWAIT) >= 0:
                     e.msgs += 1
                     e.nbytes += size
                     if _binders(self.svc, e) == 0:
                         e.dropped += 1  # a listener no binder is attached to
                     return True
-            elif only != NULL and _send_one(only, data, size, zm, ZMQ_DONTWAIT) >= 0:
-                e.msgs += 1
-                e.nbytes += size
-                return True
+            elif only != NULL:
+                rc = zmq_msg_send(zm, only, ZMQ_DONTWAIT)
+                if rc >= 0:
+                    e.msgs += 1
+                    e.nbytes += size
+                    return True
             return self._send_slow(e, data, size, timeout, block, zm)
         finally:
-            zmq_msg_close(zm)   # drops our reference; libzmq keeps its copies
+            zmq_msg_close(zm)   # drops our reference, if it still has one
 
     cdef object _send_slow(self, ExchangeSlot *e, const char *data, Py_ssize_t size,
                            object timeout, bint block, zmq_msg_t *shared):
@@ -502,28 +507,34 @@ cdef inline object _send(Engine self, object eid, object msg, object timeout, bi
         size = PyBytes_GET_SIZE(msg)
         if size >= _ZERO_COPY_MIN:
             return self._send_lent(e, msg, data, size, timeout, block)
-        # fast path: one socket, room in its pipe
-        only = _only(e)
-        if only == NULL and e.npush == 0:
-            e.dropped += 1
-            return True         # nothing bound: dropped, as documented
-        if only != NULL:
-            if only != e.xpub:
-                rc = zmq_send(only, data, size, ZMQ_DONTWAIT)
-            else:           # the service thread may use it: under its lock
-                rc = sv_send(self.svc, only, data, size, ZMQ_DONTWAIT, &binders)
-                if rc >= 0 and binders == 0:
-                    e.dropped += 1  # a listener no binder is attached to
-            if rc >= 0:
-                e.msgs += 1
-                e.nbytes += size
-                return True
-            if zmq_errno() != EAGAIN:
-                _send_failed(eid)
-        return self._send_slow(e, data, size, timeout, block, NULL)
-    if isinstance(msg, Frame):
-        return _send_frame(self, e, <Frame>msg, timeout, block)
-    return _send_buffer(self, e, msg, timeout, block)
+    elif isinstance(msg, Frame):
+        # a received message sent on: a reference to its content, unless
+        # libzmq keeps it inside the message (then a copy is cheaper)
+        size = zmq_msg_size(&(<Frame>msg).msg)
+        if size > _VSM_MAX:
+            return _send_frame(self, e, <Frame>msg, timeout, block)
+        data = <const char *>zmq_msg_data(&(<Frame>msg).msg)
+    else:
+        return _send_buffer(self, e, msg, timeout, block)
+    # fast path: one socket, room in its pipe
+    only = _only(e)
+    if only == NULL and e.npush == 0:
+        e.dropped += 1
+        return True         # nothing bound: dropped, as documented
+    if only != NULL:
+        if only != e.xpub:
+            rc = zmq_send(only, data, size, ZMQ_DONTWAIT)
+        else:           # the service thread may use it: under its lock
+            rc = sv_send(self.svc, only, data, size, ZMQ_DONTWAIT, &binders)
+            if rc >= 0 and binders == 0:
+                e.dropped += 1  # a listener no binder is attached to
+        if rc >= 0:
+            e.msgs += 1
+            e.nbytes += size
+            return True
+        if zmq_errno() != EAGAIN:
+            _send_failed(eid)
+    return self._send_slow(e, data, size, timeout, block, NULL)
 
 
 # The cold parts of _send, out of line so that _send stays small enough for
