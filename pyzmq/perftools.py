@@ -308,6 +308,10 @@ def local_lat(argv=None):
                         if len(msg) != size:
                             _check_size(msg, size)
                         send(eid, msg)
+                        # drop it now, as zmq_msg_send empties C's message:
+                        # held through the next wait, it would keep libzmq's
+                        # read buffer from being reused for the next one
+                        del msg
                     watch.done += n
                     i = 0
         except (KeyboardInterrupt, Stalled) as exc:
@@ -341,6 +345,7 @@ def remote_lat(argv=None):
                         # one message travels back and forth, as in C's
                         # remote_lat: what came back is sent again, no copy
                         send(eid, msg)
+                        del msg         # as in local_lat: not held through the wait
                         msg = receive(None, True, False)
                         if len(msg) != size:
                             _check_size(msg, size)
