@@ -228,12 +228,14 @@ class ZMQ(wiring.ZMQ):
         """Send; waits (without blocking the loop) while a bound queue is full."""
         deadline = self._deadline(timeout)
         follow = [None]
-        look = False        # not known yet: looked up on the first wait
+        look: Optional[float] = None
+        waited = False      # look is known from the first wait on
         while True:
             if wiring.ZMQ.send(self, eid, msg, block=False):
                 self._pass_on()
                 return True
-            if look is False:
+            if not waited:
+                waited = True
                 look = SEND_LOOK if self._listens(eid) else None
             try:
                 await self._readable(deadline, eid, follow, look=look)
