@@ -161,7 +161,8 @@ def test_a_queue_owner_recreated_elsewhere_is_followed(directory):
                     got = [second.receive(timeout=5) for _ in range(5)]
                     assert all(m.startswith(b"after") for m in got), got
             finally:
-                noise.cancel()
+                noise.cancel()      # and ended before the binder closes
+                await asyncio.gather(noise, return_exceptions=True)
     run(main())
 
 
