@@ -20,9 +20,10 @@ in the blocking form) raise RuntimeError saying what to use instead:
 ``await ZMQ.connect(host)`` and ``async with``.  Waiting for sockets is driven by libzmq's
 signalling fds registered with the running loop (``add_reader``): no busy
 polling (but for the fds of listeners, which the service thread reads
-first: a send waiting for room on a global exchange tries again every
-5 ms, wait_bound() looks every 20 ms); directory requests run in the
-loop's default executor.  Each await first tries the call
+first: a send waiting for room on a global exchange tries again after
+5 ms, wait_bound() looks after 20 ms, then each at twice the last
+interval, up to 0.1 s); directory requests run in the loop's default
+executor.  Each await first tries the call
 without blocking; only when that would block does it wait for one of the
 fds to turn readable, then tries again.  Any number of tasks may await at
 once; cancelling one loses nothing (a message is only taken by a task that
@@ -52,11 +53,15 @@ FOLLOW_EVERY = _zmq.FOLLOW_EVERY
 # The listeners' signalling fds are the service thread's: it polls them too
 # and takes their news in, often before the loop sees the fd readable.  So
 # a wait that depends on a listener does not rely on its fd alone: a send
-# waiting for room on a global exchange tries again every SEND_LOOK s (as
+# waiting for room on a global exchange tries again after SEND_LOOK s (as
 # the blocking send's 5 ms slices on a listener), wait_bound() reads the
-# binder count every BOUND_LOOK s (as the blocking wait_bound()).
+# binder count after BOUND_LOOK s (as the blocking wait_bound()).  Each
+# look doubles the next one's interval, up to LOOK_MAX: a wake-up of the
+# loop costs 0.2 ms of CPU or so, and a long wait (a stalled binder, a
+# consumer not started yet) should not cost 5 % of a core.
 SEND_LOOK = 0.005
 BOUND_LOOK = _zmq.BOUND_LOOK
+LOOK_MAX = 0.1
 
 
 class ZMQ(wiring.ZMQ):
@@ -239,6 +244,8 @@ class ZMQ(wiring.ZMQ):
                 look = SEND_LOOK if self._listens(eid) else None
             try:
                 await self._readable(deadline, eid, follow, look=look)
+                if look is not None:
+                    look = min(2 * look, LOOK_MAX)
             except Timeout:
                 raise Timeout("send timed out: a bound queue stayed full "
                               "(high-water mark)" + self._follow_refusals(eid)) from None
@@ -317,17 +324,20 @@ class ZMQ(wiring.ZMQ):
                          timeout: Optional[float] = None) -> int:
         """Wait until at least `count` queues are bound to exchange `eid`
         (as the blocking wait_bound()), on the loop: the service thread
-        lets binders in, and the count is read every BOUND_LOOK s."""
+        lets binders in, and the count is read after BOUND_LOOK s, then at
+        doubling intervals up to LOOK_MAX."""
         seconds = _zmq.check_timeout(timeout)
         loop = asyncio.get_running_loop()
         deadline = None if seconds is None else loop.time() + seconds
+        look = BOUND_LOOK
         while True:
             try:
                 return _zmq._wait_bound(self, eid, count, 0)
             except Timeout:
                 pass
             try:
-                await self._readable(deadline, 0, None, True, look=BOUND_LOOK)
+                await self._readable(deadline, 0, None, True, look=look)
+                look = min(2 * look, LOOK_MAX)
             except Timeout:
                 return _zmq._wait_bound(self, eid, count, 0)    # raises, saying how many
 

@@ -217,3 +217,25 @@ def test_the_asyncio_per_call_script_runs():
                          text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "receive" in out.stdout and "new/old" in out.stdout, out.stdout
+
+
+def test_a_send_stuck_on_a_global_exchange_does_not_spin(directory):
+    # a send waiting for room on a listener looks again on a timer (its fd
+    # is the service thread's); a long wait must not become a busy loop
+    async def main():
+        async with await pyzmq.asyncio.ZMQ.connect(directory, hwm=5) as z:
+            eid = await z.create_exchange("G", pyzmq.SCOPE_GLOBAL, "127.0.0.1:0")
+            with Peer(BURSTY_BINDER, directory, 10**6, 600) as binder:    # never reads
+                binder.expect("bound")
+                assert await z.wait_bound(eid, 1, timeout=10) == 1
+                with pytest.raises(pyzmq.Timeout):
+                    while True:
+                        await z.send(eid, b"." * 20_000, timeout=0.5)
+                before = resource.getrusage(resource.RUSAGE_SELF)
+                with pytest.raises(pyzmq.Timeout):
+                    await z.send(eid, b"." * 20_000, timeout=2.0)
+                after = resource.getrusage(resource.RUSAGE_SELF)
+                cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+                assert cpu < 0.1, f"{cpu:.3f} s of CPU while a send waited 2 s"
+            await z.close(timeout=0)
+    run(main())
