@@ -43,6 +43,8 @@ from pyzmq.errors import Timeout
 
 Seconds = Optional[float]
 if TYPE_CHECKING:
+    from typing_extensions import Self
+
     from pyzmq._zmq import Message
 
 # as the blocking calls: seconds of waiting before looking for moved peers,
@@ -495,7 +497,7 @@ class ZMQ(wiring.ZMQ):
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    def __enter__(self) -> "ZMQ":
+    def __enter__(self) -> Self:
         # a plain ``with`` closes in the blocking form (its exit cannot
         # await): refused inside a running loop when that close can wait
         # (a directory: UNREGISTERs, and TCP sockets to drain); a standalone
