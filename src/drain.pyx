@@ -308,8 +308,9 @@ def _wait_bound(_Binder self, object eid_obj, object count, timeout):
     """Wait until at least count queues are bound to exchange eid: its own
     bindings (this instance's bind()) and wiring binders attached to its
     listener (remote ones, relays, other instances of this process), which
-    are let in meanwhile.  Returns how many are bound; pyzmq.Timeout after
-    timeout seconds (None: no limit)."""
+    are let in meanwhile (by the service thread: the count is read again
+    every BOUND_LOOK_S while it waits).  Returns how many are bound;
+    pyzmq.Timeout after timeout seconds (None: no limit)."""
     self._check()
     _check_timeout(timeout)
     cdef Py_ssize_t eid = _id(eid_obj, "exchange")
@@ -333,4 +334,6 @@ def _wait_bound(_Binder self, object eid_obj, object count, timeout):
         if deadline >= 0 and _now() >= deadline:
             raise Timeout(f"wait_bound(): {n} of {count} queues bound to exchange {eid} "
                           f"after {timeout} s")
-        self._wait(NULL, FDS_LISTENERS, deadline, 0)
+        # the service thread may take the fds' news (and count the binder)
+        # first: look again after BOUND_LOOK_S at most
+        self._wait(NULL, FDS_LISTENERS, deadline, BOUND_LOOK_S)

@@ -10,6 +10,7 @@ import pytest
 import pyzmq
 from pyzmq import _zmq
 from pyzmq.testing import PeerProcess
+from helpers import BURSTY_BINDER
 
 # A consumer of the global queue "slowq": ready, sleeps, then counts what
 # comes until nothing has come for 3 s.
@@ -130,6 +131,26 @@ def test_wait_bound_sees_remote_binders_come_and_go(directory):
         while _zmq._bound_count(z, eid) != (0, 0) and time.monotonic() < deadline:
             z.serve(0.05)
         assert _zmq._bound_count(z, eid) == (0, 0)
+
+
+def test_wait_bound_sees_each_new_binder_before_its_timeout(directory):
+    # Before: wait_bound() slept in poll() on the listener's fd, whose news
+    # the service thread takes in first (it polls the same fd), so a new
+    # binder was mostly seen only at the timeout.  Now it reads the count
+    # every BOUND_LOOK s while it waits.
+    with pyzmq.ZMQ(directory) as z:
+        eid = z.create_exchange("G", pyzmq.SCOPE_GLOBAL, "127.0.0.1:0")
+        binders = []
+        try:
+            for k in range(1, 4):
+                binders.append(PeerProcess(BURSTY_BINDER, directory, 0, 0))
+                t0 = time.monotonic()
+                assert z.wait_bound(eid, k, timeout=10) == k
+                took = time.monotonic() - t0
+                assert took < 5, f"binder {k} was seen after {took:.3f} s"
+        finally:
+            for peer in binders:
+                peer.close()
 
 
 def test_wait_bound_on_a_local_exchange():
