@@ -37,6 +37,10 @@ from libc.stdlib cimport calloc
 
 DEF MARKER_SIZE = 65536
 DEF DRAIN_POLL_MS = 5
+# the first looks come sooner: a marker on a connected socket with little
+# queued before it is written out within a millisecond
+DEF DRAIN_FIRST_MS = 1
+DEF DRAIN_FIRST_LOOKS = 5
 # A PUSH whose consumer is gone (its reconnections are refused) would hold
 # its marker until the timeout even when nothing else is queued.  Whether a
 # PUSH's consumer is connected is known at once: the service thread keeps
@@ -216,7 +220,8 @@ cdef class _Drain:
     def ms_to_wait(self):
         """How long to sleep before the next step (ms)."""
         cdef long ms = <long>_ms_left(self.deadline)
-        return DRAIN_POLL_MS if ms < 0 or ms > DRAIN_POLL_MS else ms
+        cdef long poll_ms = DRAIN_FIRST_MS if self.looks < DRAIN_FIRST_LOOKS else DRAIN_POLL_MS
+        return poll_ms if ms < 0 or ms > poll_ms else ms
 
     def states(self):
         """[(exchange id, endpoint, state)] of the sockets this close waits

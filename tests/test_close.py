@@ -182,7 +182,8 @@ def test_a_consumer_that_is_gone_does_not_hold_close(directory):
     """Messages queued for a consumer that is not connected cannot leave:
     close() does not wait for them (libzmq keeps them for the socket's
     linger, for a consumer that comes back) and does not count them
-    (libzmq does not say whether anything is queued; docs/reliability.md)."""
+    (libzmq does not say whether anything is queued; docs/reliability.md):
+    it reports the binding instead (the test below)."""
     with PeerProcess(CONSUMER, directory, 30) as consumer:
         consumer.expect("READY")
         z = pyzmq.ZMQ(directory, hwm=100)
