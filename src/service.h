@@ -415,6 +415,10 @@ static int sv_watch_remove(sv_service *sv, void *sock)
     sv_lock(sv);
     for (i = 0; i < sv->nws; i++) {
         if (sv->ws[i].sock == sock) {
+            /* read what waits first: libzmq stops a monitor under the
+             * lock its I/O thread holds while it writes an event, and a
+             * write to a full PAIR would wait for a reader */
+            sv_watch_read_locked(&sv->ws[i]);
             zmq_socket_monitor(sock, NULL, 0);
             zmq_close(sv->ws[i].mon);
             sv->ws[i] = sv->ws[sv->nws - 1];
@@ -478,6 +482,7 @@ static void sv_release(sv_service *sv)
     /* the watched PUSHes are still open: their monitors stop before
      * the PAIRs close (see sv_watch_remove) */
     for (i = 0; i < sv->nws; i++) {
+        sv_watch_read_locked(&sv->ws[i]);       /* see sv_watch_remove */
         zmq_socket_monitor(sv->ws[i].sock, NULL, 0);
         zmq_close(sv->ws[i].mon);
     }
