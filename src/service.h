@@ -337,29 +337,47 @@ static int sv_start_locked(sv_service *sv)
     return rc;
 }
 
-/* The owner adds a listener (a new XPUB nobody else uses yet) and starts
- * the thread on the first one.  Returns 0 or an errno. */
-static int sv_add(sv_service *sv, void *xpub, int fd)
+/* Under the lock: one more zeroed entry of `size` bytes at the end of the
+ * array *arr of n, or NULL (out of memory: the array is as it was). */
+static void *sv_append_locked(void **arr, int n, size_t size)
 {
-    int rc = 0;
-    sv_lock(sv);
-    sv_listener *p = (sv_listener *)realloc(sv->ls, (sv->nls + 1) * sizeof(sv_listener));
-    if (p == NULL) {
-        sv_unlock(sv);
-        return ENOMEM;
-    }
-    sv->ls = p;
-    memset(&p[sv->nls], 0, sizeof(sv_listener));
-    p[sv->nls].xpub = xpub;
-    p[sv->nls].fd = fd;
-    sv->nls++;
-    rc = sv_start_locked(sv);
+    char *p = (char *)realloc(*arr, (n + 1) * size);
+    if (p == NULL)
+        return NULL;
+    *arr = p;
+    memset(p + n * size, 0, size);
+    return p + n * size;
+}
+
+/* Under the lock, after an entry was appended to a list of *n: start the
+ * thread if it is not running (if it cannot start, the entry goes again),
+ * unlock and wake it.  Returns 0 or an errno. */
+static int sv_appended_unlock(sv_service *sv, int *n)
+{
+    int rc = sv_start_locked(sv);
     if (rc != 0)
-        sv->nls--;
+        (*n)--;
     sv_unlock(sv);
     if (rc == 0)
         sv_poke(sv);
     return rc;
+}
+
+/* The owner adds a listener (a new XPUB nobody else uses yet) and starts
+ * the thread on the first one.  Returns 0 or an errno. */
+static int sv_add(sv_service *sv, void *xpub, int fd)
+{
+    sv_lock(sv);
+    sv_listener *l = (sv_listener *)sv_append_locked((void **)&sv->ls, sv->nls,
+                                                     sizeof(sv_listener));
+    if (l == NULL) {
+        sv_unlock(sv);
+        return ENOMEM;
+    }
+    l->xpub = xpub;
+    l->fd = fd;
+    sv->nls++;
+    return sv_appended_unlock(sv, &sv->nls);
 }
 
 /* The owner removes a listener it is about to close. */
@@ -383,27 +401,18 @@ static void sv_remove(sv_service *sv, void *xpub)
  * only under the lock.  Returns 0 or an errno (then nothing changed). */
 static int sv_watch_add(sv_service *sv, void *sock, void *mon, int fd, int state)
 {
-    int rc;
     sv_lock(sv);
-    sv_watch *p = (sv_watch *)realloc(sv->ws, (sv->nws + 1) * sizeof(sv_watch));
-    if (p == NULL) {
+    sv_watch *w = (sv_watch *)sv_append_locked((void **)&sv->ws, sv->nws, sizeof(sv_watch));
+    if (w == NULL) {
         sv_unlock(sv);
         return ENOMEM;
     }
-    sv->ws = p;
-    memset(&p[sv->nws], 0, sizeof(sv_watch));
-    p[sv->nws].sock = sock;
-    p[sv->nws].mon = mon;
-    p[sv->nws].fd = fd;
-    p[sv->nws].state = state;
+    w->sock = sock;
+    w->mon = mon;
+    w->fd = fd;
+    w->state = state;
     sv->nws++;
-    rc = sv_start_locked(sv);
-    if (rc != 0)
-        sv->nws--;
-    sv_unlock(sv);
-    if (rc == 0)
-        sv_poke(sv);
-    return rc;
+    return sv_appended_unlock(sv, &sv->nws);
 }
 
 /* Stop watching sock (the owner is about to close it): its monitor is
