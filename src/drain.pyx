@@ -217,6 +217,7 @@ cdef class _Drain:
         if left == 0 or _ms_left(self.deadline) == 0:
             self.done = True
         return self.done
+
     def ms_to_wait(self):
         """How long to sleep before the next step (ms)."""
         cdef long ms = <long>_ms_left(self.deadline)
