@@ -309,3 +309,26 @@ def test_a_consumer_that_goes_while_close_waits_is_given_up_and_reported(directo
     assert left == 0
     gone = [r.getMessage() for r in caplog.records if "consumer of exchange 'E'" in r.getMessage()]
     assert len(gone) == 1 and "went while close() waited" in gone[0], gone
+
+
+def test_await_close_reports_a_consumer_gone_too(directory, caplog):
+    """asyncio's close steps the same drain and reports the same way."""
+    import asyncio
+    import pyzmq.asyncio
+
+    async def main(consumer):
+        z = pyzmq.asyncio.ZMQ(directory, hwm=100)
+        eid = await z.create_exchange("AE")
+        await z.bind("AE", "slowq", hwm=100)
+        consumer.close()                    # SIGKILL: gone before reading anything
+        await asyncio.sleep(1.0)            # until libzmq has seen it go
+        for _ in range(5):
+            await z.send(eid, b"m" * 4096, timeout=5)
+        with caplog.at_level("WARNING", logger="pyzmq"):
+            return await asyncio.wait_for(z.close(timeout=20), 30)
+
+    with PeerProcess(CONSUMER, directory, 30) as consumer:
+        consumer.expect("READY")
+        assert asyncio.run(main(consumer)) == 0
+    gone = [r.getMessage() for r in caplog.records if "consumer of exchange 'AE'" in r.getMessage()]
+    assert len(gone) == 1 and "when close() began" in gone[0], gone
