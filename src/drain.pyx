@@ -329,6 +329,24 @@ def _drain(_Core self, timeout):
         d.release()
 
 
+def _push_states(_Core self):
+    """[(exchange id, endpoint, state)] of this instance's watched PUSHes,
+    state "new", "up" or "down" as the service thread's watch says now
+    (for tests: what close() will find)."""
+    self._check()
+    cdef int i, j, st
+    cdef list out = []
+    if self.svc == NULL:
+        return out
+    for i in range(self.nex):
+        for j in range(self.ex[i].npush):
+            st = sv_watch_state(self.svc, self.ex[i].pushes[j], NULL)
+            if st >= 0:
+                out.append((self.idbase + i + 1, _last_endpoint(self.ex[i].pushes[j]),
+                            ("new", "up", "down")[st]))
+    return out
+
+
 def _bound_count(_Core self, object eid):
     """(bindings made by this instance's bind(), binders attached to the
     listener) of exchange eid."""

@@ -212,6 +212,15 @@ with pyzmq.ZMQ(sys.argv[1]) as z:
 """
 
 
+def _wait_down(z, count, seconds=15.0):
+    """Wait until the service thread has seen `count` PUSHes of z lose
+    their consumer (a hang bound, not a timing)."""
+    deadline = time.monotonic() + seconds
+    while sum(st == "down" for _, _, st in _zmq._push_states(z)) < count:
+        assert time.monotonic() < deadline, _zmq._push_states(z)
+        time.sleep(0.01)
+
+
 def _step_until_done(drain, seconds=15.0):
     """Step a _Drain as close() does, up to a hang bound far above any wait
     that is not a hang."""
@@ -234,6 +243,8 @@ def test_close_after_delivered_tcp_sends_queues_its_markers_at_once(directory):
             for _ in range(10):
                 z.send(eid, b"m" * 4096, timeout=5)
             consumer.expect("GOT")              # all delivered
+            # the service thread's watch saw its handshake: known up now
+            assert [(e, st) for e, _, st in _zmq._push_states(z)] == [(eid, "up")]
             drain = _zmq._drain_start(z, 10)
             try:
                 drain.step()
@@ -263,7 +274,7 @@ def test_consumers_gone_before_close_are_reported(directory, caplog):
         z.bind("SOME", "slowq", hwm=100)
         z.bind("FULL", "slowq", hwm=100)
         consumer.close()                    # SIGKILL: gone before reading anything
-        time.sleep(1.0)                     # until libzmq has seen it go
+        _wait_down(z, 2)                    # until libzmq has seen it go
         for _ in range(5):
             z.send(some, b"m" * 4096, timeout=5)
         with pytest.raises(pyzmq.Timeout):
@@ -321,7 +332,7 @@ def test_await_close_reports_a_consumer_gone_too(directory, caplog):
         eid = await z.create_exchange("AE")
         await z.bind("AE", "slowq", hwm=100)
         consumer.close()                    # SIGKILL: gone before reading anything
-        await asyncio.sleep(1.0)            # until libzmq has seen it go
+        _wait_down(z, 1)                    # until libzmq has seen it go
         for _ in range(5):
             await z.send(eid, b"m" * 4096, timeout=5)
         with caplog.at_level("WARNING", logger="pyzmq"):
