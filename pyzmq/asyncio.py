@@ -554,7 +554,7 @@ class ZMQ(wiring.ZMQ):
             try:
                 while not drain.step():
                     await asyncio.sleep(drain.ms_to_wait() / 1000)
-                left, late = drain.result()
+                left, late, departed = drain.result()
             finally:
                 drain.release()
         except BaseException:
@@ -562,7 +562,7 @@ class ZMQ(wiring.ZMQ):
             self._forget()
             self._close(False)      # relay threads are told to stop, not joined
             raise
-        return self._report_drained(left, late, seconds)
+        return self._report_drained(left, late, departed, seconds)
 
     async def _aclose(self, loop, timeout):
         directory, self._directory = self._directory, None
