@@ -29,6 +29,7 @@ cdef extern from "zmq.h" nogil:
         ZMQ_SNDTIMEO
         ZMQ_RCVTIMEO
         ZMQ_LAST_ENDPOINT
+        ZMQ_TYPE
         ZMQ_XPUB_NODROP
         ZMQ_EVENTS
         ZMQ_FD

@@ -1,6 +1,7 @@
 # Declarations of src/service.h: the engine's service thread, which lets
 # remote binders in while the owner thread does anything at all, and the
-# mutex the owner holds whenever it uses a listener.
+# mutex the owner holds whenever it uses a listener; and its watches of
+# outgoing TCP PUSHes (whether each one's consumer is connected).
 
 from libzmq cimport zmq_msg_t
 
@@ -9,6 +10,10 @@ cdef extern from "service.h" nogil:
         pass
     enum:
         SV_SEND_SLICE_MS
+        SV_NEW
+        SV_UP
+        SV_DOWN
+        SV_WATCH_EVENTS
     sv_service *sv_new(const char *prefix, size_t plen)
     int sv_add(sv_service *sv, void *xpub, int fd)
     void sv_remove(sv_service *sv, void *xpub)
@@ -21,3 +26,7 @@ cdef extern from "service.h" nogil:
                 int *binders)
     int sv_subscribers(sv_service *sv, void *xpub)
     int sv_msg_send(sv_service *sv, zmq_msg_t *m, void *s, int flags)
+    int sv_watch_add(sv_service *sv, void *sock, void *mon, int fd, int state)
+    int sv_watch_remove(sv_service *sv, void *sock)
+    int sv_watch_state(sv_service *sv, void *sock, int *ups)
+    int sv_watch_reset(sv_service *sv, void *sock)

@@ -21,6 +21,7 @@ SCOPE_NAMES: dict[int, str]
 # between calls while it keeps waiting
 FOLLOW_FIRST: Final[float]
 FOLLOW_EVERY: Final[float]
+BOUND_LOOK: Final[float]
 
 def libzmq_version() -> str: ...
 def has(capability: str) -> bool: ...

@@ -13,9 +13,17 @@
     asyncio.run(main())
 
 The instance belongs to the thread of its event loop.  Every call that
-can wait is a coroutine.  Waiting for sockets is driven by libzmq's
+can wait is a coroutine, and nothing waits in the loop's thread: inside a
+running loop, the two forms that would (the constructor with a hostname,
+and a plain ``with`` block of an instance with a directory, which closes
+in the blocking form) raise RuntimeError saying what to use instead:
+``await ZMQ.connect(host)`` and ``async with``.  Waiting for sockets is driven by libzmq's
 signalling fds registered with the running loop (``add_reader``): no busy
-polling; directory requests run in the loop's default executor.  Each await first tries the call
+polling (but for the fds of listeners, which the service thread reads
+first: a send waiting for room on a global exchange tries again after
+5 ms, wait_bound() looks after 20 ms, then each at twice the last
+interval, up to 0.1 s); directory requests run in the loop's default
+executor.  Each await first tries the call
 without blocking; only when that would block does it wait for one of the
 fds to turn readable, then tries again.  Any number of tasks may await at
 once; cancelling one loses nothing (a message is only taken by a task that
@@ -26,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import threading
 from typing import TYPE_CHECKING, Awaitable, Callable, Dict, Iterable, List, Literal, Optional, Set, Tuple, Union, overload
 
 from pyzmq import _zmq, wiring
@@ -34,6 +43,8 @@ from pyzmq.errors import Timeout
 
 Seconds = Optional[float]
 if TYPE_CHECKING:
+    from typing_extensions import Self
+
     from pyzmq._zmq import Message
 
 # as the blocking calls: seconds of waiting before looking for moved peers,
@@ -41,14 +52,36 @@ if TYPE_CHECKING:
 FOLLOW_FIRST = _zmq.FOLLOW_FIRST
 FOLLOW_EVERY = _zmq.FOLLOW_EVERY
 
+# The listeners' signalling fds are the service thread's: it polls them too
+# and takes their news in, often before the loop sees the fd readable.  So
+# a wait that depends on a listener does not rely on its fd alone: a send
+# waiting for room on a global exchange tries again after SEND_LOOK s (as
+# the blocking send's 5 ms slices on a listener), wait_bound() reads the
+# binder count after BOUND_LOOK s (as the blocking wait_bound()).  Each
+# look doubles the next one's interval, up to LOOK_MAX: a wake-up of the
+# loop costs 0.2 ms of CPU or so, and a long wait (a stalled binder, a
+# consumer not started yet) should not cost 5 % of a core.
+SEND_LOOK = 0.005
+BOUND_LOOK = _zmq.BOUND_LOOK
+LOOK_MAX = 0.1
+
 
 class ZMQ(wiring.ZMQ):
     """A wiring instance whose every call that can wait is a coroutine:
     ``await ZMQ.connect(host)`` (the directory connection), ``create_*``,
     ``bind``, ``send``, ``send_many``, ``receive``, ``receive2``,
-    ``receive_many``, ``serve``, ``close``.  ``send_now``/``receive_now``
-    never wait.  Still blocking: the constructor with a hostname (use
-    ``connect``) and a plain ``with`` block's close (use ``async with``)."""
+    ``receive_many``, ``serve``, ``wait_bound``, ``close``.
+    ``send_now``/``receive_now`` never wait.
+
+    Inside a running loop, ``ZMQ(hostname)`` raises RuntimeError (it would
+    connect in the blocking form, in the loop's thread): use ``await
+    ZMQ.connect(hostname)``.  Outside one (a script that builds the
+    instance before ``asyncio.run``) it connects as pyzmq.ZMQ does.  A
+    plain ``with`` of an instance that has a directory raises RuntimeError
+    on entering inside a running loop (its exit would close in the
+    blocking form: UNREGISTERs, the wait for queued messages): use ``async
+    with``.  A standalone instance (``ZMQ()``, inproc only) closes without
+    waiting, so a plain ``with`` of it is allowed anywhere."""
 
     # the same arguments as pyzmq.ZMQ (tests/test_types.py checks they stay so)
     def __init__(self, hostname: Optional[str] = None, *, timeout: float = 5.0,
@@ -57,6 +90,12 @@ class ZMQ(wiring.ZMQ):
                  directory_key: Optional[str] = None, require_curve: bool = False,
                  on_lost: Optional[Callable[[str, str], None]] = None,
                  etcd_options: Optional[Dict[str, object]] = None) -> None:
+        if hostname is not None and _loop_running():
+            raise RuntimeError(
+                f"pyzmq.asyncio.ZMQ({hostname!r}) inside a running event loop would connect "
+                "to the directory in the blocking form and hold the loop meanwhile: use "
+                f"`zmq = await pyzmq.asyncio.ZMQ.connect({hostname!r}, ...)` (same arguments), "
+                "or `async with await pyzmq.asyncio.ZMQ.connect(...) as zmq:`")
         super().__init__(hostname, timeout=timeout, hwm=hwm, linger=linger,
                          bind_timeout=bind_timeout, secret_key=secret_key,
                          allowed_keys=allowed_keys, directory_key=directory_key,
@@ -87,12 +126,14 @@ class ZMQ(wiring.ZMQ):
             loop.remove_reader(fd)
         self._watched.clear()
 
-    async def _readable(self, deadline, eid=0, follow=None, listeners=False):
+    async def _readable(self, deadline, eid=0, follow=None, listeners=False, look=None):
         """Until one of the instance's fds is readable (or the deadline).
 
         ``follow`` is the calling wait's [next time to look for moved
         peers]: kept by the caller across wake-ups, so other tasks' traffic
-        waking this one often does not postpone the look for ever."""
+        waking this one often does not postpone the look for ever.  With
+        ``look``, returns after that many seconds at most (the caller
+        tries again: a listener's fd may never tell)."""
         loop = asyncio.get_running_loop()
         for fd in self._fds(eid, listeners):
             if fd not in self._watched:
@@ -116,6 +157,8 @@ class ZMQ(wiring.ZMQ):
                     follow[0] = now + FOLLOW_EVERY
                 if piece is None or piece > follow[0] - now:
                     piece = follow[0] - now
+            if look is not None and (piece is None or piece > look):
+                piece = look
             try:
                 if piece is None:
                     await fut
@@ -151,8 +194,8 @@ class ZMQ(wiring.ZMQ):
         deadline = self._deadline(timeout)
         follow = [None]
         while True:
-            wiring.ZMQ.serve(self, 0)      # let binders of our global exchanges in
-            msg = self.receive_now(copy=copy)
+            # (binders of global exchanges are the service thread's)
+            msg = wiring.ZMQ.receive(self, block=False, copy=copy)
             if msg is not None:
                 self._pass_on()
                 return msg
@@ -177,7 +220,6 @@ class ZMQ(wiring.ZMQ):
         deadline = self._deadline(timeout)
         follow = [None]
         while True:
-            wiring.ZMQ.serve(self, 0)
             item = wiring.ZMQ.receive2(self, block=False, copy=copy)
             if item is not None:
                 self._pass_on()
@@ -193,13 +235,19 @@ class ZMQ(wiring.ZMQ):
         """Send; waits (without blocking the loop) while a bound queue is full."""
         deadline = self._deadline(timeout)
         follow = [None]
+        look: Optional[float] = None
+        waited = False      # look is known from the first wait on
         while True:
-            wiring.ZMQ.serve(self, 0)      # listeners' fds are watched too: take their news
             if wiring.ZMQ.send(self, eid, msg, block=False):
                 self._pass_on()
                 return True
+            if not waited:
+                waited = True
+                look = SEND_LOOK if self._listens(eid) else None
             try:
-                await self._readable(deadline, eid, follow)
+                await self._readable(deadline, eid, follow, look=look)
+                if look is not None:
+                    look = min(2 * look, LOOK_MAX)
             except Timeout:
                 raise Timeout("send timed out: a bound queue stayed full "
                               "(high-water mark)" + self._follow_refusals(eid)) from None
@@ -255,6 +303,12 @@ class ZMQ(wiring.ZMQ):
                 wiring.ZMQ.serve(self, 0)
                 return
 
+    def _listens(self, eid):
+        """Whether exchange eid has a listener (it is global): then a send
+        waiting for room cannot rely on the fds (SEND_LOOK)."""
+        return any(o.id == eid and o.kind == "exchange" and o.scope == wiring.SCOPE_GLOBAL
+                   for o in self._objects.values())
+
     @overload
     def receive_now(self, copy: Literal[True] = True) -> Optional[bytes]: ...
     @overload
@@ -271,17 +325,21 @@ class ZMQ(wiring.ZMQ):
     async def wait_bound(self, eid: int, count: int = 1,  # type: ignore[override]
                          timeout: Optional[float] = None) -> int:
         """Wait until at least `count` queues are bound to exchange `eid`
-        (as the blocking wait_bound()), letting binders in from the loop."""
+        (as the blocking wait_bound()), on the loop: the service thread
+        lets binders in, and the count is read after BOUND_LOOK s, then at
+        doubling intervals up to LOOK_MAX."""
         seconds = _zmq.check_timeout(timeout)
         loop = asyncio.get_running_loop()
         deadline = None if seconds is None else loop.time() + seconds
+        look = BOUND_LOOK
         while True:
             try:
                 return _zmq._wait_bound(self, eid, count, 0)
             except Timeout:
                 pass
             try:
-                await self._readable(deadline, 0, None, True)
+                await self._readable(deadline, 0, None, True, look=look)
+                look = min(2 * look, LOOK_MAX)
             except Timeout:
                 return _zmq._wait_bound(self, eid, count, 0)    # raises, saying how many
 
@@ -409,21 +467,27 @@ class ZMQ(wiring.ZMQ):
                       etcd_options: Optional[Dict[str, object]] = None) -> "ZMQ":
         """An instance connected to the directory at `hostname`, made without
         blocking the loop: ``zmq = await pyzmq.asyncio.ZMQ.connect(host)``.
-        The same arguments as the constructor (which connects in the
-        blocking form).  The connection (up to `timeout`) is made in the
-        loop's default executor; the instance belongs to the loop's thread."""
+        The same arguments as the constructor (which, inside a running
+        loop, refuses).  The connection (up to `timeout`) is made in the
+        loop's default executor; the instance belongs to the loop's thread.
+        Cancelled while it connects, the client that still comes is closed
+        in that executor thread, never in the loop's."""
         self = cls(None, timeout=timeout, hwm=hwm, linger=linger, bind_timeout=bind_timeout,
                    secret_key=secret_key, allowed_keys=allowed_keys,
                    require_curve=require_curve, on_lost=on_lost)
         loop = asyncio.get_running_loop()
-        job = loop.run_in_executor(None, self._open_directory, hostname, directory_key,
-                                   secret_key, etcd_options)
+        hand_over = _HandOver()
+        job = loop.run_in_executor(None, hand_over.run, self._open_directory, hostname,
+                                   directory_key, secret_key, etcd_options)
         try:
             self._directory = await asyncio.shield(job)
         except BaseException:
-            # cancelled while connecting: the client still comes; close it then
-            job.add_done_callback(lambda j: j.cancelled() or j.exception() or j.result().close())
-            wiring.ZMQ.close(self)
+            # cancelled while connecting: the client may still come, and its
+            # close (a REVOKE and its answer, the keeper's end) waits
+            late = hand_over.abandon()
+            if late is not None:
+                loop.run_in_executor(None, late.close)
+            wiring.ZMQ.close(self)      # standalone so far: closes at once
             raise
         return self
 
@@ -433,8 +497,21 @@ class ZMQ(wiring.ZMQ):
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
+    def __enter__(self) -> Self:
+        # a plain ``with`` closes in the blocking form (its exit cannot
+        # await): refused inside a running loop when that close can wait
+        # (a directory: UNREGISTERs, and TCP sockets to drain); a standalone
+        # instance is inproc only and closes at once
+        if self._directory is not None and _loop_running():
+            raise RuntimeError(
+                "a plain `with` of a pyzmq.asyncio.ZMQ with a directory inside a running "
+                "event loop would close it in the blocking form on leaving the block "
+                "(unregistering its names, waiting up to linger for queued messages) and "
+                "hold the loop meanwhile: use `async with zmq:` (or `await zmq.close()`)")
+        return self
+
     def __exit__(self, *exc: object) -> None:
-        # a plain ``with`` closes in the blocking form (it cannot await)
+        # entered outside a running loop, or standalone: the blocking form
         wiring.ZMQ.close(self)
         self._wake()
 
@@ -477,13 +554,15 @@ class ZMQ(wiring.ZMQ):
             try:
                 while not drain.step():
                     await asyncio.sleep(drain.ms_to_wait() / 1000)
-                left, late = drain.result()
+                left, late, departed = drain.result()
             finally:
                 drain.release()
         except BaseException:
-            self._close_now()
+            # (its directory client is gone already: _aclose took it)
+            self._forget()
+            self._close(False)      # relay threads are told to stop, not joined
             raise
-        return self._report_drained(left, late, seconds)
+        return self._report_drained(left, late, departed, seconds)
 
     async def _aclose(self, loop, timeout):
         directory, self._directory = self._directory, None
@@ -503,6 +582,12 @@ class ZMQ(wiring.ZMQ):
                     self._close(False)      # relay threads are told to stop, not joined
                 self._wake()           # waiting tasks retry and get "closed"
         return left
+
+
+def _loop_running():
+    """Whether an event loop runs in this thread now (whose thread a
+    blocking call would hold)."""
+    return asyncio._get_running_loop() is not None
 
 
 async def _run_steps(steps):
@@ -539,6 +624,34 @@ def _unregister_all(directory, names):
                 pass    # the directory drops them with the connection anyway
     finally:
         directory.close()
+
+
+class _HandOver:
+    """A directory client made in an executor thread for connect(): handed
+    to the loop, or, once connect() gave up (cancelled), closed in that
+    thread (close() waits for the directory's answer and the keeper)."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._abandoned = False
+        self._client = None
+
+    def run(self, make, *args):
+        client = make(*args)
+        with self._lock:
+            if not self._abandoned:
+                self._client = client
+                return client
+        client.close()
+        return None
+
+    def abandon(self):
+        """connect() gives up: the client if it had come (the caller
+        closes it off the loop), else None (run() will close it)."""
+        with self._lock:
+            self._abandoned = True
+            client, self._client = self._client, None
+        return client
 
 
 class _Done:

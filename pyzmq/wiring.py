@@ -253,21 +253,36 @@ class ZMQ(_zmq.Engine):
         is closed and the exception goes on."""
         seconds = self._linger if timeout is None else timeout
         try:
-            left, late = _zmq._drain(self, seconds)
+            left, late, departed = _zmq._drain(self, seconds)
         except BaseException:
             self._close_now()
             raise
-        return self._report_drained(left, late, seconds)
+        return self._report_drained(left, late, departed, seconds)
 
-    def _report_drained(self, left, late, seconds):
+    def _report_drained(self, left, late, departed, seconds):
         """What a close's wait found: the count left, after a WARNING naming
-        their exchanges when there are any (asyncio's close shares it)."""
+        their exchanges when there are any, and one per binding whose
+        consumer was gone, which close() did not wait for (asyncio's close
+        shares it).  The count does not include what was queued for those:
+        libzmq does not say how much that is (docs/reliability.md)."""
+        names = {o.id: o.name for o in self._objects.values() if o.kind == "exchange"}
         if left:
-            names = {o.id: o.name for o in self._objects.values() if o.kind == "exchange"}
             log.warning("close(): %d messages had not left this process after %g s "
-                        "(exchanges %s: their consumers are slow, stalled or gone); "
+                        "(exchanges %s: their consumers are slow or stalled); "
                         "they are dropped", left, seconds,
                         ", ".join(repr(names.get(e, e)) for e in late))
+        for d in departed:
+            if d["full"]:
+                what = "its pipe was full: messages queued for it were not delivered"
+            else:
+                what = ("messages may still have been queued for it (libzmq does not "
+                        "say; there may be none)")
+            log.warning("close(): the consumer of exchange %r at %s %s, so close() did not "
+                        "wait for it; %s, and they are kept only for the socket's linger",
+                        names.get(d["exchange"], d["exchange"]), d["endpoint"],
+                        ("had gone when close() began" if d["connected"] else
+                         "was not reachable when close() began") if d["when"] == "before"
+                        else "went while close() waited", what)
         return left
 
     def _unregister(self):

@@ -172,6 +172,8 @@ cdef class _Binder(_Core):
     cdef int _curve_server_opts(self, void *s) except -1
     cdef int _curve_client_opts(self, void *s, object serverkey) except -1
     cdef BindingHandle _handle(self, void *s)
+    cdef int _ensure_service(self) except -1
+    cdef int _watch_push(self, void *s, str endpoint, int state) except -1
     cdef int _connect_push(self, void *s, str endpoint, bint curve, double deadline,
                            str what) except -1
     cdef int _await_handshake(self, void *mon, str what, double deadline) except -1
@@ -184,7 +186,7 @@ cdef class _Binder(_Core):
                                      void *mon, str what) except -1
     cdef int _sync_read(self, void *s, bytes topic, Py_ssize_t qid, str endpoint) except -1
     cdef BindingHandle _attach_sub(self, Py_ssize_t qid, void *s)
-    cdef BindingHandle _attach_push(self, Py_ssize_t eid, void *s)
+    cdef BindingHandle _attach_push(self, Py_ssize_t eid, void *s, str endpoint)
     cdef _Relay _relay_sockets(self, exchange_key, queue_key, int hwm)
     cdef int _relay_go(self, _Relay relay, str exchange_endpoint,
                        str queue_endpoint) except -1

@@ -68,6 +68,13 @@ DEF RECV_WAITED_S = 2e-6
 DEF FOLLOW_FIRST_S = 1.0
 DEF FOLLOW_EVERY_S = 0.25
 FOLLOW_FIRST = FOLLOW_FIRST_S
+# A wait for binders (wait_bound) looks at the binder counts at least this
+# often: the listeners' fds are the service thread's, which takes their
+# news in (and the count with it) before the waiting thread may see the fd
+# readable, so the fd alone can miss a binder.  The asyncio waits on a
+# listener look as often (BOUND_LOOK; a waiting send every 5 ms).
+DEF BOUND_LOOK_S = 0.02
+BOUND_LOOK = BOUND_LOOK_S
 FOLLOW_EVERY = FOLLOW_EVERY_S
 
 include "errors.pyx"        # libzmq failures -> pyzmq.Error

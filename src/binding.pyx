@@ -79,6 +79,34 @@ cdef class _Binder(_Core):
         self._handles.append(h)
         return h
 
+    cdef int _ensure_service(self) except -1:
+        """Make the instance's service state (src/service.h) if it has none
+        yet: its thread starts with the first listener or watch."""
+        if self.svc == NULL:
+            self.svc = sv_new(<char *>_SYNC_PREFIX, len(_SYNC_PREFIX))
+            if self.svc == NULL:
+                raise MemoryError("cannot set up the instance's service thread")
+        return 0
+
+    cdef int _watch_push(self, void *s, str endpoint, int state) except -1:
+        """Have the service thread keep whether PUSH s, connected to
+        endpoint, has its consumer connected (what close() needs to know
+        without waiting: src/drain.pyx).  Only TCP ones: an inproc peer is in
+        this process.  state: what is known now (SV_UP after an awaited
+        CURVE handshake, else SV_NEW).  On failure s is not watched and
+        the error is raised."""
+        cdef void *mon
+        cdef int err
+        if not endpoint.startswith("tcp://"):
+            return 0
+        self._ensure_service()
+        mon = _monitor(s, f"{self.prefix}/watch{_next_serial()}", SV_WATCH_EVENTS)
+        err = sv_watch_add(self.svc, s, mon, _signal_fd(mon), state)
+        if err:
+            _unmonitor(s, mon)
+            _raise_errno("cannot start the instance's service thread", err)
+        return 0
+
     def _curve_public_key(self):
         """The public key registered with global objects ("" without CURVE)."""
         return self._cpub.decode("ascii") if self._cserver else ""
@@ -126,10 +154,7 @@ cdef class _Binder(_Core):
             endpoint = _bind(s, endpoint)
             # instances of this process bind through inproc instead of TCP
             _bind(s, self._exchange_inproc(eid))
-            if self.svc == NULL:
-                self.svc = sv_new(<char *>_SYNC_PREFIX, len(_SYNC_PREFIX))
-                if self.svc == NULL:
-                    raise MemoryError("cannot set up the listeners' service thread")
+            self._ensure_service()
             # from here on the service thread may use s: under its lock
             err = sv_add(self.svc, s, _signal_fd(s))
             if err:
@@ -170,14 +195,24 @@ cdef class _Binder(_Core):
         cdef ExchangeSlot *e
         try:
             self._curve_client_opts(s, serverkey)
+            if not curve:
+                # watched before it connects, so no event is missed (a
+                # CURVE one is watched once its awaited handshake is done:
+                # a socket has one monitor, and that wait uses it)
+                self._watch_push(s, endpoint, SV_NEW)
             self._connect_push(s, endpoint, curve, deadline, "queue")
             # looked up again: Python code (a signal handler) may have run
             # while the handshake was awaited
             e = self._exchange(eid)
             _grow(&e.pushes, e.npush)
+            if curve:
+                self._watch_push(s, endpoint, SV_UP)
         except BaseException:
+            if self.svc != NULL:
+                sv_watch_remove(self.svc, s)        # its monitor first
             _close_now(s)
             raise
+        e = self._exchange(eid)
         e.pushes[e.npush] = s
         e.npush += 1
         if self.sitems_cap < e.npush + 1:
@@ -379,10 +414,12 @@ cdef class _Binder(_Core):
         self._rebuild_items()
         return self._handle(s)
 
-    cdef BindingHandle _attach_push(self, Py_ssize_t eid, void *s):
-        """A connected PUSH joins exchange eid."""
+    cdef BindingHandle _attach_push(self, Py_ssize_t eid, void *s, str endpoint):
+        """A PUSH whose CURVE handshake succeeded joins exchange eid."""
         cdef ExchangeSlot *e = self._exchange(eid)
         _grow(&e.pushes, e.npush)
+        self._watch_push(s, endpoint, SV_UP)
+        e = self._exchange(eid)
         e.pushes[e.npush] = s
         e.npush += 1
         if self.sitems_cap < e.npush + 1:
@@ -468,7 +505,7 @@ cdef class _Binder(_Core):
                     p.mon = NULL
                     p.s = NULL
                     try:
-                        return self._attach_push(p.id, s)
+                        return self._attach_push(p.id, s, p.endpoint)
                     except BaseException:
                         _close_now(s)
                         raise
@@ -596,6 +633,13 @@ cdef class _Binder(_Core):
             self._curve_client_opts(s, serverkey)
         else:                           # back to the NULL mechanism
             _setopt(s, ZMQ_CURVE_SERVER, 0, "cannot turn CURVE off on a socket")
+        cdef int kind = 0
+        cdef size_t n = sizeof(int)
+        if zmq_getsockopt(s, ZMQ_TYPE, &kind, &n) != 0:
+            _raise_zmq("cannot read a binding socket's type")
+        if kind == ZMQ_PUSH and (self.svc == NULL or not sv_watch_reset(self.svc, s)):
+            # a PUSH not watched yet (it was inproc): from now on, if TCP
+            self._watch_push(s, new_endpoint, SV_NEW)
         if zmq_connect(s, new_ep) != 0:
             _raise_zmq(f"cannot connect to {new_endpoint}")
 

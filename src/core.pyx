@@ -299,6 +299,8 @@ cdef class _Core:
                     sv_remove(self.svc, e.xpub)     # with its pending sync answers
                 zmq_close(e.xpub)
             for j in range(e.npush):
+                if self.svc != NULL:
+                    sv_watch_remove(self.svc, e.pushes[j])  # its monitor first
                 zmq_close(e.pushes[j])
             free(e.pushes)
             self.nex -= 1
@@ -380,7 +382,8 @@ cdef class _Core:
             self._handles = []
         if self.svc != NULL:
             # the service thread stops touching the listeners before they
-            # are closed; it ends on its own (nothing here waits for it).
+            # are closed, and the PUSHes' monitors stop (their PAIRs are
+            # closed); it ends on its own (nothing here waits for it).
             # In a forked child it does not exist: leave its state alone.
             if mine:
                 sv_release(self.svc)

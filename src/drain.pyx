@@ -37,36 +37,25 @@ from libc.stdlib cimport calloc
 
 DEF MARKER_SIZE = 65536
 DEF DRAIN_POLL_MS = 5
+# the first looks come sooner: a marker on a connected socket with little
+# queued before it is written out within a millisecond
+DEF DRAIN_FIRST_MS = 1
+DEF DRAIN_FIRST_LOOKS = 5
 # A PUSH whose consumer is gone (its reconnections are refused) would hold
-# its marker until the timeout even when nothing else is queued.  So a
-# PUSH gets its marker only after SETTLE_S in which its monitor reported
-# no connection attempt (there is none while it is connected); one whose
-# consumer is not there is not waited for.
-DEF SETTLE_S = 0.3
-# libzmq's monitor events (zmq.h; not in include/libzmq.pxd): a connection
-# attempt under way, refused and retried later; these come only while the
-# socket is not connected (every 100 ms, its reconnect interval)
-DEF EV_CONNECT_DELAYED = 0x0002
-DEF EV_CONNECT_RETRIED = 0x0004
-DEF EV_CLOSED = 0x0080
-DEF EV_NOT_CONNECTED = EV_CONNECT_DELAYED | EV_CONNECT_RETRIED | EV_CLOSED
-DEF EV_MONITOR_STOPPED = 0x0400
+# its marker until the timeout even when nothing else is queued.  Whether a
+# PUSH's consumer is connected is known at once: the service thread keeps
+# what each outgoing TCP PUSH's monitor said last (sv_watch, src/service.h).
+# One that is not connected gets no marker and is not waited for; one that
+# loses its consumer while close waits is given up then.  Both are
+# reported (result()): what was queued for them is not known.
 
-
-cdef int _events(void *mon) noexcept:
-    """The kinds of the monitor events waiting on mon, or-ed; read them all."""
-    cdef zmq_msg_t m
-    cdef int seen = 0
-    cdef unsigned short event
-    while True:
-        zmq_msg_init(&m)
-        if zmq_msg_recv(&m, mon, ZMQ_DONTWAIT) < 0:
-            zmq_msg_close(&m)
-            return seen
-        if zmq_msg_size(&m) == 6:
-            memcpy(&event, zmq_msg_data(&m), 2)
-            seen |= event
-        zmq_msg_close(&m)
+# a socket's state in a _Drain
+DEF ROOM = 0            # its marker is not queued yet (no room: tried again)
+DEF QUEUED = 1          # queued, not written out yet
+DEF LEFT = 2            # written out: everything before it left
+DEF GONE = 3            # its consumer is not connected: not waited for
+DEF GONE_MARKED = 4     # the same, with its marker still queued
+_STATE_NAMES = ("waiting for room", "queued", "left", "gone", "gone")
 
 
 cdef int _send_marker(void *s, int *flag) except -1:
@@ -90,14 +79,29 @@ cdef int _send_marker(void *s, int *flag) except -1:
     return 0
 
 
+cdef str _last_endpoint(void *s):
+    """The endpoint s was last connected (or bound) to ("" if none)."""
+    cdef char buf[256]
+    cdef size_t n = sizeof(buf)
+    if zmq_getsockopt(s, ZMQ_LAST_ENDPOINT, buf, &n) != 0 or n < 2:
+        return ""
+    return buf[:n - 1].decode(errors="replace")
+
+
 cdef bint _over_tcp(void *s):
     """Whether s was last connected (or bound) over TCP: an inproc peer is in
     this process, and what its pipe holds stays readable after we close."""
-    cdef char buf[256]
-    cdef size_t n = sizeof(buf)
-    if zmq_getsockopt(s, ZMQ_LAST_ENDPOINT, buf, &n) != 0 or n < 6:
+    return _last_endpoint(s).startswith("tcp://")
+
+
+cdef bint _no_room(void *s):
+    """Whether s could not take another message now (its pipe is at its
+    mark)."""
+    cdef int ev = 0
+    cdef size_t n = sizeof(ev)
+    if zmq_getsockopt(s, ZMQ_EVENTS, &ev, &n) != 0:
         return False
-    return memcmp(buf, b"tcp://", 6) == 0
+    return not (ev & ZMQ_POLLOUT)
 
 
 cdef long long _sndhwm(void *s):
@@ -113,18 +117,19 @@ cdef class _Drain:
     never waits, so the blocking close() (_drain) sleeps between steps and
     asyncio's close awaits the loop instead (_drain_start).  result() says
     what was left; release() (idempotent, never waits) gives back the
-    monitors and memory."""
+    memory."""
     cdef _Core core
     cdef double deadline
-    cdef double settled
     cdef int n
     cdef void **socks
     cdef int *slot
     cdef int **flags
-    # 0 not queued, 1 queued, 2 left, 3 closed (no consumer)
-    cdef char *state
-    cdef void **mons
+    cdef char *state        # ROOM, QUEUED, LEFT, GONE, GONE_MARKED
     cdef int *push          # index in pushes, -1: the listener
+    cdef char *before       # GONE: not connected when close looked (else: left meanwhile)
+    cdef char *full         # GONE: no room for another message when given up
+    cdef char *ever         # GONE: had been connected since it was bound
+    cdef int looks          # steps taken
     cdef bint done
 
     def __dealloc__(self):
@@ -145,10 +150,13 @@ cdef class _Drain:
         self.slot = <int *>calloc(n, sizeof(int))
         self.flags = <int **>calloc(n, sizeof(int *))
         self.state = <char *>calloc(n, 1)
-        self.mons = <void **>calloc(n, sizeof(void *))
         self.push = <int *>calloc(n, sizeof(int))
+        self.before = <char *>calloc(n, 1)
+        self.full = <char *>calloc(n, 1)
+        self.ever = <char *>calloc(n, 1)
         if (self.socks == NULL or self.slot == NULL or self.flags == NULL
-                or self.state == NULL or self.mons == NULL or self.push == NULL):
+                or self.state == NULL or self.push == NULL or self.before == NULL
+                or self.full == NULL or self.ever == NULL):
             raise MemoryError()
         for i in range(core.nex):
             if not core.ex[i].msgs:
@@ -161,20 +169,27 @@ cdef class _Drain:
                 self.slot[self.n] = i
                 self.push[self.n] = j
                 self.n += 1
-        self.settled = _now() + SETTLE_S
         for k in range(self.n):
             self.flags[k] = <int *>calloc(1, sizeof(int))
             if self.flags[k] == NULL:
                 raise MemoryError()
-            if self.push[k] >= 0:
-                self.mons[k] = _monitor(self.socks[k], f"inproc://pyzmq-wiring-drain/{core.pid}/"
-                                        f"{_next_serial()}", EV_NOT_CONNECTED)
         return 0
 
+    cdef bint _gone(self, int k) noexcept:
+        """Whether socket k is a PUSH whose consumer is not connected now,
+        as its watch says (a listener, or a PUSH not watched: False)."""
+        cdef int ups = 0
+        if self.push[k] < 0 or self.core.svc == NULL:
+            return False
+        if sv_watch_state(self.core.svc, self.socks[k], &ups) != SV_DOWN:
+            return False
+        self.ever[k] = ups > 0
+        return True
+
     def step(self):
-        """One look, never waiting: True once everything left or the
-        deadline passed (then result() counts what did not)."""
-        cdef int k, left = 0, ev
+        """One look, never waiting: True once everything left or was given
+        up, or the deadline passed (then result() counts what did not)."""
+        cdef int k, left = 0
         if self.done:
             return True
         if self.core.closed:
@@ -183,25 +198,22 @@ cdef class _Drain:
             self.done = True
             return True
         for k in range(self.n):
-            if self.mons[k] != NULL and self.state[k] <= 1:
-                ev = _events(self.mons[k])
-                if ev & EV_NOT_CONNECTED and self.state[k] == 0:
-                    # no consumer there: nothing can leave now, and
-                    # libzmq does not say whether its pipe is empty, so
-                    # it is not waited for (libzmq keeps what is queued
-                    # for the socket's linger, for a consumer that
-                    # comes back).  (Closing it here to learn from its
-                    # MONITOR_STOPPED whether the pipe was empty would
-                    # leave its monitor writing to a closed PAIR, which
-                    # blocks libzmq's I/O thread.)
-                    self.state[k] = 3
-            if (self.state[k] == 0 and (self.mons[k] == NULL or _now() >= self.settled)
-                    and _send_marker(self.socks[k], self.flags[k]) == 0):
-                self.state[k] = 1
-            if self.state[k] == 1 and pzw_marker_done(self.flags[k]):
-                self.state[k] = 2
-            if self.state[k] == 1 or self.state[k] == 0:
+            if self.state[k] == QUEUED and pzw_marker_done(self.flags[k]):
+                self.state[k] = LEFT
+            if (self.state[k] == ROOM or self.state[k] == QUEUED) and self._gone(k):
+                # no consumer there: nothing can leave now.  libzmq keeps
+                # what is queued for the socket's linger, for a consumer
+                # that comes back, and does not say how much that is
+                self.before[k] = self.looks == 0
+                self.full[k] = _no_room(self.socks[k])
+                self.state[k] = GONE_MARKED if self.state[k] == QUEUED else GONE
+            if self.state[k] == ROOM and _send_marker(self.socks[k], self.flags[k]) == 0:
+                self.state[k] = QUEUED
+            if self.state[k] == QUEUED and pzw_marker_done(self.flags[k]):
+                self.state[k] = LEFT
+            if self.state[k] == QUEUED or self.state[k] == ROOM:
                 left += 1
+        self.looks += 1
         if left == 0 or _ms_left(self.deadline) == 0:
             self.done = True
         return self.done
@@ -209,24 +221,50 @@ cdef class _Drain:
     def ms_to_wait(self):
         """How long to sleep before the next step (ms)."""
         cdef long ms = <long>_ms_left(self.deadline)
-        return DRAIN_POLL_MS if ms < 0 or ms > DRAIN_POLL_MS else ms
+        cdef long poll_ms = DRAIN_FIRST_MS if self.looks < DRAIN_FIRST_LOOKS else DRAIN_POLL_MS
+        return poll_ms if ms < 0 or ms > poll_ms else ms
+
+    def states(self):
+        """[(exchange id, endpoint, state)] of the sockets this close waits
+        for, state one of "waiting for room", "queued", "left", "gone" (for
+        tests and the docs' measurements)."""
+        if self.core.closed:
+            return []
+        return [(self.core.idbase + self.slot[k] + 1, _last_endpoint(self.socks[k]),
+                 _STATE_NAMES[self.state[k]]) for k in range(self.n)]
 
     def result(self):
-        """(messages not known to have left, [ids of their exchanges]):
-        (0, []) when all left.  Per exchange that is at most what it sent,
-        and at most what its unconfirmed sockets' marks let queue (libzmq
-        does not say how many of them are still there).  Those sockets'
-        linger is set to 0: closing them drops what is left at once."""
+        """(messages not known to have left, [ids of their exchanges],
+        [departed]).  The first two are (0, []) when all left: per
+        exchange at most what it sent, and at most what its unconfirmed
+        sockets' marks let queue (libzmq does not say how many of them are
+        still there); those sockets' linger is set to 0, so closing them
+        drops what is left at once.  departed: one dict per PUSH whose
+        consumer was not connected (so close did not wait for it), with
+        "exchange" (id), "endpoint", "when" ("before": not connected when
+        close looked, "during": went while close waited), "full" (its
+        pipe had no room for another message: messages are certainly left
+        in it; else there may be none) and "connected" (it had been
+        connected since it was bound or re-pointed).  What is queued for
+        those is not counted: libzmq does not say, and keeps it for the
+        socket's linger, for a consumer that comes back."""
         cdef int k, i
         cdef long long cap
         cdef dict bound = {}
-        cdef list late = []
+        cdef list late = [], departed = []
         if self.core.closed:
-            return 0, []        # another close() closed it and said what was left
+            return 0, [], []    # another close() closed it and said what was left
         for k in range(self.n):
-            if self.state[k] >= 2:
-                continue
             i = self.slot[k]
+            if self.state[k] == GONE or self.state[k] == GONE_MARKED:
+                departed.append({"exchange": self.core.idbase + i + 1,
+                                 "endpoint": _last_endpoint(self.socks[k]),
+                                 "when": "before" if self.before[k] else "during",
+                                 "full": bool(self.full[k]),
+                                 "connected": bool(self.ever[k])})
+                continue
+            if self.state[k] == LEFT:
+                continue
             cap = _sndhwm(self.socks[k])
             cap = <long long>self.core.ex[i].msgs if cap <= 0 else cap + 1
             bound[i] = bound.get(i, 0) + cap
@@ -235,29 +273,24 @@ cdef class _Drain:
         for i, cap in bound.items():
             total += min(cap, <long long>self.core.ex[i].msgs)
             late.append(self.core.idbase + i + 1)
-        return total, late
+        return total, late, departed
 
     cpdef release(self):
         cdef int k
         if self.socks == NULL and self.flags == NULL:
             return
         for k in range(self.n):
-            if self.mons != NULL and self.mons[k] != NULL:
-                if self.core.closed:
-                    zmq_close(self.mons[k])     # its socket is closed: so is its monitor
-                else:
-                    _unmonitor(self.socks[k], self.mons[k])   # the socket first: see above
-                self.mons[k] = NULL
             if self.flags != NULL and self.flags[k] != NULL:
-                if self.state[k] != 1 or pzw_marker_done(self.flags[k]):
+                if ((self.state[k] != QUEUED and self.state[k] != GONE_MARKED)
+                        or pzw_marker_done(self.flags[k])):
                     free(self.flags[k])
                 # else libzmq still holds the marker and will set the flag
                 # when it drops it: the int is left to it (4 bytes a socket)
                 self.flags[k] = NULL
         free(self.socks); free(self.slot); free(self.flags); free(self.state)
-        free(self.mons); free(self.push)
+        free(self.push); free(self.before); free(self.full); free(self.ever)
         self.socks = NULL; self.slot = NULL; self.flags = NULL; self.state = NULL
-        self.mons = NULL; self.push = NULL
+        self.push = NULL; self.before = NULL; self.full = NULL; self.ever = NULL
         self.n = 0
 
 
@@ -278,8 +311,8 @@ def _drain(_Core self, timeout):
     """Wait (up to timeout seconds, None: no limit) until every message
     queued on this instance's outgoing TCP sockets has left the process.
 
-    Returns (messages not known to have left, [ids of their exchanges]):
-    (0, []) when all left (see _Drain.result).  Ctrl-C (any exception of a
+    Returns (messages not known to have left, [ids of their exchanges],
+    [departed consumers]): (0, [], []) when all left (see _Drain.result).  Ctrl-C (any exception of a
     signal handler) interrupts the wait; the sockets are left as they were."""
     cdef _Drain d = _drain_start(self, timeout)
     cdef int ms, rc, err
@@ -296,6 +329,24 @@ def _drain(_Core self, timeout):
         d.release()
 
 
+def _push_states(_Core self):
+    """[(exchange id, endpoint, state)] of this instance's watched PUSHes,
+    state "new", "up" or "down" as the service thread's watch says now
+    (for tests: what close() will find)."""
+    self._check()
+    cdef int i, j, st
+    cdef list out = []
+    if self.svc == NULL:
+        return out
+    for i in range(self.nex):
+        for j in range(self.ex[i].npush):
+            st = sv_watch_state(self.svc, self.ex[i].pushes[j], NULL)
+            if st >= 0:
+                out.append((self.idbase + i + 1, _last_endpoint(self.ex[i].pushes[j]),
+                            ("new", "up", "down")[st]))
+    return out
+
+
 def _bound_count(_Core self, object eid):
     """(bindings made by this instance's bind(), binders attached to the
     listener) of exchange eid."""
@@ -308,8 +359,9 @@ def _wait_bound(_Binder self, object eid_obj, object count, timeout):
     """Wait until at least count queues are bound to exchange eid: its own
     bindings (this instance's bind()) and wiring binders attached to its
     listener (remote ones, relays, other instances of this process), which
-    are let in meanwhile.  Returns how many are bound; pyzmq.Timeout after
-    timeout seconds (None: no limit)."""
+    are let in meanwhile (by the service thread: the count is read again
+    every BOUND_LOOK_S while it waits).  Returns how many are bound;
+    pyzmq.Timeout after timeout seconds (None: no limit)."""
     self._check()
     _check_timeout(timeout)
     cdef Py_ssize_t eid = _id(eid_obj, "exchange")
@@ -333,4 +385,6 @@ def _wait_bound(_Binder self, object eid_obj, object count, timeout):
         if deadline >= 0 and _now() >= deadline:
             raise Timeout(f"wait_bound(): {n} of {count} queues bound to exchange {eid} "
                           f"after {timeout} s")
-        self._wait(NULL, FDS_LISTENERS, deadline, 0)
+        # the service thread may take the fds' news (and count the binder)
+        # first: look again after BOUND_LOOK_S at most
+        self._wait(NULL, FDS_LISTENERS, deadline, BOUND_LOOK_S)

@@ -19,6 +19,15 @@
  * while a sync answer is pending (its subscriber is full: XPUB_NODROP
  * refuses) it retries every SV_PENDING_MS.  An idle owner costs nothing.
  *
+ * It also keeps, for each outgoing TCP PUSH of its instance, whether its
+ * consumer is there (sv_watch): the PUSH's socket monitor sends its
+ * connection events to a PAIR that only this thread reads (and the owner,
+ * under the lock, at close).  libzmq writes monitor events with a blocking
+ * send from its I/O thread, so a monitor nobody reads would stop that
+ * thread once the PAIR is full (a PUSH whose consumer is gone retries
+ * every 100 ms): this thread reads them as they come.  The PUSH itself is
+ * the owner's and never touched here; its sends pay nothing for this.
+ *
  * Stopping never waits: the owner marks the service stopped and forgets the
  * listeners under the mutex (from then on the thread touches no socket, so
  * the owner may close them at once), wakes the thread and leaves; whichever
@@ -58,6 +67,23 @@ typedef struct sv_listener {
     int subscribers;            /* wiring binders: their sync topics stay subscribed */
 } sv_listener;
 
+/* What a watched PUSH's monitor said last (sv_watch.state). */
+#define SV_NEW 0                /* nothing yet: connecting, or connected unseen */
+#define SV_UP 1                 /* handshake succeeded, no disconnection since */
+#define SV_DOWN 2               /* disconnected, or a connection attempt failed */
+/* the events a watch asks for: none comes while the PUSH stays connected;
+ * CONNECT_RETRIED comes every reconnect interval while it is not */
+#define SV_WATCH_EVENTS (ZMQ_EVENT_HANDSHAKE_SUCCEEDED | ZMQ_EVENT_DISCONNECTED \
+                         | ZMQ_EVENT_CONNECT_RETRIED)
+
+typedef struct sv_watch {
+    void *sock;                 /* the PUSH: the owner's, never used here */
+    void *mon;                  /* the PAIR its monitor events come to */
+    int fd;                     /* mon's signalling fd */
+    int state;                  /* SV_NEW, SV_UP, SV_DOWN */
+    int ups;                    /* handshakes seen */
+} sv_watch;
+
 typedef struct sv_service {
     pthread_mutex_t lock;
     int refs;                   /* the owner and the thread, under lock */
@@ -67,6 +93,8 @@ typedef struct sv_service {
     int wake[2];                /* a pipe: wakes the thread up */
     sv_listener *ls;
     int nls;
+    sv_watch *ws;
+    int nws;
     char prefix[SV_TOPIC_MAX];
     size_t plen;
 } sv_service;
@@ -95,6 +123,7 @@ static void sv_destroy(sv_service *sv)
     for (i = 0; i < sv->nls; i++)
         free(sv->ls[i].pending);
     free(sv->ls);
+    free(sv->ws);
     close(sv->wake[0]);
     close(sv->wake[1]);
     pthread_mutex_destroy(&sv->lock);
@@ -172,6 +201,49 @@ static int sv_serve_locked(sv_service *sv)
     return failed;
 }
 
+/* Under the lock: take in the events waiting on watch w's monitor. */
+static void sv_watch_read_locked(sv_watch *w)
+{
+    zmq_msg_t msg;
+    unsigned short event;
+    int more = 0;
+    for (;;) {
+        zmq_msg_init(&msg);
+        if (zmq_msg_recv(&msg, w->mon, ZMQ_DONTWAIT) < 0) {
+            zmq_msg_close(&msg);
+            return;
+        }
+        /* an event is two frames: its number and value, then the endpoint */
+        if (!more && zmq_msg_size(&msg) == 6) {
+            memcpy(&event, zmq_msg_data(&msg), 2);
+            if (event == ZMQ_EVENT_HANDSHAKE_SUCCEEDED) {
+                w->state = SV_UP;
+                w->ups++;
+            } else if (event == ZMQ_EVENT_DISCONNECTED || event == ZMQ_EVENT_CONNECT_RETRIED) {
+                w->state = SV_DOWN;
+            }
+        }
+        more = zmq_msg_more(&msg);
+        zmq_msg_close(&msg);
+    }
+}
+
+static void sv_watches_read_locked(sv_service *sv)
+{
+    int i;
+    for (i = 0; i < sv->nws; i++)
+        sv_watch_read_locked(&sv->ws[i]);
+}
+
+static sv_watch *sv_watch_find_locked(sv_service *sv, void *sock)
+{
+    int i;
+    for (i = 0; i < sv->nws; i++)
+        if (sv->ws[i].sock == sock)
+            return &sv->ws[i];
+    return NULL;
+}
+
 static int sv_npending(sv_service *sv)
 {
     int i, n = 0;
@@ -184,38 +256,42 @@ static void *sv_run(void *arg)
 {
     sv_service *sv = (sv_service *)arg;
     struct pollfd *pf = NULL;
-    int cap = 0, n, i, timeout, last;
+    int cap = 0, n, nl, nw, i, timeout, last;
     char buf[64];
     sv_lock(sv);
     while (!sv->stop) {
-        n = sv->nls;
+        nl = sv->nls;
+        nw = sv->nws;
+        n = nl + nw;
         if (n + 1 > cap) {
             struct pollfd *p = (struct pollfd *)realloc(pf, (n + 1) * sizeof(struct pollfd));
-            if (p == NULL) {
-                /* cannot poll them all: look every SV_PENDING_MS instead */
-                n = cap > 0 ? cap - 1 : 0;
-            } else {
+            if (p != NULL) {
                 pf = p;
                 cap = n + 1;
             }
         }
-        if (pf == NULL) {
+        if (n + 1 > cap) {
+            /* cannot poll them all: look every SV_PENDING_MS instead */
             sv_unlock(sv);
             usleep(SV_PENDING_MS * 1000);
             sv_lock(sv);
-            if (!sv->stop)
+            if (!sv->stop) {
                 sv_serve_locked(sv);
+                sv_watches_read_locked(sv);
+            }
             continue;
         }
         pf[0].fd = sv->wake[0];
         pf[0].events = POLLIN;
-        for (i = 0; i < n; i++) {
+        for (i = 0; i < nl; i++) {
             pf[i + 1].fd = sv->ls[i].fd;
             pf[i + 1].events = POLLIN;
         }
+        for (i = 0; i < nw; i++) {
+            pf[nl + i + 1].fd = sv->ws[i].fd;
+            pf[nl + i + 1].events = POLLIN;
+        }
         timeout = sv_npending(sv) ? SV_PENDING_MS : sv->touched ? SV_TOUCHED_MS : -1;
-        if (n < sv->nls)
-            timeout = SV_PENDING_MS;
         sv->touched = 0;
         sv_unlock(sv);
         if (poll(pf, n + 1, timeout) > 0 && pf[0].revents)
@@ -225,6 +301,7 @@ static void *sv_run(void *arg)
         if (sv->stop)
             break;
         sv_serve_locked(sv);
+        sv_watches_read_locked(sv);
     }
     last = --sv->refs == 0;
     sv_unlock(sv);
@@ -234,46 +311,73 @@ static void *sv_run(void *arg)
     return NULL;
 }
 
-/* The owner adds a listener (a new XPUB nobody else uses yet) and starts
- * the thread on the first one.  Returns 0 or an errno. */
-static int sv_add(sv_service *sv, void *xpub, int fd)
+/* Under the lock: start the thread if it is not running.  Returns 0 or an
+ * errno. */
+static int sv_start_locked(sv_service *sv)
 {
-    int rc = 0;
-    sv_lock(sv);
-    sv_listener *p = (sv_listener *)realloc(sv->ls, (sv->nls + 1) * sizeof(sv_listener));
-    if (p == NULL) {
-        sv_unlock(sv);
-        return ENOMEM;
+    int rc;
+    pthread_t t;
+    pthread_attr_t attr;
+    sigset_t all, old;
+    if (sv->started)
+        return 0;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    pthread_attr_setstacksize(&attr, 256 * 1024);
+    /* signals (Ctrl-C) are for the threads that run Python */
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, &old);
+    rc = pthread_create(&t, &attr, sv_run, sv);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    pthread_attr_destroy(&attr);
+    if (rc == 0) {
+        sv->started = 1;
+        sv->refs++;
     }
-    sv->ls = p;
-    memset(&p[sv->nls], 0, sizeof(sv_listener));
-    p[sv->nls].xpub = xpub;
-    p[sv->nls].fd = fd;
-    sv->nls++;
-    if (!sv->started) {
-        pthread_t t;
-        pthread_attr_t attr;
-        sigset_t all, old;
-        pthread_attr_init(&attr);
-        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-        pthread_attr_setstacksize(&attr, 256 * 1024);
-        /* signals (Ctrl-C) are for the threads that run Python */
-        sigfillset(&all);
-        pthread_sigmask(SIG_BLOCK, &all, &old);
-        rc = pthread_create(&t, &attr, sv_run, sv);
-        pthread_sigmask(SIG_SETMASK, &old, NULL);
-        pthread_attr_destroy(&attr);
-        if (rc == 0) {
-            sv->started = 1;
-            sv->refs++;
-        } else {
-            sv->nls--;
-        }
-    }
+    return rc;
+}
+
+/* Under the lock: one more zeroed entry of `size` bytes at the end of the
+ * array *arr of n, or NULL (out of memory: the array is as it was). */
+static void *sv_append_locked(void **arr, int n, size_t size)
+{
+    char *p = (char *)realloc(*arr, (n + 1) * size);
+    if (p == NULL)
+        return NULL;
+    *arr = p;
+    memset(p + n * size, 0, size);
+    return p + n * size;
+}
+
+/* Under the lock, after an entry was appended to a list of *n: start the
+ * thread if it is not running (if it cannot start, the entry goes again),
+ * unlock and wake it.  Returns 0 or an errno. */
+static int sv_appended_unlock(sv_service *sv, int *n)
+{
+    int rc = sv_start_locked(sv);
+    if (rc != 0)
+        (*n)--;
     sv_unlock(sv);
     if (rc == 0)
         sv_poke(sv);
     return rc;
+}
+
+/* The owner adds a listener (a new XPUB nobody else uses yet) and starts
+ * the thread on the first one.  Returns 0 or an errno. */
+static int sv_add(sv_service *sv, void *xpub, int fd)
+{
+    sv_lock(sv);
+    sv_listener *l = (sv_listener *)sv_append_locked((void **)&sv->ls, sv->nls,
+                                                     sizeof(sv_listener));
+    if (l == NULL) {
+        sv_unlock(sv);
+        return ENOMEM;
+    }
+    l->xpub = xpub;
+    l->fd = fd;
+    sv->nls++;
+    return sv_appended_unlock(sv, &sv->nls);
 }
 
 /* The owner removes a listener it is about to close. */
@@ -292,8 +396,88 @@ static void sv_remove(sv_service *sv, void *xpub)
     sv_unlock(sv);
 }
 
-/* The owner lets go: the thread stops touching sockets at once (it only
- * uses them under the lock, and finds stop set), and ends on its own. */
+/* The owner watches PUSH sock through the PAIR mon that its monitor (of
+ * SV_WATCH_EVENTS) sends to, starting in `state`; from here on mon is used
+ * only under the lock.  Returns 0 or an errno (then nothing changed). */
+static int sv_watch_add(sv_service *sv, void *sock, void *mon, int fd, int state)
+{
+    sv_lock(sv);
+    sv_watch *w = (sv_watch *)sv_append_locked((void **)&sv->ws, sv->nws, sizeof(sv_watch));
+    if (w == NULL) {
+        sv_unlock(sv);
+        return ENOMEM;
+    }
+    w->sock = sock;
+    w->mon = mon;
+    w->fd = fd;
+    w->state = state;
+    sv->nws++;
+    return sv_appended_unlock(sv, &sv->nws);
+}
+
+/* Stop watching sock (the owner is about to close it): its monitor is
+ * stopped first, so libzmq never writes to a closed PAIR, then the PAIR is
+ * closed.  Returns whether sock was watched. */
+static int sv_watch_remove(sv_service *sv, void *sock)
+{
+    int i, found = 0;
+    sv_lock(sv);
+    for (i = 0; i < sv->nws; i++) {
+        if (sv->ws[i].sock == sock) {
+            /* read what waits first: libzmq stops a monitor under the
+             * lock its I/O thread holds while it writes an event, and a
+             * write to a full PAIR would wait for a reader */
+            sv_watch_read_locked(&sv->ws[i]);
+            zmq_socket_monitor(sock, NULL, 0);
+            zmq_close(sv->ws[i].mon);
+            sv->ws[i] = sv->ws[sv->nws - 1];
+            sv->nws--;
+            found = 1;
+            break;
+        }
+    }
+    sv_unlock(sv);
+    if (found)
+        sv_poke(sv);            /* it polls that fd no more */
+    return found;
+}
+
+/* What sock's monitor has said so far, taking in what is waiting: SV_NEW,
+ * SV_UP or SV_DOWN, or -1 when sock is not watched; *ups (if not NULL):
+ * its handshakes so far. */
+static int sv_watch_state(sv_service *sv, void *sock, int *ups)
+{
+    int state = -1;
+    sv_lock(sv);
+    sv_watch *w = sv_watch_find_locked(sv, sock);
+    if (w != NULL) {
+        sv_watch_read_locked(w);
+        state = w->state;
+        if (ups != NULL)
+            *ups = w->ups;
+    }
+    sv_unlock(sv);
+    return state;
+}
+
+/* sock is about to connect elsewhere: forget what its monitor said of the
+ * old peer (read first).  Returns whether sock is watched. */
+static int sv_watch_reset(sv_service *sv, void *sock)
+{
+    sv_lock(sv);
+    sv_watch *w = sv_watch_find_locked(sv, sock);
+    if (w != NULL) {
+        sv_watch_read_locked(w);
+        w->state = SV_NEW;
+        w->ups = 0;
+    }
+    sv_unlock(sv);
+    return w != NULL;
+}
+
+/* The owner lets go, before it closes its sockets: the thread stops
+ * touching sockets at once (it only uses them under the lock, and finds
+ * stop set), and ends on its own. */
 static void sv_release(sv_service *sv)
 {
     int i, last;
@@ -304,6 +488,14 @@ static void sv_release(sv_service *sv)
     free(sv->ls);
     sv->ls = NULL;
     sv->nls = 0;
+    /* the watched PUSHes are still open: their monitors stop before
+     * the PAIRs close (see sv_watch_remove) */
+    for (i = 0; i < sv->nws; i++) {
+        sv_watch_read_locked(&sv->ws[i]);       /* see sv_watch_remove */
+        zmq_socket_monitor(sv->ws[i].sock, NULL, 0);
+        zmq_close(sv->ws[i].mon);
+    }
+    sv->nws = 0;
     last = --sv->refs == 0;
     if (!last)
         sv_poke(sv);            /* before unlocking: the thread frees sv */

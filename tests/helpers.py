@@ -209,3 +209,26 @@ def check_zmq_names_watch(directory, client):
                     proc.wait()
         client.register("E", "watched.a", "127.0.0.1:1")    # again for the --json round
     client.unregister("watched.a")
+
+
+# A remote queue "SLOWQ" bound to the global exchange "G", read in bursts:
+# nothing for PAUSE s, then everything there is, until COUNT have come.
+BURSTY_BINDER = """
+import sys, time, pyzmq
+z = pyzmq.ZMQ(sys.argv[1], hwm=5)
+z.create_queue("SLOWQ")
+z.bind("G", "SLOWQ")
+print("bound", flush=True)
+n, want, pause = 0, int(sys.argv[2]), float(sys.argv[3])
+while n < want:
+    time.sleep(pause)
+    try:
+        while n < want:
+            z.receive(timeout=0.02)
+            n += 1
+    except pyzmq.Timeout:
+        pass
+print("got", n, flush=True)
+sys.stdin.readline()
+z.close(0)
+"""

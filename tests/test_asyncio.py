@@ -8,6 +8,7 @@ import pytest
 
 import pyzmq
 import pyzmq.asyncio
+from helpers import BURSTY_BINDER, Peer
 
 
 def run(coro):
@@ -104,7 +105,7 @@ def test_waiting_does_not_spin():
 
 def test_remote_exchange_through_the_loop(directory):
     async def main():
-        with pyzmq.asyncio.ZMQ(directory) as owner, pyzmq.ZMQ(directory) as other:
+        async with await pyzmq.asyncio.ZMQ.connect(directory) as owner:
             eid = await owner.create_exchange("G", pyzmq.SCOPE_GLOBAL, "127.0.0.1:0")
             await owner.create_queue("IN", pyzmq.SCOPE_GLOBAL, "127.0.0.1:0")
             # the binder is a blocking instance in a thread; the async owner
@@ -131,7 +132,7 @@ def test_a_queue_owner_recreated_elsewhere_is_followed(directory):
     # as the blocking calls do, an awaiting send re-points a binding whose
     # queue's owner came back at another address (here: another instance)
     async def main():
-        with pyzmq.asyncio.ZMQ(directory, hwm=10) as binder:
+        async with await pyzmq.asyncio.ZMQ.connect(directory, hwm=10) as binder:
             eid = await binder.create_exchange("E")
             first = pyzmq.ZMQ(directory)
             first.create_queue("AQ", pyzmq.SCOPE_GLOBAL, "127.0.0.1:0")
@@ -160,5 +161,81 @@ def test_a_queue_owner_recreated_elsewhere_is_followed(directory):
                     got = [second.receive(timeout=5) for _ in range(5)]
                     assert all(m.startswith(b"after") for m in got), got
             finally:
-                noise.cancel()
+                noise.cancel()      # and ended before the binder closes
+                await asyncio.gather(noise, return_exceptions=True)
+    run(main())
+
+
+def test_a_send_on_a_global_exchange_wakes_when_its_binder_makes_room(directory):
+    # Before: a send waiting for room on a global exchange waited on its
+    # listener's fd alone, whose news the service thread takes in (it polls
+    # the same fd), so the send missed the room its binder made and waited
+    # for its timeout (for ever, without one).  Found in review.
+    count, pause = 60, 0.1
+
+    async def main():
+        async with await pyzmq.asyncio.ZMQ.connect(directory, hwm=5) as z:
+            eid = await z.create_exchange("G", pyzmq.SCOPE_GLOBAL, "127.0.0.1:0")
+            with Peer(BURSTY_BINDER, directory, count, pause) as binder:
+                binder.expect("bound")
+                assert await z.wait_bound(eid, 1, timeout=10) == 1
+                for i in range(count):      # 20 kB each: the pipes fill at once
+                    await z.send(eid, b"%05d" % i + b"." * 20_000, timeout=3.0)
+                assert binder.expect("got") == str(count)
+    run(main())
+
+
+def test_wait_bound_sees_binders_the_service_thread_let_in(directory):
+    # Before: await wait_bound() waited on the listener's fd, whose news
+    # the service thread takes in, so it mostly saw a new binder only at
+    # its timeout (and never, without one).  Each binder here must be seen
+    # well before the timeout.
+    async def main():
+        async with await pyzmq.asyncio.ZMQ.connect(directory) as z:
+            eid = await z.create_exchange("G", pyzmq.SCOPE_GLOBAL, "127.0.0.1:0")
+            binders = []
+            try:
+                for k in range(1, 4):
+                    binders.append(Peer(BURSTY_BINDER, directory, 0, 0))
+                    t0 = time.monotonic()
+                    assert await z.wait_bound(eid, k, timeout=10) == k
+                    took = time.monotonic() - t0
+                    assert took < 5, f"binder {k} was seen after {took:.3f} s"
+            finally:
+                for peer in binders:
+                    peer.close()
+    run(main())
+
+
+def test_the_asyncio_per_call_script_runs():
+    # the short variant of perf/asyncio_percall.py (figures: docs/design.md)
+    import subprocess
+    import sys
+    from helpers import ROOT, child_env
+    out = subprocess.run([sys.executable, "perf/asyncio_percall.py", "--old-rev", "HEAD", "--rounds", "1",
+                          "--calls", "200"], cwd=ROOT, env=child_env(), capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "receive" in out.stdout and "new/old" in out.stdout, out.stdout
+
+
+def test_a_send_stuck_on_a_global_exchange_does_not_spin(directory):
+    # a send waiting for room on a listener looks again on a timer (its fd
+    # is the service thread's); a long wait must not become a busy loop
+    async def main():
+        async with await pyzmq.asyncio.ZMQ.connect(directory, hwm=5) as z:
+            eid = await z.create_exchange("G", pyzmq.SCOPE_GLOBAL, "127.0.0.1:0")
+            with Peer(BURSTY_BINDER, directory, 10**6, 600) as binder:    # never reads
+                binder.expect("bound")
+                assert await z.wait_bound(eid, 1, timeout=10) == 1
+                with pytest.raises(pyzmq.Timeout):
+                    while True:
+                        await z.send(eid, b"." * 20_000, timeout=0.5)
+                before = resource.getrusage(resource.RUSAGE_SELF)
+                with pytest.raises(pyzmq.Timeout):
+                    await z.send(eid, b"." * 20_000, timeout=2.0)
+                after = resource.getrusage(resource.RUSAGE_SELF)
+                cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+                assert cpu < 0.1, f"{cpu:.3f} s of CPU while a send waited 2 s"
+            await z.close(timeout=0)
     run(main())

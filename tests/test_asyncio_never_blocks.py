@@ -3,16 +3,20 @@ runs every 10 ms while each call that can wait waits: the directory
 connection, create_*() of a global name and close() against a zmq_server
 that is stopped (SIGSTOP) for a while, bind() to an exchange whose owner
 process is stopped for a while, send_many() into a full queue and
-receive_many() on an empty one.  Real processes, a real zmq_server."""
+receive_many() on an empty one.  The two forms that would block (the
+constructor with a hostname, a plain ``with`` of a connected instance)
+refuse at once inside a running loop.  Real processes, a real zmq_server."""
 
 import asyncio
 import os
 import signal
 import time
 
+import pytest
+
 import pyzmq
 import pyzmq.asyncio
-from helpers import Peer, wait_until
+from helpers import Peer, free_port, wait_until
 from test_busy_owner import SYNC_OWNER, _stopped
 
 STALL = 1.0         # how long the other side is stopped
@@ -43,6 +47,20 @@ class Ticker:
         await asyncio.sleep(0.02)       # one more tick after it returned
         assert self.gap < MAX_GAP, f"the loop was blocked for {self.gap:.3f} s"
         return result, took
+
+    async def calling(self, fn, *args, **kw):
+        """fn(*args, **kw), a plain call, between two ticks; returns what it
+        returned or raised (as (result, exception)), and checks the ticker."""
+        await asyncio.sleep(0.02)
+        self.gap = 0.0
+        result = error = None
+        try:
+            result = fn(*args, **kw)
+        except Exception as exc:
+            error = exc
+        await asyncio.sleep(0.02)
+        assert self.gap < MAX_GAP, f"the loop was blocked for {self.gap:.3f} s"
+        return result, error
 
     def stop(self):
         self.task.cancel()
@@ -75,7 +93,7 @@ def test_directory_calls_do_not_block_the_loop(directory_server):
                 assert took > STALL / 2, f"create_exchange took {took:.3f} s: no stall?"
                 assert eid == z.exchanges["G"]
                 stall(server.pid, STALL)
-                _, took = await ticker.during(z.close())
+                await ticker.during(z.close())
                 assert took > STALL / 2, f"close took {took:.3f} s: no stall?"
                 assert z.closed
             finally:
@@ -247,4 +265,94 @@ def test_a_blocking_close_during_await_close_leaves_it_nothing_to_touch(director
             assert pyzmq.ZMQ.close(z, 0.1) > 0      # the blocking form, at once
             assert z.closed
             assert await asyncio.wait_for(waiting, 2.0) == 0
+    run(main())
+
+
+def test_the_constructor_with_a_hostname_refuses_to_block_the_loop(directory):
+    # Before: pyzmq.asyncio.ZMQ(host) connected in the blocking form, in the
+    # loop's thread: up to `timeout` with nobody listening there (then
+    # DirectoryUnreachable), the whole connection otherwise.  Inside a
+    # running loop it now refuses at once and says what to use instead.
+    nobody = f"127.0.0.1:{free_port()}"
+
+    async def main():
+        ticker = Ticker()
+        try:
+            for host in (nobody, directory):
+                z, error = await ticker.calling(pyzmq.asyncio.ZMQ, host, timeout=1.0)
+                assert z is None and isinstance(error, RuntimeError), (z, error)
+                assert "await pyzmq.asyncio.ZMQ.connect(" in str(error), error
+            # the standalone constructor never waits: still allowed
+            async with pyzmq.asyncio.ZMQ() as alone:
+                await alone.create_queue("Q")
+        finally:
+            ticker.stop()
+    run(main())
+
+
+def test_the_constructor_with_a_hostname_still_connects_outside_a_loop(directory):
+    # the blocking form is fine where no loop runs (documented in the README)
+    z = pyzmq.asyncio.ZMQ(directory)
+
+    async def main():
+        try:
+            await z.create_queue("OUTSIDE", pyzmq.SCOPE_GLOBAL, "127.0.0.1:0")
+            return await z.names("OUTSIDE")
+        finally:
+            await z.close()
+    assert run(main()) == ["OUTSIDE"]
+    assert z.closed
+
+
+def test_a_plain_with_of_a_connected_instance_refuses_on_the_loop(directory):
+    # Before: a plain ``with`` closed in the blocking form on leaving the
+    # block: the UNREGISTERs and the wait for queued messages (up to
+    # linger) in the loop's thread.  Now entering it inside a running loop
+    # raises, before the block runs, and the instance stays open.
+    async def main():
+        ticker = Ticker()
+        try:
+            z = await pyzmq.asyncio.ZMQ.connect(directory)
+            try:
+                ran = []
+                with pytest.raises(RuntimeError, match="async with"):
+                    with z:
+                        ran.append(1)
+                assert not ran and not z.closed
+                await z.create_queue("STILL", pyzmq.SCOPE_GLOBAL, "127.0.0.1:0")
+            finally:
+                await ticker.during(z.close())
+            assert z.closed
+            # a standalone instance's close never waits (inproc only): a
+            # plain ``with`` stays allowed for it
+            with pyzmq.asyncio.ZMQ() as alone:
+                eid = await alone.create_exchange("E")
+                await alone.create_queue("Q")
+                await alone.bind("E", "Q")
+                await alone.send(eid, b"x")
+            assert alone.closed
+        finally:
+            ticker.stop()
+    run(main())
+
+
+def test_a_cancelled_connect_closes_its_late_client_off_the_loop(directory_server):
+    # connect() cancelled while the directory is stopped: the client still
+    # comes once it runs again, and is closed (its REVOKE answered, its
+    # keeper ended) in the executor thread; the fixture checks that no
+    # keeper thread or instance is left.
+    server = directory_server
+
+    async def main():
+        ticker = Ticker()
+        try:
+            stall(server.pid, STALL)
+            task = asyncio.ensure_future(pyzmq.asyncio.ZMQ.connect(server.address, timeout=10))
+            await asyncio.sleep(0.2)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await ticker.during(task)
+            await ticker.during(asyncio.sleep(STALL + 0.5))     # it resumes, the client comes
+        finally:
+            ticker.stop()
     run(main())

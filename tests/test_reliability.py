@@ -25,6 +25,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 import pyzmq
+from pyzmq import _zmq
 from helpers import COMMANDS, Peer, wait_name_free
 from test_directory import is_free, wait_until
 from pyzmq.directory import DirectoryClient, DirectoryError
@@ -560,6 +561,17 @@ def test_a_queue_owner_back_on_another_port_is_followed(directory):
             assert numbers == sorted(numbers), "out of order"
             print(f"followed {old} -> {new}: m{numbers[0]}..m99 arrived, "
                   f"{time.monotonic() - started:.2f} s after the first send")
+            # a close now finds the re-pointed PUSH connected (its watch
+            # forgot the dead port): its marker goes and is written out
+            drain = _zmq._drain_start(z, 10)
+            try:
+                deadline = time.monotonic() + 15
+                while not drain.step():
+                    assert time.monotonic() < deadline, drain.states()
+                    time.sleep(0.001)
+                assert [(ep, st) for _, ep, st in drain.states()] == [(f"tcp://{new}", "left")]
+            finally:
+                drain.release()
 
 
 def test_an_exchange_owner_back_on_another_port_is_followed(directory):

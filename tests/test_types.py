@@ -81,7 +81,7 @@ GOOD = """
         assert_type(exc.reason, str)
 
     async def main() -> None:
-        with pyzmq.asyncio.ZMQ("127.0.0.1:1", timeout=1) as azmq:
+        async with await pyzmq.asyncio.ZMQ.connect("127.0.0.1:1", timeout=1) as azmq:
             assert_type(azmq, pyzmq.asyncio.ZMQ)
             e = await azmq.create_exchange("E")
             assert_type(e, int)
