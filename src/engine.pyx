@@ -200,6 +200,7 @@ cdef class Engine(_Binder):
                 rc = _send_one(s, data, size, shared, 0)
                 err = zmq_errno() if rc < 0 else 0
                 _setopt_int(s, ZMQ_SNDTIMEO, -1)
+                sv_touch_locked(self.svc)
                 sv_unlock(self.svc)
             if rc >= 0:
                 self._listener_waited = _now() - waited_from
