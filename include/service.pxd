@@ -20,6 +20,7 @@ cdef extern from "service.h" nogil:
     void sv_release(sv_service *sv)
     void sv_lock(sv_service *sv)
     void sv_unlock(sv_service *sv)
+    void sv_touch_locked(sv_service *sv)
     int sv_serve_locked(sv_service *sv)
     int sv_npending(sv_service *sv)
     int sv_send(sv_service *sv, void *s, const void *data, size_t size, int flags,

@@ -42,7 +42,8 @@ ROOT = PERF.parent
 VENV_PYTHON = ROOT / ".venv" / "bin" / "python"
 
 DEFAULT_SIZES = (1, 16, 256, 4096, 65536)
-ALIASES = {"c": "c", "C": "c", "wiring": "wiring", "pyzmq-wiring": "wiring",
+ALIASES = {"c": "c", "C": "c", "cpath": "cpath", "c-path": "cpath", "C-path": "cpath",
+           "wiring": "wiring", "pyzmq-wiring": "wiring",
            "pyzmq": "pyzmq", "socket": "pyzmq"}
 
 # Per-size counts for quick mode, picked so that one measurement takes
@@ -209,6 +210,12 @@ class Commands:
             ep = f"tcp://127.0.0.1:{free_port()}"
             lcmd = [*py, "-I", str(PERF / "pyzmq_socket" / f"{local}.py"), ep, *n]
             rcmd = [*py, "-I", str(PERF / "pyzmq_socket" / f"{remote}.py"), ep, *n]
+        elif impl == "cpath":
+            if kind != "lat":
+                raise ValueError("C-path is a latency reference only")
+            a, b = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
+            lcmd = [self.c_tools["wiring_lat"], "local", a, b, *n, "direct"]
+            rcmd = [self.c_tools["wiring_lat"], "remote", a, b, *n, "direct"]
         elif impl == "wiring":
             # an interface given as an IP alone makes the tool listen on a
             # free port of its own choosing: no port to race for
@@ -419,8 +426,8 @@ def parse_args(argv):
     p.add_argument("--reps", type=_positive_int, metavar="N",
                    help="repetitions (default: quick 3, full 7)")
     p.add_argument("--impls", nargs="+", metavar="NAME",
-                   help="implementations among c, wiring (pyzmq-wiring), pyzmq "
-                        "(default: all three; commas work too)")
+                   help="implementations among c, cpath (pyzmq-wiring's latency path "
+                        "in C), wiring (pyzmq-wiring), pyzmq (default: all; commas work too)")
     p.add_argument("--tests", nargs="+", metavar="T", default=["lat", "thr", "batch"],
                    help="lat, thr, batch (default: all)")
     p.add_argument("--batch", type=_positive_int, default=256, metavar="N",
@@ -445,7 +452,7 @@ def parse_args(argv):
     names = [n for item in (a.impls or IMPLS) for n in item.split(",") if n]
     bad = [n for n in names if n not in ALIASES]
     if bad:
-        p.error(f"--impls: unknown {', '.join(bad)} (choose among c, wiring, pyzmq)")
+        p.error(f"--impls: unknown {', '.join(bad)} (choose among c, cpath, wiring, pyzmq)")
     chosen = {ALIASES[n] for n in names}
     a.impls = [i for i in IMPLS if i in chosen]
     tests = {t for item in a.tests for t in item.split(",") if t}
@@ -508,6 +515,13 @@ def main(argv=None):
         except Exception as e:  # noqa: BLE001 - BuildError and friends: skip C, say why
             notes.append(f"C reference skipped: {e}".splitlines()[0])
             impls.remove("c")
+    if "cpath" in impls:
+        try:
+            build = load_c_build()
+            c_tools = dict(c_tools or {}, **build.build(tools=build.EXTRA_TOOLS))
+        except Exception as e:  # noqa: BLE001 - as for C
+            notes.append(f"C-path reference skipped: {e}".splitlines()[0])
+            impls.remove("cpath")
     if "pyzmq" in impls and not _importable("zmq"):
         notes.append(f"pyzmq socket binding skipped: no module zmq in {sys.executable}")
         impls.remove("pyzmq")
@@ -559,7 +573,7 @@ def main(argv=None):
         for size in a.sizes:
             row = []
             if test in a.tests:
-                row += [(test, i) for i in impls]
+                row += [(test, i) for i in impls if i != "cpath" or test == "lat"]
             if test == "thr" and size == 1 and "batch" in a.tests and "wiring" in impls:
                 if "thr" not in a.tests and "c" in impls:
                     row.insert(0, ("thr", "c"))      # the batch row's reference

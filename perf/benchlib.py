@@ -23,8 +23,12 @@ from pathlib import Path
 
 PERF = Path(__file__).resolve().parent
 
-IMPLS = ("c", "wiring", "pyzmq")            # the order inside a repetition
-LABELS = {"c": "C", "wiring": "pyzmq-wiring", "pyzmq": "pyzmq"}
+IMPLS = ("c", "cpath", "wiring", "pyzmq")   # the order inside a repetition
+# cpath: pyzmq-wiring's own latency path (PUSH->PULL, XPUB->SUB back, two
+# TCP connections) written in C (perf/c/wiring_lat.c, both sides blocking in
+# zmq_msg_recv as the extension does): what the path's shape costs, apart
+# from Python.  Latency only.
+LABELS = {"c": "C", "cpath": "C-path", "wiring": "pyzmq-wiring", "pyzmq": "pyzmq"}
 UNITS = {"lat": "us", "thr": "msg/s", "thr-batch": "msg/s"}
 
 # the result line each tool prints: remote_lat the latency, local_thr the throughput
@@ -133,6 +137,10 @@ def summarize(measurements):
         r["ratio"] = (r["median"] / ref["median"]
                       if ref and ref["median"] and r["median"] is not None and r["impl"] != "c"
                       else None)
+        path = by_key.get((r["test"], r["size"], "cpath"))
+        r["ratio_path"] = (r["median"] / path["median"]
+                           if path and path["median"] and r["median"] is not None
+                           and r["impl"] == "wiring" else None)
     return rows
 
 
@@ -154,8 +162,9 @@ def table_lines(rows, impls):
     for test, size in keys:
         unit = UNITS[test]
         if test == "thr-batch":     # C has no batch call: its plain 1 B rate is the reference
-            columns = [("c", by_key.get(("thr", size, "c"))),
-                       ("wiring", by_key.get((test, size, "wiring")))]
+            columns = [(i, by_key.get(("thr", size, "c")) if i == "c" else
+                        by_key.get((test, size, i)) if i == "wiring" else None)
+                       for i in IMPLS if i in impls]
         else:
             columns = [(i, by_key.get((test, size, i))) for i in IMPLS if i in impls]
         cells, spread = [], []
@@ -168,6 +177,8 @@ def table_lines(rows, impls):
             cell = f"{label}={fmt_value(r['median'], unit)}{unit}"
             if r["ratio"] is not None:
                 cell += f" ({r['ratio']:.2f}x)"
+            if r.get("ratio_path") is not None:
+                cell += f" [{r['ratio_path']:.2f}x C-path]"
             if r["n_ok"] < r["n"]:
                 cell += f" [{r['n'] - r['n_ok']}/{r['n']} failed]"
             cells.append(cell)
@@ -192,9 +203,9 @@ def table_lines(rows, impls):
 # ------------------------------------------------------------ chart
 
 
-COLORS = {"c": "#333333", "wiring": "#d62728", "pyzmq": "#1f77b4"}
-MARKERS = {"c": "s", "wiring": "o", "pyzmq": "^"}
-DODGE = {"c": 2 ** -0.12, "wiring": 1.0, "pyzmq": 2 ** 0.12, "batch": 2 ** 0.3}
+COLORS = {"c": "#333333", "cpath": "#888888", "wiring": "#d62728", "pyzmq": "#1f77b4"}
+MARKERS = {"c": "s", "cpath": "D", "wiring": "o", "pyzmq": "^"}
+DODGE = {"c": 2 ** -0.12, "cpath": 2 ** -0.06, "wiring": 1.0, "pyzmq": 2 ** 0.12, "batch": 2 ** 0.3}
 
 
 def chart(path, rows, sizes, title, extra=None, dodge=True):

@@ -25,6 +25,15 @@ c-reqrep's median, and the median of its ratios to c-reqrep within each
 repetition (steadier on a loaded machine: neighbours in time see alike
 load).
 
+--segments counts the TCP segments each shape sends per round trip instead
+(the system's Tcp OutSegs counter, /proc/net/snmp, around one pair of
+--count round trips, minus what the machine sent in as long a time with no
+pair running): REQ/REP's one connection carries each side's ACK on its
+reply, 2 segments a round trip; the path's two one-way connections have
+no reply to carry them, so their receivers send pure ACKs (Linux: one for
+every second small segment), 3 segments a round trip, in C as in Python.
+System-wide: read it on a quiet machine.
+
 --callgrind counts instructions per round trip on each side instead
 (valgrind; user space only, so not the syscalls' kernel time), from the
 difference of runs of N and 3N round trips: repeatable under any load.
@@ -123,6 +132,37 @@ def callgrind(a, shapes, tools, directory):
                   f"both {per[0] + per[1]:7.0f}")
 
 
+def _out_segs():
+    """The system's TCP segments sent so far (Tcp OutSegs)."""
+    with open("/proc/net/snmp") as f:
+        rows = [line.split() for line in f if line.startswith("Tcp:")]
+    return int(rows[1][rows[0].index("OutSegs")])
+
+
+def segments(a, shapes, tools, directory):
+    """TCP segments sent per round trip by each shape, less the background."""
+    print(f"path_lat --segments: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
+          f"{cpu_model()}, load {os.getloadavg()[0]:.2f}, TCP segments sent per round trip "
+          f"(system-wide Tcp OutSegs around {a.count} round trips, less the background)")
+    commands = Commands(sys.executable, tools, directory, 256)
+    for size in a.sizes:
+        for shape in shapes:
+            if shape.startswith("wiring"):
+                commands.names_gone("lat")
+            p = plan(shape, size, a.count, tools, directory, a.old)
+            before, t0 = _out_segs(), time.monotonic()
+            res = run_pair(p, a.timeout)
+            sent, took = _out_segs() - before, time.monotonic() - t0
+            if res.status != "ok":
+                print(f"  {size:6d} B  {shape:11s}  {res.status}: {res.error[:200]}")
+                continue
+            idle0 = _out_segs()
+            time.sleep(took)
+            background = _out_segs() - idle0
+            print(f"  {size:6d} B  {shape:11s} {(sent - background) / a.count:6.2f} segments "
+                  f"(background {background} in {took:.1f} s)")
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--reps", type=int, default=8)
@@ -133,6 +173,9 @@ def main(argv=None):
     ap.add_argument("--busy-core", type=int, nargs="?", const=1, default=0,
                     help="keep N spinners (nice 19) running, as bench.py --busy-core")
     ap.add_argument("--timeout", type=float, default=60.0)
+    ap.add_argument("--segments", action="store_true",
+                    help="TCP segments sent per round trip instead of times (--count round "
+                         "trips, default 20000 here; system-wide counter: a quiet machine)")
     ap.add_argument("--callgrind", action="store_true",
                     help="instructions per round trip under valgrind instead of times "
                          "(--count round trips, default 1000 here)")
@@ -141,13 +184,13 @@ def main(argv=None):
     if "wiring-old" in shapes and not a.old:
         ap.error("wiring-old needs --old DIR")
     tools = c_build()
-    if a.callgrind:
+    if a.callgrind or a.segments:
         if a.count == 5000:
-            a.count = 1000
+            a.count = 1000 if a.callgrind else 20000
         from pyzmq.testing import ServerProcess
         server = ServerProcess(host="127.0.0.1", port=0).start()
         try:
-            callgrind(a, shapes, tools, server.address)
+            (callgrind if a.callgrind else segments)(a, shapes, tools, server.address)
         finally:
             server.stop()
         return

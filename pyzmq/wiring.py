@@ -851,7 +851,9 @@ class ZMQ(_zmq.Engine):
     def __repr__(self) -> str:
         if self.closed:
             return "<pyzmq.ZMQ closed>"
-        directory = self._directory.address if self._directory else None
+        if not hasattr(self, "_objects"):      # its __init__ failed early
+            return "<pyzmq.ZMQ not set up>"
+        directory = self._directory.address if getattr(self, "_directory", None) else None
         exchanges = ", ".join(o.describe() for o in self._objects.values() if o.kind == "exchange")
         queues = ", ".join(o.describe() for o in self._objects.values() if o.kind == "queue")
         bindings = ", ".join(f"{e}->{q}" for e, q in self._bindings)

@@ -9,6 +9,9 @@ from service cimport sv_service
 # Bytes objects at least this large are lent to libzmq instead of copied.
 cdef enum:
     _ZERO_COPY_MIN = 65536
+    # the largest message libzmq keeps inside its zmq_msg_t (a "very small
+    # message", msg.hpp's max_vsm_size on 64-bit): a copy, not a reference
+    _VSM_MAX = 33
 
 # What _Core._wait polls when it is given no zmq_pollitem_t: the signalling
 # fds of every queue socket, or of the listeners only.
@@ -199,6 +202,8 @@ cdef class Engine(_Binder):
     cdef bint _rwaited              # receive()'s last call on one socket had to wait
     cdef object _send_lent(self, ExchangeSlot *e, object msg, const char *data,
                            Py_ssize_t size, object timeout, bint block)
+    cdef object _send_shared(self, ExchangeSlot *e, zmq_msg_t *zm, const char *data,
+                             Py_ssize_t size, object timeout, bint block)
     cdef object _send_slow(self, ExchangeSlot *e, const char *data, Py_ssize_t size,
                            object timeout, bint block, zmq_msg_t *shared)
     cdef object _would_block(self, bint block, Py_ssize_t eid)
@@ -215,7 +220,6 @@ cdef class Engine(_Binder):
     cdef int _receive_msg(self, zmq_msg_t *msg, double deadline) except -2
     cdef int _wait_one(self, zmq_msg_t *msg, double deadline) except -2
     cdef int _wait_unbound(self, double deadline) except -2
-    cdef object _receive_waited(self, object timeout)
     cdef object _nothing(self, bint block, object timeout)
     cdef object _receive_frame(self, object timeout, bint block)
     cdef tuple _from_stash(self, bint copy)

@@ -19,6 +19,7 @@ Socket map (see docs/design.md):
   exchange, one XPUB socket listening at its location for remote binders.
 """
 
+cimport cython
 from libc.stdlib cimport realloc, free
 from libc.string cimport memcmp, memcpy, memset
 from libc.math cimport ceil, INFINITY

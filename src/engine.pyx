@@ -31,6 +31,8 @@ cdef class Engine(_Binder):
 
     # ---- send -------------------------------------------------------------
 
+    @cython.binding(False)
+    @cython.embedsignature.format("clinic")
     def send(self, object eid, msg, timeout=None, bint block=True):
         """Send msg (bytes or any contiguous buffer) on exchange eid.
 
@@ -53,22 +55,33 @@ cdef class Engine(_Binder):
         if zmq_msg_init_data(&zm, <void *>data, size, zw_give_back, loan) != 0:
             zw_cancel(loan)
             _raise_zmq("cannot wrap the message")
+        return self._send_shared(e, &zm, data, size, timeout, block)
+
+    cdef object _send_shared(self, ExchangeSlot *e, zmq_msg_t *zm, const char *data,
+                             Py_ssize_t size, object timeout, bint block):
+        """Send zm's content on e without copying it (each socket gets a
+        reference); closes zm, whatever happens."""
         cdef void *only = _only(e)
+        cdef int rc
         try:
+            # one socket: zm itself goes (a successful send leaves it empty);
+            # several, or a wait: each send takes a reference of its own
             if only != NULL and only == e.xpub:
-                if self._send_xpub(only, data, size, &zm, ZMQ_DONTWAIT) >= 0:
+                if sv_msg_send(self.svc, zm, only, ZMQ_DONTWAIT) >= 0:
                     e.msgs += 1
                     e.nbytes += size
                     if _binders(self.svc, e) == 0:
                         e.dropped += 1  # a listener no binder is attached to
                     return True
-            elif only != NULL and _send_one(only, data, size, &zm, ZMQ_DONTWAIT) >= 0:
-                e.msgs += 1
-                e.nbytes += size
-                return True
-            return self._send_slow(e, data, size, timeout, block, &zm)
+            elif only != NULL:
+                rc = zmq_msg_send(zm, only, ZMQ_DONTWAIT)
+                if rc >= 0:
+                    e.msgs += 1
+                    e.nbytes += size
+                    return True
+            return self._send_slow(e, data, size, timeout, block, zm)
         finally:
-            zmq_msg_close(&zm)   # drops our reference; libzmq keeps its copies
+            zmq_msg_close(zm)   # drops our reference, if it still has one
 
     cdef object _send_slow(self, ExchangeSlot *e, const char *data, Py_ssize_t size,
                            object timeout, bint block, zmq_msg_t *shared):
@@ -187,6 +200,7 @@ cdef class Engine(_Binder):
                 rc = _send_one(s, data, size, shared, 0)
                 err = zmq_errno() if rc < 0 else 0
                 _setopt_int(s, ZMQ_SNDTIMEO, -1)
+                sv_touch_locked(self.svc)
                 sv_unlock(self.svc)
             if rc >= 0:
                 self._listener_waited = _now() - waited_from
@@ -366,6 +380,8 @@ cdef class Engine(_Binder):
         self.serve(max(0.0, deadline - _now()))     # binders may still come in
         return 0
 
+    @cython.binding(False)
+    @cython.embedsignature.format("clinic")
     def receive(self, timeout=None, bint block=True, bint copy=True):
         """The next message from any of this instance's queues, as bytes.
 
@@ -376,52 +392,31 @@ cdef class Engine(_Binder):
         """
         _check_owned(self)
         _check_timeout(timeout)
-        cdef int qid, rc
+        cdef int qid, got
+        cdef Frame f
         if self.stash.n:
             return self._from_stash(copy)[1]
-        if copy and self.ninputs == 1:
+        if self.ninputs == 1:
             # fast path: one input socket (listeners are the service
-            # thread's); the engine's own message object is reused
-            # (zmq_msg_recv closes its old content)
-            if self._rwaited and block:
-                return self._receive_waited(timeout)
-            rc = zmq_msg_recv(&self.rmsg, self.items[0].socket, ZMQ_DONTWAIT)
-            if rc >= 0 and not zmq_msg_more(&self.rmsg):
-                self.qs[self.single_qid - 1].received += 1
-                return _copy(&self.rmsg)
-            if rc >= 0:
-                _drop_rest(self.items[0].socket)     # a sync answer, not data
-            elif zmq_errno() != EAGAIN:
-                _raise_zmq("receive")
-            elif not block:
-                return None
+            # thread's); a copy is made from the engine's own reused
+            # message object (zmq_msg_recv closes its old content), a Frame
+            # receives into its own
+            if copy:
+                got = _receive_one(self, &self.rmsg, timeout, block)
+                if got == 1:
+                    return _copy(&self.rmsg)
             else:
-                # nothing there: wait in the socket itself, without trying
-                # again first (each empty try costs libzmq a syscall)
-                self._rwaited = True
-                if self._wait_one(&self.rmsg, _deadline(timeout)) == 0:
-                    return self._nothing(block, timeout)
-                return _copy(&self.rmsg)
+                f = Frame.__new__(Frame)
+                got = _receive_one(self, &f.msg, timeout, block)
+                if got == 1:
+                    f.queue_id = self.idbase + ID_QUEUE + self.single_qid
+                    return f
+            if got == 0:
+                return self._nothing(block, timeout)
         if copy:
             m = _receive_copy(self, _deadline(timeout) if block else 0.0, &qid)
             return self._nothing(block, timeout) if m is None else m
         return self._receive_frame(timeout, block)
-
-    cdef object _receive_waited(self, object timeout):
-        """receive()'s fast path after a call that had to wait: the next one
-        most likely waits too (a request and its answer, a slow producer),
-        so block in the socket at once.  A message already there comes out
-        of the blocking call as fast (the GIL released and taken back aside),
-        and the non-blocking try this skips costs an empty poll() of the
-        socket's mailbox (and libzmq's getpid() check) on every wait.  A
-        call that did not wait (back within RECV_WAITED_S) returns to
-        trying first, which keeps the GIL for a stream of ready messages."""
-        cdef double deadline = _deadline(timeout)
-        cdef double start = _now()
-        if self._wait_one(&self.rmsg, deadline) == 0:
-            return self._nothing(True, timeout)
-        self._rwaited = _now() - start >= RECV_WAITED_S
-        return _copy(&self.rmsg)
 
     cdef object _nothing(self, bint block, object timeout):
         if not block:
@@ -513,26 +508,34 @@ cdef inline object _send(Engine self, object eid, object msg, object timeout, bi
         size = PyBytes_GET_SIZE(msg)
         if size >= _ZERO_COPY_MIN:
             return self._send_lent(e, msg, data, size, timeout, block)
-        # fast path: one socket, room in its pipe
-        only = _only(e)
-        if only == NULL and e.npush == 0:
-            e.dropped += 1
-            return True         # nothing bound: dropped, as documented
-        if only != NULL:
-            if only != e.xpub:
-                rc = zmq_send(only, data, size, ZMQ_DONTWAIT)
-            else:           # the service thread may use it: under its lock
-                rc = sv_send(self.svc, only, data, size, ZMQ_DONTWAIT, &binders)
-                if rc >= 0 and binders == 0:
-                    e.dropped += 1  # a listener no binder is attached to
-            if rc >= 0:
-                e.msgs += 1
-                e.nbytes += size
-                return True
-            if zmq_errno() != EAGAIN:
-                _send_failed(eid)
-        return self._send_slow(e, data, size, timeout, block, NULL)
-    return _send_buffer(self, e, msg, timeout, block)
+    elif isinstance(msg, Frame):
+        # a received message sent on: a reference to its content, unless
+        # libzmq keeps it inside the message (then a copy is cheaper)
+        size = zmq_msg_size(&(<Frame>msg).msg)
+        if size > _VSM_MAX:
+            return _send_frame(self, e, <Frame>msg, timeout, block)
+        data = <const char *>zmq_msg_data(&(<Frame>msg).msg)
+    else:
+        return _send_buffer(self, e, msg, timeout, block)
+    # fast path: one socket, room in its pipe
+    only = _only(e)
+    if only == NULL and e.npush == 0:
+        e.dropped += 1
+        return True         # nothing bound: dropped, as documented
+    if only != NULL:
+        if only != e.xpub:
+            rc = zmq_send(only, data, size, ZMQ_DONTWAIT)
+        else:           # the service thread may use it: under its lock
+            rc = sv_send(self.svc, only, data, size, ZMQ_DONTWAIT, &binders)
+            if rc >= 0 and binders == 0:
+                e.dropped += 1  # a listener no binder is attached to
+        if rc >= 0:
+            e.msgs += 1
+            e.nbytes += size
+            return True
+        if zmq_errno() != EAGAIN:
+            _send_failed(eid)
+    return self._send_slow(e, data, size, timeout, block, NULL)
 
 
 # The cold parts of _send, out of line so that _send stays small enough for
@@ -540,6 +543,19 @@ cdef inline object _send(Engine self, object eid, object msg, object timeout, bi
 
 cdef int _send_failed(object eid) except -1:
     return _raise_zmq(f"send on exchange {eid}")
+
+
+cdef object _send_frame(Engine self, ExchangeSlot *e, Frame f, object timeout, bint block):
+    """Send a received Frame on without copying it: every socket gets a
+    reference to the content libzmq holds (small messages, which libzmq
+    keeps inside the message, are copied by zmq_msg_copy itself)."""
+    cdef zmq_msg_t zm
+    zmq_msg_init(&zm)
+    if zmq_msg_copy(&zm, &f.msg) != 0:
+        zmq_msg_close(&zm)
+        _raise_zmq("cannot share the frame's content")
+    return self._send_shared(e, &zm, <const char *>zmq_msg_data(&f.msg),
+                             zmq_msg_size(&f.msg), timeout, block)
 
 
 cdef object _send_buffer(Engine self, ExchangeSlot *e, object msg, object timeout, bint block):
@@ -550,6 +566,44 @@ cdef object _send_buffer(Engine self, ExchangeSlot *e, object msg, object timeou
         return self._send_slow(e, <const char *>view.buf, view.len, timeout, block, NULL)
     finally:
         PyBuffer_Release(&view)
+
+
+cdef inline int _receive_one(Engine self, zmq_msg_t *msg, object timeout, bint block) except -2:
+    """receive()'s fast path with one input socket, into msg: 1 with a
+    message there, 0 when none came (block=False, or the timeout), -1 when
+    the caller must take the general path (what came was a sync answer for
+    another binder, dropped).  After a call that had to wait it blocks in
+    the socket at once: the next call most likely waits too (a request and
+    its answer, a slow producer), a message already there comes out of the
+    blocking call as fast (the GIL released and taken back aside), and the
+    non-blocking try this skips costs an empty poll() of the socket's
+    mailbox (and libzmq's getpid() check) on every wait.  A call that did
+    not wait (back within RECV_WAITED_S) returns to trying first, which
+    keeps the GIL for a stream of ready messages.  (A function, not a
+    method: methods are called through the vtable and are never inlined.)"""
+    cdef double start
+    cdef int rc
+    if self._rwaited and block:
+        start = _now()
+        if self._wait_one(msg, _deadline(timeout)) == 0:
+            return 0
+        self._rwaited = _now() - start >= RECV_WAITED_S
+        return 1
+    rc = zmq_msg_recv(msg, self.items[0].socket, ZMQ_DONTWAIT)
+    if rc >= 0 and not zmq_msg_more(msg):
+        self.qs[self.single_qid - 1].received += 1
+        return 1
+    if rc >= 0:
+        _drop_rest(self.items[0].socket)     # a sync answer, not data
+        return -1
+    if zmq_errno() != EAGAIN:
+        _raise_zmq("receive")
+    if not block:
+        return 0
+    # nothing there: wait in the socket itself, without trying again first
+    # (each empty try costs libzmq a syscall)
+    self._rwaited = True
+    return 1 if self._wait_one(msg, _deadline(timeout)) else 0
 
 
 cdef inline object _receive_copy(Engine self, double deadline, int *qid):

@@ -21,6 +21,7 @@ cdef inline void _release_large(zmq_msg_t *msg) noexcept:
 
 # without a copy
 
+@cython.freelist(16)     # a receive(copy=False) loop reuses a few objects
 cdef class Frame:
     """A received message still held by libzmq: a read-only buffer, no copy.
 

@@ -89,6 +89,7 @@ typedef struct sv_service {
     int refs;                   /* the owner and the thread, under lock */
     int stop;
     int touched;                /* the owner used a listener since the last look */
+    int asleep;                 /* the thread polls with no timeout: a touch must wake it */
     int started;
     int wake[2];                /* a pipe: wakes the thread up */
     sv_listener *ls;
@@ -293,11 +294,16 @@ static void *sv_run(void *arg)
         }
         timeout = sv_npending(sv) ? SV_PENDING_MS : sv->touched ? SV_TOUCHED_MS : -1;
         sv->touched = 0;
+        /* From here on the owner may take a listener's news in (its send
+           reads the socket's commands) and leave its fd quiet: with no
+           timeout, nothing would make this thread look (sv_touch_locked) */
+        sv->asleep = timeout < 0;
         sv_unlock(sv);
         if (poll(pf, n + 1, timeout) > 0 && pf[0].revents)
             while (read(sv->wake[0], buf, sizeof buf) > 0)
                 ;
         sv_lock(sv);
+        sv->asleep = 0;
         if (sv->stop)
             break;
         sv_serve_locked(sv);
@@ -523,6 +529,19 @@ static int sv_subscribers(sv_service *sv, void *xpub)
     return n;
 }
 
+/* Under the lock, after the owner used a listener: the thread looks again
+ * within SV_TOUCHED_MS, and is woken first if it sleeps with no timeout
+ * (one write, once per idle spell: the flag is cleared here and when it
+ * wakes). */
+static inline void sv_touch_locked(sv_service *sv)
+{
+    sv->touched = 1;
+    if (sv->asleep) {
+        sv->asleep = 0;
+        sv_poke(sv);
+    }
+}
+
 /* The owner's send on a listener: under the lock, marking it touched;
  * with binders, also how many wiring binders it has (under the same lock).
  * errno is kept across the unlock for the caller's zmq_errno(). */
@@ -533,7 +552,7 @@ static inline int sv_send(sv_service *sv, void *s, const void *data, size_t size
     pthread_mutex_lock(&sv->lock);
     rc = zmq_send(s, data, size, flags);
     err = errno;
-    sv->touched = 1;
+    sv_touch_locked(sv);
     if (binders != NULL)
         *binders = sv_subscribers_locked(sv, s);
     pthread_mutex_unlock(&sv->lock);
@@ -547,7 +566,7 @@ static inline int sv_msg_send(sv_service *sv, zmq_msg_t *m, void *s, int flags)
     pthread_mutex_lock(&sv->lock);
     rc = zmq_msg_send(m, s, flags);
     err = errno;
-    sv->touched = 1;
+    sv_touch_locked(sv);
     pthread_mutex_unlock(&sv->lock);
     errno = err;
     return rc;

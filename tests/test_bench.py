@@ -63,7 +63,8 @@ def test_tiny_run_prints_the_rows(tiny_run):
     proc, _, elapsed = tiny_run
     assert proc.returncode == 0, proc.stdout + proc.stderr
     out = proc.stdout
-    assert re.search(rf"^lat 1B +C={NUM}us +pyzmq-wiring={NUM}us \({NUM}x\) +pyzmq={NUM}us \({NUM}x\)$",
+    assert re.search(rf"^lat 1B +C={NUM}us +C-path={NUM}us \({NUM}x\) "
+                     rf"+pyzmq-wiring={NUM}us \({NUM}x\) \[{NUM}x C-path\] +pyzmq={NUM}us \({NUM}x\)$",
                      out, re.M), out
     assert re.search(rf"^thr 1B +C={NUM}msg/s +pyzmq-wiring={NUM}msg/s \({NUM}x\) "
                      rf"+pyzmq={NUM}msg/s \({NUM}x\)$", out, re.M), out
@@ -80,7 +81,7 @@ def test_tiny_run_header(tiny_run):
     assert re.search(rf"^machine: .+, {os.cpu_count()} cores", out, re.M)
     assert re.search(r"^libzmq: \d+\.\d+\.\d+", out, re.M)
     assert re.search(r"^mode: quick, 1 reps, sizes 1 B, scale 0.02, busy-core 1", out, re.M)
-    assert re.search(r"^total: [0-9.]+ s \(7 measurements\)$", out, re.M)
+    assert re.search(r"^total: [0-9.]+ s \(8 measurements\)$", out, re.M)
 
 
 def test_tiny_run_writes_json_csv_png(tiny_run):
@@ -94,7 +95,7 @@ def test_tiny_run_writes_json_csv_png(tiny_run):
     data = json.loads(json_path.read_text())
     ms = data["measurements"]
     assert sorted((m["test"], m["impl"]) for m in ms) == sorted(
-        [("lat", "c"), ("lat", "wiring"), ("lat", "pyzmq"),
+        [("lat", "c"), ("lat", "cpath"), ("lat", "wiring"), ("lat", "pyzmq"),
          ("thr", "c"), ("thr", "wiring"), ("thr", "pyzmq"), ("thr-batch", "wiring")])
     assert all(m["status"] == "ok" and m["value"] > 0 and m["size"] == 1 for m in ms)
     assert {m["count"] for m in ms if m["test"] == "lat"} == {bench.lat_count(1, 0.02)}
@@ -102,15 +103,19 @@ def test_tiny_run_writes_json_csv_png(tiny_run):
     assert medians[("lat", "c")]["ratio"] is None
     assert medians[("lat", "wiring")]["ratio"] == pytest.approx(
         medians[("lat", "wiring")]["median"] / medians[("lat", "c")]["median"])
+    # the C-path reference: the extension's latency path in C, latency only
+    assert medians[("lat", "wiring")]["ratio_path"] == pytest.approx(
+        medians[("lat", "wiring")]["median"] / medians[("lat", "cpath")]["median"])
+    assert medians[("lat", "cpath")]["ratio_path"] is None
     assert medians[("thr-batch", "wiring")]["ratio"] == pytest.approx(
         medians[("thr-batch", "wiring")]["median"] / medians[("thr", "c")]["median"])
     meta = data["meta"]
     assert meta["mode"] == "quick" and meta["reps"] == 1 and meta["sizes"] == [1]
 
     rows = list(csv.DictReader(csv_path.open()))
-    assert [r["kind"] for r in rows].count("measurement") == 7
-    assert [r["kind"] for r in rows].count("median") == 7
-    assert {r["impl"] for r in rows} == {"C", "pyzmq-wiring", "pyzmq", "pyzmq-wiring-batch"}
+    assert [r["kind"] for r in rows].count("measurement") == 8
+    assert [r["kind"] for r in rows].count("median") == 8
+    assert {r["impl"] for r in rows} == {"C", "C-path", "pyzmq-wiring", "pyzmq", "pyzmq-wiring-batch"}
 
     assert png_path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert png_path.stat().st_size > 10_000

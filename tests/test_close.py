@@ -363,7 +363,7 @@ def test_await_close_reports_a_consumer_gone_too(directory, caplog):
     import pyzmq.asyncio
 
     async def main(consumer):
-        z = pyzmq.asyncio.ZMQ(directory, hwm=100)
+        z = await pyzmq.asyncio.ZMQ.connect(directory, hwm=100)
         eid = await z.create_exchange("AE")
         await z.bind("AE", "slowq", hwm=100)
         consumer.close()                    # SIGKILL: gone before reading anything

@@ -458,6 +458,77 @@ def test_zero_copy_receive_returns_a_frame():
         assert bytes(frame) == payload
 
 
+def _address(buffer):
+    """Where a read-only buffer's bytes are (ctypes cannot take one)."""
+    import ctypes
+
+    class PyBuffer(ctypes.Structure):
+        _fields_ = [("buf", ctypes.c_void_p), ("obj", ctypes.py_object), ("len", ctypes.c_ssize_t),
+                    ("itemsize", ctypes.c_ssize_t), ("readonly", ctypes.c_int),
+                    ("ndim", ctypes.c_int), ("format", ctypes.c_char_p),
+                    ("shape", ctypes.c_void_p), ("strides", ctypes.c_void_p),
+                    ("suboffsets", ctypes.c_void_p), ("internal", ctypes.c_void_p)]
+
+    view = PyBuffer()
+    get, release = ctypes.pythonapi.PyObject_GetBuffer, ctypes.pythonapi.PyBuffer_Release
+    get.argtypes = [ctypes.py_object, ctypes.POINTER(PyBuffer), ctypes.c_int]
+    release.argtypes = [ctypes.POINTER(PyBuffer)]
+    assert get(buffer, ctypes.byref(view), 0) == 0
+    try:
+        return view.buf
+    finally:
+        release(ctypes.byref(view))
+
+
+@pytest.mark.parametrize("size", [1, 4096, 100_000])
+def test_a_received_frame_is_sent_on_without_a_copy(size):
+    """send() of a Frame gives libzmq a reference to the content it already
+    holds: forwarded through inproc, the next receiver's Frame points at the
+    same bytes (messages of up to 33 bytes live inside libzmq's message and
+    are copied by it); the first Frame stays readable, and fan-out to two
+    queues gives both the message."""
+    payload = bytes(range(256)) * (size // 256) + b"x" * (size % 256)
+    with pyzmq.ZMQ() as zmq:
+        first = zmq.create_exchange("E1")
+        zmq.create_queue("Q1")
+        zmq.bind("E1", "Q1")
+        onward = zmq.create_exchange("E2")
+        zmq.create_queue("Q2")
+        zmq.create_queue("Q3")
+        zmq.bind("E2", "Q2")
+        zmq.send(first, payload)
+        frame = zmq.receive(timeout=1, copy=False)
+        assert zmq.send(onward, frame) is True
+        again = zmq.receive(timeout=1, copy=False)
+        assert bytes(again) == payload and bytes(frame) == payload
+        if size > 33:
+            assert _address(again) == _address(frame)
+        zmq.bind("E2", "Q3")
+        zmq.send(onward, again)
+        got = sorted((zmq.receive2(timeout=1) for _ in range(2)), key=lambda r: r[0])
+        assert [m for _, m in got] == [payload, payload]
+        assert zmq.stats()["exchanges"]["E2"]["sent"] == 2
+
+
+def test_a_frame_is_sent_on_over_tcp(directory):
+    """A Frame received from a remote exchange, echoed to a remote queue
+    (the latency tools' loop) arrives whole."""
+    with Peer(ECHO, directory) as echo:
+        echo.expect("READY")
+        with pyzmq.ZMQ(directory) as zmq:
+            out = zmq.create_exchange("ER")
+            zmq.create_queue("QR")
+            zmq.bind("EL", "QR")
+            zmq.bind("ER", "QL")
+            msg = b"p" * 5000
+            for _ in range(3):
+                zmq.send(out, msg)
+                msg = zmq.receive(timeout=10, copy=False)
+                assert isinstance(msg, pyzmq.Frame) and bytes(msg) == b"p" * 5000
+            zmq.send(out, b"stop")
+        assert echo.expect("BYE") == ""
+
+
 def test_batch_calls():
     with pyzmq.ZMQ() as zmq:
         eid = zmq.create_exchange("E")
