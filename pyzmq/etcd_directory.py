@@ -442,7 +442,7 @@ class EtcdDirectory:
                                              name="pyzmq-etcd-watch", daemon=True)
             self._watcher.start()
 
-    def subscribe(self, pattern="*", exact=False):
+    def subscribe(self, pattern="*", exact=False, max_unread=Watch.MAX_UNREAD):
         """A :class:`pyzmq.directory.Watch` of the names matching glob
         ``pattern`` (or, ``exact``, the one name ``pattern``): the records
         at one revision first (as "added", then ``synced``), then every
@@ -451,9 +451,11 @@ class EtcdDirectory:
         the records are read (within ``timeout``).  The stream moves to
         another node when one fails, without losing or repeating an event;
         when no node answers for ``timeout`` seconds the watch ends: its
-        ``get`` raises :class:`pyzmq.Timeout`."""
+        ``get`` raises :class:`pyzmq.Timeout`.  It holds at most
+        ``max_unread`` events not read yet, then ends: its ``get`` gives
+        those, then raises :class:`pyzmq.directory.WatchOverflow`."""
         (p.validate_name if exact else p.validate_pattern)(pattern)
-        handle = Watch(self, pattern, exact)
+        handle = Watch(self, pattern, exact, max_unread)
         with self._watch_cond:
             if self._closed:
                 raise Error(f"the etcd directory client for {self.address} is closed")
@@ -845,7 +847,8 @@ class EtcdDirectory:
                     if handle.matches(name):
                         handle._seen(name, records[name])
                 handle._synced()
-                self._subs[handle] = revision
+                if handle.error is None:    # (not ended by falling behind meanwhile)
+                    self._subs[handle] = revision
 
     def _forget_revisions(self):
         """The revisions held mean nothing now (the cluster was replaced, or
@@ -868,7 +871,7 @@ class EtcdDirectory:
         record = None if deleted else _decode_record(kv)
         if name in self._wanted:
             self._apply(name, record, rev)
-        for handle, since in self._subs.items():
+        for handle, since in list(self._subs.items()):     # (one that overflows leaves it)
             if rev > since and handle.matches(name):
                 if record is None:
                     handle._gone(name)

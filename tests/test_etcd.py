@@ -619,6 +619,13 @@ def test_a_watch_survives_the_sigkill_of_the_node_it_streams_from(etcd_cluster, 
         watch.close()
 
 
+def test_a_watch_nobody_reads_ends_at_its_bound_saying_it_fell_behind(etcd_url):
+    # the events of a watch nobody read were kept without a bound
+    from helpers import check_watch_bound
+    with EtcdDirectory(etcd_url) as owner, EtcdDirectory(etcd_url) as watcher:
+        check_watch_bound(watcher, owner)       # (test_names.py runs the same on zmq_server)
+
+
 def test_a_watch_ends_with_a_clear_error_when_the_cluster_is_gone(etcd_cluster, etcd_url):
     with EtcdDirectory(etcd_url, timeout=2) as b:
         watch = b.subscribe("*")

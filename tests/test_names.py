@@ -229,3 +229,10 @@ def test_a_watch_ends_when_its_client_closes(directory):
         watch.get(5)
     assert time.monotonic() - started < 1
     watch.close()
+
+
+def test_a_watch_nobody_reads_ends_at_its_bound_saying_it_fell_behind(directory, client):
+    # the events of a watch nobody read were kept without a bound
+    from helpers import check_watch_bound
+    with DirectoryClient(directory, timeout=5.0) as watcher:
+        check_watch_bound(watcher, client)      # (test_etcd.py runs the same on etcd)
