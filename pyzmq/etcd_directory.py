@@ -183,12 +183,15 @@ class EtcdDirectory:
     certificates; the system's when None), ``cert`` and ``key`` (a client
     certificate).  Authentication: ``user`` and ``password`` (etcd's
     ``auth enable``); the token is asked for again when it expires.
-    Keyword arguments override what the URL says.  Safe to share between
-    threads.
+    Keyword arguments override what the URL says.  ``lease=False`` makes a
+    read-only client (``list``, ``info``, ``subscribe``, ``wait_for``,
+    ``ping``: what ``zmq_names`` uses): no lease and no keeper thread, so
+    nothing in the cluster to renew or revoke; ``register`` raises.  Safe to
+    share between threads.
     """
 
     def __init__(self, url, timeout=5.0, on_lost=None, ttl=None, user=None, password=None,
-                 ca=None, cert=None, key=None):
+                 ca=None, cert=None, key=None, lease=True):
         try:
             import etcd3gw  # noqa: F401
         except ImportError:
@@ -258,6 +261,10 @@ class EtcdDirectory:
 
         deadline = time.monotonic() + self.timeout
         self._local_ip = self._probe_local_ip(deadline)
+        self.read_only = not lease
+        self._keeper = None
+        if self.read_only:
+            return
         self._lease = self._grant(deadline)
         self._lease_ok = True
         self._keeper = threading.Thread(target=_keep_alive, args=(weakref.ref(self), self._stop, self._wake),
@@ -268,7 +275,8 @@ class EtcdDirectory:
 
     @property
     def connected(self):
-        """True while the lease is known to be alive (the last keepalive succeeded)."""
+        """True while the lease is known to be alive (the last keepalive
+        succeeded); a read-only client (``lease=False``) is never connected."""
         return self._lease_ok and not self._closed
 
     @property
@@ -293,6 +301,9 @@ class EtcdDirectory:
         p.validate_name(name)
         p.validate_address(address)
         p.validate_key(key)
+        if self.read_only:
+            raise Error(f"cannot register {name!r}: this client of the etcd directory at {self.address} "
+                        f"is read-only (lease=False, so it holds no lease); make one without lease=False")
         record = {"kind": _KIND_WORD[kind], "address": address, "key": key, "owner": self._owner,
                   "registered": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
         deadline = time.monotonic() + self.timeout
@@ -380,6 +391,9 @@ class EtcdDirectory:
     def unregister(self, name):
         """Withdraw ``name``, which this client's lease must hold."""
         p.validate_name(name)
+        if self.read_only:
+            raise Error(f"cannot unregister {name!r}: this client of the etcd directory at {self.address} "
+                        f"is read-only (lease=False), it holds no names")
         with self._lock:
             was_mine = self._names.pop(name, None) is not None
             lease, down = self._lease, not self._lease_ok

@@ -71,7 +71,7 @@ def main(argv=None):
     from pyzmq.protocol import NOT_FOUND
     try:
         if is_etcd_url(args.directory):
-            client = EtcdDirectory(args.directory, timeout=args.timeout)
+            client = EtcdDirectory(args.directory, timeout=args.timeout, lease=False)     # it only reads
         else:
             client = DirectoryClient(args.directory, timeout=args.timeout,
                                      server_key=args.directory_key)

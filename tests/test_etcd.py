@@ -522,6 +522,46 @@ def test_zmq_names_lists_and_shows_the_names_of_an_etcd_directory(etcd_url):
         check_zmq_names_watch(etcd_url, client)     # the same lines as test_names.py's on zmq_server
 
 
+def test_zmq_names_takes_no_lease_and_says_one_line_when_the_cluster_goes(etcd_cluster, etcd_url):
+    # zmq_names took a lease it never used: a lease in the cluster for every
+    # run, and lease warnings before its error line when the cluster went
+    import subprocess
+    import sys
+    from helpers import child_env
+
+    def leases():
+        return {lease["ID"] for lease in etcd_cluster._call(0, "/v3/lease/leases", {}).get("leases") or []}
+    with EtcdDirectory(etcd_url) as owner:
+        owner.register("E", "ro.a", "127.0.0.1:1")
+        before = leases()
+        with EtcdDirectory(etcd_url, lease=False) as reader:       # what zmq_names uses
+            assert reader.lease_id is None and [r["name"] for r in reader.list("ro.*")] == ["ro.a"]
+            assert reader.info("ro.a")["address"] == "127.0.0.1:1"
+            with reader.subscribe("ro.*") as watch:
+                owner.register("E", "ro.b", "127.0.0.1:2")
+                assert [watch.get(5)[1]["name"] for _ in range(2)] == ["ro.a", "ro.b"]
+            with pytest.raises(pyzmq.Error, match="read-only .*lease=False"):
+                reader.register("E", "ro.c", "127.0.0.1:3")
+            assert leases() <= before
+        proc = subprocess.Popen([sys.executable, "-m", "pyzmq.names", "-d", etcd_url, "-t", "2", "watch", "ro.*"],
+                                env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            lines = []
+            reader = threading.Thread(target=lambda: [lines.append(line) for line in proc.stdout], daemon=True)
+            reader.start()
+            assert wait_until(lambda: lines, 15), "zmq_names printed nothing"
+            assert leases() <= before                       # the owner's, no new one
+            for i in range(etcd_cluster.size):
+                etcd_cluster.kill(i)
+            assert proc.wait(20) == 1
+            err = proc.stderr.read().splitlines()
+            assert len(err) == 1 and err[0].startswith("zmq_names: the watch of 'ro.*' ended"), err
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+
 def drain(watch, count, timeout=10):
     """The next ``count`` events of ``watch`` as (type, name, address)."""
     got = []
