@@ -281,7 +281,8 @@ class WatchOverflow(Error):
 class Watch:
     """The events of a watch: ``(type, entry)`` with type "added", "removed"
     or "changed"; the records present when it starts come first as "added"
-    (``snapshot`` holds them once ``synced`` is set).  The entries are what
+    (``snapshot_size`` of them, counted once ``synced`` is set; the watch
+    keeps no other copy of them).  The entries are what
     the backend's :meth:`list` gives: a :class:`pyzmq.protocol.Entry` from
     :class:`DirectoryClient`, a dict (as :func:`entry_dict` makes) from
     :class:`pyzmq.etcd_directory.EtcdDirectory`.  After a reconnection the
@@ -306,7 +307,6 @@ class Watch:
         self.exact = exact
         self.max_unread = max_unread
         self.synced = threading.Event()
-        self.snapshot = {}      # name -> entry: what the first snapshot held
         self.snapshot_size = 0  # how many of the first events are the first snapshot's records
         self.error = None
         self.closed = False
@@ -376,7 +376,6 @@ class Watch:
                 self._put(("removed", self._known.pop(name)))
             self._fresh = None
         if not self.synced.is_set():
-            self.snapshot = dict(self._known)
             self.snapshot_size = self._events.qsize()
             self._room = self.max_unread + self.snapshot_size
         self.synced.set()

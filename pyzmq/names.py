@@ -100,10 +100,9 @@ def main(argv=None):
                 print(f"registered: {d['registered']}")
         else:
             with client.subscribe(args.pattern) as watch:
-                for name, entry in sorted(watch.snapshot.items()):
-                    _event("present", entry_dict(entry), args.json)
-                for _ in watch.snapshot:
-                    watch.get(0)    # (the snapshot's own "added" events)
+                # the first events are the snapshot's records, in name order
+                for _ in range(watch.snapshot_size):
+                    _event("present", entry_dict(watch.get()[1]), args.json)
                 for kind, entry in watch:
                     _event(kind, entry_dict(entry), args.json)
     except KeyboardInterrupt:

@@ -222,6 +222,7 @@ def check_watch_bound(watcher, owner):
         return entry["name"] if isinstance(entry, dict) else entry.name
     owner.register("E", "bound.first", "127.0.0.1:1")
     watch = watcher.subscribe("bound.*", max_unread=20)
+    assert watch.snapshot_size == 1 and not hasattr(watch, "snapshot")    # no second copy of the records
     for i in range(30):
         owner.register("E", f"bound.{i:02d}", "127.0.0.1:2")
     assert wait_until(lambda: watch.error is not None, 10), "the watch did not end"

@@ -290,7 +290,7 @@ def test_the_whole_cluster_restarted_or_replaced_and_instances_register_again(et
         with EtcdDirectory(etcd_url) as d:
             kept = d.lookup("KEPT")
         watch = w.subscribe("*")            # a watch across both (its timeout outlasts the outages)
-        address = {name: entry["address"] for name, entry in watch.snapshot.items()}
+        address = {name: entry["address"] for name, entry in watch.records().items()}
         assert sorted(address) == ["KEPT", "TAKEN"]
         # every node SIGKILLed, then started again with its data: the lease survives
         for i in range(3):
@@ -578,9 +578,10 @@ def test_subscribe_gives_the_records_at_one_revision_then_every_change(etcd_url)
         a.register("E", "E1", "127.0.0.1:1")
         a.register("Q", "Q1", "127.0.0.1:2")
         with b.subscribe("E*") as es, b.subscribe("*") as every, b.subscribe("Q1", exact=True) as q1:
-            assert es.synced.is_set() and sorted(es.snapshot) == ["E1"]
-            assert sorted(every.snapshot) == ["E1", "Q1"] and sorted(q1.snapshot) == ["Q1"]
-            assert es.snapshot["E1"]["kind"] == "exchange" and es.snapshot["E1"]["owner"]["pid"] == os.getpid()
+            assert es.synced.is_set() and sorted(es.records()) == ["E1"]
+            assert sorted(every.records()) == ["E1", "Q1"] and sorted(q1.records()) == ["Q1"]
+            assert (es.snapshot_size, every.snapshot_size, q1.snapshot_size) == (1, 2, 1)
+            assert es.records()["E1"]["kind"] == "exchange" and es.records()["E1"]["owner"]["pid"] == os.getpid()
             assert drain(es, 1) == [("added", "E1", "127.0.0.1:1")]
             assert sorted(drain(every, 2)) == [("added", "E1", "127.0.0.1:1"), ("added", "Q1", "127.0.0.1:2")]
             assert drain(q1, 1) == [("added", "Q1", "127.0.0.1:2")]
