@@ -37,7 +37,7 @@ from pyzmq.location import format_hostport
 
 log = logging.getLogger("pyzmq.directory")
 
-_clients = weakref.WeakSet()   # every DirectoryClient of this process (to tell who holds a name)
+_clients: "weakref.WeakSet[DirectoryClient]" = weakref.WeakSet()   # every DirectoryClient of this process (who holds a name)
 
 ROUND_MAX = 0.25      # the keeper looks at its clock at least this often while not idle (seconds)
 WATCH_FIRST = 1.0     # a watched name is looked up again at most this often at first,
@@ -267,7 +267,7 @@ class _Watch:
     ``serial`` of that lookup (serials grow across names), and when to look
     again (``due``, monotonic) after ``interval`` seconds."""
     serial: int
-    record: tuple
+    record: "tuple | None"
     interval: float
     due: float
 
