@@ -52,6 +52,16 @@ SERVER_HEARTBEAT_TIMEOUT_MS = 30_000
 KEY_GRACE = 30.0          # seconds a keyed name stays tied to its key after its owner left
 IDLE_TIMEOUT = 30.0       # seconds a connection holding no names or watches may stay silent
 MAX_RESERVED = 100_000    # names held for their last key at once (see Registry._reserve)
+# At the open-files limit libzmq cannot accept, and the server could not
+# duplicate an accepted fd to check or refuse it.  So it keeps SPARE_FDS fds
+# open (on /dev/null) to give back when a duplicate fails for want of one,
+# and refuses connections past what the limit leaves room for: the fds it
+# holds at start (the spares among them), FD_HEADROOM more (a burst accepted
+# before the monitor is read, the metrics' HTTP connections) and one in 32 of
+# the limit.
+SPARE_FDS = 8
+FD_HEADROOM = 16
+FD_LOG_EVERY = 10.0       # seconds between the lines about refusals for the open-files limit
 
 
 def _log(line):
@@ -187,6 +197,7 @@ class Connections:
         self.max_per_source = max_per_source
         self.max_handshaking = max_handshaking
         self.fds = {}       # fd -> Conn
+        self.count = 0      # confirmed connections (an ACCEPTED seen, no close yet)
         self.total = {}     # address -> connections
         self.pending = {}   # address -> fds not through ZAP yet, oldest first
 
@@ -207,6 +218,7 @@ class Connections:
             conn.last = max(conn.last, now)
         address = peer[0]
         conn.address, conn.peer, conn.confirmed = address, peer, True
+        self.count += 1
         self.total[address] = self.total.get(address, 0) + 1
         waiting = self.pending.setdefault(address, collections.deque())
         waiting.append(fd)
@@ -234,6 +246,7 @@ class Connections:
         conn = self.fds.pop(fd, None)
         if conn is None or not conn.confirmed:
             return
+        self.count -= 1
         address = conn.address
         left = self.total[address] - 1
         if left:
@@ -757,6 +770,14 @@ class Server:
         self.conns = Connections(max_per_source, max_handshaking)
         self._monitor_sync = None   # the ROUTER's monitor, read by _read_monitor
         self._monitor_later = []    # its events read after a batch's pins, for the next batch
+        self.max_connections = None  # what the open-files limit leaves room for (set in serve)
+        self._fd_limit = None
+        self._spare = []            # fds kept open to give back when a duplicate finds none (SPARE_FDS)
+        self.fd_refusals = 0        # connections refused for the open-files limit
+        self._fd_logged = 0         # of them, how many the log has told of
+        self._fd_log_due = 0.0      # (one line at most every FD_LOG_EVERY seconds)
+        self._fd_short = False      # a duplicate found no fd since the last line
+        self._fd_peer = None
         self.idle_timeout = float(idle_timeout)
         self._idle_due = 0.0
         self._conn = None       # the connection of the message being handled (with the idle timeout)
@@ -837,6 +858,7 @@ class Server:
             bound = router.last_endpoint.decode()
             host, _, port = bound[len("tcp://"):].rpartition(":")
             self.port = int(port)
+            self._size_for_fd_limit()
             if ready is not None:
                 ready(host.strip("[]"), self.port)
             tasks.append(asyncio.ensure_future(self._serve_loop(router)))
@@ -857,6 +879,11 @@ class Server:
             ctx.term()
             if self.metrics is not None:
                 self.metrics.stop()
+            while self._spare:
+                os.close(self._spare.pop())
+            self._fd_log_due = 0.0
+            self._log_fd_refusals(0.0)      # (what the last line did not tell yet)
+            self._log.flush()
 
     def stop(self):
         if self._stopping is not None:
@@ -943,6 +970,10 @@ class Server:
             if self.idle_timeout > 0 and now >= self._idle_due:
                 self._idle_due = now + min(1.0, self.idle_timeout / 4)
                 self._close_idle(time.monotonic())
+            if self.fd_refusals != self._fd_logged or self._fd_short:
+                self._log_fd_refusals(time.monotonic())
+            if len(self._spare) < SPARE_FDS and self._fd_limit is not None:
+                self._refill_spares()
             self._log.flush()
 
     def _close_idle(self, now):
@@ -983,8 +1014,77 @@ class Server:
         while True:
             if not self._monitor_later:
                 await monitor.poll(flags=zmq.POLLIN)
-            self._read_monitor()
-            await asyncio.sleep(0)      # (a flood of events: let the other tasks run)
+            short = self._read_monitor()
+            # (a flood of events: let the other tasks run; out of fds: give
+            # libzmq a moment to close the connections refused)
+            await asyncio.sleep(0.01 if short else 0)
+
+    # -- the open-files limit --------------------------------------------------
+
+    def _size_for_fd_limit(self):
+        """At the start of serving: how many connections the open-files
+        limit leaves room for (``max_connections``), and the spare fds."""
+        try:
+            import resource
+            limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        except (ImportError, ValueError, OSError):
+            return
+        if limit == resource.RLIM_INFINITY:
+            return
+        self._fd_limit = limit
+        self._refill_spares()
+        try:
+            held = len(os.listdir("/proc/self/fd"))     # (the spares included)
+        except OSError:
+            held = 64
+        self.max_connections = max(1, limit - held - FD_HEADROOM - limit // 32)
+
+    def _refill_spares(self):
+        while len(self._spare) < SPARE_FDS:
+            try:
+                self._spare.append(os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC))
+            except OSError:
+                return
+
+    def _pin(self, fd):
+        """``_pin(fd)``, giving back spare fds when there is none for the
+        duplicate: a socket, None (the fd is closed: nothing to do), or
+        False (no fd to be had: try again later)."""
+        while True:
+            try:
+                return socket.socket(fileno=os.dup(fd))
+            except OSError as exc:
+                if exc.errno not in (errno.EMFILE, errno.ENFILE):
+                    return None
+                if not self._spare:
+                    self._fd_short = True
+                    return False
+                os.close(self._spare.pop())
+
+    def _refuse_for_fd_limit(self, peer, pin):
+        """Shut down a connection past ``max_connections``; count it, and
+        say so (the first at once, then one line every FD_LOG_EVERY s)."""
+        _shut(pin)
+        self.fd_refusals += 1
+        if self.metrics is not None:
+            self.metrics.refused("fd_limit")
+        self._fd_peer = peer[0]
+        self._log_fd_refusals(time.monotonic())
+
+    def _log_fd_refusals(self, now):
+        new = self.fd_refusals - self._fd_logged
+        if (not new and not self._fd_short) or now < self._fd_log_due:
+            return
+        self._fd_log_due = now + FD_LOG_EVERY
+        self._fd_logged = self.fd_refusals
+        short = " (and libzmq or the server found no fd at times)" if self._fd_short else ""
+        self._fd_short = False
+        what = (f"refused a connection from {self._fd_peer}" if new == 1
+                else f"refused {new} connections (the last from {self._fd_peer})") if new \
+            else "found no fd for a connection"
+        self._log(f"zmq_server: {what}: {self.conns.count} connections are open, the most the "
+                  f"open-files limit ({self._fd_limit}) leaves room for{short}; raise the limit "
+                  f"(ulimit -n, systemd LimitNOFILE=) to serve more", "refusals")
 
     def _read_monitor(self, rounds=16):
         """Read the ROUTER's ACCEPTED and DISCONNECTED events in batches
@@ -1000,29 +1100,41 @@ class Server:
         down, through the pin only.  The ZAP handler calls this too before
         each answer: libzmq reports a connection's ACCEPTED before its
         handshake starts, so the caps then count every connection that
-        can be asking."""
+        can be asking.
+
+        When no fd is left for a duplicate (the open-files limit), spare fds
+        are given back (``_pin``); an ACCEPTED that still gets none is kept
+        for a later batch, in order, and the call returns True (short of
+        fds: the caller waits a little before the next)."""
         import zmq
         sync = self._monitor_sync
         if sync is None:
-            return
+            return False
         accepted = zmq.EVENT_ACCEPTED
+        short = False
         for _ in range(rounds):
-            events = [_monitor_event(m) for m in self._monitor_later + _drain(sync, zmq)]
+            messages = self._monitor_later + _drain(sync, zmq)
+            events = [_monitor_event(m) for m in messages]
             self._monitor_later = []
             if not events:
-                return
+                break
             actable = plan_accepts(events, accepted)
             pins = {}
-            for i in actable:
-                pin = _pin(events[i][1])
-                if pin is not None:
+            waiting = []            # ACCEPTED messages that found no fd: for the next batch
+            for i in sorted(actable):
+                pin = self._pin(events[i][1])
+                if pin:
                     pins[events[i][1]] = pin
+                elif pin is False:
+                    waiting.append(messages[i])
             try:
-                if pins:
-                    self._monitor_later = later = _drain(sync, zmq)
+                later = []
+                if pins or waiting:
+                    later = _drain(sync, zmq)
                     for kind, fd in map(_monitor_event, later):
                         if kind != accepted and fd in pins:
                             pins.pop(fd).close()
+                self._monitor_later = waiting + later
                 now = time.monotonic()
                 for i, (kind, fd) in enumerate(events):
                     if kind != accepted:
@@ -1032,11 +1144,21 @@ class Server:
             finally:
                 for pin in pins.values():
                     pin.close()
+            if waiting:
+                short = True
+                break               # (let libzmq close what was refused before trying again)
+        if len(self._spare) < SPARE_FDS:
+            self._refill_spares()
+        return short
 
     def _accepted(self, fd, pin, now):
         peer = _peer_of(pin)
         if peer is None:
             return      # gone already
+        if self.max_connections is not None and self.conns.count >= self.max_connections:
+            self.conns.closed(fd)   # (an unconfirmed entry its first message made)
+            self._refuse_for_fd_limit(peer, pin)
+            return
         if not self.conns.accepted(fd, peer, now):
             self._info(f"zmq_server: dropped a connection from {peer[0]}: more than "
                        f"{self.conns.max_handshaking} of its connections are in the handshake", "refusals")
@@ -1202,17 +1324,36 @@ def _is_loopback(host):
 
 
 def _raise_fd_limit():
-    """Lift the soft open-files limit to the hard one: each client is a TCP connection."""
+    """Lift the soft open-files limit to the hard one: each client is a TCP
+    connection.  Returns (the soft limit before, the soft limit now, the
+    hard limit), or None where there are no such limits."""
     try:
         import resource
     except ImportError:
-        return
+        return None
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    before = soft
     if soft != hard:
         try:
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
         except (ValueError, OSError):
             pass
+    return before, soft, hard
+
+
+def fd_limit_line(limits, room):
+    """The start's line on the open-files limit: what it is, whether it was
+    raised, and how many connections it leaves room for."""
+    if limits is None or room is None:
+        return None
+    before, soft, hard = limits
+    told = f"open-files limit {soft}" + (f" (raised from {before}, to the hard limit)" if soft != before
+                                         else " (the hard limit)" if soft == hard else f" (hard limit {hard})")
+    line = f"zmq_server: {told}: room for {room} connections, more are refused"
+    if room < 1000:
+        line += "; raise the hard limit for more (ulimit -Hn, systemd LimitNOFILE=)"
+    return line
 
 
 def parse_args(argv=None):
@@ -1346,7 +1487,7 @@ def read_key_list(path):
 def main(argv=None):
     """Entry point of the ``zmq_server`` console script; returns the exit status."""
     args = parse_args(argv)
-    _raise_fd_limit()
+    limits = _raise_fd_limit()
     server = Server(args.address, args.port, quiet=args.quiet, secret_key=args.secret_key,
                     allowed_keys=args.allowed_keys, min_ttl=args.min_ttl, max_ttl=args.max_ttl,
                     max_records=args.max_records, max_leases=args.max_leases, log_rate=args.log_rate,
@@ -1358,6 +1499,9 @@ def main(argv=None):
         print(ready_line(host, port, server.public_key), flush=True)
         if server.metrics_address is not None:
             _log(f"zmq_server: metrics on http://{format_hostport(*server.metrics_address)}/metrics")
+        line = fd_limit_line(limits, server.max_connections)
+        if line is not None and not args.quiet:
+            _log(line)
         for line in startup_warnings(host, server.public_key is not None, args.allowed_keys is not None):
             _log(line)
 
