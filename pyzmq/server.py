@@ -356,6 +356,7 @@ class Registry:
         self.key_grace = key_grace
         self.max_reserved = max_reserved
         self.clock = clock
+        self.changes = 0            # grows with every change of the keyed names or holds (--state)
 
     # -- leases ------------------------------------------------------------
 
@@ -539,6 +540,8 @@ class Registry:
                                         f"for another {left:.0f} s; until then only that key may "
                                         "register it")
         self._unreserve(name)
+        if key or (record is not None and record.key):
+            self.changes += 1
         new = self.records[name] = Record(kind, address, key, lease, wall)
         if record is None:
             self._sorted = None
@@ -581,7 +584,7 @@ class Registry:
         if self.leases.get(lease.id) is lease:
             self._end(lease, why)
 
-    def _reserve(self, name, key):
+    def _reserve(self, name, key, until=None):
         """Hold ``name`` for ``key`` for the grace period, within bounds that
         one key cannot use to push other keys' names out: a key holds at most
         ``max_names`` names (one lease's worth; beyond, its own oldest go),
@@ -593,12 +596,14 @@ class Registry:
             self._unreserve(next(iter(mine)))
         while len(self.reserved) >= self.max_reserved:
             self._unreserve(next(iter(self.reserved)))
-        self.reserved[name] = (key, self.clock() + self.key_grace)
+        self.reserved[name] = (key, self.clock() + self.key_grace if until is None else until)
         self._reserved_by_key.setdefault(key, {})[name] = None
+        self.changes += 1
 
     def _unreserve(self, name):
         held = self.reserved.pop(name, None)
         if held is not None:
+            self.changes += 1
             mine = self._reserved_by_key[held[0]]
             del mine[name]
             if not mine:
@@ -616,6 +621,38 @@ class Registry:
             if until > now:
                 break
             self._unreserve(name)
+
+    # -- what a restart keeps (--state) -------------------------------------
+
+    def held_for_keys(self, wall):
+        """The names a restarted server should hold for their keys:
+        ``[name, key, until]``, ``until`` the time of day (``wall`` is now)
+        a grace period ends, or None for a name registered with a proven key
+        now (its owner's lease goes with the server: hold it for a whole
+        grace period from the restart, so its owner gets it back first)."""
+        self._expire_reserved()
+        now = self.clock()
+        held = [[name, key, wall + (until - now)] for name, (key, until) in self.reserved.items()]
+        held.extend([name, record.key, None] for name, record in self.records.items()
+                     if record.key and record.owner.key is not None)
+        return held
+
+    def restore_held(self, held, wall):
+        """At the start: hold the names of a saved :meth:`held_for_keys`
+        (``wall`` is now), none for longer than one grace period from now;
+        returns how many are held."""
+        if self.key_grace <= 0:
+            return 0
+        now = self.clock()
+        latest = now + self.key_grace
+        items = []
+        for name, key, until in held:
+            until = latest if until is None else min(latest, now + (until - wall))
+            if until > now and name not in self.records:
+                items.append((until, name, key))
+        for until, name, key in sorted(items):      # (oldest first, as _expire_reserved reads them)
+            self._reserve(name, key, until)
+        return len(items)
 
 
 def _literal_prefix(pattern):
@@ -732,7 +769,8 @@ class Server:
                  allowed_keys=None, min_ttl=p.MIN_TTL, max_ttl=p.MAX_TTL,
                  max_names=p.MAX_NAMES_PER_LEASE, max_records=p.MAX_RECORDS, max_leases=p.MAX_LEASES,
                  log_rate=20, metrics=None, max_per_source=p.MAX_PER_SOURCE,
-                 max_handshaking=p.MAX_HANDSHAKING, key_grace=KEY_GRACE, idle_timeout=IDLE_TIMEOUT):
+                 max_handshaking=p.MAX_HANDSHAKING, key_grace=KEY_GRACE, idle_timeout=IDLE_TIMEOUT,
+                 state=None):
         """``secret_key`` (Z85) makes every connection CURVE (docs/directory.md):
         clients must know the matching public key, ``public_key`` here.
         ``allowed_keys`` (Z85 public keys) then limits which clients are served;
@@ -741,7 +779,10 @@ class Server:
         owner left (secure directories only; see Registry).  ``metrics``
         ("HOST:PORT") serves Prometheus metrics over HTTP there.
         ``idle_timeout``: seconds after which a connection that sent nothing
-        and holds no names or watches is shut down (0: never)."""
+        and holds no names or watches is shut down (0: never).  ``state``:
+        a file where the names held for their keys are kept (written at most
+        once a second, and at the stop) and read at the start, so a restart
+        keeps them (secure directories only)."""
         import zmq
         from pyzmq.curve import check_key
         self._secret = None
@@ -781,6 +822,13 @@ class Server:
         self.idle_timeout = float(idle_timeout)
         self._idle_due = 0.0
         self._conn = None       # the connection of the message being handled (with the idle timeout)
+        if state is not None and secret_key is None:
+            raise ValueError("state keeps the names held for their CURVE keys across restarts: "
+                             "it needs secret_key (--curve-secret)")
+        self.state = state
+        self._state_saved = None    # registry.changes when the state was last written
+        self._state_due = 0.0
+        self._state_writing = None  # the write under way (in the loop's executor)
         self.metrics = None
         self.metrics_address = None
         if metrics is not None:
@@ -859,6 +907,8 @@ class Server:
             host, _, port = bound[len("tcp://"):].rpartition(":")
             self.port = int(port)
             self._size_for_fd_limit()
+            if self.state is not None:
+                self._load_state()
             if ready is not None:
                 ready(host.strip("[]"), self.port)
             tasks.append(asyncio.ensure_future(self._serve_loop(router)))
@@ -881,6 +931,10 @@ class Server:
                 self.metrics.stop()
             while self._spare:
                 os.close(self._spare.pop())
+            if self.state is not None:
+                if self._state_writing is not None:
+                    await asyncio.gather(self._state_writing, return_exceptions=True)
+                self._write_state(*self._state_snapshot())
             self._fd_log_due = 0.0
             self._log_fd_refusals(0.0)      # (what the last line did not tell yet)
             self._log.flush()
@@ -970,6 +1024,8 @@ class Server:
             if self.idle_timeout > 0 and now >= self._idle_due:
                 self._idle_due = now + min(1.0, self.idle_timeout / 4)
                 self._close_idle(time.monotonic())
+            if self.state is not None:
+                self._save_state(loop)
             if self.fd_refusals != self._fd_logged or self._fd_short:
                 self._log_fd_refusals(time.monotonic())
             if len(self._spare) < SPARE_FDS and self._fd_limit is not None:
@@ -1018,6 +1074,72 @@ class Server:
             # (a flood of events: let the other tasks run; out of fds: give
             # libzmq a moment to close the connections refused)
             await asyncio.sleep(0.01 if short else 0)
+
+    # -- the state a restart keeps (--state) -----------------------------------
+
+    def _load_state(self):
+        """Hold the names the state file says (its absence is a first start)."""
+        import json
+        try:
+            with open(self.state, encoding="utf-8") as f:
+                saved = json.load(f)
+            if not isinstance(saved, dict) or saved.get("version") != 1:
+                raise ValueError("not a zmq_server state (version 1)")
+            wall = float(saved["written"])
+            held = []
+            for name, key, until in saved["held"]:
+                p.validate_name(name)
+                p.validate_key(key)
+                if not key or not (until is None or isinstance(until, (int, float))):
+                    raise ValueError(f"a bad entry for {name!r}")
+                held.append((name, key, until))
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError, TypeError, KeyError) as exc:
+            _log(f"zmq_server: warning: cannot read the state in {self.state} ({exc}); starting without "
+                 "it: no name is held for its key from before")
+            return
+        count = self.registry.restore_held(held, time.time())
+        self._state_saved = self.registry.changes
+        _log(f"zmq_server: kept {count} names held for their CURVE keys from {self.state} "
+             f"(written {max(0.0, time.time() - wall):.1f} s ago)")
+
+    def _state_snapshot(self):
+        wall = time.time()
+        return self.registry.changes, {"version": 1, "written": wall, "held": self.registry.held_for_keys(wall)}
+
+    def _write_state(self, changes, state):
+        """Write ``state`` to the file through a new file renamed over it
+        (a reader, or a kill, never sees half of it); False if it failed."""
+        import json
+        tmp = f"{self.state}.{os.getpid()}.tmp"
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                json.dump(state, f, separators=(",", ":"))
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.state)
+        except (OSError, ValueError) as exc:
+            self._log(f"zmq_server: cannot write the state to {self.state}: {exc}", "state errors")
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            return False
+        self._state_saved = changes
+        return True
+
+    def _save_state(self, loop):
+        """From the sweep: write the state when it changed, at most once a
+        second, in the loop's executor (taking the snapshot is the loop's)."""
+        now = loop.time()
+        if self.registry.changes == self._state_saved or now < self._state_due:
+            return
+        if self._state_writing is not None and not self._state_writing.done():
+            return
+        self._state_due = now + 1.0
+        self._state_writing = loop.run_in_executor(None, self._write_state, *self._state_snapshot())
 
     # -- the open-files limit --------------------------------------------------
 
@@ -1400,6 +1522,10 @@ def parse_args(argv=None):
                         help="with --curve-secret: seconds a name registered with a key stays "
                              "tied to that key after its owner left, so that only the same key "
                              f"may take it back (default: {KEY_GRACE:g}; 0: none)")
+    parser.add_argument("--state", metavar="FILE",
+                        help="with --curve-secret: keep the names held for their keys in FILE "
+                             "(written at most once a second) and read it at the start, so that "
+                             "after a restart only their owners' keys can take them back first")
     parser.add_argument(lifeline.FLAG, action="store_true",
                         help="stop when the parent process exits (its pipe on stdin closes); "
                              "how pyzmq.Directory() runs it")
@@ -1425,6 +1551,8 @@ def parse_args(argv=None):
         parser.error(f"--min-ttl {args.min_ttl:g} and --max-ttl {args.max_ttl:g}: need 0 < min <= max")
     if args.curve_allow and not args.curve_secret:
         parser.error("--curve-allow needs --curve-secret")
+    if args.state and not args.curve_secret:
+        parser.error("--state keeps the names held for their CURVE keys: it needs --curve-secret")
     if args.exit_with_parent and lifeline.stdin_problem():
         parser.error(f"{lifeline.FLAG}: {lifeline.stdin_problem()}")
     args.secret_key = args.allowed_keys = None
@@ -1492,7 +1620,7 @@ def main(argv=None):
                     allowed_keys=args.allowed_keys, min_ttl=args.min_ttl, max_ttl=args.max_ttl,
                     max_records=args.max_records, max_leases=args.max_leases, log_rate=args.log_rate,
                     metrics=args.metrics, max_per_source=args.max_per_source,
-                    max_handshaking=args.max_handshaking, key_grace=args.key_grace,
+                    max_handshaking=args.max_handshaking, key_grace=args.key_grace, state=args.state,
                     idle_timeout=args.idle_timeout)
 
     def ready(host, port):
