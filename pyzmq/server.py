@@ -43,12 +43,16 @@ HANDSHAKE_MS = 5000       # a connection must finish the ZeroMQ handshake this s
 SNDHWM = 100_000          # replies queued per client before the ROUTER drops them
 RCVHWM = 10_000
 # The server's own ZMTP heartbeats: rare, since libzmq's one I/O thread pays
-# for each (a timer, a PING out, a PONG in): at 1 s, 8,000 idle connections
-# kept it at 77% of a core.  Leases, not connections, hold names; TCP
+# for each, and more the more connections it has: the PONG cancels the
+# PING's timeout timer, and libzmq 4.3 finds a timer to cancel by walking
+# all of that thread's timers.  So the cost grows with the square of the
+# connections: idle, 10,000 of them kept the I/O thread at 33-34% of a core
+# at 10 s, 17-18% at 20 s, 5-7% at 60 s, 0% without (5,000 at 10 s: 5%);
+# at 1 s, 8,000 kept it at 77%.  Leases, not connections, hold names; TCP
 # keepalive drops a dead peer's connection within seconds, and clients
-# heartbeat the server every second themselves (p.HEARTBEAT_IVL_MS).
-SERVER_HEARTBEAT_IVL_MS = 10_000
-SERVER_HEARTBEAT_TIMEOUT_MS = 30_000
+# heartbeat the server every second themselves (p.HEARTBEAT_IVL_MS), so the
+# server's only find a peer whose host answers but whose process does not.
+SERVER_HEARTBEAT_IVL_MS = 60_000    # (--heartbeat; a peer silent for three intervals is dropped)
 KEY_GRACE = 30.0          # seconds a keyed name stays tied to its key after its owner left
 IDLE_TIMEOUT = 30.0       # seconds a connection holding no names or watches may stay silent
 MAX_RESERVED = 100_000    # names held for their last key at once (see Registry._reserve)
@@ -770,7 +774,7 @@ class Server:
                  max_names=p.MAX_NAMES_PER_LEASE, max_records=p.MAX_RECORDS, max_leases=p.MAX_LEASES,
                  log_rate=20, metrics=None, max_per_source=p.MAX_PER_SOURCE,
                  max_handshaking=p.MAX_HANDSHAKING, key_grace=KEY_GRACE, idle_timeout=IDLE_TIMEOUT,
-                 state=None):
+                 state=None, heartbeat=SERVER_HEARTBEAT_IVL_MS / 1000):
         """``secret_key`` (Z85) makes every connection CURVE (docs/directory.md):
         clients must know the matching public key, ``public_key`` here.
         ``allowed_keys`` (Z85 public keys) then limits which clients are served;
@@ -782,7 +786,9 @@ class Server:
         and holds no names or watches is shut down (0: never).  ``state``:
         a file where the names held for their keys are kept (written at most
         once a second, and at the stop) and read at the start, so a restart
-        keeps them (secure directories only)."""
+        keeps them (secure directories only).  ``heartbeat``: seconds
+        between the server's ZMTP heartbeats on each connection (a peer
+        silent for three of them is dropped; 0: none, TCP keepalive only)."""
         import zmq
         from pyzmq.curve import check_key
         self._secret = None
@@ -826,6 +832,7 @@ class Server:
             raise ValueError("state keeps the names held for their CURVE keys across restarts: "
                              "it needs secret_key (--curve-secret)")
         self.state = state
+        self.heartbeat_ms = int(round(heartbeat * 1000))
         self._state_saved = None    # registry.changes when the state was last written
         self._state_due = 0.0
         self._state_writing = None  # the write under way (in the loop's executor)
@@ -890,8 +897,9 @@ class Server:
             router.maxmsgsize = p.MAX_MESSAGE
             router.sndhwm = SNDHWM
             router.rcvhwm = RCVHWM
-            router.setsockopt(zmq.HEARTBEAT_IVL, SERVER_HEARTBEAT_IVL_MS)
-            router.setsockopt(zmq.HEARTBEAT_TIMEOUT, SERVER_HEARTBEAT_TIMEOUT_MS)
+            if self.heartbeat_ms > 0:
+                router.setsockopt(zmq.HEARTBEAT_IVL, self.heartbeat_ms)
+                router.setsockopt(zmq.HEARTBEAT_TIMEOUT, 3 * self.heartbeat_ms)
             router.setsockopt(zmq.TCP_KEEPALIVE, 1)
             router.setsockopt(zmq.TCP_KEEPALIVE_IDLE, p.KEEPALIVE_IDLE)
             router.setsockopt(zmq.TCP_KEEPALIVE_INTVL, p.KEEPALIVE_INTERVAL)
@@ -1522,6 +1530,10 @@ def parse_args(argv=None):
                         help="with --curve-secret: seconds a name registered with a key stays "
                              "tied to that key after its owner left, so that only the same key "
                              f"may take it back (default: {KEY_GRACE:g}; 0: none)")
+    parser.add_argument("--heartbeat", metavar="SECONDS", type=float, default=SERVER_HEARTBEAT_IVL_MS / 1000,
+                        help="seconds between the server's ZMTP heartbeats on each connection; a peer "
+                             "silent for three is dropped (default: %(default)g; 0: none, TCP keepalive "
+                             "still drops dead peers)")
     parser.add_argument("--state", metavar="FILE",
                         help="with --curve-secret: keep the names held for their keys in FILE "
                              "(written at most once a second) and read it at the start, so that "
@@ -1532,6 +1544,8 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     if not (math.isfinite(args.idle_timeout) and args.idle_timeout >= 0):
         parser.error(f"--idle-timeout must be a number of seconds >= 0 (0: never), not {args.idle_timeout}")
+    if not (math.isfinite(args.heartbeat) and (args.heartbeat == 0 or 0.1 <= args.heartbeat <= 3600)):
+        parser.error(f"--heartbeat must be 0 (none) or 0.1 to 3600 seconds, not {args.heartbeat}")
     if not (math.isfinite(args.key_grace) and args.key_grace >= 0):
         parser.error(f"--key-grace must be a number of seconds >= 0, not {args.key_grace}")
     if not 0 <= args.port <= 65535:
@@ -1621,6 +1635,7 @@ def main(argv=None):
                     max_records=args.max_records, max_leases=args.max_leases, log_rate=args.log_rate,
                     metrics=args.metrics, max_per_source=args.max_per_source,
                     max_handshaking=args.max_handshaking, key_grace=args.key_grace, state=args.state,
+                    heartbeat=args.heartbeat,
                     idle_timeout=args.idle_timeout)
 
     def ready(host, port):

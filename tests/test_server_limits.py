@@ -469,3 +469,14 @@ def test_at_the_open_files_limit_connections_past_its_room_are_refused_and_said(
             assert client.lookup("after") == ("E", "127.0.0.1:1", "")
     assert any(re.search(r"refused \d+ connections \(the last from 127.0.0.1\)", line) for line in server.logs()), \
         server.logs()
+
+
+def test_the_heartbeat_option_and_its_bad_values():
+    for bad in ("-1", "0.01", "nan", "7200"):
+        r = subprocess.run([sys.executable, "-m", "pyzmq.server", "--port", "0", "--heartbeat", bad],
+                           capture_output=True, text=True, timeout=20, env=child_env())
+        assert r.returncode == 2 and "--heartbeat must be 0 (none) or 0.1 to 3600 seconds" in r.stderr, r.stderr
+    with ServerProcess(extra_args=["--heartbeat", "0"]) as server:     # none: TCP keepalive only
+        with DirectoryClient(server.address, timeout=5.0) as client:
+            client.register("E", "beat", "127.0.0.1:1")
+            assert client.lookup("beat") == ("E", "127.0.0.1:1", "")
