@@ -942,7 +942,8 @@ class Server:
             if self.state is not None:
                 if self._state_writing is not None:
                     await asyncio.gather(self._state_writing, return_exceptions=True)
-                self._write_state(*self._state_snapshot())
+                changes, state = self._state_snapshot()
+                self._state_written(changes, self._write_state(state))
             self._fd_log_due = 0.0
             self._log_fd_refusals(0.0)      # (what the last line did not tell yet)
             self._log.flush()
@@ -1116,9 +1117,10 @@ class Server:
         wall = time.time()
         return self.registry.changes, {"version": 1, "written": wall, "held": self.registry.held_for_keys(wall)}
 
-    def _write_state(self, changes, state):
+    def _write_state(self, state):
         """Write ``state`` to the file through a new file renamed over it
-        (a reader, or a kill, never sees half of it); False if it failed."""
+        (a reader, or a kill, never sees half of it); the error, or None.
+        No state of the server is touched: it runs in the loop's executor."""
         import json
         tmp = f"{self.state}.{os.getpid()}.tmp"
         try:
@@ -1129,14 +1131,18 @@ class Server:
                 os.fsync(f.fileno())
             os.replace(tmp, self.state)
         except (OSError, ValueError) as exc:
-            self._log(f"zmq_server: cannot write the state to {self.state}: {exc}", "state errors")
             try:
                 os.unlink(tmp)
             except OSError:
                 pass
-            return False
-        self._state_saved = changes
-        return True
+            return exc
+        return None
+
+    def _state_written(self, changes, error):
+        if error is None:
+            self._state_saved = changes
+        else:
+            self._log(f"zmq_server: cannot write the state to {self.state}: {error}", "state errors")
 
     def _save_state(self, loop):
         """From the sweep: write the state when it changed, at most once a
@@ -1147,7 +1153,10 @@ class Server:
         if self._state_writing is not None and not self._state_writing.done():
             return
         self._state_due = now + 1.0
-        self._state_writing = loop.run_in_executor(None, self._write_state, *self._state_snapshot())
+        changes, state = self._state_snapshot()
+        self._state_writing = writing = loop.run_in_executor(None, self._write_state, state)
+        writing.add_done_callback(lambda done: None if done.cancelled() else self._state_written(
+            changes, done.exception() or done.result()))
 
     # -- the open-files limit --------------------------------------------------
 
