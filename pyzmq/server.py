@@ -502,6 +502,14 @@ class Registry:
         self._drop_watch(watch)
         return p.Ok()
 
+    def end_watches_to(self, routing):
+        """End every watch whose events go to ``routing`` (its client fell
+        behind); the leases they were under."""
+        watches = [w for lease in self.leases.values() for w in lease.watches.values() if w.routing == routing]
+        for watch in watches:
+            self._drop_watch(watch)
+        return [w.lease for w in watches]
+
     def _drop_watch(self, watch):
         watch.lease.watches.pop(watch.wid, None)
         if watch.mode == p.EXACT:
@@ -741,19 +749,24 @@ def plan_accepts(events, accepted):
 
 def _sender(zmq, sync):
     """``send(frames)``: one message on ``sync`` without waiting, through the
-    binding's base-class ``send`` with integer flags.  A full peer queue
-    (the ROUTER then drops the message) or a peer gone costs nothing."""
+    binding's base-class ``send`` with integer flags; False when the peer's
+    queue is full (``--max-queued``; the ROUTER is ``ROUTER_MANDATORY``, so
+    it says so instead of dropping the message without a word).  A peer
+    gone costs nothing."""
     send = zmq.backend.Socket.send
     more, last = int(zmq.NOBLOCK | zmq.SNDMORE), int(zmq.NOBLOCK)
-    error = zmq.ZMQError
+    error, again = zmq.ZMQError, zmq.Again
 
     def send_message(frames):
         try:
             for frame in frames[:-1]:
                 send(sync, frame, more)
             send(sync, frames[-1], last)
+        except again:
+            return False
         except error:
             pass
+        return True
 
     return send_message
 
@@ -774,7 +787,7 @@ class Server:
                  max_names=p.MAX_NAMES_PER_LEASE, max_records=p.MAX_RECORDS, max_leases=p.MAX_LEASES,
                  log_rate=20, metrics=None, max_per_source=p.MAX_PER_SOURCE,
                  max_handshaking=p.MAX_HANDSHAKING, key_grace=KEY_GRACE, idle_timeout=IDLE_TIMEOUT,
-                 state=None, heartbeat=SERVER_HEARTBEAT_IVL_MS / 1000):
+                 state=None, heartbeat=SERVER_HEARTBEAT_IVL_MS / 1000, max_queued=SNDHWM):
         """``secret_key`` (Z85) makes every connection CURVE (docs/directory.md):
         clients must know the matching public key, ``public_key`` here.
         ``allowed_keys`` (Z85 public keys) then limits which clients are served;
@@ -833,6 +846,7 @@ class Server:
                              "it needs secret_key (--curve-secret)")
         self.state = state
         self.heartbeat_ms = int(round(heartbeat * 1000))
+        self.max_queued = max_queued
         self._state_saved = None    # registry.changes when the state was last written
         self._state_due = 0.0
         self._state_writing = None  # the write under way (in the loop's executor)
@@ -895,7 +909,8 @@ class Server:
             monitor.connect(monitor_at)
             tasks.append(asyncio.ensure_future(self._monitor_loop(monitor)))
             router.maxmsgsize = p.MAX_MESSAGE
-            router.sndhwm = SNDHWM
+            router.sndhwm = self.max_queued
+            router.router_mandatory = 1     # a full queue is said (EAGAIN), not a silent drop
             router.rcvhwm = RCVHWM
             if self.heartbeat_ms > 0:
                 router.setsockopt(zmq.HEARTBEAT_IVL, self.heartbeat_ms)
@@ -1003,7 +1018,8 @@ class Server:
                         # events go before the reply, so a WATCH's snapshot batches
                         # arrive in order, the last one (the reply) marked synced
                         for event in outbox:
-                            send_message(event)
+                            if not send_message(event):
+                                self._fell_behind(event[0])
                         outbox.clear()
                     if out is not None:
                         send_message(out)
@@ -1019,9 +1035,31 @@ class Server:
         if self._send is None:
             return      # (not serving yet: the events wait)
         for event in outbox:
-            self._send(event)
+            if not self._send(event):
+                self._fell_behind(event[0])
         outbox.clear()
         self._wake.set()
+
+    def _fell_behind(self, routing):
+        """An event for ``routing`` found its queue full: the client does
+        not read (a stopped process), and what it would read next has a gap.
+        So its watches end here and its connection is shut: libzmq connects
+        it again, and the client watches again from the current records
+        (``DirectoryClient`` reports the difference).  Without the idle
+        timeout the server does not know the connection: only the watches end."""
+        leases = self.registry.end_watches_to(routing)
+        if not leases:
+            return      # (ended already, by an earlier event of the batch)
+        conns = {lease.conn for lease in leases if lease.conn is not None}
+        shut = [conn for conn in conns if _shut_if_same(conn.fd, conn.peer)]
+        for conn in shut:
+            conn.shut = True
+        where = f"from {shut[0].address}" if shut else "(its connection is not known: --idle-timeout 0)"
+        self._log(f"zmq_server: a watcher {where} fell {self.max_queued} messages behind (--max-queued): "
+                  "its watches ended" + (" and its connection was closed; it watches again from the current "
+                                         "records when it reconnects" if shut else ""), "refusals")
+        if self.metrics is not None:
+            self.metrics.refused("watch_behind")
 
     async def _expiry_loop(self, router):
         loop = asyncio.get_running_loop()
@@ -1539,6 +1577,10 @@ def parse_args(argv=None):
                         help="with --curve-secret: seconds a name registered with a key stays "
                              "tied to that key after its owner left, so that only the same key "
                              f"may take it back (default: {KEY_GRACE:g}; 0: none)")
+    parser.add_argument("--max-queued", metavar="N", type=int, default=SNDHWM,
+                        help="messages queued for a client that does not read them; past that its "
+                             "watches end and its connection is closed, and it watches again from "
+                             "the current records when it reconnects (default: %(default)s)")
     parser.add_argument("--heartbeat", metavar="SECONDS", type=float, default=SERVER_HEARTBEAT_IVL_MS / 1000,
                         help="seconds between the server's ZMTP heartbeats on each connection; a peer "
                              "silent for three is dropped (default: %(default)g; 0: none, TCP keepalive "
@@ -1567,9 +1609,10 @@ def parse_args(argv=None):
             import prometheus_client  # noqa: F401
         except ImportError:
             parser.error("--metrics needs the prometheus_client package: pip install 'pyzmq-wiring[metrics]'")
-    if min(args.max_records, args.max_leases, args.log_rate, args.max_per_source, args.max_handshaking) < 1:
-        parser.error("--max-records, --max-leases, --max-per-source, --max-handshaking and --log-rate "
-                     "must be at least 1")
+    if min(args.max_records, args.max_leases, args.log_rate, args.max_per_source, args.max_handshaking,
+           args.max_queued) < 1:
+        parser.error("--max-records, --max-leases, --max-per-source, --max-handshaking, --max-queued "
+                     "and --log-rate must be at least 1")
     if not 0 < args.min_ttl <= args.max_ttl:
         parser.error(f"--min-ttl {args.min_ttl:g} and --max-ttl {args.max_ttl:g}: need 0 < min <= max")
     if args.curve_allow and not args.curve_secret:
@@ -1644,7 +1687,7 @@ def main(argv=None):
                     max_records=args.max_records, max_leases=args.max_leases, log_rate=args.log_rate,
                     metrics=args.metrics, max_per_source=args.max_per_source,
                     max_handshaking=args.max_handshaking, key_grace=args.key_grace, state=args.state,
-                    heartbeat=args.heartbeat,
+                    heartbeat=args.heartbeat, max_queued=args.max_queued,
                     idle_timeout=args.idle_timeout)
 
     def ready(host, port):
