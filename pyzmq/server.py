@@ -832,7 +832,9 @@ class Server:
         self._monitor_later = []    # its events read after a batch's pins, for the next batch
         self.max_connections = None  # what the open-files limit leaves room for (set in serve)
         self._fd_limit = None
-        self._spare = []            # fds kept open to give back when a duplicate finds none (SPARE_FDS)
+        self._spare = []            # fds on /dev/null, made a duplicate in place when none is left (SPARE_FDS)
+        self._spare_pins = set()    # spares serving as a pin now
+        self._null = None           # /dev/null, what a spare is again after
         self.fd_refusals = 0        # connections refused for the open-files limit
         self._fd_logged = 0         # of them, how many the log has told of
         self._fd_log_due = 0.0      # (one line at most every FD_LOG_EVERY seconds)
@@ -954,6 +956,9 @@ class Server:
                 self.metrics.stop()
             while self._spare:
                 os.close(self._spare.pop())
+            if self._null is not None:
+                os.close(self._null)
+                self._null = None
             if self.state is not None:
                 if self._state_writing is not None:
                     await asyncio.gather(self._state_writing, return_exceptions=True)
@@ -1217,6 +1222,11 @@ class Server:
         self.max_connections = max(1, limit - held - FD_HEADROOM - limit // 32)
 
     def _refill_spares(self):
+        if self._null is None:
+            try:
+                self._null = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+            except OSError:
+                return
         while len(self._spare) < SPARE_FDS:
             try:
                 self._spare.append(os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC))
@@ -1224,19 +1234,38 @@ class Server:
                 return
 
     def _pin(self, fd):
-        """``_pin(fd)``, giving back spare fds when there is none for the
-        duplicate: a socket, None (the fd is closed: nothing to do), or
-        False (no fd to be had: try again later)."""
-        while True:
-            try:
-                return socket.socket(fileno=os.dup(fd))
-            except OSError as exc:
-                if exc.errno not in (errno.EMFILE, errno.ENFILE):
-                    return None
-                if not self._spare:
-                    self._fd_short = True
-                    return False
-                os.close(self._spare.pop())
+        """``_pin(fd)``, or when no fd is left for the duplicate, a spare
+        made the duplicate in place (``dup2``: no fd number is freed, which
+        libzmq's accept would take first): a socket, None (the fd is
+        closed: nothing to do), or False (no spare either: try again later).
+        Give it back with :meth:`_unpin`."""
+        try:
+            return socket.socket(fileno=os.dup(fd))
+        except OSError as exc:
+            if exc.errno not in (errno.EMFILE, errno.ENFILE):
+                return None
+        if not self._spare:
+            self._fd_short = True
+            return False
+        spare = self._spare.pop()
+        try:
+            os.dup2(fd, spare)
+        except OSError:
+            self._spare.append(spare)
+            return None
+        self._spare_pins.add(spare)
+        return socket.socket(fileno=spare)
+
+    def _unpin(self, pin):
+        """Close a pin; a spare's becomes a spare again (on /dev/null, in place)."""
+        fd = pin.fileno()
+        if fd in self._spare_pins:
+            self._spare_pins.discard(fd)
+            os.dup2(self._null, fd)
+            pin.detach()
+            self._spare.append(fd)
+        else:
+            pin.close()
 
     def _refuse_for_fd_limit(self, peer, pin):
         """Shut down a connection past ``max_connections``; count it, and
@@ -1310,7 +1339,7 @@ class Server:
                     later = _drain(sync, zmq)
                     for kind, fd in map(_monitor_event, later):
                         if kind != accepted and fd in pins:
-                            pins.pop(fd).close()
+                            self._unpin(pins.pop(fd))
                 self._monitor_later = waiting + later
                 now = time.monotonic()
                 for i, (kind, fd) in enumerate(events):
@@ -1320,7 +1349,7 @@ class Server:
                         self._accepted(fd, pins[fd], now)
             finally:
                 for pin in pins.values():
-                    pin.close()
+                    self._unpin(pin)
             if waiting:
                 short = True
                 break               # (let libzmq close what was refused before trying again)
