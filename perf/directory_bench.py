@@ -80,6 +80,10 @@ def main(argv=None):
     parser.add_argument("--instances", type=int, default=2000,
                         help="pyzmq.ZMQ instances for the end-to-end run of --scale (default 2,000; 0: skip)")
     parser.add_argument("--instance-procs", type=int, default=8, help="processes they run in (default 8)")
+    parser.add_argument("--server-heartbeat", metavar="SECONDS", type=float, action="append",
+                        help="with --scale clients: zmq_server --heartbeat for the idle-CPU figure; "
+                             "give it several times to compare them (servers started in turn, "
+                             "twice each, alternating)")
     parser.add_argument("--only", choices=["lookup", "clients", "e2e"],
                         help="with --scale: run only this part (and skip the plain-vs-CURVE rows)")
     parser.add_argument("--root", metavar="DIR",
@@ -130,7 +134,13 @@ def scale_parts(args):
     if args.only in (None, "lookup"):
         scale(args)
     if args.only in (None, "clients") and args.clients:
-        many_clients(args)
+        if args.server_heartbeat:
+            # the idle figure for each heartbeat, servers started in turn (A B C A B C)
+            for _ in range(2):
+                for heartbeat in args.server_heartbeat:
+                    many_clients(args, heartbeat=heartbeat, idle_only=True)
+        else:
+            many_clients(args)
     if args.only in (None, "e2e") and args.instances:
         end_to_end(args)
     return 0
@@ -468,14 +478,18 @@ def _collect(out, count, what):
     return got
 
 
-def many_clients(args):
-    """``--clients`` connected clients holding ``--client-names`` names each."""
+def many_clients(args, heartbeat=None, idle_only=False):
+    """``--clients`` connected clients holding ``--client-names`` names each
+    (``heartbeat``: the server's --heartbeat; ``idle_only``: up to the idle
+    CPU figure, without the lookup row)."""
     import multiprocessing as mp
     total = args.clients * args.client_names
     print(f"\n{args.clients:,} connected clients (plain DEALERs in {args.client_procs} processes, a lease each), "
           f"{args.client_names} names each (load average {os.getloadavg()[0]:.1f})")
     # (all of them come from 127.0.0.1: the per-source caps are lifted for them)
     caps = ["--max-per-source", str(args.clients + 100), "--max-handshaking", str(args.clients + 100)]
+    if heartbeat is not None:
+        caps += ["--heartbeat", f"{heartbeat:g}"]
     print(f"server: zmq_server --max-ttl 600 {' '.join(caps)} --max-records {total + 1000}")
     with ServerProcess(quiet=False, extra_args=["--max-ttl", "600", "--max-records", str(total + 1000),
                                                  "--log-rate", "5"] + caps) as server:
@@ -511,13 +525,19 @@ def many_clients(args):
                   f"{elapsed:.1f} s, {total / elapsed:,.0f} names/s")
             print(f"server RSS with {args.clients:,} clients and {total:,} names: {rss2:,} KiB; "
                   f"{(rss2 - rss1) * 1024 / total:,.0f} bytes a name")
+            # (a comparison: a window as long as the interval, and more, so that each connection's
+            # heartbeats are in it: they start one interval after the connection)
+            idle = 2.0 if heartbeat is None else max(10.0, 1.2 * heartbeat)
             cpu0, threads0 = _cpu_seconds(server.pid), _thread_cpu(server.pid)
-            time.sleep(2.0)
+            time.sleep(idle)
             threads1 = _thread_cpu(server.pid)
-            split = ", ".join(f"{name} {(threads1[name] - threads0.get(name, 0)) / 2.0 * 100:.0f}%"
+            split = ", ".join(f"{name} {(threads1[name] - threads0.get(name, 0)) / idle * 100:.0f}%"
                               for name in sorted(threads1))
-            print(f"server CPU while they sit idle (ZMTP heartbeats, the lease sweep): "
-                  f"{(_cpu_seconds(server.pid) - cpu0) / 2.0 * 100:.0f}% of a core ({split})")
+            what = "ZMTP heartbeats, the lease sweep" if heartbeat is None else f"--heartbeat {heartbeat:g}"
+            print(f"server CPU while they sit idle ({what}), over {idle:g} s: "
+                  f"{(_cpu_seconds(server.pid) - cpu0) / idle * 100:.0f}% of a core ({split})")
+            if idle_only:
+                return
             with DirectoryClient(server.address, timeout=10) as owner:
                 owner.register("Q", "bench-name", "127.0.0.1:5555")
                 _lookup_row(f"{args.concurrent} plain DEALERs from one thread, with the {args.clients:,} "

@@ -37,7 +37,7 @@ from pyzmq.location import format_hostport
 
 log = logging.getLogger("pyzmq.directory")
 
-_clients = weakref.WeakSet()   # every DirectoryClient of this process (to tell who holds a name)
+_clients: "weakref.WeakSet[DirectoryClient]" = weakref.WeakSet()   # every DirectoryClient of this process (who holds a name)
 
 ROUND_MAX = 0.25      # the keeper looks at its clock at least this often while not idle (seconds)
 WATCH_FIRST = 1.0     # a watched name is looked up again at most this often at first,
@@ -127,6 +127,9 @@ def parse_hostname(hostname):
     return host, int(port_text)
 
 
+WATCH_MAX_UNREAD = 10_000      # events a Watch holds unread (beyond its first snapshot), then it ends
+
+
 class DirectoryBackend:
     """What the wiring layer needs from a directory.
 
@@ -172,9 +175,10 @@ class DirectoryBackend:
         """The record of ``name`` with its owner: a :class:`pyzmq.protocol.Entry`."""
         raise NotImplementedError
 
-    def subscribe(self, pattern="*", exact=False):
+    def subscribe(self, pattern="*", exact=False, max_unread=WATCH_MAX_UNREAD):
         """A :class:`Watch` of the names matching ``pattern`` (or, ``exact``,
-        the one name): the current records first, then every change."""
+        the one name): the current records first, then every change; it
+        ends (:class:`WatchOverflow`) when it holds ``max_unread`` unread events."""
         raise NotImplementedError
 
     def wait_for(self, name, timeout):
@@ -263,37 +267,52 @@ class _Watch:
     ``serial`` of that lookup (serials grow across names), and when to look
     again (``due``, monotonic) after ``interval`` seconds."""
     serial: int
-    record: tuple
+    record: "tuple | None"
     interval: float
     due: float
+
+
+class WatchOverflow(Error):
+    """A :class:`Watch` fell behind: it held ``max_unread`` events nobody had
+    read, so it ended (the events it held are still given first).  Subscribe
+    again: a new watch starts from the current records."""
 
 
 class Watch:
     """The events of a watch: ``(type, entry)`` with type "added", "removed"
     or "changed"; the records present when it starts come first as "added"
-    (``snapshot`` holds them once ``synced`` is set).  The entries are what
+    (``snapshot_size`` of them, counted once ``synced`` is set; the watch
+    keeps no other copy of them).  The entries are what
     the backend's :meth:`list` gives: a :class:`pyzmq.protocol.Entry` from
     :class:`DirectoryClient`, a dict (as :func:`entry_dict` makes) from
     :class:`pyzmq.etcd_directory.EtcdDirectory`.  After a reconnection the
     backend reads the records again and the watch reports what changed
     meanwhile.  Iterate, or call :meth:`get`; :meth:`close` ends it.
 
+    It holds at most ``max_unread`` events not read yet beyond those of its
+    first snapshot: one more ends it, the backend stops feeding it, and
+    :meth:`get` gives the events it held, then raises :class:`WatchOverflow`.
+
     A backend feeds it from one thread: :meth:`_resync` when a snapshot
     begins, :meth:`_seen` and :meth:`_gone` per record, :meth:`_synced` at
     the end of a snapshot; :meth:`_fail` ends it with an error."""
 
-    _TYPES = {p.ADDED: "added", p.REMOVED: "removed", p.CHANGED: "changed"}
+    MAX_UNREAD = WATCH_MAX_UNREAD
 
-    def __init__(self, client, pattern, exact):
+    def __init__(self, client, pattern, exact, max_unread=MAX_UNREAD):
         import queue
+        if isinstance(max_unread, bool) or not isinstance(max_unread, int) or max_unread < 1:
+            raise ValueError(f"max_unread must be a whole number of events, at least 1, not {max_unread!r}")
         self.pattern = pattern
         self.exact = exact
+        self.max_unread = max_unread
         self.synced = threading.Event()
-        self.snapshot = {}      # name -> entry: what the first snapshot held
+        self.snapshot_size = 0  # how many of the first events are the first snapshot's records
         self.error = None
         self.closed = False
         self._client = client
         self._events = queue.Queue()
+        self._room = max_unread  # events it may hold (the first snapshot's come on top)
         self._known = {}        # name -> entry, as of the events delivered
         self._fresh = None      # during a (re)snapshot: the names it has held so far
         self.rid = None
@@ -314,31 +333,51 @@ class Watch:
         if reply.synced and self._fresh is not None:
             self._synced()
 
+    def _put(self, event):
+        """Queue ``event`` for the reader, or end the watch if it holds as
+        many as it may (the first snapshot is not counted)."""
+        if self.synced.is_set() and self._events.qsize() >= self._room:
+            self.error = WatchOverflow(
+                f"the watch of {self.pattern!r} fell behind: {self.max_unread} events were not read "
+                f"(max_unread), so it ended after them; read it sooner (or give subscribe() a larger "
+                f"max_unread), or subscribe again: a new watch starts from the current records")
+            self._events.put(None)
+            self._client._unwatch(self)
+            return
+        self._events.put(event)
+
     def _seen(self, name, entry):
         """``name`` is registered with ``entry``: added, changed, or as it was."""
+        if self.error is not None:
+            return
         if self._fresh is not None:
             self._fresh[name] = entry
         previous = self._known.get(name)
         self._known[name] = entry
         if previous is None:
-            self._events.put(("added", entry))
+            self._put(("added", entry))
         elif _identity(previous) != _identity(entry):
-            self._events.put(("changed", entry))
+            self._put(("changed", entry))
 
     def _gone(self, name, entry=None):
         """``name`` is no longer registered (``entry``: its last record, if known)."""
+        if self.error is not None:
+            return
         previous = self._known.pop(name, None)
         if previous is not None:
-            self._events.put(("removed", previous if entry is None else entry))
+            self._put(("removed", previous if entry is None else entry))
 
     def _synced(self):
         """The end of a snapshot: what a re-snapshot lacks is gone."""
+        if self.error is not None:
+            return
         if self._fresh is not None:
             for name in [n for n in self._known if n not in self._fresh]:
-                self._events.put(("removed", self._known.pop(name)))
+                self._put(("removed", self._known.pop(name)))
             self._fresh = None
         if not self.synced.is_set():
-            self.snapshot = dict(self._known)
+            self.snapshot_size = self._events.qsize()
+            self._room = self.max_unread + self.snapshot_size
         self.synced.set()
 
     def _resync(self):
@@ -361,13 +400,15 @@ class Watch:
         return self
 
     def _fail(self, error):
-        self.error = error
+        if self.error is None:
+            self.error = error
+            self._events.put(None)
         self.synced.set()
-        self._events.put(None)
 
     def get(self, timeout=None):
         """The next ``(type, entry)``; None when ``timeout`` passes first.
-        Raises the directory's error if the watch was refused."""
+        Raises the directory's error if the watch was refused or ended
+        (:class:`WatchOverflow` when it fell behind)."""
         import queue
         if self.closed:
             raise Error("the watch is closed")
@@ -396,7 +437,7 @@ class Watch:
             self._client._unwatch(self)
             if self.error is None:
                 self.error = Error("the watch is closed")
-            self._events.put(None)
+                self._events.put(None)
 
     def __enter__(self):
         return self
@@ -740,12 +781,13 @@ class DirectoryClient(DirectoryBackend):
         return p.Entry(name, reply.kind, reply.address, reply.key, reply.host, reply.pid, reply.program,
                        reply.registered_ms)
 
-    def subscribe(self, pattern="*", exact=False):
+    def subscribe(self, pattern="*", exact=False, max_unread=Watch.MAX_UNREAD):
         """A :class:`Watch` of the names matching glob ``pattern`` (or,
-        ``exact``, the one name ``pattern``).  Returns once the directory
-        has sent the current records (within ``timeout``)."""
+        ``exact``, the one name ``pattern``), holding at most ``max_unread``
+        events not read yet (then it ends: :class:`WatchOverflow`).  Returns
+        once the directory has sent the current records (within ``timeout``)."""
         (p.validate_name if exact else p.validate_pattern)(pattern)
-        handle = Watch(self, pattern, exact)
+        handle = Watch(self, pattern, exact, max_unread)
         self._watch_call(handle)
         return handle._wait_synced(self.timeout, self._timed_out)
 
@@ -775,7 +817,7 @@ class DirectoryClient(DirectoryBackend):
 
     def _unwatch(self, handle):
         with self._lock:
-            rid = handle.rid
+            rid, handle.rid = handle.rid, None
             if rid is not None:
                 self._subscriptions.pop(rid, None)
             if self._closed or rid is None or self._lease is None:

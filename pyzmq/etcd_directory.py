@@ -183,12 +183,15 @@ class EtcdDirectory:
     certificates; the system's when None), ``cert`` and ``key`` (a client
     certificate).  Authentication: ``user`` and ``password`` (etcd's
     ``auth enable``); the token is asked for again when it expires.
-    Keyword arguments override what the URL says.  Safe to share between
-    threads.
+    Keyword arguments override what the URL says.  ``lease=False`` makes a
+    read-only client (``list``, ``info``, ``subscribe``, ``wait_for``,
+    ``ping``: what ``zmq_names`` uses): no lease and no keeper thread, so
+    nothing in the cluster to renew or revoke; ``register`` raises.  Safe to
+    share between threads.
     """
 
     def __init__(self, url, timeout=5.0, on_lost=None, ttl=None, user=None, password=None,
-                 ca=None, cert=None, key=None):
+                 ca=None, cert=None, key=None, lease=True):
         try:
             import etcd3gw  # noqa: F401
         except ImportError:
@@ -258,6 +261,10 @@ class EtcdDirectory:
 
         deadline = time.monotonic() + self.timeout
         self._local_ip = self._probe_local_ip(deadline)
+        self.read_only = not lease
+        self._keeper = None
+        if self.read_only:
+            return
         self._lease = self._grant(deadline)
         self._lease_ok = True
         self._keeper = threading.Thread(target=_keep_alive, args=(weakref.ref(self), self._stop, self._wake),
@@ -268,7 +275,8 @@ class EtcdDirectory:
 
     @property
     def connected(self):
-        """True while the lease is known to be alive (the last keepalive succeeded)."""
+        """True while the lease is known to be alive (the last keepalive
+        succeeded); a read-only client (``lease=False``) is never connected."""
         return self._lease_ok and not self._closed
 
     @property
@@ -293,6 +301,9 @@ class EtcdDirectory:
         p.validate_name(name)
         p.validate_address(address)
         p.validate_key(key)
+        if self.read_only:
+            raise Error(f"cannot register {name!r}: this client of the etcd directory at {self.address} "
+                        f"is read-only (lease=False, so it holds no lease); make one without lease=False")
         record = {"kind": _KIND_WORD[kind], "address": address, "key": key, "owner": self._owner,
                   "registered": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
         deadline = time.monotonic() + self.timeout
@@ -380,6 +391,9 @@ class EtcdDirectory:
     def unregister(self, name):
         """Withdraw ``name``, which this client's lease must hold."""
         p.validate_name(name)
+        if self.read_only:
+            raise Error(f"cannot unregister {name!r}: this client of the etcd directory at {self.address} "
+                        f"is read-only (lease=False), it holds no names")
         with self._lock:
             was_mine = self._names.pop(name, None) is not None
             lease, down = self._lease, not self._lease_ok
@@ -442,7 +456,7 @@ class EtcdDirectory:
                                              name="pyzmq-etcd-watch", daemon=True)
             self._watcher.start()
 
-    def subscribe(self, pattern="*", exact=False):
+    def subscribe(self, pattern="*", exact=False, max_unread=Watch.MAX_UNREAD):
         """A :class:`pyzmq.directory.Watch` of the names matching glob
         ``pattern`` (or, ``exact``, the one name ``pattern``): the records
         at one revision first (as "added", then ``synced``), then every
@@ -451,9 +465,11 @@ class EtcdDirectory:
         the records are read (within ``timeout``).  The stream moves to
         another node when one fails, without losing or repeating an event;
         when no node answers for ``timeout`` seconds the watch ends: its
-        ``get`` raises :class:`pyzmq.Timeout`."""
+        ``get`` raises :class:`pyzmq.Timeout`.  It holds at most
+        ``max_unread`` events not read yet, then ends: its ``get`` gives
+        those, then raises :class:`pyzmq.directory.WatchOverflow`."""
         (p.validate_name if exact else p.validate_pattern)(pattern)
-        handle = Watch(self, pattern, exact)
+        handle = Watch(self, pattern, exact, max_unread)
         with self._watch_cond:
             if self._closed:
                 raise Error(f"the etcd directory client for {self.address} is closed")
@@ -845,7 +861,8 @@ class EtcdDirectory:
                     if handle.matches(name):
                         handle._seen(name, records[name])
                 handle._synced()
-                self._subs[handle] = revision
+                if handle.error is None:    # (not ended by falling behind meanwhile)
+                    self._subs[handle] = revision
 
     def _forget_revisions(self):
         """The revisions held mean nothing now (the cluster was replaced, or
@@ -868,7 +885,7 @@ class EtcdDirectory:
         record = None if deleted else _decode_record(kv)
         if name in self._wanted:
             self._apply(name, record, rev)
-        for handle, since in self._subs.items():
+        for handle, since in list(self._subs.items()):     # (one that overflows leaves it)
             if rev > since and handle.matches(name):
                 if record is None:
                     handle._gone(name)

@@ -71,7 +71,7 @@ def main(argv=None):
     from pyzmq.protocol import NOT_FOUND
     try:
         if is_etcd_url(args.directory):
-            client = EtcdDirectory(args.directory, timeout=args.timeout)
+            client = EtcdDirectory(args.directory, timeout=args.timeout, lease=False)     # it only reads
         else:
             client = DirectoryClient(args.directory, timeout=args.timeout,
                                      server_key=args.directory_key)
@@ -100,10 +100,9 @@ def main(argv=None):
                 print(f"registered: {d['registered']}")
         else:
             with client.subscribe(args.pattern) as watch:
-                for name, entry in sorted(watch.snapshot.items()):
-                    _event("present", entry_dict(entry), args.json)
-                for _ in watch.snapshot:
-                    watch.get(0)    # (the snapshot's own "added" events)
+                # the first events are the snapshot's records, in name order
+                for _ in range(watch.snapshot_size):
+                    _event("present", entry_dict(watch.get()[1]), args.json)
                 for kind, entry in watch:
                     _event(kind, entry_dict(entry), args.json)
     except KeyboardInterrupt:

@@ -43,15 +43,29 @@ HANDSHAKE_MS = 5000       # a connection must finish the ZeroMQ handshake this s
 SNDHWM = 100_000          # replies queued per client before the ROUTER drops them
 RCVHWM = 10_000
 # The server's own ZMTP heartbeats: rare, since libzmq's one I/O thread pays
-# for each (a timer, a PING out, a PONG in): at 1 s, 8,000 idle connections
-# kept it at 77% of a core.  Leases, not connections, hold names; TCP
+# for each, and more the more connections it has: the PONG cancels the
+# PING's timeout timer, and libzmq 4.3 finds a timer to cancel by walking
+# all of that thread's timers.  So the cost grows with the square of the
+# connections: idle, 10,000 of them kept the I/O thread at 33-34% of a core
+# at 10 s, 17-18% at 20 s, 5-7% at 60 s, 0% without (5,000 at 10 s: 5%);
+# at 1 s, 8,000 kept it at 77%.  Leases, not connections, hold names; TCP
 # keepalive drops a dead peer's connection within seconds, and clients
-# heartbeat the server every second themselves (p.HEARTBEAT_IVL_MS).
-SERVER_HEARTBEAT_IVL_MS = 10_000
-SERVER_HEARTBEAT_TIMEOUT_MS = 30_000
+# heartbeat the server every second themselves (p.HEARTBEAT_IVL_MS), so the
+# server's only find a peer whose host answers but whose process does not.
+SERVER_HEARTBEAT_IVL_MS = 60_000    # (--heartbeat; a peer silent for three intervals is dropped)
 KEY_GRACE = 30.0          # seconds a keyed name stays tied to its key after its owner left
 IDLE_TIMEOUT = 30.0       # seconds a connection holding no names or watches may stay silent
 MAX_RESERVED = 100_000    # names held for their last key at once (see Registry._reserve)
+# At the open-files limit libzmq cannot accept, and the server could not
+# duplicate an accepted fd to check or refuse it.  So it keeps SPARE_FDS fds
+# open (on /dev/null) to give back when a duplicate fails for want of one,
+# and refuses connections past what the limit leaves room for: the fds it
+# holds at start (the spares among them), FD_HEADROOM more (a burst accepted
+# before the monitor is read, the metrics' HTTP connections) and one in 32 of
+# the limit.
+SPARE_FDS = 8
+FD_HEADROOM = 16
+FD_LOG_EVERY = 10.0       # seconds between the lines about refusals for the open-files limit
 
 
 def _log(line):
@@ -187,6 +201,7 @@ class Connections:
         self.max_per_source = max_per_source
         self.max_handshaking = max_handshaking
         self.fds = {}       # fd -> Conn
+        self.count = 0      # confirmed connections (an ACCEPTED seen, no close yet)
         self.total = {}     # address -> connections
         self.pending = {}   # address -> fds not through ZAP yet, oldest first
 
@@ -207,6 +222,7 @@ class Connections:
             conn.last = max(conn.last, now)
         address = peer[0]
         conn.address, conn.peer, conn.confirmed = address, peer, True
+        self.count += 1
         self.total[address] = self.total.get(address, 0) + 1
         waiting = self.pending.setdefault(address, collections.deque())
         waiting.append(fd)
@@ -234,6 +250,7 @@ class Connections:
         conn = self.fds.pop(fd, None)
         if conn is None or not conn.confirmed:
             return
+        self.count -= 1
         address = conn.address
         left = self.total[address] - 1
         if left:
@@ -343,6 +360,7 @@ class Registry:
         self.key_grace = key_grace
         self.max_reserved = max_reserved
         self.clock = clock
+        self.changes = 0            # grows with every change of the keyed names or holds (--state)
 
     # -- leases ------------------------------------------------------------
 
@@ -484,6 +502,14 @@ class Registry:
         self._drop_watch(watch)
         return p.Ok()
 
+    def end_watches_to(self, routing):
+        """End every watch whose events go to ``routing`` (its client fell
+        behind); the leases they were under."""
+        watches = [w for lease in self.leases.values() for w in lease.watches.values() if w.routing == routing]
+        for watch in watches:
+            self._drop_watch(watch)
+        return [w.lease for w in watches]
+
     def _drop_watch(self, watch):
         watch.lease.watches.pop(watch.wid, None)
         if watch.mode == p.EXACT:
@@ -526,6 +552,8 @@ class Registry:
                                         f"for another {left:.0f} s; until then only that key may "
                                         "register it")
         self._unreserve(name)
+        if key or (record is not None and record.key):
+            self.changes += 1
         new = self.records[name] = Record(kind, address, key, lease, wall)
         if record is None:
             self._sorted = None
@@ -568,7 +596,7 @@ class Registry:
         if self.leases.get(lease.id) is lease:
             self._end(lease, why)
 
-    def _reserve(self, name, key):
+    def _reserve(self, name, key, until=None):
         """Hold ``name`` for ``key`` for the grace period, within bounds that
         one key cannot use to push other keys' names out: a key holds at most
         ``max_names`` names (one lease's worth; beyond, its own oldest go),
@@ -580,12 +608,14 @@ class Registry:
             self._unreserve(next(iter(mine)))
         while len(self.reserved) >= self.max_reserved:
             self._unreserve(next(iter(self.reserved)))
-        self.reserved[name] = (key, self.clock() + self.key_grace)
+        self.reserved[name] = (key, self.clock() + self.key_grace if until is None else until)
         self._reserved_by_key.setdefault(key, {})[name] = None
+        self.changes += 1
 
     def _unreserve(self, name):
         held = self.reserved.pop(name, None)
         if held is not None:
+            self.changes += 1
             mine = self._reserved_by_key[held[0]]
             del mine[name]
             if not mine:
@@ -603,6 +633,38 @@ class Registry:
             if until > now:
                 break
             self._unreserve(name)
+
+    # -- what a restart keeps (--state) -------------------------------------
+
+    def held_for_keys(self, wall):
+        """The names a restarted server should hold for their keys:
+        ``[name, key, until]``, ``until`` the time of day (``wall`` is now)
+        a grace period ends, or None for a name registered with a proven key
+        now (its owner's lease goes with the server: hold it for a whole
+        grace period from the restart, so its owner gets it back first)."""
+        self._expire_reserved()
+        now = self.clock()
+        held = [[name, key, wall + (until - now)] for name, (key, until) in self.reserved.items()]
+        held.extend([name, record.key, None] for name, record in self.records.items()
+                     if record.key and record.owner.key is not None)
+        return held
+
+    def restore_held(self, held, wall):
+        """At the start: hold the names of a saved :meth:`held_for_keys`
+        (``wall`` is now), none for longer than one grace period from now;
+        returns how many are held."""
+        if self.key_grace <= 0:
+            return 0
+        now = self.clock()
+        latest = now + self.key_grace
+        items = []
+        for name, key, until in held:
+            until = latest if until is None else min(latest, now + (until - wall))
+            if until > now and name not in self.records:
+                items.append((until, name, key))
+        for until, name, key in sorted(items):      # (oldest first, as _expire_reserved reads them)
+            self._reserve(name, key, until)
+        return len(items)
 
 
 def _literal_prefix(pattern):
@@ -687,19 +749,24 @@ def plan_accepts(events, accepted):
 
 def _sender(zmq, sync):
     """``send(frames)``: one message on ``sync`` without waiting, through the
-    binding's base-class ``send`` with integer flags.  A full peer queue
-    (the ROUTER then drops the message) or a peer gone costs nothing."""
+    binding's base-class ``send`` with integer flags; False when the peer's
+    queue is full (``--max-queued``; the ROUTER is ``ROUTER_MANDATORY``, so
+    it says so instead of dropping the message without a word).  A peer
+    gone costs nothing."""
     send = zmq.backend.Socket.send
     more, last = int(zmq.NOBLOCK | zmq.SNDMORE), int(zmq.NOBLOCK)
-    error = zmq.ZMQError
+    error, again = zmq.ZMQError, zmq.Again
 
     def send_message(frames):
         try:
             for frame in frames[:-1]:
                 send(sync, frame, more)
             send(sync, frames[-1], last)
+        except again:
+            return False
         except error:
             pass
+        return True
 
     return send_message
 
@@ -719,7 +786,8 @@ class Server:
                  allowed_keys=None, min_ttl=p.MIN_TTL, max_ttl=p.MAX_TTL,
                  max_names=p.MAX_NAMES_PER_LEASE, max_records=p.MAX_RECORDS, max_leases=p.MAX_LEASES,
                  log_rate=20, metrics=None, max_per_source=p.MAX_PER_SOURCE,
-                 max_handshaking=p.MAX_HANDSHAKING, key_grace=KEY_GRACE, idle_timeout=IDLE_TIMEOUT):
+                 max_handshaking=p.MAX_HANDSHAKING, key_grace=KEY_GRACE, idle_timeout=IDLE_TIMEOUT,
+                 state=None, heartbeat=SERVER_HEARTBEAT_IVL_MS / 1000, max_queued=SNDHWM):
         """``secret_key`` (Z85) makes every connection CURVE (docs/directory.md):
         clients must know the matching public key, ``public_key`` here.
         ``allowed_keys`` (Z85 public keys) then limits which clients are served;
@@ -728,7 +796,12 @@ class Server:
         owner left (secure directories only; see Registry).  ``metrics``
         ("HOST:PORT") serves Prometheus metrics over HTTP there.
         ``idle_timeout``: seconds after which a connection that sent nothing
-        and holds no names or watches is shut down (0: never)."""
+        and holds no names or watches is shut down (0: never).  ``state``:
+        a file where the names held for their keys are kept (written at most
+        once a second, and at the stop) and read at the start, so a restart
+        keeps them (secure directories only).  ``heartbeat``: seconds
+        between the server's ZMTP heartbeats on each connection (a peer
+        silent for three of them is dropped; 0: none, TCP keepalive only)."""
         import zmq
         from pyzmq.curve import check_key
         self._secret = None
@@ -757,9 +830,28 @@ class Server:
         self.conns = Connections(max_per_source, max_handshaking)
         self._monitor_sync = None   # the ROUTER's monitor, read by _read_monitor
         self._monitor_later = []    # its events read after a batch's pins, for the next batch
+        self.max_connections = None  # what the open-files limit leaves room for (set in serve)
+        self._fd_limit = None
+        self._spare = []            # fds on /dev/null, made a duplicate in place when none is left (SPARE_FDS)
+        self._spare_pins = set()    # spares serving as a pin now
+        self._null = None           # /dev/null, what a spare is again after
+        self.fd_refusals = 0        # connections refused for the open-files limit
+        self._fd_logged = 0         # of them, how many the log has told of
+        self._fd_log_due = 0.0      # (one line at most every FD_LOG_EVERY seconds)
+        self._fd_short = False      # a duplicate found no fd since the last line
+        self._fd_peer = None
         self.idle_timeout = float(idle_timeout)
         self._idle_due = 0.0
         self._conn = None       # the connection of the message being handled (with the idle timeout)
+        if state is not None and secret_key is None:
+            raise ValueError("state keeps the names held for their CURVE keys across restarts: "
+                             "it needs secret_key (--curve-secret)")
+        self.state = state
+        self.heartbeat_ms = int(round(heartbeat * 1000))
+        self.max_queued = max_queued
+        self._state_saved = None    # registry.changes when the state was last written
+        self._state_due = 0.0
+        self._state_writing = None  # the write under way (in the loop's executor)
         self.metrics = None
         self.metrics_address = None
         if metrics is not None:
@@ -819,10 +911,12 @@ class Server:
             monitor.connect(monitor_at)
             tasks.append(asyncio.ensure_future(self._monitor_loop(monitor)))
             router.maxmsgsize = p.MAX_MESSAGE
-            router.sndhwm = SNDHWM
+            router.sndhwm = self.max_queued
+            router.router_mandatory = 1     # a full queue is said (EAGAIN), not a silent drop
             router.rcvhwm = RCVHWM
-            router.setsockopt(zmq.HEARTBEAT_IVL, SERVER_HEARTBEAT_IVL_MS)
-            router.setsockopt(zmq.HEARTBEAT_TIMEOUT, SERVER_HEARTBEAT_TIMEOUT_MS)
+            if self.heartbeat_ms > 0:
+                router.setsockopt(zmq.HEARTBEAT_IVL, self.heartbeat_ms)
+                router.setsockopt(zmq.HEARTBEAT_TIMEOUT, 3 * self.heartbeat_ms)
             router.setsockopt(zmq.TCP_KEEPALIVE, 1)
             router.setsockopt(zmq.TCP_KEEPALIVE_IDLE, p.KEEPALIVE_IDLE)
             router.setsockopt(zmq.TCP_KEEPALIVE_INTVL, p.KEEPALIVE_INTERVAL)
@@ -837,6 +931,9 @@ class Server:
             bound = router.last_endpoint.decode()
             host, _, port = bound[len("tcp://"):].rpartition(":")
             self.port = int(port)
+            self._size_for_fd_limit()
+            if self.state is not None:
+                self._load_state()
             if ready is not None:
                 ready(host.strip("[]"), self.port)
             tasks.append(asyncio.ensure_future(self._serve_loop(router)))
@@ -857,6 +954,19 @@ class Server:
             ctx.term()
             if self.metrics is not None:
                 self.metrics.stop()
+            while self._spare:
+                os.close(self._spare.pop())
+            if self._null is not None:
+                os.close(self._null)
+                self._null = None
+            if self.state is not None:
+                if self._state_writing is not None:
+                    await asyncio.gather(self._state_writing, return_exceptions=True)
+                changes, state = self._state_snapshot()
+                self._state_written(changes, self._write_state(state))
+            self._fd_log_due = 0.0
+            self._log_fd_refusals(0.0)      # (what the last line did not tell yet)
+            self._log.flush()
 
     def stop(self):
         if self._stopping is not None:
@@ -913,7 +1023,8 @@ class Server:
                         # events go before the reply, so a WATCH's snapshot batches
                         # arrive in order, the last one (the reply) marked synced
                         for event in outbox:
-                            send_message(event)
+                            if not send_message(event):
+                                self._fell_behind(event[0])
                         outbox.clear()
                     if out is not None:
                         send_message(out)
@@ -929,9 +1040,31 @@ class Server:
         if self._send is None:
             return      # (not serving yet: the events wait)
         for event in outbox:
-            self._send(event)
+            if not self._send(event):
+                self._fell_behind(event[0])
         outbox.clear()
         self._wake.set()
+
+    def _fell_behind(self, routing):
+        """An event for ``routing`` found its queue full: the client does
+        not read (a stopped process), and what it would read next has a gap.
+        So its watches end here and its connection is shut: libzmq connects
+        it again, and the client watches again from the current records
+        (``DirectoryClient`` reports the difference).  Without the idle
+        timeout the server does not know the connection: only the watches end."""
+        leases = self.registry.end_watches_to(routing)
+        if not leases:
+            return      # (ended already, by an earlier event of the batch)
+        conns = {lease.conn for lease in leases if lease.conn is not None}
+        shut = [conn for conn in conns if _shut_if_same(conn.fd, conn.peer)]
+        for conn in shut:
+            conn.shut = True
+        where = f"from {shut[0].address}" if shut else "(its connection is not known: --idle-timeout 0)"
+        self._log(f"zmq_server: a watcher {where} fell {self.max_queued} messages behind (--max-queued): "
+                  "its watches ended" + (" and its connection was closed; it watches again from the current "
+                                         "records when it reconnects" if shut else ""), "refusals")
+        if self.metrics is not None:
+            self.metrics.refused("watch_behind")
 
     async def _expiry_loop(self, router):
         loop = asyncio.get_running_loop()
@@ -943,6 +1076,12 @@ class Server:
             if self.idle_timeout > 0 and now >= self._idle_due:
                 self._idle_due = now + min(1.0, self.idle_timeout / 4)
                 self._close_idle(time.monotonic())
+            if self.state is not None:
+                self._save_state(loop)
+            if self.fd_refusals != self._fd_logged or self._fd_short:
+                self._log_fd_refusals(time.monotonic())
+            if len(self._spare) < SPARE_FDS and self._fd_limit is not None:
+                self._refill_spares()
             self._log.flush()
 
     def _close_idle(self, now):
@@ -983,8 +1122,175 @@ class Server:
         while True:
             if not self._monitor_later:
                 await monitor.poll(flags=zmq.POLLIN)
-            self._read_monitor()
-            await asyncio.sleep(0)      # (a flood of events: let the other tasks run)
+            short = self._read_monitor()
+            # (a flood of events: let the other tasks run; out of fds: give
+            # libzmq a moment to close the connections refused)
+            await asyncio.sleep(0.01 if short else 0)
+
+    # -- the state a restart keeps (--state) -----------------------------------
+
+    def _load_state(self):
+        """Hold the names the state file says (its absence is a first start)."""
+        import json
+        try:
+            with open(self.state, encoding="utf-8") as f:
+                saved = json.load(f)
+            if not isinstance(saved, dict) or saved.get("version") != 1:
+                raise ValueError("not a zmq_server state (version 1)")
+            wall = float(saved["written"])
+            held = []
+            for name, key, until in saved["held"]:
+                p.validate_name(name)
+                p.validate_key(key)
+                if not key or not (until is None or isinstance(until, (int, float))):
+                    raise ValueError(f"a bad entry for {name!r}")
+                held.append((name, key, until))
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError, TypeError, KeyError) as exc:
+            _log(f"zmq_server: warning: cannot read the state in {self.state} ({exc}); starting without "
+                 "it: no name is held for its key from before")
+            return
+        count = self.registry.restore_held(held, time.time())
+        self._state_saved = self.registry.changes
+        _log(f"zmq_server: kept {count} names held for their CURVE keys from {self.state} "
+             f"(written {max(0.0, time.time() - wall):.1f} s ago)")
+
+    def _state_snapshot(self):
+        wall = time.time()
+        return self.registry.changes, {"version": 1, "written": wall, "held": self.registry.held_for_keys(wall)}
+
+    def _write_state(self, state):
+        """Write ``state`` to the file through a new file renamed over it
+        (a reader, or a kill, never sees half of it); the error, or None.
+        No state of the server is touched: it runs in the loop's executor."""
+        import json
+        tmp = f"{self.state}.{os.getpid()}.tmp"
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                json.dump(state, f, separators=(",", ":"))
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.state)
+        except (OSError, ValueError) as exc:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            return exc
+        return None
+
+    def _state_written(self, changes, error):
+        if error is None:
+            self._state_saved = changes
+        else:
+            self._log(f"zmq_server: cannot write the state to {self.state}: {error}", "state errors")
+
+    def _save_state(self, loop):
+        """From the sweep: write the state when it changed, at most once a
+        second, in the loop's executor (taking the snapshot is the loop's)."""
+        now = loop.time()
+        if self.registry.changes == self._state_saved or now < self._state_due:
+            return
+        if self._state_writing is not None and not self._state_writing.done():
+            return
+        self._state_due = now + 1.0
+        changes, state = self._state_snapshot()
+        self._state_writing = writing = loop.run_in_executor(None, self._write_state, state)
+        writing.add_done_callback(lambda done: None if done.cancelled() else self._state_written(
+            changes, done.exception() or done.result()))
+
+    # -- the open-files limit --------------------------------------------------
+
+    def _size_for_fd_limit(self):
+        """At the start of serving: how many connections the open-files
+        limit leaves room for (``max_connections``), and the spare fds."""
+        try:
+            import resource
+            limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        except (ImportError, ValueError, OSError):
+            return
+        if limit == resource.RLIM_INFINITY:
+            return
+        self._fd_limit = limit
+        self._refill_spares()
+        try:
+            held = len(os.listdir("/proc/self/fd"))     # (the spares included)
+        except OSError:
+            held = 64
+        self.max_connections = max(1, limit - held - FD_HEADROOM - limit // 32)
+
+    def _refill_spares(self):
+        if self._null is None:
+            try:
+                self._null = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+            except OSError:
+                return
+        while len(self._spare) < SPARE_FDS:
+            try:
+                self._spare.append(os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC))
+            except OSError:
+                return
+
+    def _pin(self, fd):
+        """``_pin(fd)``, or when no fd is left for the duplicate, a spare
+        made the duplicate in place (``dup2``: no fd number is freed, which
+        libzmq's accept would take first): a socket, None (the fd is
+        closed: nothing to do), or False (no spare either: try again later).
+        Give it back with :meth:`_unpin`."""
+        try:
+            return socket.socket(fileno=os.dup(fd))
+        except OSError as exc:
+            if exc.errno not in (errno.EMFILE, errno.ENFILE):
+                return None
+        if not self._spare:
+            self._fd_short = True
+            return False
+        spare = self._spare.pop()
+        try:
+            os.dup2(fd, spare)
+        except OSError:
+            self._spare.append(spare)
+            return None
+        self._spare_pins.add(spare)
+        return socket.socket(fileno=spare)
+
+    def _unpin(self, pin):
+        """Close a pin; a spare's becomes a spare again (on /dev/null, in place)."""
+        fd = pin.fileno()
+        if fd in self._spare_pins:
+            self._spare_pins.discard(fd)
+            os.dup2(self._null, fd)
+            pin.detach()
+            self._spare.append(fd)
+        else:
+            pin.close()
+
+    def _refuse_for_fd_limit(self, peer, pin):
+        """Shut down a connection past ``max_connections``; count it, and
+        say so (the first at once, then one line every FD_LOG_EVERY s)."""
+        _shut(pin)
+        self.fd_refusals += 1
+        if self.metrics is not None:
+            self.metrics.refused("fd_limit")
+        self._fd_peer = peer[0]
+        self._log_fd_refusals(time.monotonic())
+
+    def _log_fd_refusals(self, now):
+        new = self.fd_refusals - self._fd_logged
+        if (not new and not self._fd_short) or now < self._fd_log_due:
+            return
+        self._fd_log_due = now + FD_LOG_EVERY
+        self._fd_logged = self.fd_refusals
+        short = " (and libzmq or the server found no fd at times)" if self._fd_short else ""
+        self._fd_short = False
+        what = (f"refused a connection from {self._fd_peer}" if new == 1
+                else f"refused {new} connections (the last from {self._fd_peer})") if new \
+            else "found no fd for a connection"
+        self._log(f"zmq_server: {what}: {self.conns.count} connections are open, the most the "
+                  f"open-files limit ({self._fd_limit}) leaves room for{short}; raise the limit "
+                  f"(ulimit -n, systemd LimitNOFILE=) to serve more", "refusals")
 
     def _read_monitor(self, rounds=16):
         """Read the ROUTER's ACCEPTED and DISCONNECTED events in batches
@@ -1000,29 +1306,41 @@ class Server:
         down, through the pin only.  The ZAP handler calls this too before
         each answer: libzmq reports a connection's ACCEPTED before its
         handshake starts, so the caps then count every connection that
-        can be asking."""
+        can be asking.
+
+        When no fd is left for a duplicate (the open-files limit), spare fds
+        are given back (``_pin``); an ACCEPTED that still gets none is kept
+        for a later batch, in order, and the call returns True (short of
+        fds: the caller waits a little before the next)."""
         import zmq
         sync = self._monitor_sync
         if sync is None:
-            return
+            return False
         accepted = zmq.EVENT_ACCEPTED
+        short = False
         for _ in range(rounds):
-            events = [_monitor_event(m) for m in self._monitor_later + _drain(sync, zmq)]
+            messages = self._monitor_later + _drain(sync, zmq)
+            events = [_monitor_event(m) for m in messages]
             self._monitor_later = []
             if not events:
-                return
+                break
             actable = plan_accepts(events, accepted)
             pins = {}
-            for i in actable:
-                pin = _pin(events[i][1])
-                if pin is not None:
+            waiting = []            # ACCEPTED messages that found no fd: for the next batch
+            for i in sorted(actable):
+                pin = self._pin(events[i][1])
+                if pin:
                     pins[events[i][1]] = pin
+                elif pin is False:
+                    waiting.append(messages[i])
             try:
-                if pins:
-                    self._monitor_later = later = _drain(sync, zmq)
+                later = []
+                if pins or waiting:
+                    later = _drain(sync, zmq)
                     for kind, fd in map(_monitor_event, later):
                         if kind != accepted and fd in pins:
-                            pins.pop(fd).close()
+                            self._unpin(pins.pop(fd))
+                self._monitor_later = waiting + later
                 now = time.monotonic()
                 for i, (kind, fd) in enumerate(events):
                     if kind != accepted:
@@ -1031,12 +1349,22 @@ class Server:
                         self._accepted(fd, pins[fd], now)
             finally:
                 for pin in pins.values():
-                    pin.close()
+                    self._unpin(pin)
+            if waiting:
+                short = True
+                break               # (let libzmq close what was refused before trying again)
+        if len(self._spare) < SPARE_FDS:
+            self._refill_spares()
+        return short
 
     def _accepted(self, fd, pin, now):
         peer = _peer_of(pin)
         if peer is None:
             return      # gone already
+        if self.max_connections is not None and self.conns.count >= self.max_connections:
+            self.conns.closed(fd)   # (an unconfirmed entry its first message made)
+            self._refuse_for_fd_limit(peer, pin)
+            return
         if not self.conns.accepted(fd, peer, now):
             self._info(f"zmq_server: dropped a connection from {peer[0]}: more than "
                        f"{self.conns.max_handshaking} of its connections are in the handshake", "refusals")
@@ -1202,17 +1530,36 @@ def _is_loopback(host):
 
 
 def _raise_fd_limit():
-    """Lift the soft open-files limit to the hard one: each client is a TCP connection."""
+    """Lift the soft open-files limit to the hard one: each client is a TCP
+    connection.  Returns (the soft limit before, the soft limit now, the
+    hard limit), or None where there are no such limits."""
     try:
         import resource
     except ImportError:
-        return
+        return None
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    before = soft
     if soft != hard:
         try:
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
         except (ValueError, OSError):
             pass
+    return before, soft, hard
+
+
+def fd_limit_line(limits, room):
+    """The start's line on the open-files limit: what it is, whether it was
+    raised, and how many connections it leaves room for."""
+    if limits is None or room is None:
+        return None
+    before, soft, hard = limits
+    told = f"open-files limit {soft}" + (f" (raised from {before}, to the hard limit)" if soft != before
+                                         else " (the hard limit)" if soft == hard else f" (hard limit {hard})")
+    line = f"zmq_server: {told}: room for {room} connections, more are refused"
+    if room < 1000:
+        line += "; raise the hard limit for more (ulimit -Hn, systemd LimitNOFILE=)"
+    return line
 
 
 def parse_args(argv=None):
@@ -1259,12 +1606,26 @@ def parse_args(argv=None):
                         help="with --curve-secret: seconds a name registered with a key stays "
                              "tied to that key after its owner left, so that only the same key "
                              f"may take it back (default: {KEY_GRACE:g}; 0: none)")
+    parser.add_argument("--max-queued", metavar="N", type=int, default=SNDHWM,
+                        help="messages queued for a client that does not read them; past that its "
+                             "watches end and its connection is closed, and it watches again from "
+                             "the current records when it reconnects (default: %(default)s)")
+    parser.add_argument("--heartbeat", metavar="SECONDS", type=float, default=SERVER_HEARTBEAT_IVL_MS / 1000,
+                        help="seconds between the server's ZMTP heartbeats on each connection; a peer "
+                             "silent for three is dropped (default: %(default)g; 0: none, TCP keepalive "
+                             "still drops dead peers)")
+    parser.add_argument("--state", metavar="FILE",
+                        help="with --curve-secret: keep the names held for their keys in FILE "
+                             "(written at most once a second) and read it at the start, so that "
+                             "after a restart only their owners' keys can take them back first")
     parser.add_argument(lifeline.FLAG, action="store_true",
                         help="stop when the parent process exits (its pipe on stdin closes); "
                              "how pyzmq.Directory() runs it")
     args = parser.parse_args(argv)
     if not (math.isfinite(args.idle_timeout) and args.idle_timeout >= 0):
         parser.error(f"--idle-timeout must be a number of seconds >= 0 (0: never), not {args.idle_timeout}")
+    if not (math.isfinite(args.heartbeat) and (args.heartbeat == 0 or 0.1 <= args.heartbeat <= 3600)):
+        parser.error(f"--heartbeat must be 0 (none) or 0.1 to 3600 seconds, not {args.heartbeat}")
     if not (math.isfinite(args.key_grace) and args.key_grace >= 0):
         parser.error(f"--key-grace must be a number of seconds >= 0, not {args.key_grace}")
     if not 0 <= args.port <= 65535:
@@ -1277,13 +1638,16 @@ def parse_args(argv=None):
             import prometheus_client  # noqa: F401
         except ImportError:
             parser.error("--metrics needs the prometheus_client package: pip install 'pyzmq-wiring[metrics]'")
-    if min(args.max_records, args.max_leases, args.log_rate, args.max_per_source, args.max_handshaking) < 1:
-        parser.error("--max-records, --max-leases, --max-per-source, --max-handshaking and --log-rate "
-                     "must be at least 1")
+    if min(args.max_records, args.max_leases, args.log_rate, args.max_per_source, args.max_handshaking,
+           args.max_queued) < 1:
+        parser.error("--max-records, --max-leases, --max-per-source, --max-handshaking, --max-queued "
+                     "and --log-rate must be at least 1")
     if not 0 < args.min_ttl <= args.max_ttl:
         parser.error(f"--min-ttl {args.min_ttl:g} and --max-ttl {args.max_ttl:g}: need 0 < min <= max")
     if args.curve_allow and not args.curve_secret:
         parser.error("--curve-allow needs --curve-secret")
+    if args.state and not args.curve_secret:
+        parser.error("--state keeps the names held for their CURVE keys: it needs --curve-secret")
     if args.exit_with_parent and lifeline.stdin_problem():
         parser.error(f"{lifeline.FLAG}: {lifeline.stdin_problem()}")
     args.secret_key = args.allowed_keys = None
@@ -1346,18 +1710,22 @@ def read_key_list(path):
 def main(argv=None):
     """Entry point of the ``zmq_server`` console script; returns the exit status."""
     args = parse_args(argv)
-    _raise_fd_limit()
+    limits = _raise_fd_limit()
     server = Server(args.address, args.port, quiet=args.quiet, secret_key=args.secret_key,
                     allowed_keys=args.allowed_keys, min_ttl=args.min_ttl, max_ttl=args.max_ttl,
                     max_records=args.max_records, max_leases=args.max_leases, log_rate=args.log_rate,
                     metrics=args.metrics, max_per_source=args.max_per_source,
-                    max_handshaking=args.max_handshaking, key_grace=args.key_grace,
+                    max_handshaking=args.max_handshaking, key_grace=args.key_grace, state=args.state,
+                    heartbeat=args.heartbeat, max_queued=args.max_queued,
                     idle_timeout=args.idle_timeout)
 
     def ready(host, port):
         print(ready_line(host, port, server.public_key), flush=True)
         if server.metrics_address is not None:
             _log(f"zmq_server: metrics on http://{format_hostport(*server.metrics_address)}/metrics")
+        line = fd_limit_line(limits, server.max_connections)
+        if line is not None and not args.quiet:
+            _log(line)
         for line in startup_warnings(host, server.public_key is not None, args.allowed_keys is not None):
             _log(line)
 

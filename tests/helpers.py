@@ -232,3 +232,40 @@ print("got", n, flush=True)
 sys.stdin.readline()
 z.close(0)
 """
+
+
+def check_watch_bound(watcher, owner):
+    """A watch of ``watcher`` (a directory backend) that nobody reads while
+    ``owner`` (another backend of the same directory) makes more changes
+    than its ``max_unread``: it ends, keeping the events it had, and says
+    it fell behind; its memory stops growing.  The same for either backend."""
+    from pyzmq.directory import WatchOverflow
+
+    def name(entry):
+        return entry["name"] if isinstance(entry, dict) else entry.name
+    owner.register("E", "bound.first", "127.0.0.1:1")
+    watch = watcher.subscribe("bound.*", max_unread=20)
+    assert watch.snapshot_size == 1 and not hasattr(watch, "snapshot")    # no second copy of the records
+    for i in range(30):
+        owner.register("E", f"bound.{i:02d}", "127.0.0.1:2")
+    assert wait_until(lambda: watch.error is not None, 10), "the watch did not end"
+    assert watch._events.qsize() <= 22         # the snapshot's one event, 20, the end
+    for i in range(30, 40):                    # after the end: nothing more is kept
+        owner.register("E", f"bound.{i:02d}", "127.0.0.1:2")
+    time.sleep(0.3)
+    assert watch._events.qsize() <= 22
+    got = [watch.get(1) for _ in range(21)]
+    assert [(kind, name(entry)) for kind, entry in got] == \
+        [("added", "bound.first")] + [("added", f"bound.{i:02d}") for i in range(20)]
+    for _ in range(2):                          # it stays ended
+        try:
+            watch.get(1)
+        except WatchOverflow as exc:
+            assert isinstance(exc, pyzmq.Error)
+            assert "fell behind" in str(exc) and "20 events" in str(exc) and "subscribe again" in str(exc), exc
+        else:
+            raise AssertionError("no WatchOverflow after the events kept")
+    watch.close()
+    again = watcher.subscribe("bound.*")        # what the error says to do: the current records
+    assert len(again.records()) == 41
+    again.close()

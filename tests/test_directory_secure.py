@@ -21,7 +21,7 @@ import pyzmq
 from pyzmq import protocol as p
 from pyzmq.directory import DirectoryClient, DirectoryError
 from pyzmq.testing import ServerProcess
-from helpers import COMMANDS, ROOT, Peer, child_env
+from helpers import COMMANDS, ROOT, Peer, child_env, wait_until
 
 pytestmark = pytest.mark.skipif(not zmq.has("curve"), reason="libzmq without CURVE")
 
@@ -547,3 +547,39 @@ def test_directory_bench_scale_rows_print():
     assert re.search(r"REGISTER, pipelined, 1,500 names under 1 leases: [\d,]+ names/s", r.stdout), r.stdout
     assert re.search(r"bytes a name", r.stdout), r.stdout
     assert re.search(r"LOOKUP, 4 DirectoryClients in 2 processes: [\d,]+/s", r.stdout), r.stdout
+
+
+def test_names_held_for_their_keys_survive_a_restart_with_state(tmp_path, keys):
+    # the grace period's holds lived in the server's memory only: after a
+    # restart any key could take a keyed name before its owner was back
+    secret = write(tmp_path / "server.key", keys["server"][1] + "\n")
+    allow = write(tmp_path / "allow", f"{keys['alice'][0]}\n{keys['bob'][0]}\n", 0o644)
+    state = tmp_path / "state.json"
+    server = ServerProcess(extra_args=["--curve-secret", secret, "--curve-allow", allow, "--state", str(state)])
+    server.start()
+    try:
+        owner = alice(server, keys)
+        owner.register("E", "live", "127.0.0.1:1", key=keys["alice"][0])      # held by a lease
+        owner.register("E", "left", "127.0.0.1:2", key=keys["alice"][0])
+        owner.unregister("left")                                              # held for the grace period
+        owner.register("E", "plain", "127.0.0.1:3")                           # no key: nothing to hold
+        assert wait_until(lambda: state.exists() and "left" in state.read_text(), 5), "no state written"
+        server.kill()           # SIGKILL: what was written a second ago is what there is
+        owner._abandon()        # (its owner does not come back here: nobody registers again)
+        server.start()
+        assert server.wait_for_log("kept 2 names held for their CURVE keys from", 5.0), server.logs()
+        with DirectoryClient(server.address, server_key=keys["server"][0], secret_key=keys["bob"][1]) as bob:
+            for name in ("live", "left"):
+                with pytest.raises(DirectoryError, match="held for the CURVE key") as info:
+                    bob.register("E", name, "127.0.0.1:9", key=keys["bob"][0])
+                assert info.value.code == p.AUTH
+            bob.register("E", "plain", "127.0.0.1:9", key=keys["bob"][0])    # a keyless name was not held
+        with alice(server, keys) as back:
+            back.register("E", "live", "127.0.0.1:1", key=keys["alice"][0])  # its owner's key gets it back
+            back.register("E", "left", "127.0.0.1:2", key=keys["alice"][0])
+        state.write_text("{not json")
+        server.kill()
+        server.start()          # a damaged file: said, and the server starts without it
+        assert server.wait_for_log(f"cannot read the state in {state}", 5.0), server.logs()
+    finally:
+        server.stop()

@@ -290,7 +290,7 @@ def test_the_whole_cluster_restarted_or_replaced_and_instances_register_again(et
         with EtcdDirectory(etcd_url) as d:
             kept = d.lookup("KEPT")
         watch = w.subscribe("*")            # a watch across both (its timeout outlasts the outages)
-        address = {name: entry["address"] for name, entry in watch.snapshot.items()}
+        address = {name: entry["address"] for name, entry in watch.records().items()}
         assert sorted(address) == ["KEPT", "TAKEN"]
         # every node SIGKILLed, then started again with its data: the lease survives
         for i in range(3):
@@ -522,6 +522,46 @@ def test_zmq_names_lists_and_shows_the_names_of_an_etcd_directory(etcd_url):
         check_zmq_names_watch(etcd_url, client)     # the same lines as test_names.py's on zmq_server
 
 
+def test_zmq_names_takes_no_lease_and_says_one_line_when_the_cluster_goes(etcd_cluster, etcd_url):
+    # zmq_names took a lease it never used: a lease in the cluster for every
+    # run, and lease warnings before its error line when the cluster went
+    import subprocess
+    import sys
+    from helpers import child_env
+
+    def leases():
+        return {lease["ID"] for lease in etcd_cluster._call(0, "/v3/lease/leases", {}).get("leases") or []}
+    with EtcdDirectory(etcd_url) as owner:
+        owner.register("E", "ro.a", "127.0.0.1:1")
+        before = leases()
+        with EtcdDirectory(etcd_url, lease=False) as reader:       # what zmq_names uses
+            assert reader.lease_id is None and [r["name"] for r in reader.list("ro.*")] == ["ro.a"]
+            assert reader.info("ro.a")["address"] == "127.0.0.1:1"
+            with reader.subscribe("ro.*") as watch:
+                owner.register("E", "ro.b", "127.0.0.1:2")
+                assert [watch.get(5)[1]["name"] for _ in range(2)] == ["ro.a", "ro.b"]
+            with pytest.raises(pyzmq.Error, match="read-only .*lease=False"):
+                reader.register("E", "ro.c", "127.0.0.1:3")
+            assert leases() <= before
+        proc = subprocess.Popen([sys.executable, "-m", "pyzmq.names", "-d", etcd_url, "-t", "2", "watch", "ro.*"],
+                                env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            lines = []
+            reader = threading.Thread(target=lambda: [lines.append(line) for line in proc.stdout], daemon=True)
+            reader.start()
+            assert wait_until(lambda: lines, 15), "zmq_names printed nothing"
+            assert leases() <= before                       # the owner's, no new one
+            for i in range(etcd_cluster.size):
+                etcd_cluster.kill(i)
+            assert proc.wait(20) == 1
+            err = proc.stderr.read().splitlines()
+            assert len(err) == 1 and err[0].startswith("zmq_names: the watch of 'ro.*' ended"), err
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+
 def drain(watch, count, timeout=10):
     """The next ``count`` events of ``watch`` as (type, name, address)."""
     got = []
@@ -538,9 +578,10 @@ def test_subscribe_gives_the_records_at_one_revision_then_every_change(etcd_url)
         a.register("E", "E1", "127.0.0.1:1")
         a.register("Q", "Q1", "127.0.0.1:2")
         with b.subscribe("E*") as es, b.subscribe("*") as every, b.subscribe("Q1", exact=True) as q1:
-            assert es.synced.is_set() and sorted(es.snapshot) == ["E1"]
-            assert sorted(every.snapshot) == ["E1", "Q1"] and sorted(q1.snapshot) == ["Q1"]
-            assert es.snapshot["E1"]["kind"] == "exchange" and es.snapshot["E1"]["owner"]["pid"] == os.getpid()
+            assert es.synced.is_set() and sorted(es.records()) == ["E1"]
+            assert sorted(every.records()) == ["E1", "Q1"] and sorted(q1.records()) == ["Q1"]
+            assert (es.snapshot_size, every.snapshot_size, q1.snapshot_size) == (1, 2, 1)
+            assert es.records()["E1"]["kind"] == "exchange" and es.records()["E1"]["owner"]["pid"] == os.getpid()
             assert drain(es, 1) == [("added", "E1", "127.0.0.1:1")]
             assert sorted(drain(every, 2)) == [("added", "E1", "127.0.0.1:1"), ("added", "Q1", "127.0.0.1:2")]
             assert drain(q1, 1) == [("added", "Q1", "127.0.0.1:2")]
@@ -617,6 +658,13 @@ def test_a_watch_survives_the_sigkill_of_the_node_it_streams_from(etcd_cluster, 
         assert watch.get(0.3) is None                   # nothing lost, nothing twice
         assert etcd_cluster.client_ports.index(b._watch_conn.port) != node
         watch.close()
+
+
+def test_a_watch_nobody_reads_ends_at_its_bound_saying_it_fell_behind(etcd_url):
+    # the events of a watch nobody read were kept without a bound
+    from helpers import check_watch_bound
+    with EtcdDirectory(etcd_url) as owner, EtcdDirectory(etcd_url) as watcher:
+        check_watch_bound(watcher, owner)       # (test_names.py runs the same on zmq_server)
 
 
 def test_a_watch_ends_with_a_clear_error_when_the_cluster_is_gone(etcd_cluster, etcd_url):

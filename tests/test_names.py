@@ -229,3 +229,71 @@ def test_a_watch_ends_when_its_client_closes(directory):
         watch.get(5)
     assert time.monotonic() - started < 1
     watch.close()
+
+
+def test_a_watch_nobody_reads_ends_at_its_bound_saying_it_fell_behind(directory, client):
+    # the events of a watch nobody read were kept without a bound
+    from helpers import check_watch_bound
+    with DirectoryClient(directory, timeout=5.0) as watcher:
+        check_watch_bound(watcher, client)      # (test_etcd.py runs the same on etcd)
+
+
+def test_a_stopped_watcher_past_max_queued_is_reconnected_and_resyncs():
+    # A watcher whose process is stopped does not read its socket: the
+    # server's ROUTER dropped its events past the queue's mark without a
+    # word, so the watch kept a stale record once it ran again.  Now the
+    # server ends its watches and shuts its connection, and the client
+    # watches again from the current records.
+    import signal
+    from pyzmq.testing import ServerProcess
+    from helpers import wait_until
+    name = "flood." + "x" * 240                     # big events (about 600 bytes) fill the
+    hosts = ("a" * 240 + ".h", "b" * 240 + ".h")    # kernel's buffers sooner
+    changes = 10_000
+    last = f"{hosts[(changes - 1) % 2]}:{changes}"
+    code = """
+import sys, time
+from pyzmq.directory import DirectoryClient
+c = DirectoryClient(sys.argv[1], timeout=5.0, ttl=60.0)     # (a lease that outlives the stop)
+w = c.subscribe("flood.*", max_unread=10**6)
+print("READY", flush=True)
+deadline = time.monotonic() + 30
+while time.monotonic() < deadline:
+    w.get(0.2)
+    if [e.address for e in w.records().values()] == [sys.argv[2]]:
+        print("CURRENT", flush=True)
+        break
+else:
+    print("STALE", [e.address[-12:] for e in w.records().values()], flush=True)
+c.close()
+"""
+    with ServerProcess(quiet=True, extra_args=["--max-queued", "200", "--max-ttl", "600"]) as server:
+        with Peer(code, server.address, last) as watcher:
+            watcher.expect("READY")
+            import zmq
+            ctx = zmq.Context()
+            sock = ctx.socket(zmq.DEALER)
+            sock.linger = 0
+            try:
+                sock.connect(f"tcp://{server.address}")
+                sock.send_multipart([p.encode_header(0), p.encode_request(p.Lease(60_000, "t", 0, "t"))])
+                assert sock.poll(5000)
+                lease = p.decode_reply(sock.recv_multipart()[1]).lease
+                os.kill(watcher.proc.pid, signal.SIGSTOP)
+                sent = got = 0
+                while got < changes:        # pipelined, fewer in flight than --max-queued
+                    while sent < changes and sent - got < 20:
+                        sent += 1
+                        sock.send_multipart([p.encode_header(sent), p.encode_request(
+                            p.Register(lease, "E", name, f"{hosts[(sent - 1) % 2]}:{sent}"))])
+                    assert sock.poll(10_000), "no answer to a REGISTER"
+                    assert isinstance(p.decode_reply(sock.recv_multipart()[1]), p.Ok)
+                    got += 1
+            finally:
+                os.kill(watcher.proc.pid, signal.SIGCONT)
+                ctx.destroy(linger=0)
+            said = watcher.lines.get(timeout=40)
+            assert said is not None and said.strip() == "CURRENT", (said, watcher.err())
+        assert wait_until(lambda: any("fell 200 messages behind (--max-queued): its watches ended and its "
+                                      "connection was closed" in line for line in server.logs()), 5), \
+            server.logs()[-5:]

@@ -819,3 +819,30 @@ def test_a_record_with_anothers_key_at_an_address_of_this_process_is_not_taken_i
                 pytest.fail(f"another instance's queue got {got!r}")
         finally:
             squatter.close()
+
+
+def test_registry_held_names_carry_over_a_restart_for_what_is_left_of_their_grace():
+    # what zmq_server --state writes and reads back (the real restart is in
+    # test_directory_secure.py): a hold keeps the rest of its grace period,
+    # a registered keyed name gets a whole one from the restart
+    alice_key, mallory_key = pyzmq.curve_keypair()[0], pyzmq.curve_keypair()[0]
+    clock = Clock()
+    reg = Registry(key_grace=30.0, clock=clock)
+    owner = _lease(reg, "alice", alice_key)
+    for name in ("gone", "live"):
+        reg.register(owner, "Q", name, "127.0.0.1:1", alice_key)
+    reg.register(owner, "Q", "keyless", "127.0.0.1:1", "")
+    reg.unregister(owner, "gone")
+    clock.now += 20.0                                   # 10 s of its grace left
+    saved = reg.held_for_keys(wall=5000.0)
+    assert sorted((n, k) for n, k, _ in saved) == [("gone", alice_key), ("live", alice_key)]
+    restarted = Registry(key_grace=30.0, clock=clock)
+    assert restarted.restore_held(saved, wall=5004.0) == 2     # back 4 s later: 6 s left for "gone"
+    mallory = _lease(restarted, "mallory", mallory_key)
+    clock.now += 5.0
+    for name in ("gone", "live"):
+        assert restarted.register(mallory, "Q", name, "127.0.0.1:2", mallory_key).code == proto.AUTH
+    clock.now += 2.0                                    # "gone"'s grace is over, "live"'s goes on
+    assert isinstance(restarted.register(mallory, "Q", "gone", "127.0.0.1:2", mallory_key), proto.Ok)
+    assert restarted.register(mallory, "Q", "live", "127.0.0.1:2", mallory_key).code == proto.AUTH
+    assert restarted.restore_held([["late", alice_key, 4000.0]], wall=5004.0) == 0   # over already

@@ -415,3 +415,68 @@ def test_connections_table_keeps_what_messages_showed_before_the_accept():
     conns.seen(9, now=1.0)
     conns.closed(9)                          # an unconfirmed entry counts for nothing
     assert conns.total == {}
+
+
+def test_at_the_open_files_limit_connections_past_its_room_are_refused_and_said(tmp_path):
+    # Under a low open-files limit the server used to reach it: libzmq then
+    # could not accept (its I/O thread spun on the listening socket, a core's
+    # worth), and the server could not duplicate an accepted fd, so that
+    # connection was neither counted, capped nor timed out.  Now it keeps
+    # room: past it a connection is shut at once, counted and logged.
+    import functools
+    import re
+    import resource
+    import socket
+
+    def low_limit():
+        resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))   # soft and hard: it cannot raise it
+    popen = functools.partial(subprocess.Popen, preexec_fn=low_limit)
+    with ServerProcess(popen=popen) as server:
+        line = server.wait_for_log("open-files limit 64", 5.0)
+        assert line, server.logs()
+        room = int(re.search(r"room for (\d+) connections, more are refused", line).group(1))
+        assert 1 <= room < 64 and "ulimit" in line
+        pid = server.proc.pid
+        ticks = lambda: sum(int(x) for x in open(f"/proc/{pid}/stat").read().split()[13:15])
+        socks = [socket.create_connection(("127.0.0.1", server.port), timeout=5) for _ in range(80)]
+        try:
+            def shut_by_server(s):
+                s.settimeout(0.05)
+                try:
+                    while True:
+                        if not s.recv(4096):        # (after the ZMTP greeting, if any)
+                            return True
+                except socket.timeout:
+                    return False
+                except OSError:
+                    return True
+            closed = set()
+            deadline = time.monotonic() + 4      # (within the 5 s handshake limit)
+            while len(closed) < 80 - room and time.monotonic() < deadline:
+                closed.update(i for i, s in enumerate(socks) if i not in closed and shut_by_server(s))
+            before = ticks()
+            time.sleep(1.0)
+            print(f"room {room}; {len(closed)} of 80 connections shut at once; server CPU "
+                  f"{ticks() - before} ticks in 1 s with them open; fds {len(os.listdir(f'/proc/{pid}/fd'))}")
+            assert len(closed) >= 80 - room                  # the rest held (until the handshake limit)
+            assert len(os.listdir(f"/proc/{pid}/fd")) < 64   # never at the limit for long
+            assert server.wait_for_log("refused a connection from 127.0.0.1", 2.0), server.logs()
+        finally:
+            for s in socks:
+                s.close()
+        with DirectoryClient(server.address, timeout=5.0) as client:   # room again: served
+            client.register("E", "after", "127.0.0.1:1")
+            assert client.lookup("after") == ("E", "127.0.0.1:1", "")
+    assert any(re.search(r"refused \d+ connections \(the last from 127.0.0.1\)", line) for line in server.logs()), \
+        server.logs()
+
+
+def test_the_heartbeat_option_and_its_bad_values():
+    for bad in ("-1", "0.01", "nan", "7200"):
+        r = subprocess.run([sys.executable, "-m", "pyzmq.server", "--port", "0", "--heartbeat", bad],
+                           capture_output=True, text=True, timeout=20, env=child_env())
+        assert r.returncode == 2 and "--heartbeat must be 0 (none) or 0.1 to 3600 seconds" in r.stderr, r.stderr
+    with ServerProcess(extra_args=["--heartbeat", "0"]) as server:     # none: TCP keepalive only
+        with DirectoryClient(server.address, timeout=5.0) as client:
+            client.register("E", "beat", "127.0.0.1:1")
+            assert client.lookup("beat") == ("E", "127.0.0.1:1", "")
