@@ -1022,10 +1022,7 @@ class Server:
                     if outbox:
                         # events go before the reply, so a WATCH's snapshot batches
                         # arrive in order, the last one (the reply) marked synced
-                        for event in outbox:
-                            if not send_message(event):
-                                self._fell_behind(event[0])
-                        outbox.clear()
+                        self._send_outbox(send_message)
                     if out is not None:
                         send_message(out)
                 await asyncio.sleep(0)      # let the other tasks (ZAP, sweep) run between batches
@@ -1036,14 +1033,24 @@ class Server:
         """Send the WATCH events the sweep made (through the serving task's
         socket shadow, which it then wakes: a send may have read the
         socket's signals)."""
-        outbox = self.registry.outbox
         if self._send is None:
             return      # (not serving yet: the events wait)
-        for event in outbox:
-            if not self._send(event):
-                self._fell_behind(event[0])
-        outbox.clear()
+        self._send_outbox(self._send)
         self._wake.set()
+
+    def _send_outbox(self, send):
+        """Send the registry's outbox of WATCH events and empty it.  A client
+        whose queue is full falls behind once: the rest of its events in
+        this outbox are not tried (each failure would scan every lease's
+        watches again, and a lease of 10,000 names makes 10,000 events)."""
+        behind = set()
+        for event in self.registry.outbox:
+            if event[0] in behind:
+                continue
+            if not send(event):
+                behind.add(event[0])
+                self._fell_behind(event[0])
+        self.registry.outbox.clear()
 
     def _fell_behind(self, routing):
         """An event for ``routing`` found its queue full: the client does
@@ -1240,9 +1247,15 @@ class Server:
         closed: nothing to do), or False (no spare either: try again later).
         Give it back with :meth:`_unpin`."""
         try:
-            return socket.socket(fileno=os.dup(fd))
+            dup = os.dup(fd)
         except OSError as exc:
             if exc.errno not in (errno.EMFILE, errno.ENFILE):
+                return None
+        else:
+            try:
+                return socket.socket(fileno=dup)
+            except OSError:         # the number names something else by now
+                os.close(dup)
                 return None
         if not self._spare:
             self._fd_short = True
@@ -1250,11 +1263,16 @@ class Server:
         spare = self._spare.pop()
         try:
             os.dup2(fd, spare)
+            pin = socket.socket(fileno=spare)
         except OSError:
+            try:
+                os.dup2(self._null, spare)      # a spare again, whatever dup2 left there
+            except OSError:
+                pass
             self._spare.append(spare)
             return None
         self._spare_pins.add(spare)
-        return socket.socket(fileno=spare)
+        return pin
 
     def _unpin(self, pin):
         """Close a pin; a spare's becomes a spare again (on /dev/null, in place)."""

@@ -480,3 +480,29 @@ def test_the_heartbeat_option_and_its_bad_values():
         with DirectoryClient(server.address, timeout=5.0) as client:
             client.register("E", "beat", "127.0.0.1:1")
             assert client.lookup("beat") == ("E", "127.0.0.1:1", "")
+
+
+def test_a_watcher_that_falls_behind_is_handled_once_per_outbox():
+    """A full queue ends a watcher's watches once: the rest of its events
+    in the same outbox are not tried (found in review: each failed send
+    scanned every lease's watches again, so a lease of 10,000 names ending
+    with one stopped `*` watcher held the loop for seconds).  Other
+    clients' events in the same outbox still go."""
+    from types import SimpleNamespace
+    from pyzmq.server import Server
+
+    behind, sent = [], []
+    fake = SimpleNamespace(registry=SimpleNamespace(outbox=[]), _fell_behind=behind.append)
+    fake.registry.outbox += [(b"stuck", b"h", b"e%d" % i) for i in range(10_000)]
+    fake.registry.outbox += [(b"fine", b"h", b"e")]
+
+    def send(event):
+        if event[0] == b"stuck":
+            return False
+        sent.append(event)
+        return True
+
+    Server._send_outbox(fake, send)
+    assert behind == [b"stuck"]
+    assert sent == [(b"fine", b"h", b"e")]
+    assert fake.registry.outbox == []
