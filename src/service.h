@@ -417,6 +417,7 @@ static int sv_watch_add(sv_service *sv, void *sock, void *mon, int fd, int state
     w->mon = mon;
     w->fd = fd;
     w->state = state;
+    w->ups = state == SV_UP;     /* watched once connected (CURVE): it was up */
     sv->nws++;
     return sv_appended_unlock(sv, &sv->nws);
 }
