@@ -34,7 +34,8 @@ cdef class Engine(_Binder):
     @cython.binding(False)
     @cython.embedsignature.format("clinic")
     def send(self, object eid, msg, timeout=None, bint block=True):
-        """Send msg (bytes or any contiguous buffer) on exchange eid.
+        """Send msg (bytes, any contiguous buffer, or a received Frame, which
+        goes on without a copy) on exchange eid.
 
         Fan-out: every queue bound to the exchange gets one copy; with no
         bound queue the message is dropped.  Blocks while a bound queue is
