@@ -204,15 +204,22 @@ def test_receive_is_fair_across_queues():
         assert sorted(first.count(b"%d" % i) for i in range(3)) == [10, 10, 10]
 
 
+def _echo_client(zmq):
+    """The latency test's remote side wired to an ECHO peer: exchange ER
+    bound to its QL, its EL bound to queue QR; ER's id."""
+    eid = zmq.create_exchange("ER")
+    zmq.create_queue("QR")
+    zmq.bind("EL", "QR")
+    zmq.bind("ER", "QL")
+    return eid
+
+
 def test_latency_pattern_loses_nothing(directory):
     """The seed's latency test: 10,000 round trips, every reply arrives."""
     with Peer(ECHO, directory) as echo:
         echo.expect("READY")
         with pyzmq.ZMQ(directory) as zmq:
-            eid = zmq.create_exchange("ER")
-            zmq.create_queue("QR")
-            zmq.bind("EL", "QR")
-            zmq.bind("ER", "QL")
+            eid = _echo_client(zmq)
             for i in range(10_000):
                 msg = b"%d" % i
                 zmq.send(eid, msg)
@@ -516,10 +523,7 @@ def test_a_frame_is_sent_on_over_tcp(directory):
     with Peer(ECHO, directory) as echo:
         echo.expect("READY")
         with pyzmq.ZMQ(directory) as zmq:
-            out = zmq.create_exchange("ER")
-            zmq.create_queue("QR")
-            zmq.bind("EL", "QR")
-            zmq.bind("ER", "QL")
+            out = _echo_client(zmq)
             msg = b"p" * 5000
             for _ in range(3):
                 zmq.send(out, msg)
