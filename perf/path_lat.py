@@ -14,6 +14,11 @@ Shapes (one pair of processes each, over loopback TCP):
     c-block      the same path, the owner blocking in zmq_msg_recv on its
                  PULL alone after one non-blocking try (what it does now)
     c-direct     the same path, both sides blocking in zmq_msg_recv at once
+    py-floor     perf/py_floor_lat.py: c-direct's steps driven from a Python
+                 loop, one minimal C call each (perf/c/pyfloor.c; the GIL
+                 released in the blocking receive): what any Python program
+                 pays on this path, so wiring - py-floor is the binding's
+                 own share and py-floor - c-direct the interpreter's
     wiring       perf/local_lat.py and remote_lat.py of this checkout,
                  through a zmq_server this script starts
     wiring-old   the same from --old DIR (built in place)
@@ -56,13 +61,14 @@ sys.path.insert(0, str(ROOT))
 from bench import Commands, Plan, free_port, run_pair        # noqa: E402
 from benchlib import Spinners, cpu_model, load_c_build        # noqa: E402
 
-SHAPES = ("c-reqrep", "c-poll", "c-block", "c-direct", "wiring", "wiring-old")
+SHAPES = ("c-reqrep", "c-poll", "c-block", "c-direct", "py-floor", "wiring", "wiring-old")
 
 
 def c_build():
     mod = load_c_build()
     tools = mod.build()
     tools.update(mod.build(tools=mod.EXTRA_TOOLS))
+    mod.build_pyfloor(sys.executable)      # py-floor's module, built before any timing
     return tools
 
 
@@ -78,6 +84,11 @@ def plan(shape, size, count, tools, directory, old):
                                    "c-direct": ("direct", "direct")}[shape]
         return Plan("lat", size, "c", count, [tools["wiring_lat"], "local", a, b, *n, local_mode],
                     [tools["wiring_lat"], "remote", a, b, *n, remote_mode])
+    if shape == "py-floor":
+        a, b = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
+        floor = [sys.executable, str(PERF / "py_floor_lat.py")]
+        return Plan("lat", size, "c", count, [*floor, "local", a, b, *n],
+                    [*floor, "remote", a, b, *n])
     tree = Path(old) if shape == "wiring-old" else ROOT
     py = [sys.executable, "-X", "faulthandler"]
     return Plan("lat", size, "wiring", count,
@@ -97,7 +108,8 @@ def _callgrind_pair(p):
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
             env=dict(os.environ, PYTHONHASHSEED="0")))
         if side == "local":
-            time.sleep(2.0 if p.impl == "wiring" else 0.3)   # let it bind first
+            # let it bind first (a Python side starts slower under valgrind)
+            time.sleep(2.0 if p.impl == "wiring" or p.local[0] == sys.executable else 0.3)
     counts = []
     for proc in procs:
         _, err = proc.communicate(timeout=600)

@@ -308,3 +308,41 @@ def test_build_is_incremental(c_tools):
     assert paths == {name: p[0] for name, p in c_tools.items()}
     after = {name: Path(p).stat().st_mtime_ns for name, p in paths.items()}
     assert after == before
+
+
+# ------------------------------------------- the latency path's references
+
+
+@pytest.fixture(scope="module")
+def path_tools() -> dict[str, list[str]]:
+    """wiring_lat (the path in C) and py_floor_lat (the same steps from a
+    Python loop, one minimal C call each): perf/path_lat.py's c-direct and
+    py-floor shapes."""
+    build = _load_build_module()
+    try:
+        paths = build.build(tools=build.EXTRA_TOOLS)
+        build.build_pyfloor(sys.executable)
+    except (build.CompilerNotFound, build.LibzmqNotFound) as exc:
+        pytest.skip(f"cannot build the C perf tools: {exc}")
+    return {
+        "c-direct": [paths["wiring_lat"]],
+        "py-floor": [sys.executable, str(ROOT / "perf" / "py_floor_lat.py")],
+    }
+
+
+@pytest.mark.parametrize("shape", ["c-direct", "py-floor"])
+@pytest.mark.parametrize("size", [1, 5000])
+def test_latency_path_references_echo_every_message(path_tools, shape, size):
+    a, b, count = free_endpoint(), free_endpoint(), 300
+    cmd = path_tools[shape]
+    tail = ["direct"] if shape == "c-direct" else []
+    local, remote = run_pair([*cmd, "local", a, b, str(size), str(count), *tail],
+                             [*cmd, "remote", a, b, str(size), str(count), *tail])
+    check_latency(local, remote, size, count)
+
+
+def test_py_floor_lat_usage_exits_with_the_usage_text():
+    proc = subprocess.run([sys.executable, str(ROOT / "perf" / "py_floor_lat.py"), "sideways"],
+                          capture_output=True, text=True, timeout=TIMEOUT)
+    assert proc.returncode == 1
+    assert "py_floor_lat.py local" in proc.stderr

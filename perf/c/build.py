@@ -145,6 +145,27 @@ def build(force: bool = False, tools=TOOLS) -> dict[str, str]:
     return {name: str(path) for name, path in paths.items()}
 
 
+def build_pyfloor(python: str = sys.executable, force: bool = False) -> Path:
+    """Compile pyfloor.c (perf/py_floor_lat.py's module: the least a Python
+    loop can do on pyzmq-wiring's latency path) for the interpreter
+    `python`, as needed; return the directory that holds it (put it on
+    sys.path, or PYTHONPATH, to import pyfloor)."""
+    info = subprocess.run(
+        [python, "-c", "import sysconfig; print(sysconfig.get_paths()['include']); "
+         "print(sysconfig.get_config_var('EXT_SUFFIX'))"],
+        check=True, capture_output=True, text=True).stdout.split()
+    include, suffix = info[0], info[1]
+    out_dir = BIN_DIR / "py"
+    binary = out_dir / f"pyfloor{suffix}"
+    source = HERE / "pyfloor.c"
+    if force or _is_stale(binary, [source]):
+        cc = _compiler()
+        cflags, libs = _zmq_flags()
+        out_dir.mkdir(parents=True, exist_ok=True)
+        _compile(cc, ["-shared", "-fPIC", f"-I{include}", *cflags], libs, source, binary)
+    return out_dir
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if args not in ([], ["--force"]):
