@@ -5,9 +5,9 @@
  * The same sockets as wiring_lat's direct mode (one way PUSH -> PULL,
  * back XPUB with XPUB_NODROP -> SUB), driven from a Python loop through
  * three minimal functions: recv() blocks in zmq_msg_recv with the GIL
- * released and returns None, send() sends back what came (local) or a
- * message of the given size (remote), with the GIL held, as the
- * extension's fast path does.  No argument parsing, no objects made, no
+ * released and returns None, send() sends on what came (zmq_msg_send, no
+ * copy; the remote's first message is a new one of the given size), with
+ * the GIL held, as the extension's fast path does.  No argument parsing, no objects made, no
  * checks beyond the return codes: what is left between this and
  * wiring_lat is the interpreter (its loop, two calls, the GIL given up
  * and taken back per wait), which any Python binding pays; what is left
@@ -26,8 +26,8 @@
 static void *ctx, *in, *out;
 static zmq_msg_t msg;
 static char *buf;
-static size_t size;
-static int local;
+static size_t size, last;
+static int local, sent;
 
 static PyObject *zmq_error (const char *what)
 {
@@ -93,8 +93,10 @@ static PyObject *pf_recv (PyObject *self, PyObject *unused)
         Py_BEGIN_ALLOW_THREADS
         rc = zmq_msg_recv (&msg, in, 0);
         Py_END_ALLOW_THREADS
-        if (rc >= 0)
+        if (rc >= 0) {
+            last = zmq_msg_size (&msg);
             Py_RETURN_NONE;
+        }
         if (zmq_errno () != EINTR)
             return zmq_error ("zmq_msg_recv");
         if (PyErr_CheckSignals () < 0)
@@ -107,10 +109,15 @@ static PyObject *pf_send (PyObject *self, PyObject *unused)
     int rc;
     (void) self;
     (void) unused;
+    /* what came is sent on itself, no copy, as wiring_lat does; the
+       remote's first message comes from buf */
     if (local)
-        rc = zmq_send (out, zmq_msg_data (&msg), zmq_msg_size (&msg), ZMQ_DONTWAIT);
+        rc = zmq_msg_send (&msg, out, ZMQ_DONTWAIT);
+    else if (!sent)
+        rc = zmq_send (out, buf, size, 0);
     else
-        rc = zmq_send (out, buf, size, 0);     /* as wiring_lat's remote */
+        rc = zmq_msg_send (&msg, out, 0);
+    sent = 1;
     if (rc < 0)
         return zmq_error ("zmq_send");
     Py_RETURN_NONE;
@@ -121,7 +128,7 @@ static PyObject *pf_last_size (PyObject *self, PyObject *unused)
 {
     (void) self;
     (void) unused;
-    return PyLong_FromSize_t (zmq_msg_size (&msg));
+    return PyLong_FromSize_t (last);
 }
 
 static PyObject *pf_close (PyObject *self, PyObject *unused)
