@@ -506,3 +506,41 @@ def test_a_watcher_that_falls_behind_is_handled_once_per_outbox():
     assert behind == [b"stuck"]
     assert sent == [(b"fine", b"h", b"e")]
     assert fake.registry.outbox == []
+
+
+def test_the_state_schedule_writes_soon_and_boundedly():
+    """StateSchedule (no I/O, times passed in): a change is written soon;
+    a stream of changes makes a bounded number of writes, fewer when a
+    write takes long; a failed write is tried again later."""
+    from pyzmq.server import StateSchedule
+    s = StateSchedule(saved=0, delay=0.05, min_gap=0.1, share=0.2, retry=1.0)
+    assert s.due(0, 0.0) is None                     # nothing changed
+    assert s.due(1, 10.0) == 10.05                   # a change: soon
+    assert s.due(3, 10.04) == 10.05                  # more changes meanwhile: the same write
+    s.start(3, 10.05)
+    assert s.due(4, 10.06) is None                   # one write at a time
+    s.done(True, 10.06)
+    assert s.saved == 3
+    assert s.due(4, 10.07) == 10.15                  # the next no sooner than min_gap after the last began
+    # under a stream of changes, every 1 ms for 10 s, writes that take 1 ms:
+    # about one every min_gap, not one per change
+    s = StateSchedule(delay=0.05, min_gap=0.1, share=0.2)
+    writes, changes, now, due = 0, 0, 0.0, None
+    while now < 10.0:
+        changes += 1
+        if due is None:
+            due = s.due(changes, now)
+        if due is not None and now >= due:
+            s.start(changes, now)
+            s.done(True, now + 0.001)
+            writes, due = writes + 1, None
+        now += 0.001
+    assert 80 <= writes <= 100, writes
+    # writes that take 0.1 s: at most a fifth of the time goes to them
+    s = StateSchedule(delay=0.05, min_gap=0.1, share=0.2)
+    s.start(1, 0.0)
+    s.done(True, 0.1)
+    assert s.due(2, 0.1) == 0.5
+    s.start(2, 0.5)
+    s.done(False, 0.6)                               # failed: again after retry, the change still unsaved
+    assert s.saved == 1 and s.due(2, 0.6) == 1.6
