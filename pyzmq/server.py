@@ -306,7 +306,7 @@ class Lease:
 class _Watch:
     """A WATCH: events for names matching ``pattern`` go to ``routing`` with ``header``."""
 
-    __slots__ = ("lease", "wid", "routing", "header", "pattern", "mode")
+    __slots__ = ("lease", "wid", "routing", "header", "pattern", "mode", "conn")
 
     def __init__(self, lease, wid, routing, header, pattern, mode):
         self.lease = lease
@@ -315,6 +315,7 @@ class _Watch:
         self.header = header
         self.pattern = pattern
         self.mode = mode
+        self.conn = None        # the transport's: the connection its events go over (Server)
 
     def matches(self, name):
         return name == self.pattern if self.mode == p.EXACT else fnmatch.fnmatchcase(name, self.pattern)
@@ -513,11 +514,11 @@ class Registry:
 
     def end_watches_to(self, routing):
         """End every watch whose events go to ``routing`` (its client fell
-        behind); the leases they were under."""
+        behind); the watches ended."""
         watches = [w for lease in self.leases.values() for w in lease.watches.values() if w.routing == routing]
         for watch in watches:
             self._drop_watch(watch)
-        return [w.lease for w in watches]
+        return watches
 
     def _drop_watch(self, watch):
         watch.lease.watches.pop(watch.wid, None)
@@ -916,7 +917,8 @@ class Server:
         self._fd_peer = None
         self.idle_timeout = float(idle_timeout)
         self._idle_due = 0.0
-        self._conn = None       # the connection of the message being handled (with the idle timeout)
+        self._conn = None       # the connection of the message being handled (Conn)
+        self._to_shut = set()   # connections to shut that no fd was left for yet (_shut_conn)
         if state is not None and secret_key is None:
             raise ValueError("state keeps the names held for their CURVE keys across restarts: "
                              "it needs secret_key (--curve-secret)")
@@ -1075,7 +1077,8 @@ class Server:
         loop = asyncio.get_running_loop()
         fd = sync.FD
         loop.add_reader(fd, wake.set)
-        track = self.idle_timeout > 0
+        # every message's connection is noted (ZMQ_SRCFD), whatever the idle
+        # timeout: a watcher that falls behind must be shut to be told
         seen = self.conns.seen
         srcfd = int(zmq.SRCFD)
         state = self.state is not None
@@ -1087,8 +1090,7 @@ class Server:
                 if not get(sync, events) & pollin:
                     await wake.wait()
                     continue
-                if track:
-                    now = time.monotonic()
+                now = time.monotonic()
                 for _ in range(BATCH):
                     try:
                         frames = [recv(sync, noblock, False)]
@@ -1096,9 +1098,8 @@ class Server:
                         break
                     while get(sync, rcvmore):
                         frames.append(recv(sync, noblock, False))
-                    if track:
-                        # which connection it came from (ZMQ_SRCFD, still in libzmq 4.3)
-                        self._conn = seen(frames[0].get(srcfd), now)
+                    # which connection it came from (ZMQ_SRCFD, still in libzmq 4.3)
+                    self._conn = seen(frames[0].get(srcfd), now)
                     out = self.handle_message(frames)
                     if outbox:
                         # events go before the reply, so a WATCH's snapshot batches
@@ -1140,21 +1141,55 @@ class Server:
         not read (a stopped process), and what it would read next has a gap.
         So its watches end here and its connection is shut: libzmq connects
         it again, and the client watches again from the current records
-        (``DirectoryClient`` reports the difference).  Without the idle
-        timeout the server does not know the connection: only the watches end."""
-        leases = self.registry.end_watches_to(routing)
-        if not leases:
+        (``DirectoryClient`` reports the difference).  The shut is what
+        tells the client, so it is never skipped: when no fd is left to do
+        it through (the open-files limit), it is tried again at each sweep."""
+        watches = self.registry.end_watches_to(routing)
+        if not watches:
             return      # (ended already, by an earlier event of the batch)
-        conns = {lease.conn for lease in leases if lease.conn is not None}
-        shut = [conn for conn in conns if _shut_if_same(conn.fd, conn.peer)]
-        for conn in shut:
-            conn.shut = True
-        where = f"from {shut[0].address}" if shut else "(its connection is not known: --idle-timeout 0)"
-        self._log(f"zmq_server: a watcher {where} fell {self.max_queued} messages behind (--max-queued): "
-                  "its watches ended" + (" and its connection was closed; it watches again from the current "
-                                         "records when it reconnects" if shut else ""), "refusals")
+        conns = {w.conn or w.lease.conn for w in watches} - {None}
+        where = next(iter(conns)).address if conns else None
+        for conn in conns:
+            self._shut_conn(conn)
+        self._log(f"zmq_server: a watcher from {where or '?'} fell {self.max_queued} messages behind "
+                  "(--max-queued): its watches ended and its connection was closed; it watches again "
+                  "from the current records when it reconnects", "refusals")
         if self.metrics is not None:
             self.metrics.refused("watch_behind")
+
+    def _shut_conn(self, conn):
+        """Shut connection ``conn`` down now, or at a later sweep when no fd
+        is left to reach it (or its ACCEPTED is not read yet)."""
+        if conn.shut:
+            return
+        done = self._shut_checked(conn) if conn.confirmed else None
+        if done is None:
+            self._to_shut.add(conn)
+        else:
+            conn.shut = True    # (shut, or the fd names another connection: this one is gone)
+            self._to_shut.discard(conn)
+
+    def _shut_checked(self, conn):
+        """``_shut_if_same`` through :meth:`_pin` (a spare fd when none is
+        left): True if shut, False if the fd is not that connection (any
+        more), None if no fd could be had (try again later)."""
+        pin = self._pin(conn.fd)
+        if pin is False:
+            return None
+        if pin is None:
+            return False
+        try:
+            return _peer_of(pin) == conn.peer and _shut(pin)
+        finally:
+            self._unpin(pin)
+
+    def _shut_later(self):
+        """From the sweep: the shuts :meth:`_shut_conn` could not do yet."""
+        for conn in list(self._to_shut):
+            if self.conns.fds.get(conn.fd) is not conn:
+                self._to_shut.discard(conn)     # closed meanwhile: the client saw it go
+            else:
+                self._shut_conn(conn)
 
     async def _expiry_loop(self, router):
         loop = asyncio.get_running_loop()
@@ -1166,6 +1201,8 @@ class Server:
             if self.idle_timeout > 0 and now >= self._idle_due:
                 self._idle_due = now + min(1.0, self.idle_timeout / 4)
                 self._close_idle(time.monotonic())
+            if self._to_shut:
+                self._shut_later()
             if self.state is not None:
                 self._state_check()     # (the sweep's expiries)
             if self.fd_refusals != self._fd_logged or self._fd_short:
@@ -1582,7 +1619,11 @@ class Server:
                 return lease
             if isinstance(request, p.Unwatch):
                 return registry.unwatch(lease, request.watch)
-            return registry.watch(lease, p.decode_header(header), routing, header, request.pattern, request.mode)
+            wid = p.decode_header(header)
+            reply = registry.watch(lease, wid, routing, header, request.pattern, request.mode)
+            if type(reply) is not p.ErrorReply:
+                lease.watches[wid].conn = self._conn    # (what to shut if it falls behind)
+            return reply
         if isinstance(request, p.KeepAlive):
             return registry.keepalive(request.lease, key, time.monotonic())
         if isinstance(request, p.Register):

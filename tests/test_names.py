@@ -238,12 +238,16 @@ def test_a_watch_nobody_reads_ends_at_its_bound_saying_it_fell_behind(directory,
         check_watch_bound(watcher, client)      # (test_etcd.py runs the same on etcd)
 
 
-def test_a_stopped_watcher_past_max_queued_is_reconnected_and_resyncs():
+@pytest.mark.parametrize("idle_timeout", ["30", "0"])
+def test_a_stopped_watcher_past_max_queued_is_reconnected_and_resyncs(idle_timeout):
     # A watcher whose process is stopped does not read its socket: the
     # server's ROUTER dropped its events past the queue's mark without a
     # word, so the watch kept a stale record once it ran again.  Now the
     # server ends its watches and shuts its connection, and the client
-    # watches again from the current records.
+    # watches again from the current records.  With --idle-timeout 0 the
+    # server did not track connections, so it could not shut this one: the
+    # watch ended and its client was never told (STALE); it tracks them
+    # whatever the timeout now.
     import signal
     from pyzmq.testing import ServerProcess
     from helpers import wait_until
@@ -267,7 +271,8 @@ else:
     print("STALE", [e.address[-12:] for e in w.records().values()], flush=True)
 c.close()
 """
-    with ServerProcess(quiet=True, extra_args=["--max-queued", "200", "--max-ttl", "600"]) as server:
+    with ServerProcess(quiet=True, extra_args=["--max-queued", "200", "--max-ttl", "600",
+                                               "--idle-timeout", idle_timeout]) as server:
         with Peer(code, server.address, last) as watcher:
             watcher.expect("READY")
             import zmq

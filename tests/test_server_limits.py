@@ -544,3 +544,43 @@ def test_the_state_schedule_writes_soon_and_boundedly():
     s.start(2, 0.5)
     s.done(False, 0.6)                               # failed: again after retry, the change still unsaved
     assert s.saved == 1 and s.due(2, 0.6) == 1.6
+
+
+def test_a_connection_to_shut_with_no_fd_left_is_shut_at_a_later_sweep():
+    """The shut of a watcher that fell behind is what tells its client, so
+    when no fd is left to check and shut its connection through (the
+    open-files limit, no spare left either) it waits for a later sweep
+    instead of being skipped (before, the watches ended and the client was
+    never told).  Real sockets, in a child whose fds are all taken."""
+    code = r"""
+import os, resource, socket
+from pyzmq.server import Server, Conn
+server = Server()
+a, b = socket.socketpair()
+conn = Conn(a.fileno(), 0.0)
+conn.peer, conn.address, conn.confirmed = a.getpeername(), "local", True
+server.conns.fds[conn.fd] = conn
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
+fill = []
+try:
+    while True:
+        fill.append(os.open(os.devnull, os.O_RDONLY))
+except OSError:
+    pass
+server._shut_conn(conn)
+print("waiting" if conn in server._to_shut and not conn.shut else "not kept")
+b.setblocking(False)
+try:
+    print("open" if b.recv(1) is None else "closed")
+except BlockingIOError:
+    print("open")
+os.close(fill.pop())
+server._shut_later()
+b.setblocking(True)
+b.settimeout(5)
+print("shut" if b.recv(1) == b"" and conn.shut and not server._to_shut else "not shut")
+"""
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30, env=child_env())
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["waiting", "open", "shut"], (r.stdout, r.stderr)
