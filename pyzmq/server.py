@@ -827,18 +827,34 @@ def _sender(zmq, sync):
     binding's base-class ``send`` with integer flags; False when the peer's
     queue is full (``--max-queued``; the ROUTER is ``ROUTER_MANDATORY``, so
     it says so instead of dropping the message without a word).  A peer
-    gone costs nothing."""
-    send = zmq.backend.Socket.send
-    more, last = int(zmq.NOBLOCK | zmq.SNDMORE), int(zmq.NOBLOCK)
+    gone costs nothing.
+
+    libzmq counts a queue's messages as written less those its I/O thread
+    said it read, and hears that through commands a send processes at most
+    about once a millisecond: sends in quick succession see a queue fuller
+    than it is (a client answered one request at a time met a full queue of
+    10 after 20 replies).  So a full queue is looked at again once after
+    reading ``ZMQ_EVENTS``, which processes them."""
+    send, get = zmq.backend.Socket.send, zmq.backend.Socket.get
+    more, last, events = int(zmq.NOBLOCK | zmq.SNDMORE), int(zmq.NOBLOCK), int(zmq.EVENTS)
     error, again = zmq.ZMQError, zmq.Again
 
     def send_message(frames):
+        # (a ROUTER refuses a message at its first frame, the routing id, or takes it all)
         try:
             for frame in frames[:-1]:
                 send(sync, frame, more)
             send(sync, frames[-1], last)
         except again:
-            return False
+            get(sync, events)
+            try:
+                for frame in frames[:-1]:
+                    send(sync, frame, more)
+                send(sync, frames[-1], last)
+            except again:
+                return False
+            except error:
+                pass
         except error:
             pass
         return True
@@ -1105,8 +1121,8 @@ class Server:
                         # events go before the reply, so a WATCH's snapshot batches
                         # arrive in order, the last one (the reply) marked synced
                         self._send_outbox(send_message)
-                    if out is not None:
-                        send_message(out)
+                    if out is not None and not send_message(out):
+                        self._reply_dropped(out[0])
                 if state and self.registry.changes != schedule.saved:
                     self._state_check()     # (a write soon: StateSchedule)
                 await asyncio.sleep(0)      # let the other tasks (ZAP, sweep) run between batches
@@ -1156,6 +1172,25 @@ class Server:
                   "from the current records when it reconnects", "refusals")
         if self.metrics is not None:
             self.metrics.refused("watch_behind")
+
+    def _reply_dropped(self, routing):
+        """A reply found its client's queue full (``--max-queued``): the
+        client sends and does not read (a stopped process, a pipelining
+        peer).  A dropped reply is never said to it, and it would wait for
+        it until its own timeout: so its connection is shut (and its
+        watches end, their events would have a gap as well).  A
+        ``DirectoryClient`` then sends its unanswered requests again on the
+        next connection; any client sees the disconnection."""
+        conn = self._conn
+        if conn is None or conn.shut or conn in self._to_shut:
+            return      # (being shut already: the rest of its replies go the same way)
+        self.registry.end_watches_to(routing)
+        self._shut_conn(conn)
+        self._log(f"zmq_server: a client from {conn.address or '?'} fell {self.max_queued} messages behind "
+                  "(--max-queued): a reply to it was dropped, so its connection was closed; it sends its "
+                  "requests again when it reconnects", "refusals")
+        if self.metrics is not None:
+            self.metrics.refused("reply_behind")
 
     def _shut_conn(self, conn):
         """Shut connection ``conn`` down now, or at a later sweep when no fd
@@ -1764,7 +1799,8 @@ def parse_args(argv=None):
     parser.add_argument("--max-queued", metavar="N", type=int, default=SNDHWM,
                         help="messages queued for a client that does not read them; past that its "
                              "watches end and its connection is closed, and it watches again from "
-                             "the current records when it reconnects (default: %(default)s)")
+                             "the current records (and sends unanswered requests again) when it "
+                             "reconnects (default: %(default)s)")
     parser.add_argument("--heartbeat", metavar="SECONDS", type=float, default=SERVER_HEARTBEAT_IVL_MS / 1000,
                         help="seconds between the server's ZMTP heartbeats on each connection; a peer "
                              "silent for three is dropped (default: %(default)g; 0: none, TCP keepalive "

@@ -584,3 +584,34 @@ print("shut" if b.recv(1) == b"" and conn.shut and not server._to_shut else "not
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30, env=child_env())
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == ["waiting", "open", "shut"], (r.stdout, r.stderr)
+
+
+def test_a_client_whose_replies_do_not_fit_its_queue_is_disconnected_not_left_waiting():
+    """A client that sends requests and reads none (a stopped process; here
+    a raw DEALER pipelining LISTs of big replies) fills its queue
+    (--max-queued): the server dropped the rest of its replies without a
+    word, so whatever it waited for never came, and it could not tell a
+    lost reply from a slow one.  Now the first reply that does not fit
+    shuts its connection (logged): the client sees the disconnection, and
+    a DirectoryClient sends its unanswered requests again on the next
+    connection."""
+    import zmq
+    with ServerProcess(quiet=True, extra_args=["--max-queued", "10"]) as server:
+        with DirectoryClient(server.address, timeout=5.0) as owner:
+            for i in range(100):
+                owner.register("E", f"big.{i:03d}." + "x" * 200, "127.0.0.1:1")
+            ctx = zmq.Context()
+            try:
+                sock = ctx.socket(zmq.DEALER)
+                sock.linger = 0
+                sock.sndhwm = 0
+                monitor = sock.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+                sock.connect(f"tcp://{server.address}")
+                for i in range(3000):       # about 25 KB a reply, 75 MB in all: past every buffer
+                    sock.send_multipart([p.encode_header(i + 1), p.encode_request(p.List("big.*", "", 1000))])
+                assert monitor.poll(20_000), "the server kept the connection of a client it could not answer"
+            finally:
+                ctx.destroy(linger=0)
+            assert wait_until(lambda: any("fell 10 messages behind (--max-queued): a reply to it was dropped"
+                                          in line for line in server.logs()), 5), server.logs()[-5:]
+            assert owner.lookup("big.000." + "x" * 200) == ("E", "127.0.0.1:1", "")   # others still served
