@@ -46,6 +46,11 @@ RECONNECT_IVL_MS = 200
 RECONNECT_IVL_MAX_MS = 2000
 CLOSE_WAIT = 1.0      # at most this long for the REVOKE of a clean close (seconds)
 MAX_SOCKETS = 32768   # of the directory clients' context (3 per client)
+# The keeper has at most this many requests in flight (the names it registers
+# again under a new lease go in waves of it): the server queues at most
+# --max-queued messages for a client (default 100,000) and shuts the
+# connection of one whose reply does not fit, so a burst must stay below it.
+MAX_IN_FLIGHT = 100
 
 
 class DirectoryError(Error):
@@ -1336,7 +1341,7 @@ class DirectoryClient(DirectoryBackend):
     def _send(self, zmq):
         """Send queued calls while the link takes them."""
         kept = collections.deque()
-        while self._queue:
+        while self._queue and len(self._pending) < MAX_IN_FLIGHT:
             call = self._queue.popleft()
             if call.abandoned and call.on_reply is None:
                 continue
