@@ -84,7 +84,7 @@ def main(argv=None):
                         help="with --scale clients: zmq_server --heartbeat for the idle-CPU figure; "
                              "give it several times to compare them (servers started in turn, "
                              "twice each, alternating)")
-    parser.add_argument("--only", choices=["lookup", "clients", "e2e"],
+    parser.add_argument("--only", choices=["lookup", "clients", "e2e", "state"],
                         help="with --scale: run only this part (and skip the plain-vs-CURVE rows)")
     parser.add_argument("--root", metavar="DIR",
                         help="import pyzmq (client and server) from this checkout instead of this "
@@ -143,7 +143,64 @@ def scale_parts(args):
             many_clients(args)
     if args.only in (None, "e2e") and args.instances:
         end_to_end(args)
+    if args.only == "state":
+        state_cost(args)
     return 0
+
+
+def _register_keyed(address, count, server_public, public, secret, prefix):
+    """REGISTERs of keyed names pipelined on one CURVE DEALER (``count`` at
+    most one lease's worth); returns names/s."""
+    import zmq
+    ctx = zmq.Context()
+    try:
+        sock = ctx.socket(zmq.DEALER)
+        sock.linger = 0
+        sock.curve_serverkey, sock.curve_publickey, sock.curve_secretkey = (
+            server_public.encode(), public.encode(), secret.encode())
+        sock.connect(f"tcp://{address}")
+        sock.send_multipart([p.encode_header(0), p.encode_request(p.Lease(300_000, "bench", 0, "bench"))])
+        lease = p.decode_reply(sock.recv_multipart()[1]).lease
+        sent = got = 0
+        started = time.perf_counter()
+        while got < count:
+            while sent < count and sent - got < 500:
+                sock.send_multipart([p.encode_header(sent + 1), p.encode_request(
+                    p.Register(lease, "E", f"{prefix}{sent:07d}", "127.0.0.1:5555", public))])
+                sent += 1
+            reply = p.decode_reply(sock.recv_multipart()[1])
+            assert isinstance(reply, p.Ok), reply
+            got += 1
+        return count / (time.perf_counter() - started)
+    finally:
+        ctx.destroy(linger=0)
+
+
+def state_cost(args):
+    """``--only state``: REGISTERs of keyed names on a CURVE zmq_server
+    without and with ``--state FILE`` (every one is a change the file must
+    get), servers started in turn, twice each, alternating."""
+    count = min(args.names, p.MAX_NAMES_PER_LEASE)
+    server_public, server_secret = pyzmq.curve_keypair()
+    public, secret = pyzmq.curve_keypair()
+    print(f"\nREGISTER of {count:,} keyed names pipelined on one CURVE DEALER, without and with --state "
+          f"(load average {os.getloadavg()[0]:.1f} at start)")
+    with tempfile.TemporaryDirectory() as tmp:
+        secret_file = os.path.join(tmp, "directory.key")
+        fd = os.open(secret_file, os.O_WRONLY | os.O_CREAT, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(server_secret + "\n")
+        for run in range(2):
+            for with_state in (False, True):
+                extra = ["--curve-secret", secret_file, "--max-ttl", "600"]
+                state = os.path.join(tmp, f"state{run}.json")
+                if with_state:
+                    extra += ["--state", state]
+                with ServerProcess(quiet=True, extra_args=extra) as server:
+                    rate = _register_keyed(server.address, count, server_public, public, secret, f"k{run}.")
+                size = os.path.getsize(state) if with_state and os.path.exists(state) else 0
+                print(f"run {run + 1}, {'with --state' if with_state else 'without':13}: {rate:,.0f} names/s"
+                      + (f" (final file {size:,} bytes)" if with_state else ""))
 
 
 def machine(args):

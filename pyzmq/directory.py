@@ -46,6 +46,11 @@ RECONNECT_IVL_MS = 200
 RECONNECT_IVL_MAX_MS = 2000
 CLOSE_WAIT = 1.0      # at most this long for the REVOKE of a clean close (seconds)
 MAX_SOCKETS = 32768   # of the directory clients' context (3 per client)
+# The keeper has at most this many requests in flight (the names it registers
+# again under a new lease go in waves of it): the server queues at most
+# --max-queued messages for a client (default 100,000) and shuts the
+# connection of one whose reply does not fit, so a burst must stay below it.
+MAX_IN_FLIGHT = 100
 
 
 class DirectoryError(Error):
@@ -571,10 +576,17 @@ class DirectoryClient(DirectoryBackend):
     a lock held) for each name the directory refused when this client
     registered it again under a new lease; such names are also kept in
     ``lost``.
+
+    ``lease=False`` makes a client that holds no lease until one is needed
+    (what ``zmq_names`` uses): ``lookup``, ``list``, ``info`` and ``ping``
+    need none, so opening only checks that the directory answers (a PING);
+    ``subscribe`` (and ``wait_for``) take one then, since a WATCH lives
+    under a lease; ``register`` raises, as on an ``EtcdDirectory`` made
+    with ``lease=False``.
     """
 
     def __init__(self, hostname, timeout=5.0, server_key=None, secret_key=None, ttl=p.DEFAULT_TTL,
-                 on_lost=None):
+                 on_lost=None, lease=True):
         import zmq
         from pyzmq.curve import check_key, curve_keypair, curve_public
         if on_lost is not None and not callable(on_lost):
@@ -625,7 +637,10 @@ class DirectoryClient(DirectoryBackend):
         self._tcp_up = False               # TCP connected, ZeroMQ handshake not yet done
         self._refusal = None               # DirectoryError of the last refused handshake
         self._last_failure = "not connected yet"
-        self._opened = threading.Event()   # the first lease was granted, or opening failed
+        self._opened = threading.Event()   # the first lease was granted (or PING answered), or opening failed
+        self._lease_at_open = bool(lease)  # False: no lease until subscribe() needs one
+        self._want_lease = bool(lease)     # a lease is held, or asked for
+        self._answered = False             # (lease=False) the PING of the opening was answered
         self._seen = collections.deque(maxlen=6)   # the last socket events (for error messages)
         self._rounds = 0
         self._open_error = None
@@ -690,10 +705,13 @@ class DirectoryClient(DirectoryBackend):
                                         name=f"pyzmq-directory-{self.address}", daemon=True)
         self._keeper.start()
         deadline = time.monotonic() + self.timeout
-        self._acquire_lease(deadline)
+        if lease:
+            self._acquire_lease(deadline)
+        else:
+            self._submit(_Call(lambda current: p.Ping(), False, deadline, on_reply=self._pinged, keeper=True))
         self._opened.wait(self.timeout)
         with self._lock:
-            error = self._open_error or (None if self._lease else self._open_timeout())
+            error = self._open_error or (None if self._lease or self._answered else self._open_timeout())
         if error is not None:
             self._shutdown()
             raise error
@@ -734,6 +752,7 @@ class DirectoryClient(DirectoryBackend):
         when the lease had to be renewed from scratch.
         """
         p.validate_kind(kind), p.validate_name(name), p.validate_address(address), p.validate_key(key)
+        self._check_may_hold(name)
         self._request(lambda lease: p.Register(lease, kind, name, address, key), name, True,
                       on_ok=lambda: self._names.__setitem__(name, (kind, address, key)))
 
@@ -746,6 +765,7 @@ class DirectoryClient(DirectoryBackend):
     def unregister(self, name):
         """Withdraw global ``name``, which this client must have registered."""
         p.validate_name(name)
+        self._check_may_hold(name)
         with self._lock:
             was_mine = self._names.pop(name, None) is not None
             if was_mine and (self._lease is None or not self._connected):
@@ -755,6 +775,12 @@ class DirectoryClient(DirectoryBackend):
         except DirectoryError as exc:
             if not (was_mine and exc.code == p.NOT_FOUND):
                 raise
+
+    def _check_may_hold(self, name):
+        if not self._lease_at_open:
+            raise Error(f"cannot register or unregister {name!r}: this client of the directory at "
+                        f"{self.address} was made without a lease (lease=False), so it holds no names; "
+                        "make one without lease=False")
 
     def ping(self):
         """Check that the directory answers; raise Error if it does not."""
@@ -813,7 +839,11 @@ class DirectoryClient(DirectoryBackend):
         call = _Call(lambda lease: p.Watch(lease, handle.pattern, mode), True, math.inf,
                      on_reply=lambda call, reply: None, keeper=False)
         call.handle = handle
-        self._submit(call)
+        with self._lock:    # (the WATCH is queued before any answer to the LEASE can be read)
+            if not self._want_lease and not self._closed:
+                self._want_lease = True     # (lease=False: a WATCH lives under a lease)
+                self._acquire_lease(time.monotonic() + self.timeout)
+            self._submit(call)
 
     def _unwatch(self, handle):
         with self._lock:
@@ -1100,7 +1130,9 @@ class DirectoryClient(DirectoryBackend):
                 return Timeout(f"the directory at {self.address} accepted the connection but did not "
                                f"answer the ZeroMQ greeting within {self.timeout:g} s")
             if self._connected:
-                return Timeout(f"the directory at {self.address} did not grant a lease within {self.timeout:g} s")
+                return Timeout(f"the directory at {self.address} did not " +
+                               ("grant a lease" if self._lease_at_open else "answer a PING") +
+                               f" within {self.timeout:g} s")
         reason = (f"no answer within {self.timeout:g} s" if self._last_failure == "not connected yet"
                   else self._last_failure)
         if not self._seen:
@@ -1159,6 +1191,11 @@ class DirectoryClient(DirectoryBackend):
             self._queue.appendleft(call)
         self._wakeup()
 
+    def _pinged(self, call, reply):
+        """(lease=False) The opening's PING was answered: the directory is there."""
+        self._answered = True
+        self._opened.set()
+
     def _granted(self, call, reply):
         self._leasing = False
         self._hold = False      # the re-registrations queued below go before any later request
@@ -1166,6 +1203,8 @@ class DirectoryClient(DirectoryBackend):
             if isinstance(reply, p.ErrorReply):
                 self._open_error = DirectoryError(f"the directory at {self.address} refused a lease: "
                                                   f"{_printable(reply.message)}", reply.code)
+                if not self._lease_at_open and self._lease is None:
+                    self._refuse_lease_calls(self._open_error)
             self._opened.set()
             return
         first = self._lease is None and not self._opened.is_set()
@@ -1184,6 +1223,22 @@ class DirectoryClient(DirectoryBackend):
         for name, (kind, address, key) in list(self._names.items()):
             self._queue.appendleft(_Call(lambda lease, k=kind, n=name, a=address, c=key: p.Register(lease, k, n, a, c),
                                          True, math.inf, on_reply=self._reregistered, keeper=True))
+
+    def _refuse_lease_calls(self, error):
+        """(lease=False) The lease a WATCH asked for was refused: the calls
+        waiting for it fail with that, their watches too, and the next
+        subscribe() asks again."""
+        self._want_lease = False
+        keep = collections.deque()
+        for call in self._queue:
+            if not call.needs_lease:
+                keep.append(call)
+                continue
+            call.error = error
+            call.complete()
+            if call.handle is not None:
+                call.handle._fail(error)
+        self._queue = keep
 
     def _reregistered(self, call, reply):
         if isinstance(reply, p.ErrorReply) and reply.code != p.NO_LEASE:
@@ -1242,14 +1297,16 @@ class DirectoryClient(DirectoryBackend):
             # wakes the keeper (a call, watch(), the monitor, close), so it
             # sleeps until then rather than every ROUND_MAX: 2,000 instances
             # in a process make 2,000 keepers.
-            idle = (self._lease is not None and self._connected and not self._queue and not self._pending
-                    and not self._wanted)
+            idle = ((self._lease is not None or not self._want_lease) and self._connected and not self._queue
+                    and not self._pending and not self._wanted)
         now = time.monotonic()
         timeout = ROUND_MAX
         if self._lease is not None:
             timeout = max(0.0, self._renew_at - now if idle else min(timeout, self._renew_at - now))
+        elif idle:
+            timeout = None      # (no lease to renew: only what wakes it)
         poller.register(self._sock_fd, zmq.POLLIN if watch_fd else 0)
-        events = dict(poller.poll(timeout * 1000))
+        events = dict(poller.poll(None if timeout is None else timeout * 1000))
         if self._wake_fd in events or self._wake_r in events:   # (zmq.Poller answers the fd)
             try:
                 while self._wake_r.recv(4096):
@@ -1284,7 +1341,7 @@ class DirectoryClient(DirectoryBackend):
     def _send(self, zmq):
         """Send queued calls while the link takes them."""
         kept = collections.deque()
-        while self._queue:
+        while self._queue and len(self._pending) < MAX_IN_FLIGHT:
             call = self._queue.popleft()
             if call.abandoned and call.on_reply is None:
                 continue
@@ -1425,6 +1482,8 @@ class DirectoryClient(DirectoryBackend):
                         # is the lease still there (or did the directory restart)?
                         self._hold = True
                         self._renew(time.monotonic())
+                    elif not self._leasing:
+                        self._hold = False      # (lease=False: no lease to check, nothing to wait for)
                     self._rewatch()
                 self._connected = self._ever_connected = True
                 self._refusal = None

@@ -73,8 +73,9 @@ def main(argv=None):
         if is_etcd_url(args.directory):
             client = EtcdDirectory(args.directory, timeout=args.timeout, lease=False)     # it only reads
         else:
+            # no lease to read; `watch` takes one (a WATCH lives under a lease)
             client = DirectoryClient(args.directory, timeout=args.timeout,
-                                     server_key=args.directory_key)
+                                     server_key=args.directory_key, lease=False)
     except (Error, ValueError, TypeError) as exc:
         print(f"zmq_names: {exc}", file=sys.stderr)
         return 1

@@ -7,6 +7,7 @@ between where a test needs to watch or tamper."""
 import os
 import random
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -581,5 +582,87 @@ def test_names_held_for_their_keys_survive_a_restart_with_state(tmp_path, keys):
         server.kill()
         server.start()          # a damaged file: said, and the server starts without it
         assert server.wait_for_log(f"cannot read the state in {state}", 5.0), server.logs()
+    finally:
+        server.stop()
+
+
+def _state_server(tmp_path, keys, *more):
+    secret = write(tmp_path / "server.key", keys["server"][1] + "\n")
+    allow = write(tmp_path / "allow", f"{keys['alice'][0]}\n{keys['bob'][0]}\n", 0o644)
+    state = tmp_path / "state.json"
+    return ServerProcess(extra_args=["--curve-secret", secret, "--curve-allow", allow, "--state", str(state),
+                                     *more]), state
+
+
+def _held_names(state):
+    import json
+    try:
+        return {name for name, _key, _until in json.loads(state.read_text())["held"]}
+    except (OSError, ValueError):
+        return set()
+
+
+def test_every_clean_stop_writes_the_final_state(tmp_path, keys):
+    # SIGTERM, SIGINT and the end of the parent's pipe (how pyzmq.Directory
+    # and ServerProcess stop their child) all write the state before exiting,
+    # however soon after the last change they come
+    server, state = _state_server(tmp_path, keys)
+    for i, stop in enumerate(("SIGTERM", "SIGINT", "pipe")):
+        server.start()
+        try:
+            with alice(server, keys) as owner:
+                owner.register("E", f"last{i}", "127.0.0.1:1", key=keys["alice"][0])
+                if stop == "pipe":
+                    server.proc.stdin.close()
+                else:
+                    server.proc.send_signal(getattr(signal, stop))
+                assert server.proc.wait(10) == 0, server.logs()[-5:]
+                owner._abandon()
+        finally:
+            server.stop()
+        assert f"last{i}" in _held_names(state), (stop, state.read_text())
+
+
+def test_a_change_soon_after_a_write_is_written_soon_too(tmp_path, keys):
+    # The sweep wrote the state at most once a second: a change made just
+    # after a write waited up to 1.2 s, so a SIGKILL half a second after it
+    # lost it.  Now a change is written within about 0.05 s (at most 0.1 s
+    # after the previous write began; more under load, see StateSchedule).
+    server, state = _state_server(tmp_path, keys)
+    server.start()
+    try:
+        owner = alice(server, keys)
+        owner.register("E", "first", "127.0.0.1:1", key=keys["alice"][0])
+        assert wait_until(lambda: "first" in _held_names(state), 5), "no state written"
+        owner.register("E", "second", "127.0.0.1:2", key=keys["alice"][0])
+        time.sleep(0.5)         # (a generous margin over the write's 0.05-0.15 s)
+        server.kill()
+        owner._abandon()
+        assert {"first", "second"} <= _held_names(state), state.read_text()
+        server.start()
+        assert server.wait_for_log("kept 2 names held for their CURVE keys from", 5.0), server.logs()
+    finally:
+        server.stop()
+
+
+def test_held_names_keep_what_was_left_of_their_grace_period_across_a_restart(tmp_path, keys):
+    # a hold is written with the time of day it ends and read back with what
+    # is left of it: not a whole grace period again from the restart
+    server, state = _state_server(tmp_path, keys, "--key-grace", "30")
+    server.start()
+    try:
+        with alice(server, keys) as owner:
+            owner.register("E", "left", "127.0.0.1:2", key=keys["alice"][0])
+            owner.unregister("left")
+        assert wait_until(lambda: "left" in _held_names(state), 5), "no state written"
+        time.sleep(1.6)         # (so that a hold made whole again would say 30 s, this one 28 or less)
+        server.stop()
+        server.start()
+        with DirectoryClient(server.address, server_key=keys["server"][0], secret_key=keys["bob"][1]) as bob:
+            with pytest.raises(DirectoryError, match=r"held for the CURVE key of its last owner for another "
+                                                     r"(\d+) s") as info:
+                bob.register("E", "left", "127.0.0.1:9", key=keys["bob"][0])
+        left = int(re.search(r"for another (\d+) s", str(info.value)).group(1))
+        assert 0 < left <= 29, str(info.value)
     finally:
         server.stop()

@@ -238,12 +238,16 @@ def test_a_watch_nobody_reads_ends_at_its_bound_saying_it_fell_behind(directory,
         check_watch_bound(watcher, client)      # (test_etcd.py runs the same on etcd)
 
 
-def test_a_stopped_watcher_past_max_queued_is_reconnected_and_resyncs():
+@pytest.mark.parametrize("idle_timeout", ["30", "0"])
+def test_a_stopped_watcher_past_max_queued_is_reconnected_and_resyncs(idle_timeout):
     # A watcher whose process is stopped does not read its socket: the
     # server's ROUTER dropped its events past the queue's mark without a
     # word, so the watch kept a stale record once it ran again.  Now the
     # server ends its watches and shuts its connection, and the client
-    # watches again from the current records.
+    # watches again from the current records.  With --idle-timeout 0 the
+    # server did not track connections, so it could not shut this one: the
+    # watch ended and its client was never told (STALE); it tracks them
+    # whatever the timeout now.
     import signal
     from pyzmq.testing import ServerProcess
     from helpers import wait_until
@@ -267,7 +271,8 @@ else:
     print("STALE", [e.address[-12:] for e in w.records().values()], flush=True)
 c.close()
 """
-    with ServerProcess(quiet=True, extra_args=["--max-queued", "200", "--max-ttl", "600"]) as server:
+    with ServerProcess(quiet=True, extra_args=["--max-queued", "200", "--max-ttl", "600",
+                                               "--idle-timeout", idle_timeout]) as server:
         with Peer(code, server.address, last) as watcher:
             watcher.expect("READY")
             import zmq
@@ -297,3 +302,28 @@ c.close()
         assert wait_until(lambda: any("fell 200 messages behind (--max-queued): its watches ended and its "
                                       "connection was closed" in line for line in server.logs()), 5), \
             server.logs()[-5:]
+
+
+def test_zmq_names_reads_without_a_lease_and_watches_under_one():
+    # zmq_names took a lease for every command, though LIST, INFO and PING
+    # need none: on a directory whose leases were all taken (--max-leases)
+    # it could not even list.  Now it reads without one; a WATCH still
+    # lives under a lease (the lease is what ends the watch of a client that
+    # went away, and what caps its watches), so `watch` takes one then, and
+    # says so clearly when the directory has none to give.
+    from pyzmq.testing import ServerProcess
+    with ServerProcess(quiet=True, extra_args=["--max-leases", "1"]) as server:
+        with DirectoryClient(server.address, timeout=5.0) as owner:     # the only lease
+            owner.register("E", "held", "127.0.0.1:1")
+            r = zmq_names(server.address, "ls")
+            assert r.returncode == 0 and r.stdout.startswith("held\texchange\t127.0.0.1:1\t"), (r.stdout, r.stderr)
+            r = zmq_names(server.address, "info", "held")
+            assert r.returncode == 0 and "address: 127.0.0.1:1" in r.stdout, r.stderr
+            r = zmq_names(server.address, "ping")
+            assert r.returncode == 0, r.stderr
+            r = zmq_names(server.address, "watch")
+            assert r.returncode == 1 and "refused a lease" in r.stderr and "--max-leases" in r.stderr, r.stderr
+            with DirectoryClient(server.address, timeout=5.0, lease=False) as reader:
+                assert [e.name for e in reader.list()] == ["held"]
+                with pytest.raises(pyzmq.Error, match="without a lease"):
+                    reader.register("E", "mine", "127.0.0.1:2")

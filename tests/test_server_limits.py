@@ -506,3 +506,119 @@ def test_a_watcher_that_falls_behind_is_handled_once_per_outbox():
     assert behind == [b"stuck"]
     assert sent == [(b"fine", b"h", b"e")]
     assert fake.registry.outbox == []
+
+
+def test_the_state_schedule_writes_soon_and_boundedly():
+    """StateSchedule (no I/O, times passed in): a change is written soon;
+    a stream of changes makes a bounded number of writes, fewer when a
+    write takes long; a failed write is tried again later."""
+    from pyzmq.server import StateSchedule
+    s = StateSchedule(saved=0, delay=0.05, min_gap=0.1, share=0.2, retry=1.0)
+    assert s.due(0, 0.0) is None                     # nothing changed
+    assert s.due(1, 10.0) == 10.05                   # a change: soon
+    assert s.due(3, 10.04) == 10.05                  # more changes meanwhile: the same write
+    s.start(3, 10.05)
+    assert s.due(4, 10.06) is None                   # one write at a time
+    s.done(True, 10.06)
+    assert s.saved == 3
+    assert s.due(4, 10.07) == 10.15                  # the next no sooner than min_gap after the last began
+    # under a stream of changes, every 1 ms for 10 s, writes that take 1 ms:
+    # about one every min_gap, not one per change
+    s = StateSchedule(delay=0.05, min_gap=0.1, share=0.2)
+    writes, changes, now, due = 0, 0, 0.0, None
+    while now < 10.0:
+        changes += 1
+        if due is None:
+            due = s.due(changes, now)
+        if due is not None and now >= due:
+            s.start(changes, now)
+            s.done(True, now + 0.001)
+            writes, due = writes + 1, None
+        now += 0.001
+    assert 80 <= writes <= 100, writes
+    # writes that take 0.1 s: at most a fifth of the time goes to them
+    s = StateSchedule(delay=0.05, min_gap=0.1, share=0.2)
+    s.start(1, 0.0)
+    s.done(True, 0.1)
+    assert s.due(2, 0.1) == 0.5
+    s.start(2, 0.5)
+    s.done(False, 0.6)                               # failed: again after retry, the change still unsaved
+    assert s.saved == 1 and s.due(2, 0.6) == 1.6
+
+
+def test_a_connection_to_shut_with_no_fd_left_is_shut_at_a_later_sweep():
+    """The shut of a watcher that fell behind is what tells its client, so
+    when no fd is left to check and shut its connection through (the
+    open-files limit, no spare left either) it waits for a later sweep
+    instead of being skipped (before, the watches ended and the client was
+    never told).  Real sockets, in a child whose fds are all taken."""
+    code = r"""
+import os, resource, socket
+from pyzmq.server import Server, Conn
+server = Server()
+a, b = socket.socketpair()
+conn = Conn(a.fileno(), 0.0)
+conn.peer, conn.address, conn.confirmed = a.getpeername(), "local", True
+server.conns.fds[conn.fd] = conn
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
+fill = []
+try:
+    while True:
+        fill.append(os.open(os.devnull, os.O_RDONLY))
+except OSError:
+    pass
+server._shut_conn(conn)
+print("waiting" if conn in server._to_shut and not conn.shut else "not kept")
+b.setblocking(False)
+try:
+    print("open" if b.recv(1) is None else "closed")
+except BlockingIOError:
+    print("open")
+os.close(fill.pop())
+server._shut_later()
+b.setblocking(True)
+b.settimeout(5)
+print("shut" if b.recv(1) == b"" and conn.shut and not server._to_shut else "not shut")
+"""
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30, env=child_env())
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["waiting", "open", "shut"], (r.stdout, r.stderr)
+
+
+def test_a_client_whose_replies_do_not_fit_its_queue_is_disconnected_not_left_waiting():
+    """A client that sends requests and reads none (a stopped process; here
+    a raw DEALER pipelining LISTs of big replies) fills its queue
+    (--max-queued): the server dropped the rest of its replies without a
+    word, so whatever it waited for never came, and it could not tell a
+    lost reply from a slow one.  Now the first reply that does not fit
+    shuts its connection (logged): the client sees the disconnection, and
+    a DirectoryClient sends its unanswered requests again on the next
+    connection."""
+    import zmq
+    with ServerProcess(quiet=True, extra_args=["--max-queued", "10"]) as server:
+        with DirectoryClient(server.address, timeout=5.0) as owner:
+            for i in range(100):
+                owner.register("E", f"big.{i:03d}." + "x" * 200, "127.0.0.1:1")
+            ctx = zmq.Context()
+            try:
+                sock = ctx.socket(zmq.DEALER)
+                sock.linger = 0
+                sock.sndhwm = 0
+                monitor = sock.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+                sock.connect(f"tcp://{server.address}")
+                for i in range(3000):       # about 25 KB a reply, 75 MB in all: past every buffer
+                    sock.send_multipart([p.encode_header(i + 1), p.encode_request(p.List("big.*", "", 1000))])
+                assert wait_until(lambda: any("fell 10 messages behind (--max-queued): a reply to it was "
+                                              "dropped" in line for line in server.logs()), 20), server.logs()[-5:]
+                # it reads what had come (a stopped client running again), then sees the end
+                got, deadline = 0, time.monotonic() + 30
+                while not monitor.poll(0) and time.monotonic() < deadline:
+                    if sock.poll(100):
+                        sock.recv_multipart()
+                        got += 1
+                assert monitor.poll(0), f"the server kept the connection of a client it could not answer ({got})"
+                assert got < 3000
+            finally:
+                ctx.destroy(linger=0)
+            assert owner.lookup("big.000." + "x" * 200) == ("E", "127.0.0.1:1", "")   # others still served
