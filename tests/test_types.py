@@ -155,3 +155,21 @@ def test_package_ships_its_types():
     shipped = data["tool"]["setuptools"]["package-data"]["pyzmq"]
     assert "py.typed" in shipped and "*.pyi" in shipped
     assert (ROOT / "pyzmq" / "py.typed").exists() and (ROOT / "pyzmq" / "_zmq.pyi").exists()
+
+
+def test_cython_code_can_cimport_the_core_without_warnings(tmp_path):
+    """The C-level declarations (src/_zmq.pxd, found through
+    src/pyzmq/_zmq.pxd) are cimportable as pyzmq._zmq with include/ and src/
+    on the include path, and Cython says nothing of their layout."""
+    pytest.importorskip("Cython")
+    user = tmp_path / "user.pyx"
+    user.write_text("from pyzmq._zmq cimport Engine\n\n"
+                    "def exchanges(Engine e):\n    return e.nex\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "cython", "-3", "-I", str(ROOT / "include"),
+         "-I", str(ROOT / "src"), str(user), "-o", str(tmp_path / "user.c")],
+        cwd=str(tmp_path), capture_output=True, text=True, timeout=120)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    assert "warning" not in out.lower(), out
+    assert (tmp_path / "user.c").exists()
