@@ -15,4 +15,5 @@ cdef extern from "errno.h" nogil:
     enum:
         EACCES
         EMFILE
+        ENOMEM
         EPROTO

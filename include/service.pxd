@@ -14,7 +14,7 @@ cdef extern from "service.h" nogil:
         SV_UP
         SV_DOWN
         SV_WATCH_EVENTS
-    sv_service *sv_new(const char *prefix, size_t plen)
+    int sv_new(sv_service **out, const char *prefix, size_t plen)
     int sv_add(sv_service *sv, void *xpub, int fd)
     void sv_remove(sv_service *sv, void *xpub)
     void sv_release(sv_service *sv)

@@ -10,6 +10,7 @@ only, and the public key to PATH.pub.
 import argparse
 import os
 import sys
+from typing import TypeVar, overload
 
 from pyzmq import _zmq
 
@@ -25,6 +26,13 @@ def curve_public(secret: str) -> str:
     return _zmq.curve_public(strip_key(secret))
 
 
+_T = TypeVar("_T")
+
+
+@overload
+def strip_key(key: str) -> str: ...
+@overload
+def strip_key(key: _T) -> _T: ...
 def strip_key(key: object) -> object:
     """A key as given, less surrounding whitespace when it is a str (a key
     read from a file ends in a newline); anything else is returned as is,

@@ -17,7 +17,7 @@ import os
 import threading
 import warnings
 import weakref
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Dict, Iterable, List, Optional, Tuple, TypedDict
 
 from pyzmq import _zmq
@@ -29,6 +29,9 @@ from pyzmq.protocol import validate_name
 
 if TYPE_CHECKING:
     from typing_extensions import Self
+
+    from pyzmq.directory import DirectoryClient
+    from pyzmq.etcd_directory import EtcdDirectory
 
 SCOPE_LOCAL = _zmq.SCOPE_LOCAL
 SCOPE_GLOBAL = _zmq.SCOPE_GLOBAL
@@ -50,11 +53,12 @@ FOLLOW_ANY = "any"              # to any record, keyless too (plain bindings' de
 FOLLOW_NEVER = "never"          # stay where bind() connected
 _FOLLOW = (FOLLOW_SAME_KEY, FOLLOW_ANY_KEY, FOLLOW_ANY, FOLLOW_NEVER)
 
-_live = weakref.WeakSet()
+_live: weakref.WeakSet[ZMQ] = weakref.WeakSet()
 
 # Global objects owned by instances of this process, by registered address:
 # a binder in this process connects to them through inproc, not TCP.
-_here = {}                  # "IP:port" -> (weakref to owner, inproc endpoint)
+# "IP:port" -> (weakref to owner, inproc endpoint)
+_here: Dict[str, Tuple[weakref.ref[ZMQ], str]] = {}
 _here_lock = threading.Lock()
 
 _zap_serial = itertools.count(1)
@@ -68,9 +72,8 @@ class _Object:
     scope: int
     location: str             # as the user gave it
     style: int = STYLE_DATA_DISTRIBUTION
-    hwm: int = None           # the queue's own mark, if given
-    address: str = None       # "IP:port" registered in the directory (global only)
-    bound_to: list = field(default_factory=list)
+    hwm: Optional[int] = None     # the queue's own mark, if given
+    address: Optional[str] = None # "IP:port" registered in the directory (global only)
 
     def describe(self):
         where = f" at {self.address}" if self.address else ""
@@ -160,7 +163,7 @@ class ZMQ(_zmq.Engine):
                             f"not {type(on_lost).__name__}")
         self._require_curve = bool(require_curve)
         self._on_lost = on_lost
-        self._lost = {}         # name -> reason: global names this instance lost
+        self._lost: Dict[str, str] = {}     # name -> reason: global names this instance lost
         self._timeout = check_seconds(timeout, "timeout", at_most=86400)
         self._bind_timeout = check_seconds(bind_timeout, "bind_timeout")
         linger = check_seconds(linger, "linger", at_most=86400)
@@ -168,11 +171,10 @@ class ZMQ(_zmq.Engine):
         check_hwm(hwm)
         secret_key, allowed = _zmq.check_curve_args(secret_key, allowed_keys)
         self._configure(hwm, int(linger * 1000))
-        self._objects = {}
-        self._exchange_ids = {}
-        self._bindings = []
-        self._remote = []       # _Remote per binding that connects to another owner
-        self._directory = None
+        self._objects: Dict[str, _Object] = {}
+        self._bindings: List[Tuple[str, str]] = []
+        self._remote: List[_Remote] = []    # per binding that connects to another owner
+        self._directory: Optional[DirectoryClient | EtcdDirectory] = None
         if hostname is not None:
             self._directory = self._open_directory(hostname, directory_key, secret_key,
                                                    etcd_options)
@@ -181,8 +183,10 @@ class ZMQ(_zmq.Engine):
         if secret_key is not None:
             domain = f"pyzmq-wiring/{os.getpid()}/{next(_zap_serial)}"
             self._curve_setup(secret_key, domain)
+            zap_domain = self._zap_domain
+            assert zap_domain is not None       # _curve_setup just set it
             try:
-                _zmq._zap_allow(self._zap_domain, allowed)
+                _zmq._zap_allow(zap_domain, allowed)
             except BaseException:
                 if self._directory is not None:
                     self._directory.close()
@@ -853,7 +857,8 @@ class ZMQ(_zmq.Engine):
             return "<pyzmq.ZMQ closed>"
         if not hasattr(self, "_objects"):      # its __init__ failed early
             return "<pyzmq.ZMQ not set up>"
-        directory = self._directory.address if getattr(self, "_directory", None) else None
+        client = getattr(self, "_directory", None)
+        directory = client.address if client is not None else None
         exchanges = ", ".join(o.describe() for o in self._objects.values() if o.kind == "exchange")
         queues = ", ".join(o.describe() for o in self._objects.values() if o.kind == "queue")
         bindings = ", ".join(f"{e}->{q}" for e, q in self._bindings)
@@ -878,19 +883,24 @@ class _LostHook:
             inst._on_lost(name, reason)
 
 
+# a global object's directory record as bind() uses it: (address "IP:port",
+# CURVE key (Z85) or None)
+_Record = Tuple[str, Optional[str]]
+
+
 @dataclass
 class _BindPlan:
     """One bind() between its checks and its wiring."""
     exchange: str
     queue: str
-    ex: object              # this instance's _Object, or None (remote)
-    q: object
-    mark: int
-    follow: object
-    key: object
-    wait: object = None     # seconds to wait for a remote name not registered yet
-    ex_rec: tuple = None    # (address, key or None) of a remote one
-    q_rec: tuple = None
+    ex: Optional[_Object]   # this instance's _Object, or None (remote)
+    q: Optional[_Object]
+    mark: int               # the binding's high-water mark, -1: the instance's
+    follow: Optional[str]   # a FOLLOW_* policy, or None (the default for its key)
+    key: Optional[str]      # bind(key=): the remote object's pinned key (Z85)
+    wait: Optional[float] = None    # seconds to wait for a remote name not registered yet
+    ex_rec: Optional[_Record] = None    # the remote one's directory record
+    q_rec: Optional[_Record] = None
 
 
 @dataclass
@@ -904,15 +914,15 @@ class _Remote:
     eid: int
     handle: _zmq.BindingHandle
     endpoint: str
-    key: object = None      # the CURVE key it connects with, or None
+    key: Optional[str] = None       # the CURVE key it connects with, or None
     serial: int = 0         # of the directory answer last looked at (or, at first,
                             # the serial when bind() looked it up: older answers are stale)
     follow: str = "any"     # its FOLLOW_* policy
-    expected: object = None # the key a record must have to be followed (same-key), or None
-    refused: str = None     # why it did not follow the latest record, or None
-    refused_record: tuple = None
+    expected: Optional[str] = None  # the key a record must have to be followed (same-key), or None
+    refused: Optional[str] = None   # why it did not follow the latest record, or None
+    refused_record: Optional[_Record] = None
     pinned: bool = False    # expected came from bind(key=)
-    binding: tuple = None   # (exchange name, queue name) of its bind()
+    binding: Optional[Tuple[str, str]] = None   # (exchange name, queue name) of its bind()
 
 
 def _here_entry(address):

@@ -82,10 +82,14 @@ cdef class _Binder(_Core):
     cdef int _ensure_service(self) except -1:
         """Make the instance's service state (src/service.h) if it has none
         yet: its thread starts with the first listener or watch."""
+        cdef int err
         if self.svc == NULL:
-            self.svc = sv_new(<char *>_SYNC_PREFIX, len(_SYNC_PREFIX))
-            if self.svc == NULL:
+            err = sv_new(&self.svc, <char *>_SYNC_PREFIX, len(_SYNC_PREFIX))
+            if err == ENOMEM:
                 raise MemoryError("cannot set up the instance's service thread")
+            if err:
+                # its wake-up pipe takes two fds: EMFILE says which limit
+                _raise_out_of_files("cannot set up the instance's service thread", err)
         return 0
 
     cdef int _watch_push(self, void *s, str endpoint, int state) except -1:
@@ -299,8 +303,12 @@ cdef class _Binder(_Core):
         cdef QueueSlot *q = self._queue(qid)
         cdef bytes ep = endpoint.encode()
         if q.pull != NULL:
-            # an undo while another error is raised: its own failure (the
-            # endpoint was never bound) must not replace that error
+            # an undo while another error is raised: its own failure must
+            # not replace that error.  It fails only for an endpoint not
+            # bound (ENOENT), and `endpoint` is the one _queue_listen
+            # returned (libzmq's ZMQ_LAST_ENDPOINT, ports resolved); and
+            # the caller then drops the queue (_drop_new closes its PULL),
+            # but for the slot asyncio cannot drop (a newer one came)
             zmq_unbind(q.pull, ep)
 
     def _queue_subscribe(self, Py_ssize_t qid, str endpoint, timeout, _Binder owner=None,

@@ -53,11 +53,16 @@ def _socket_limits():
 cdef int _raise_no_socket() except -1:
     """A failed zmq_socket(): EMFILE names the limit that was hit and how to
     raise it; anything else as libzmq says."""
-    cdef int err = zmq_errno()
+    return _raise_out_of_files("cannot create a socket", zmq_errno())
+
+
+cdef int _raise_out_of_files(str what, int err) except -1:
+    """A failure to get a socket or another file descriptor: EMFILE names
+    the limit that was hit and how to raise it; anything else as is."""
     if err != EMFILE:
-        _raise_errno("cannot create a socket", err)
+        _raise_errno(what, err)
     cap, soft, hard = _socket_limits()
-    raise Error(f"cannot create a socket: the process reached its limit of {cap} libzmq "
+    raise Error(f"{what}: the process reached its limit of {cap} libzmq "
                 f"sockets or of {soft} open files (every socket takes a file descriptor, "
                 f"every TCP connection another); raise the open-file limit before starting "
                 f"(ulimit -n, up to the hard limit {hard}, or the service manager's "
@@ -73,5 +78,10 @@ def _term_context():
     _zap_stop()     # its REP socket would hold zmq_ctx_term forever
     _ctx = NULL
     with nogil:
-        zmq_ctx_term(ctx)
+        # EINTR (a signal reached this thread while lingering sockets
+        # drained) leaves the context up and their messages unsent: it is
+        # to be restarted, as zmq_ctx_term(3) says.  The caller bounds the
+        # whole wait (wiring._close_all_at_exit joins this thread 5 s).
+        while zmq_ctx_term(ctx) != 0 and zmq_errno() == EINTR:
+            pass
 

@@ -15,12 +15,15 @@ cdef void *_monitor(void *s, str endpoint, int events) except NULL:
     """A PAIR receiving s's monitor events of the kinds in `events`.  Call it
     before s connects, so no event is missed."""
     cdef bytes ep = endpoint.encode()
+    cdef int err
     if zmq_socket_monitor(s, ep, events) != 0:
-        _raise_zmq("cannot monitor a socket")
+        # libzmq makes a socket of its own for the monitor: EMFILE too
+        _raise_out_of_files("cannot monitor a socket", zmq_errno())
     cdef void *m = zmq_socket(_context(), ZMQ_PAIR)
     if m == NULL:
+        err = zmq_errno()
         zmq_socket_monitor(s, NULL, 0)
-        _raise_zmq("cannot create a monitor socket")
+        _raise_out_of_files("cannot create a monitor socket", err)
     if _setopt_int(m, ZMQ_LINGER, 0) != 0 or zmq_connect(m, ep) != 0:
         zmq_close(m)
         zmq_socket_monitor(s, NULL, 0)
@@ -29,6 +32,11 @@ cdef void *_monitor(void *s, str endpoint, int events) except NULL:
 
 
 cdef void _unmonitor(void *s, void *mon) noexcept:
+    """Stop s's monitor, then close its PAIR.  Unchecked: both fail only on
+    a pointer that is not a socket (ENOTSOCK: a bug, not a condition) or a
+    context being terminated (ETERM: no monitor is left to stop), and this
+    runs on undo and close paths, which have an error of their own to raise
+    or none to raise."""
     zmq_socket_monitor(s, NULL, 0)
     zmq_close(mon)
 

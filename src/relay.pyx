@@ -92,6 +92,11 @@ cdef void _relay_loop(void *sub, void *push, void *ctl) noexcept nogil:
     room or for the stop message, whichever comes first.  Multi-frame
     messages (the exchange's answers to binders' syncs) are dropped, as
     every receiver drops them.
+
+    A failure other than EAGAIN or EINTR ends the loop (and the thread,
+    which closes the sockets).  On a SUB's receive and a PUSH's
+    non-blocking send that is ETERM alone (the context is being terminated,
+    at exit), so there is no binder left to tell.
     """
     cdef zmq_msg_t msg
     cdef zmq_pollitem_t items[2]

@@ -100,22 +100,35 @@ typedef struct sv_service {
     size_t plen;
 } sv_service;
 
-static sv_service *sv_new(const char *prefix, size_t plen)
+/* A new service state in *out (its thread starts with the first listener
+ * or watch).  Returns 0 or an errno: the wake-up pipe fails with EMFILE
+ * when the process is out of file descriptors, which the caller must tell
+ * apart from being out of memory. */
+static int sv_new(sv_service **out, const char *prefix, size_t plen)
 {
+    int rc;
     if (plen >= SV_TOPIC_MAX)
-        return NULL;
+        return EINVAL;
     sv_service *sv = (sv_service *)calloc(1, sizeof(sv_service));
     if (sv == NULL)
-        return NULL;
+        return ENOMEM;
     if (pipe2(sv->wake, O_CLOEXEC | O_NONBLOCK) != 0) {
+        rc = errno;
         free(sv);
-        return NULL;
+        return rc;
     }
-    pthread_mutex_init(&sv->lock, NULL);
+    rc = pthread_mutex_init(&sv->lock, NULL);
+    if (rc != 0) {
+        close(sv->wake[0]);
+        close(sv->wake[1]);
+        free(sv);
+        return rc;
+    }
     sv->refs = 1;
     memcpy(sv->prefix, prefix, plen);
     sv->plen = plen;
-    return sv;
+    *out = sv;
+    return 0;
 }
 
 static void sv_destroy(sv_service *sv)
@@ -125,6 +138,9 @@ static void sv_destroy(sv_service *sv)
         free(sv->ls[i].pending);
     free(sv->ls);
     free(sv->ws);
+    /* the last user is gone: a failed close (EINTR still frees the fd on
+     * Linux) or destroy (the mutex is unlocked and unused by now) leaves
+     * nothing to undo and nobody to tell */
     close(sv->wake[0]);
     close(sv->wake[1]);
     pthread_mutex_destroy(&sv->lock);
@@ -257,7 +273,7 @@ static void *sv_run(void *arg)
 {
     sv_service *sv = (sv_service *)arg;
     struct pollfd *pf = NULL;
-    int cap = 0, n, nl, nw, i, timeout, last;
+    int cap = 0, n, nl, nw, i, timeout, last, rc;
     char buf[64];
     sv_lock(sv);
     while (!sv->stop) {
@@ -299,13 +315,23 @@ static void *sv_run(void *arg)
            timeout, nothing would make this thread look (sv_touch_locked) */
         sv->asleep = timeout < 0;
         sv_unlock(sv);
-        if (poll(pf, n + 1, timeout) > 0 && pf[0].revents)
+        rc = poll(pf, n + 1, timeout);
+        if (rc > 0 && pf[0].revents) {
             while (read(sv->wake[0], buf, sizeof buf) > 0)
                 ;
+        } else if (rc < 0 && errno != EINTR) {
+            /* ENOMEM, or EINVAL once the open-file limit was lowered below
+             * the fds polled: poll() would fail again at once, and looping
+             * on it would spin a core.  Look every SV_PENDING_MS instead
+             * (as when the poll set cannot grow) until it works again. */
+            usleep(SV_PENDING_MS * 1000);
+        }
         sv_lock(sv);
         sv->asleep = 0;
         if (sv->stop)
             break;
+        /* a failed sync answer has nobody to be reported to here: its
+         * binder's bind() times out and says so */
         sv_serve_locked(sv);
         sv_watches_read_locked(sv);
     }
@@ -327,10 +353,18 @@ static int sv_start_locked(sv_service *sv)
     sigset_t all, old;
     if (sv->started)
         return 0;
-    pthread_attr_init(&attr);
-    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-    pthread_attr_setstacksize(&attr, 256 * 1024);
-    /* signals (Ctrl-C) are for the threads that run Python */
+    rc = pthread_attr_init(&attr);
+    if (rc != 0)
+        return rc;
+    /* These two fail only on arguments, constants here (EINVAL: a detach
+     * state other than the two, a stack under PTHREAD_STACK_MIN, which is
+     * 16 KiB on x86-64 Linux and 128 KiB on arm64); were they refused, the
+     * thread would run joinable (nobody joins it: its stack stays after it
+     * ends) or on the default stack, and work all the same. */
+    (void)pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    (void)pthread_attr_setstacksize(&attr, 256 * 1024);
+    /* signals (Ctrl-C) are for the threads that run Python; sigfillset and
+     * pthread_sigmask fail only on a bad pointer or `how` (EINVAL) */
     sigfillset(&all);
     pthread_sigmask(SIG_BLOCK, &all, &old);
     rc = pthread_create(&t, &attr, sv_run, sv);
@@ -435,6 +469,9 @@ static int sv_watch_remove(sv_service *sv, void *sock)
              * lock its I/O thread holds while it writes an event, and a
              * write to a full PAIR would wait for a reader */
             sv_watch_read_locked(&sv->ws[i]);
+            /* both fail only on a socket that is not one (ENOTSOCK) or a
+             * context being terminated (ETERM), where there is no monitor
+             * left to stop; the owner is closing sock either way */
             zmq_socket_monitor(sock, NULL, 0);
             zmq_close(sv->ws[i].mon);
             sv->ws[i] = sv->ws[sv->nws - 1];
@@ -498,8 +535,8 @@ static void sv_release(sv_service *sv)
     /* the watched PUSHes are still open: their monitors stop before
      * the PAIRs close (see sv_watch_remove) */
     for (i = 0; i < sv->nws; i++) {
-        sv_watch_read_locked(&sv->ws[i]);       /* see sv_watch_remove */
-        zmq_socket_monitor(sv->ws[i].sock, NULL, 0);
+        sv_watch_read_locked(&sv->ws[i]);       /* see sv_watch_remove (and why */
+        zmq_socket_monitor(sv->ws[i].sock, NULL, 0);    /* these go unchecked) */
         zmq_close(sv->ws[i].mon);
     }
     sv->nws = 0;

@@ -12,6 +12,8 @@ import time
 import weakref
 from pathlib import Path
 
+import pytest
+
 import pyzmq
 from pyzmq import wiring
 from pyzmq.testing import PeerProcess
@@ -35,6 +37,51 @@ def wait_until(predicate, timeout, interval=0.05):
         if value or time.monotonic() >= deadline:
             return value
         time.sleep(interval)
+
+
+def process_state(pid):
+    """The state letter of process ``pid`` in /proc (R, S, T, Z, ...), or
+    None once it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return None
+
+
+def gone(pid):
+    """True when process ``pid`` has exited (a zombie not reaped yet counts)."""
+    return process_state(pid) in (None, "Z", "X")
+
+
+def wait_gone(pid, timeout=10.0):
+    """Wait up to ``timeout`` for process ``pid`` to exit; whether it did."""
+    return wait_until(lambda: gone(pid), timeout)
+
+
+def close_in_forked_child(engine, timeout=10.0):
+    """Fork; the child closes ``engine`` (its parent's, so it must only
+    forget its sockets) and exits 0 when the engine then reads as closed, 2
+    when not, 1 on an exception.  Returns the child's exit code; fails the
+    test when the child hangs for ``timeout`` seconds."""
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            engine._close()
+            code = 0 if engine.closed else 2
+        finally:
+            os._exit(code)
+    deadline = time.monotonic() + timeout
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        if time.monotonic() > deadline:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+            pytest.fail("the child hung closing its parent's engine")
+        time.sleep(0.02)
 
 
 def child_env(**extra):

@@ -17,7 +17,7 @@ import time
 import pytest
 
 import bench        # perf/ is on sys.path (pyproject.toml: pytest's pythonpath)
-from helpers import PERF, ROOT
+from helpers import PERF, ROOT, gone
 
 BENCH = PERF / "bench.py"
 
@@ -26,15 +26,6 @@ def run_bench(*args, timeout=120):
     env = dict(os.environ, PYZMQ_BENCH_NO_REEXEC="1")
     return subprocess.run([sys.executable, str(BENCH), *map(str, args)], capture_output=True,
                           text=True, timeout=timeout, env=env, cwd=str(ROOT))
-
-
-def alive(pid):
-    """True if `pid` runs (a zombie counts as gone)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def only(paths):
@@ -126,7 +117,7 @@ def test_tiny_run_leaves_no_process_behind(tiny_run):
     meta = json.loads(only(list(out.glob("bench-*.json"))).read_text())["meta"]
     pids = [meta["zmq_server"]["pid"], *meta["busy_core_pids"]]
     assert len(pids) == 2
-    assert not any(alive(pid) for pid in pids)
+    assert all(gone(pid) for pid in pids)
 
 
 # ------------------------------------------------------------ failures

@@ -17,7 +17,7 @@ import time
 import pytest
 
 import pyzmq
-from helpers import Peer, wait_until
+from helpers import Peer, close_in_forked_child, process_state, wait_until
 
 BUSY = 3.0
 COUNT = 10
@@ -91,7 +91,8 @@ def test_bind_timeout_names_the_exchange(directory):
     with Peer(SYNC_OWNER, directory, "sleep", 30, 0) as owner:
         owner.expect("READY")
         os.kill(owner.proc.pid, signal.SIGSTOP)
-        assert wait_until(lambda: _stopped(owner.proc.pid), 5), "the owner did not stop"
+        # SIGSTOP takes effect asynchronously
+        assert wait_until(lambda: process_state(owner.proc.pid) == "T", 5), "the owner did not stop"
         try:
             with pyzmq.ZMQ(directory, bind_timeout=0.5) as z:
                 z.create_queue("Q")
@@ -100,11 +101,6 @@ def test_bind_timeout_names_the_exchange(directory):
         finally:
             os.kill(owner.proc.pid, signal.SIGCONT)
 
-
-def _stopped(pid):
-    """Whether process pid is stopped (SIGSTOP takes effect asynchronously)."""
-    with open(f"/proc/{pid}/stat") as f:
-        return f.read().rsplit(")", 1)[1].split()[0] == "T"
 
 
 
@@ -136,25 +132,7 @@ def test_a_forked_child_leaves_the_parents_service_thread_alone():
     try:
         eid = owner._new_exchange()
         ep = owner._exchange_listen(eid, "tcp://127.0.0.1:0")
-        pid = os.fork()
-        if pid == 0:            # the child: close (and collect) the parent's engine
-            code = 1
-            try:
-                owner._close()
-                code = 0 if owner.closed else 2
-            finally:
-                os._exit(code)
-        deadline = time.monotonic() + 10
-        while True:
-            done, status = os.waitpid(pid, os.WNOHANG)
-            if done:
-                break
-            if time.monotonic() > deadline:
-                os.kill(pid, signal.SIGKILL)
-                os.waitpid(pid, 0)
-                pytest.fail("the child hung closing its parent's engine")
-            time.sleep(0.02)
-        assert os.waitstatus_to_exitcode(status) == 0
+        assert close_in_forked_child(owner) == 0
         qid = binder._new_queue()
         binder._queue_subscribe(qid, ep, 5)     # the parent's thread still answers
         owner.send(eid, b"after the fork")

@@ -16,23 +16,7 @@ import pytest
 import pyzmq
 from pyzmq.testing import PeerProcess, ServerProcess
 
-
-def gone(pid):
-    """True when process ``pid`` has exited (a zombie waiting to be reaped counts)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
-    except FileNotFoundError:
-        return True
-
-
-def wait_gone(pid, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if gone(pid):
-            return True
-        time.sleep(0.05)
-    return False
+from helpers import gone, wait_gone
 
 
 def test_directory_is_a_real_server_and_stops_with_its_block():

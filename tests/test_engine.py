@@ -23,6 +23,8 @@ import pyzmq
 import pyzmq.asyncio
 from pyzmq import _zmq
 
+from helpers import close_in_forked_child
+
 zmq_binding = pytest.importorskip("zmq")   # the pyzmq socket binding (import name zmq)
 
 
@@ -544,16 +546,7 @@ def test_an_open_relay_is_stopped_without_waiting_when_collected():
 def test_a_forked_child_never_closes_its_parents_sockets(engine):
     eid, _ = local_pair(engine)
     engine.send(eid, b"before")
-    pid = os.fork()
-    if pid == 0:            # the child: close (and collect) the parent's engine
-        code = 1
-        try:
-            engine._close()
-            code = 0 if engine.closed else 2
-        finally:
-            os._exit(code)
-    _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0
+    assert close_in_forked_child(engine) == 0
     assert engine.pid == os.getpid() and not engine.closed
     assert engine.receive(timeout=2) == b"before"
     engine.send(eid, b"after")

@@ -12,12 +12,11 @@ import signal
 import sys
 import threading
 import time
-from pathlib import Path
 
 import nbformat
 from nbclient import NotebookClient
 
-ROOT = Path(__file__).resolve().parent.parent
+from helpers import ROOT, gone, wait_gone
 
 CELLS = [
     # 0: the embedded directory
@@ -95,14 +94,6 @@ def outputs(cell):
     return "".join(parts)
 
 
-def gone(pid):
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
-    except FileNotFoundError:
-        return True
-
-
 def test_notebook_sync_then_top_level_await(tmp_path, monkeypatch):
     spec = tmp_path / "jupyter" / "kernels" / "pyzmq-wiring-test"
     spec.mkdir(parents=True)
@@ -150,11 +141,8 @@ def test_notebook_sync_then_top_level_await(tmp_path, monkeypatch):
     assert texts[7].strip() == "closed True"
 
     # the kernel is gone, and the zmq_server it owned with it
-    deadline = time.monotonic() + 10
-    while not gone(server) and time.monotonic() < deadline:
-        time.sleep(0.05)
     try:
-        assert gone(server), "the notebook's zmq_server outlived its kernel"
+        assert wait_gone(server), "the notebook's zmq_server outlived its kernel"
     finally:
         if not gone(server):
             os.kill(server, 9)

@@ -17,12 +17,13 @@ import pyzmq.asyncio
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def mypy(tmp_path, *targets):
-    """Run ``mypy --strict`` with this interpreter, from a directory outside
-    the checkout (so pyzmq is found the way an installed package is)."""
+def mypy(tmp_path, *targets, options=("--strict",)):
+    """Run ``mypy --strict`` (or mypy with other ``options``) with this
+    interpreter, from a directory outside the checkout (so pyzmq is found
+    the way an installed package is)."""
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "MYPYPATH")}
     proc = subprocess.run(
-        [sys.executable, "-m", "mypy", "--strict", "--no-incremental",
+        [sys.executable, "-m", "mypy", *options, "--no-incremental",
          "--cache-dir", str(tmp_path / "cache"), *map(str, targets)],
         cwd=str(tmp_path), env=env, capture_output=True, text=True, timeout=300)
     return proc.returncode, proc.stdout + proc.stderr
@@ -32,6 +33,16 @@ def test_mypy_strict_reports_nothing_on_the_examples(tmp_path):
     examples = sorted((ROOT / "examples").glob("*.py"))
     assert len(examples) >= 4
     rc, out = mypy(tmp_path, *examples)
+    assert rc == 0, out
+    assert "Success: no issues found" in out
+
+
+def test_mypy_reports_nothing_on_the_package(tmp_path):
+    """The package's own modules, checked under the project's settings
+    (pyproject.toml's [tool.mypy]): their annotations agree with each
+    other and with the C core's stub, _zmq.pyi."""
+    rc, out = mypy(tmp_path, ROOT / "pyzmq",
+                   options=("--config-file", str(ROOT / "pyproject.toml")))
     assert rc == 0, out
     assert "Success: no issues found" in out
 
@@ -144,3 +155,21 @@ def test_package_ships_its_types():
     shipped = data["tool"]["setuptools"]["package-data"]["pyzmq"]
     assert "py.typed" in shipped and "*.pyi" in shipped
     assert (ROOT / "pyzmq" / "py.typed").exists() and (ROOT / "pyzmq" / "_zmq.pyi").exists()
+
+
+def test_cython_code_can_cimport_the_core_without_warnings(tmp_path):
+    """The C-level declarations (src/_zmq.pxd, found through
+    src/pyzmq/_zmq.pxd) are cimportable as pyzmq._zmq with include/ and src/
+    on the include path, and Cython says nothing of their layout."""
+    pytest.importorskip("Cython")
+    user = tmp_path / "user.pyx"
+    user.write_text("from pyzmq._zmq cimport Engine\n\n"
+                    "def exchanges(Engine e):\n    return e.nex\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "cython", "-3", "-I", str(ROOT / "include"),
+         "-I", str(ROOT / "src"), str(user), "-o", str(tmp_path / "user.c")],
+        cwd=str(tmp_path), capture_output=True, text=True, timeout=120)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    assert "warning" not in out.lower(), out
+    assert (tmp_path / "user.c").exists()
