@@ -647,7 +647,11 @@ cdef class _Binder(_Core):
         cdef size_t n = sizeof(int)
         if zmq_getsockopt(s, ZMQ_TYPE, &kind, &n) != 0:
             _raise_zmq("cannot read a binding socket's type")
-        if kind == ZMQ_PUSH and (self.svc == NULL or not sv_watch_reset(self.svc, s)):
+        cdef bytes old_ep = (<str>old_endpoint).encode() if old_endpoint is not None else None
+        # the watch ignores the old endpoint's events from now on: libzmq
+        # keeps its session (and its connecter retrying) for the linger
+        if kind == ZMQ_PUSH and (self.svc == NULL or not sv_watch_reset(
+                self.svc, s, <const char *>old_ep if old_ep is not None else NULL, new_ep)):
             # a PUSH not watched yet (it was inproc): from now on, if TCP
             self._watch_push(s, new_endpoint, SV_NEW)
         if zmq_connect(s, new_ep) != 0:

@@ -201,9 +201,9 @@ cdef class _Drain:
         return True
 
     cdef int _relay_step(self) except -1:
-        """Look at each relay: the number still passing on (R_WAIT) and,
-        after the deadline, the number still dropping, as (wait, dropping)
-        in self.  Never waits."""
+        """Look at each relay (after the deadline: tell those still passing
+        on to DROP).  Returns the number still passing on (R_WAIT) plus
+        the number still dropping << 16.  Never waits."""
         cdef int k, st, waiting = 0, dropping = 0
         cdef _Relay relay
         cdef pzr *r
