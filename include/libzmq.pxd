@@ -15,6 +15,7 @@ cdef extern from "zmq.h" nogil:
         ZMQ_PUSH
         ZMQ_PULL
         ZMQ_XPUB
+        ZMQ_XSUB
         ZMQ_PAIR
         ZMQ_REQ
         ZMQ_REP

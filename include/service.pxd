@@ -30,4 +30,4 @@ cdef extern from "service.h" nogil:
     int sv_watch_add(sv_service *sv, void *sock, void *mon, int fd, int state)
     int sv_watch_remove(sv_service *sv, void *sock)
     int sv_watch_state(sv_service *sv, void *sock, int *ups)
-    int sv_watch_reset(sv_service *sv, void *sock)
+    int sv_watch_reset(sv_service *sv, void *sock, const char *old, const char *new_)

@@ -411,7 +411,8 @@ class ZMQ(wiring.ZMQ):
             q_ep, q_key = wiring._target(*plan.q_rec)
             ex_ep, ex_key = wiring._target(*plan.ex_rec)
             await self._complete(self._relay_start(ex_ep, q_ep, self._bind_timeout,
-                                                   ex_key, q_key, mark, exchange_name))
+                                                   ex_key, q_key, mark, exchange_name,
+                                                   f"{exchange_name!r} -> {queue_name!r}"))
         if (exchange_name, queue_name) not in self._bindings:
             self._bind_done(plan)
 

@@ -271,19 +271,22 @@ class ZMQ(_zmq.Engine):
         libzmq does not say how much that is (docs/reliability.md)."""
         names = {o.id: o.name for o in self._objects.values() if o.kind == "exchange"}
         if left:
+            # a relay (both objects remote) is named by its label, "'E' -> 'Q'"
             log.warning("close(): %d messages had not left this process after %g s "
-                        "(exchanges %s: their consumers are slow or stalled); "
+                        "(%s: their consumers are slow or stalled); "
                         "they are dropped", left, seconds,
-                        ", ".join(repr(names.get(e, e)) for e in late))
+                        ", ".join(f"relay {e}" if isinstance(e, str) else
+                                  f"exchange {names.get(e, e)!r}" for e in late))
         for d in departed:
             if d["full"]:
                 what = "its pipe was full: messages queued for it were not delivered"
             else:
                 what = ("messages may still have been queued for it (libzmq does not "
                         "say; there may be none)")
-            log.warning("close(): the consumer of exchange %r at %s %s, so close() did not "
+            log.warning("close(): the consumer of %s at %s %s, so close() did not "
                         "wait for it; %s, and they are kept only for the socket's linger",
-                        names.get(d["exchange"], d["exchange"]), d["endpoint"],
+                        f"relay {d['relay']}" if d.get("relay") else
+                        f"exchange {names.get(d['exchange'], d['exchange'])!r}", d["endpoint"],
                         ("had gone when close() began" if d["connected"] else
                          "was not reachable when close() began") if d["when"] == "before"
                         else "went while close() waited", what)
@@ -526,7 +529,7 @@ class ZMQ(_zmq.Engine):
             q_ep, q_key = _target(*plan.q_rec)
             ex_ep, ex_key = _target(*plan.ex_rec)
             self._relay(ex_ep, q_ep, self._bind_timeout, _owner_here(plan.ex_rec[0]),
-                        ex_key, q_key, mark, exchange_name)
+                        ex_key, q_key, mark, exchange_name, f"{exchange_name!r} -> {queue_name!r}")
         self._bind_done(plan)
 
     # bind() in steps, shared with asyncio.ZMQ.bind (which looks names up

@@ -5,6 +5,7 @@
 from libzmq cimport zmq_msg_t, zmq_pollitem_t
 from posixpoll cimport pollfd
 from service cimport sv_service
+from relay cimport pzr
 
 # Bytes objects at least this large are lent to libzmq instead of copied.
 cdef enum:
@@ -104,17 +105,24 @@ cdef class _PendingBind:
     cdef bint synced            # the SUB has its sync answer
     cdef str qwhat
     cdef str qendpoint
+    cdef str label              # the relay's name in close()'s report
 
 
 cdef class _Relay:
-    cdef void *sub
+    cdef void *sub          # an XSUB (src/relay.h says why)
     cdef void *push
     cdef void *ctl          # read by the relay thread
-    cdef void *ctl_peer     # written by the owner to stop it
+    cdef void *ctl_peer     # written by the owner: DRAIN, STOP, DROP
+    cdef pzr *r             # the thread's state (src/relay.h): its sockets once it runs
     cdef long n                     # serial in its control endpoint's name
     cdef long pid           # the process that made the sockets
     cdef object thread
     cdef list stashed       # what its SUB delivered while syncing: passed on first
+    cdef readonly str label         # how close() names it: "'E' -> 'Q'"
+    cdef readonly str qendpoint     # its queue's endpoint
+    cdef int watch(self, bint queue_side, str prefix, int state) except -1
+    cdef int set_topic(self, bytes topic) except -1
+    cdef bint command(self, const char *cmd) noexcept
     cdef void stop(self, bint wait) noexcept
     cdef void close_sockets(self) noexcept
 
@@ -180,16 +188,16 @@ cdef class _Binder(_Core):
     cdef void *_queue_pull(self, Py_ssize_t qid) except NULL
     cdef int _subscribe_and_sync(self, void *s, str endpoint, Py_ssize_t qid,
                                  double deadline, _Binder owner, bint curve,
-                                 str what) except -1
+                                 str what, bytes topic) except -1
     cdef int _subscribe_and_sync_mon(self, void *s, str endpoint, Py_ssize_t qid,
                                      double deadline, _Binder owner, bint curve,
-                                     void *mon, str what) except -1
+                                     void *mon, str what, bytes topic) except -1
     cdef int _sync_read(self, void *s, bytes topic, Py_ssize_t qid, str endpoint) except -1
     cdef BindingHandle _attach_sub(self, Py_ssize_t qid, void *s)
     cdef BindingHandle _attach_push(self, Py_ssize_t eid, void *s, str endpoint)
     cdef _Relay _relay_sockets(self, exchange_key, queue_key, int hwm)
     cdef int _relay_go(self, _Relay relay, str exchange_endpoint,
-                       str queue_endpoint) except -1
+                       str queue_endpoint, str label) except -1
     cdef object _relay_step(self, _PendingBind p)
     cdef int _service(self) except -1
     cdef double _follow_from(self) noexcept

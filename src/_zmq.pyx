@@ -36,6 +36,7 @@ from cpython.pythread cimport PyThread_get_thread_ident
 from libzmq cimport *
 from posixpoll cimport pollfd, poll, POLLIN, errno, EACCES, EMFILE, ENOMEM, EPROTO
 from service cimport *
+from relay cimport *
 from zerocopy cimport zw_loan, zw_give_back, zw_lend, zw_cancel, zw_collect, zw_outstanding
 
 import collections

@@ -18,11 +18,22 @@ cdef bytes _sync_topic():
 
 
 cdef int _sub_connect(void *s, str endpoint, bytes topic) except -1:
-    """Connect a binder's SUB and subscribe to everything, then to its sync
-    topic (subscriptions on one pipe apply in order)."""
+    """Connect a binder's SUB (or a relay's XSUB) and subscribe to
+    everything, then to its sync topic (subscriptions on one pipe apply in
+    order)."""
+    cdef int kind = 0
+    cdef size_t n = sizeof(int)
+    cdef bytes sub
     if zmq_connect(s, endpoint.encode()) != 0:
         _raise_zmq(f"cannot connect to {endpoint}")
-    if (zmq_setsockopt(s, ZMQ_SUBSCRIBE, b"", 0) != 0
+    if zmq_getsockopt(s, ZMQ_TYPE, &kind, &n) != 0:
+        _raise_zmq("cannot read a binding socket's type")
+    if kind == ZMQ_XSUB:
+        # an XSUB subscribes by sending: \x01 + topic
+        for sub in (b"\x01", b"\x01" + topic):
+            if zmq_send(s, <char *>sub, len(sub), ZMQ_DONTWAIT) < 0:
+                _raise_zmq(f"cannot subscribe to the exchange at {endpoint}")
+    elif (zmq_setsockopt(s, ZMQ_SUBSCRIBE, b"", 0) != 0
             or zmq_setsockopt(s, ZMQ_SUBSCRIBE, <char *>topic, len(topic)) != 0):
         _raise_zmq(f"cannot subscribe to the exchange at {endpoint}")
     return 0
@@ -326,7 +337,7 @@ cdef class _Binder(_Core):
         try:
             self._curve_client_opts(s, serverkey)
             self._subscribe_and_sync(s, endpoint, qid, deadline, owner, bool(serverkey),
-                                     _exchange_what(name, endpoint))
+                                     _exchange_what(name, endpoint), _sync_topic())
         except BaseException:
             zmq_close(s)
             raise
@@ -338,7 +349,7 @@ cdef class _Binder(_Core):
 
     cdef int _subscribe_and_sync(self, void *s, str endpoint, Py_ssize_t qid,
                                  double deadline, _Binder owner, bint curve,
-                                 str what) except -1:
+                                 str what, bytes topic) except -1:
         cdef void *mon = NULL
         cdef Py_ssize_t kept = self.stash.n
         if curve:
@@ -348,7 +359,7 @@ cdef class _Binder(_Core):
                            _HANDSHAKE_EVENTS & ~ZMQ_EVENT_HANDSHAKE_SUCCEEDED)
         try:
             return self._subscribe_and_sync_mon(s, endpoint, qid, deadline, owner, curve, mon,
-                                                what)
+                                                what, topic)
         except BaseException:
             # the bind failed: what this SUB delivered meanwhile (everything
             # stashed since we started) belongs to no binding
@@ -360,8 +371,7 @@ cdef class _Binder(_Core):
 
     cdef int _subscribe_and_sync_mon(self, void *s, str endpoint, Py_ssize_t qid,
                                      double deadline, _Binder owner, bint curve,
-                                     void *mon, str what) except -1:
-        cdef bytes topic = _sync_topic()
+                                     void *mon, str what, bytes topic) except -1:
         cdef zmq_pollitem_t items[2]
         cdef Handshake h
         memset(&h, 0, sizeof(h))
@@ -645,7 +655,11 @@ cdef class _Binder(_Core):
         cdef size_t n = sizeof(int)
         if zmq_getsockopt(s, ZMQ_TYPE, &kind, &n) != 0:
             _raise_zmq("cannot read a binding socket's type")
-        if kind == ZMQ_PUSH and (self.svc == NULL or not sv_watch_reset(self.svc, s)):
+        cdef bytes old_ep = (<str>old_endpoint).encode() if old_endpoint is not None else None
+        # the watch ignores the old endpoint's events from now on: libzmq
+        # keeps its session (and its connecter retrying) for the linger
+        if kind == ZMQ_PUSH and (self.svc == NULL or not sv_watch_reset(
+                self.svc, s, <const char *>old_ep if old_ep is not None else NULL, new_ep)):
             # a PUSH not watched yet (it was inproc): from now on, if TCP
             self._watch_push(s, new_endpoint, SV_NEW)
         if zmq_connect(s, new_ep) != 0:
@@ -654,24 +668,28 @@ cdef class _Binder(_Core):
     # ---- relays: binding two remote global objects --------------------------
 
     def _relay(self, str exchange_endpoint, str queue_endpoint, timeout, _Binder owner=None,
-               exchange_key=None, queue_key=None, int hwm=-1, str name=None):
+               exchange_key=None, queue_key=None, int hwm=-1, str name=None, str label=None):
         """Bind a remote exchange to a remote queue through this process.
 
-        A SUB on the exchange's listener (synced as in _queue_subscribe) and a
-        PUSH to the queue, joined by _relay_loop in a thread of its own until
-        this instance closes."""
+        An XSUB on the exchange's listener (synced as in _queue_subscribe) and
+        a PUSH to the queue, joined by pzr_run (src/relay.h) in a thread of
+        its own until this instance closes (close() drains it first).  label:
+        how close() names the relay ("'E' -> 'Q'")."""
         self._check()
         cdef double deadline = _deadline(timeout)
+        cdef bytes topic = _sync_topic()
         cdef _Relay relay = self._relay_sockets(exchange_key, queue_key, hwm)
         try:
             # the queue's side first: a refused PUSH would pass on nothing
             self._connect_push(relay.push, queue_endpoint, bool(queue_key), deadline, "queue")
             self._subscribe_and_sync(relay.sub, exchange_endpoint, 0, deadline, owner,
-                                     bool(exchange_key), _exchange_what(name, exchange_endpoint))
+                                     bool(exchange_key), _exchange_what(name, exchange_endpoint),
+                                     topic)
+            relay.set_topic(topic)
         except BaseException:
             relay.close_sockets()
             raise
-        self._relay_go(relay, exchange_endpoint, queue_endpoint)
+        self._relay_go(relay, exchange_endpoint, queue_endpoint, label)
 
     cdef _Relay _relay_sockets(self, exchange_key, queue_key, int hwm):
         """A relay's four sockets, not connected yet."""
@@ -683,7 +701,9 @@ cdef class _Binder(_Core):
         try:
             if hwm < 0:
                 hwm = self._hwm
-            relay.sub = self._socket(ZMQ_SUB, 0, hwm)
+            # an XSUB: a SUB would drop what is in flight when it
+            # unsubscribes at close (src/relay.h)
+            relay.sub = self._socket(ZMQ_XSUB, 0, hwm)
             relay.push = self._socket(ZMQ_PUSH, self._linger_ms, hwm)
             relay.ctl = self._socket(ZMQ_PAIR, 0, 0)
             relay.ctl_peer = self._socket(ZMQ_PAIR, 1000, 0)   # lingers: see _Relay.stop
@@ -692,14 +712,32 @@ cdef class _Binder(_Core):
                 _raise_zmq("cannot set up the relay's control pair")
             self._curve_client_opts(relay.push, queue_key)
             self._curve_client_opts(relay.sub, exchange_key)
+            # plain sides are watched before they connect; CURVE ones once
+            # their handshake was awaited (_relay_go)
+            if not queue_key:
+                relay.watch(True, self.prefix, SV_NEW)
+            if not exchange_key:
+                relay.watch(False, self.prefix, SV_NEW)
         except BaseException:
             relay.close_sockets()
             raise
         return relay
 
-    cdef int _relay_go(self, _Relay relay, str exchange_endpoint, str queue_endpoint) except -1:
+    cdef int _relay_go(self, _Relay relay, str exchange_endpoint, str queue_endpoint,
+                       str label) except -1:
         """A connected, synced relay: pass on what its SUB delivered while
-        syncing, and start its thread."""
+        syncing, and start its thread.  On failure its sockets are closed."""
+        try:
+            if relay.r.pw.mon == NULL:
+                relay.watch(True, self.prefix, SV_UP)
+            if relay.r.sw.mon == NULL:
+                relay.watch(False, self.prefix, SV_UP)
+        except BaseException:
+            self.stash.take(0)
+            relay.close_sockets()
+            raise
+        relay.label = label if label is not None else f"{exchange_endpoint} -> {queue_endpoint}"
+        relay.qendpoint = queue_endpoint
         # data that arrived while syncing was stashed under queue id 0: it
         # is the relay's, never receive()'s.  Its thread passes it on before
         # anything newer, waiting for room: there may be more of it than
@@ -712,7 +750,8 @@ cdef class _Binder(_Core):
         return 0
 
     def _relay_start(self, str exchange_endpoint, str queue_endpoint, timeout,
-                     exchange_key=None, queue_key=None, int hwm=-1, str name=None):
+                     exchange_key=None, queue_key=None, int hwm=-1, str name=None,
+                     str label=None):
         """_relay without waiting: a _PendingBind for _bind_step, which
         completes it (returns True) once the queue's CURVE handshake (if
         any) and the exchange's sync answer both came."""
@@ -725,6 +764,7 @@ cdef class _Binder(_Core):
         p.qwhat = f"the queue at {queue_endpoint}"
         p.endpoint = exchange_endpoint
         p.qendpoint = queue_endpoint
+        p.label = label
         p.curve = bool(exchange_key)
         p.kept = self.stash.n
         p.topic = _sync_topic()
@@ -760,9 +800,10 @@ cdef class _Binder(_Core):
                 _unmonitor(relay.sub, p.mon)
                 p.mon = NULL
         if p.synced and p.pmon == NULL:
+            relay.set_topic(p.topic)
             p.relay = None
             p.s = NULL
-            self._relay_go(relay, p.endpoint, p.qendpoint)
+            self._relay_go(relay, p.endpoint, p.qendpoint, p.label)
             return True
         if p.deadline >= 0 and _now() >= p.deadline:
             if p.pmon != NULL:

@@ -16,24 +16,16 @@
 # kernel.  A pipe delivers in order, so the callback means every earlier
 # message has left this process.  The hot path pays nothing for this.
 
-cdef extern from *:
-    """
-    static char pzw_marker_data[65536];
-    static void pzw_marker_free(void *data, void *hint)
-    {
-        (void)data;
-        __atomic_store_n((int *)hint, 1, __ATOMIC_RELEASE);
-    }
-    static int pzw_marker_done(int *flag)
-    {
-        return __atomic_load_n(flag, __ATOMIC_ACQUIRE);
-    }
-    """
-    char pzw_marker_data[65536]
-    void pzw_marker_free(void *data, void *hint) noexcept nogil
-    int pzw_marker_done(int *flag) noexcept nogil
-
-from libc.stdlib cimport calloc
+# (The marker's data and free callback are in src/relay.h: a relay's
+# thread queues the same marker on its PUSH.)
+#
+# A relay (bind() of a remote exchange to a remote queue) drains itself in
+# its own thread, which owns its sockets (src/relay.h): close() tells it to
+# (DRAIN), and each step reads what it published.  A relay whose queue's
+# consumer is gone is given up (STOP) and reported as a departed PUSH is;
+# one still passing on at the deadline is told to DROP what it holds and
+# counts it, which close() waits for (RELAY_DROP_S at most: the thread
+# answers at once).
 
 DEF MARKER_SIZE = 65536
 DEF DRAIN_POLL_MS = 5
@@ -56,6 +48,15 @@ DEF LEFT = 2            # written out: everything before it left
 DEF GONE = 3            # its consumer is not connected: not waited for
 DEF GONE_MARKED = 4     # the same, with its marker still queued
 _STATE_NAMES = ("waiting for room", "queued", "left", "gone", "gone")
+
+# a relay's state in a _Drain (LEFT and GONE as above)
+DEF R_WAIT = 0          # passing on what it took in, or its marker not yet written out
+DEF R_DROPPING = 5      # told to drop what it holds (the deadline passed)
+DEF R_DROPPED = 6       # it did, and counted it
+DEF R_FAILED = 7        # its thread ended on its own (a socket failure)
+_RELAY_STATE_NAMES = {R_WAIT: "passing on", LEFT: "left", GONE: "gone",
+                      R_DROPPING: "dropping", R_DROPPED: "dropped", R_FAILED: "failed"}
+DEF RELAY_DROP_S = 1.0
 
 
 cdef int _send_marker(void *s, int *flag) except -1:
@@ -131,6 +132,11 @@ cdef class _Drain:
     cdef char *ever         # GONE: had been connected since it was bound
     cdef int looks          # steps taken
     cdef bint done
+    cdef list relays        # the _Relays told to DRAIN
+    cdef list rstate        # R_WAIT, LEFT, GONE, R_DROPPING, R_DROPPED, R_FAILED
+    cdef list rgone         # GONE: (before, full, connected), as for a PUSH
+    cdef bint timed_out     # the deadline passed: relays told to DROP
+    cdef double drop_until  # how long close() waits for them to count
 
     def __dealloc__(self):
         self.release()
@@ -140,11 +146,19 @@ cdef class _Drain:
         cdef void *s
         self.core = core
         self.deadline = _deadline(timeout)
+        self.relays = []
+        self.rstate = []
+        self.rgone = []
+        for relay in core._relays:
+            if (<_Relay>relay).command(b"DRAIN"):
+                self.relays.append(relay)
+                self.rstate.append(R_WAIT)
+                self.rgone.append(None)
         for i in range(core.nex):
             if core.ex[i].msgs:
                 n += core.ex[i].npush + (1 if core.ex[i].xpub != NULL else 0)
         if n == 0:
-            self.done = True
+            self.done = not self.relays
             return 0
         self.socks = <void **>calloc(n, sizeof(void *))
         self.slot = <int *>calloc(n, sizeof(int))
@@ -186,10 +200,42 @@ cdef class _Drain:
         self.ever[k] = ups > 0
         return True
 
+    cdef int _relay_step(self) except -1:
+        """Look at each relay (after the deadline: tell those still passing
+        on to DROP).  Returns the number still passing on (R_WAIT) plus
+        the number still dropping << 16.  Never waits."""
+        cdef int k, st, waiting = 0, dropping = 0
+        cdef _Relay relay
+        cdef pzr *r
+        for k in range(len(self.relays)):
+            relay = <_Relay>self.relays[k]
+            r = relay.r
+            st = self.rstate[k]
+            if st == R_WAIT:
+                if pzr_get(&r.phase) >= PZR_LEFT:
+                    st = LEFT
+                elif pzr_get(&r.pstate) == SV_DOWN:
+                    # its queue's consumer is not connected: nothing can
+                    # leave now; what its PUSH holds is kept for its linger
+                    self.rgone[k] = (self.looks == 0, bool(pzr_get(&r.blocked)),
+                                     pzr_get(&r.pups) > 0)
+                    relay.command(b"STOP")
+                    st = GONE
+                elif pzr_get(&r.ended):
+                    st = R_FAILED
+                elif self.timed_out:
+                    st = R_DROPPING if relay.command(b"DROP") else R_FAILED
+            if st == R_DROPPING and pzr_get(&r.ended):
+                st = R_DROPPED
+            self.rstate[k] = st
+            waiting += st == R_WAIT
+            dropping += st == R_DROPPING
+        return waiting + (dropping << 16)
+
     def step(self):
         """One look, never waiting: True once everything left or was given
         up, or the deadline passed (then result() counts what did not)."""
-        cdef int k, left = 0
+        cdef int k, left = 0, rl
         if self.done:
             return True
         if self.core.closed:
@@ -197,6 +243,13 @@ cdef class _Drain:
             # slept): the sockets are gone, and so is what was queued
             self.done = True
             return True
+        rl = self._relay_step() if self.relays else 0
+        if self.timed_out:
+            # past the deadline: only the relays' counts are waited for
+            self.looks += 1
+            self.done = (rl >> 16) == 0 or _now() >= self.drop_until
+            return self.done
+        left = rl & 0xffff
         for k in range(self.n):
             if self.state[k] == QUEUED and pzw_marker_done(self.flags[k]):
                 self.state[k] = LEFT
@@ -214,12 +267,23 @@ cdef class _Drain:
             if self.state[k] == QUEUED or self.state[k] == ROOM:
                 left += 1
         self.looks += 1
-        if left == 0 or _ms_left(self.deadline) == 0:
+        if left == 0:
+            self.done = True
+        elif _ms_left(self.deadline) == 0:
+            if self.relays and not self.timed_out:
+                # tell the relays still passing on to drop and count what
+                # they hold; the next steps wait for their counts
+                self.timed_out = True
+                self.drop_until = _now() + RELAY_DROP_S
+                self._relay_step()
+                return False
             self.done = True
         return self.done
 
     def ms_to_wait(self):
         """How long to sleep before the next step (ms)."""
+        if self.timed_out:
+            return 1            # a relay's count comes at once
         cdef long ms = <long>_ms_left(self.deadline)
         cdef long poll_ms = DRAIN_FIRST_MS if self.looks < DRAIN_FIRST_LOOKS else DRAIN_POLL_MS
         return poll_ms if ms < 0 or ms > poll_ms else ms
@@ -231,7 +295,9 @@ cdef class _Drain:
         if self.core.closed:
             return []
         return [(self.core.idbase + self.slot[k] + 1, _last_endpoint(self.socks[k]),
-                 _STATE_NAMES[self.state[k]]) for k in range(self.n)]
+                 _STATE_NAMES[self.state[k]]) for k in range(self.n)] + [
+                ((<_Relay>self.relays[k]).label, (<_Relay>self.relays[k]).qendpoint,
+                 _RELAY_STATE_NAMES[self.rstate[k]]) for k in range(len(self.relays))]
 
     def result(self):
         """(messages not known to have left, [ids of their exchanges],
@@ -273,6 +339,24 @@ cdef class _Drain:
         for i, cap in bound.items():
             total += min(cap, <long long>self.core.ex[i].msgs)
             late.append(self.core.idbase + i + 1)
+        cdef _Relay relay
+        for k in range(len(self.relays)):
+            relay = <_Relay>self.relays[k]
+            st = self.rstate[k]
+            if st == GONE:
+                before, full, ever = self.rgone[k]
+                departed.append({"exchange": None, "relay": relay.label,
+                                 "endpoint": relay.qendpoint,
+                                 "when": "before" if before else "during",
+                                 "full": full, "connected": ever})
+            elif st != LEFT:
+                # dropped at the deadline (R_DROPPING: its count did not
+                # come in time, so at least its PUSH's mark is not known)
+                n = pzr_get64(&relay.r.lost)
+                if st == R_DROPPING:
+                    n = max(n, 1)
+                total += n
+                late.append(relay.label)
         return total, late, departed
 
     cpdef release(self):
@@ -344,6 +428,22 @@ def _push_states(_Core self):
             if st >= 0:
                 out.append((self.idbase + i + 1, _last_endpoint(self.ex[i].pushes[j]),
                             ("new", "up", "down")[st]))
+    return out
+
+
+def _relay_states(_Core self):
+    """[(label, queue endpoint, phase, PUSH watch)] of this instance's
+    relays, phase one of "running", "draining", "marking", "marked",
+    "left", "ended", the watch "new", "up" or "down" (for tests)."""
+    self._check()
+    cdef _Relay relay
+    cdef list out = []
+    for x in self._relays:
+        relay = <_Relay>x
+        ph = ("running", "draining", "marking", "marked", "left")[pzr_get(&relay.r.phase)]
+        out.append((relay.label, relay.qendpoint,
+                    "ended" if pzr_get(&relay.r.ended) and ph != "left" else ph,
+                    ("new", "up", "down")[pzr_get(&relay.r.pstate)]))
     return out
 
 

@@ -1,24 +1,90 @@
 # _Relay: a thread of the binder forwarding one remote global exchange to
-# one remote global queue (bind() of two objects of other owners), and its
-# loop, _relay_loop.
+# one remote global queue (bind() of two objects of other owners).  The
+# thread itself is plain C (pzr_run in src/relay.h, which says how it
+# drains at close); this is its owner's side.
 # (Included by _zmq.pyx: one extension module, one compilation unit.)
+
+from libc.stdlib cimport calloc
+from libc.string cimport strlen
+
 
 cdef class _Relay:
     """A proxy thread forwarding one remote exchange to one remote queue.
 
-    Once its thread runs, sub, push and ctl are the thread's: it closes them
-    when its loop ends.  The owner keeps only ctl_peer, to say STOP."""
+    Once its thread runs, its sockets (sub, push, ctl and the monitors'
+    PAIRs, all in r) are the thread's: it closes them when it ends.  The
+    owner keeps only ctl_peer, to send DRAIN, STOP or DROP, and reads the
+    ints the thread publishes in r (atomically)."""
+
+    def __cinit__(self):
+        self.r = <pzr *>calloc(1, sizeof(pzr))
+        if self.r == NULL:
+            raise MemoryError()
+
+    def __dealloc__(self):
+        # only once the thread is done with it: the thread's run() holds
+        # a reference until it returns
+        free(self.r)
+
+    cdef int watch(self, bint queue_side, str prefix, int state) except -1:
+        """Watch the PUSH's (queue_side) or the XSUB's connection, as the
+        service thread watches an exchange's PUSHes (src/service.h), but
+        read by the relay's own thread.  Before the socket connects (state
+        SV_NEW), or after its awaited CURVE handshake (SV_UP: a socket has
+        one monitor, and that wait used it)."""
+        cdef sv_watch *w = &self.r.pw if queue_side else &self.r.sw
+        cdef void *s = self.push if queue_side else self.sub
+        w.sock = s
+        w.mon = _monitor(s, f"{prefix}/watch{_next_serial()}", SV_WATCH_EVENTS)
+        w.state = state
+        w.ups = state == SV_UP
+        if queue_side:
+            self.r.pstate = state
+            self.r.pups = w.ups
+        return 0
+
+    cdef int set_topic(self, bytes topic) except -1:
+        """The bind's sync topic (unsubscribed at the drain) and a new one
+        for the drain's end."""
+        cdef bytes end = _sync_topic()
+        if len(topic) > 64 or len(end) > 64:
+            raise ValueError("sync topic too long")
+        memcpy(self.r.sync_topic, <char *>topic, len(topic))
+        self.r.sync_len = len(topic)
+        memcpy(self.r.end_topic, <char *>end, len(end))
+        self.r.end_len = len(end)
+        return 0
 
     def run(self):
+        """The thread: the stash as libzmq messages, then pzr_run."""
         cdef list stashed = self.stashed
+        cdef bytes m
+        cdef int i
+        cdef pzr *r = self.r
         self.stashed = None
-        if _relay_pass_on(self.push, self.ctl, stashed):
-            with nogil:
-                _relay_loop(self.sub, self.push, self.ctl)
-        zmq_close(self.sub)
-        zmq_close(self.push)
-        zmq_close(self.ctl)
+        if stashed:
+            r.stash = <zmq_msg_t *>calloc(len(stashed), sizeof(zmq_msg_t))
+            if r.stash == NULL:
+                stashed = []        # cannot keep them: the loop starts without
+            for m in stashed:
+                i = r.nstash
+                if zmq_msg_init_size(&r.stash[i], len(m)) != 0:
+                    break
+                memcpy(zmq_msg_data(&r.stash[i]), <char *>m, len(m))
+                r.nstash += 1
+        r.sub = self.sub
+        r.push = self.push
+        r.ctl = self.ctl
         self.sub = self.push = self.ctl = NULL
+        with nogil:
+            pzr_run(r)
+
+    cdef bint command(self, const char *cmd) noexcept:
+        """Send the thread a command (never waits): whether it went (not
+        once the thread has ended and closed its end)."""
+        if self.ctl_peer == NULL or self.thread is None:
+            return False
+        return zmq_send(self.ctl_peer, cmd, strlen(cmd), ZMQ_DONTWAIT) >= 0
 
     cdef void stop(self, bint wait) noexcept:
         """Tell the thread to stop (it then closes its sockets); with wait,
@@ -40,100 +106,15 @@ cdef class _Relay:
                 pass
 
     cdef void close_sockets(self) noexcept:
-        """Close the four sockets of a relay whose thread never started."""
+        """Close the sockets of a relay whose thread never started (its
+        monitors first: libzmq must not write to a closed PAIR)."""
+        if self.r.pw.mon != NULL:
+            _unmonitor(self.r.pw.sock, self.r.pw.mon)
+            self.r.pw.mon = NULL
+        if self.r.sw.mon != NULL:
+            _unmonitor(self.r.sw.sock, self.r.sw.mon)
+            self.r.sw.mon = NULL
         for s in (<size_t>self.sub, <size_t>self.push, <size_t>self.ctl, <size_t>self.ctl_peer):
             if s:
                 zmq_close(<void *>s)
         self.sub = self.push = self.ctl = self.ctl_peer = NULL
-
-
-cdef bint _relay_pass_on(void *push, void *ctl, list stashed) noexcept:
-    """Send what the relay's SUB delivered while syncing, in order, each
-    waiting for room (the GIL released) or for the stop message.  False
-    when stopped (or the PUSH failed): the loop is not to run."""
-    cdef bytes m
-    cdef const char *data
-    cdef Py_ssize_t size
-    cdef zmq_pollitem_t items[2]
-    cdef int rc
-    if not stashed:
-        return True
-    items[0].socket = ctl
-    items[0].fd = 0
-    items[0].events = ZMQ_POLLIN
-    items[1].socket = push
-    items[1].fd = 0
-    items[1].events = ZMQ_POLLOUT
-    for m in stashed:
-        data = m
-        size = len(m)
-        with nogil:
-            while True:
-                if zmq_send(push, data, size, ZMQ_DONTWAIT) >= 0:
-                    break
-                if zmq_errno() != EAGAIN and zmq_errno() != EINTR:
-                    return False
-                items[0].revents = items[1].revents = 0
-                rc = zmq_poll(items, 2, -1)
-                if rc < 0 and zmq_errno() != EINTR:
-                    return False
-                if items[0].revents:
-                    return False
-    return True
-
-
-cdef void _relay_loop(void *sub, void *push, void *ctl) noexcept nogil:
-    """Pass single-frame messages from sub to push until ctl has a message.
-
-    Not zmq_proxy_steerable: libzmq 4.3's proxy blocks in a send to a PUSH
-    whose queue is full (its owner stopped or gone) and then never reads
-    its control socket, so it could not be stopped.  Here every send is
-    non-blocking: a message that does not fit waits, and the loop waits for
-    room or for the stop message, whichever comes first.  Multi-frame
-    messages (the exchange's answers to binders' syncs) are dropped, as
-    every receiver drops them.
-
-    A failure other than EAGAIN or EINTR ends the loop (and the thread,
-    which closes the sockets).  On a SUB's receive and a PUSH's
-    non-blocking send that is ETERM alone (the context is being terminated,
-    at exit), so there is no binder left to tell.
-    """
-    cdef zmq_msg_t msg
-    cdef zmq_pollitem_t items[2]
-    cdef bint pending = False
-    cdef int rc
-    items[0].socket = ctl
-    items[0].fd = 0
-    items[0].events = ZMQ_POLLIN
-    while True:
-        items[0].revents = 0
-        items[1].socket = push if pending else sub
-        items[1].fd = 0
-        items[1].events = ZMQ_POLLOUT if pending else ZMQ_POLLIN
-        items[1].revents = 0
-        if zmq_poll(items, 2, -1) < 0:
-            if zmq_errno() == EINTR:
-                continue
-            break
-        if items[0].revents:
-            break
-        if not pending:
-            zmq_msg_init(&msg)
-            if zmq_msg_recv(&msg, sub, ZMQ_DONTWAIT) < 0:
-                zmq_msg_close(&msg)
-                if zmq_errno() == EAGAIN or zmq_errno() == EINTR:
-                    continue
-                return
-            if zmq_msg_more(&msg):
-                zmq_msg_close(&msg)
-                _drop_rest(sub)
-                continue
-            pending = True
-        rc = zmq_msg_send(&msg, push, ZMQ_DONTWAIT)
-        if rc >= 0:
-            pending = False
-        elif zmq_errno() != EAGAIN and zmq_errno() != EINTR:
-            break
-    if pending:
-        zmq_msg_close(&msg)
-

@@ -76,12 +76,23 @@ typedef struct sv_listener {
 #define SV_WATCH_EVENTS (ZMQ_EVENT_HANDSHAKE_SUCCEEDED | ZMQ_EVENT_DISCONNECTED \
                          | ZMQ_EVENT_CONNECT_RETRIED)
 
+/* Endpoints a re-pointed PUSH left (sv_watch_reset): their events are
+ * not the current peer's.  libzmq keeps a disconnected endpoint's session
+ * for the socket's linger, and its connecter retrying meanwhile, so
+ * CONNECT_RETRIED of the old address kept coming after the new peer's
+ * handshake and the watch said "down" of a connected PUSH (18 re-points
+ * of 30 from a dead owner to a live one). */
+#define SV_STALE_MAX 4          /* the last ones left; older ones are forgotten */
+#define SV_EP_MAX 256
+
 typedef struct sv_watch {
     void *sock;                 /* the PUSH: the owner's, never used here */
     void *mon;                  /* the PAIR its monitor events come to */
     int fd;                     /* mon's signalling fd */
     int state;                  /* SV_NEW, SV_UP, SV_DOWN */
     int ups;                    /* handshakes seen */
+    char (*stale)[SV_EP_MAX];   /* SV_STALE_MAX endpoints left, or NULL */
+    int nstale, next_stale;
 } sv_watch;
 
 typedef struct sv_service {
@@ -218,21 +229,37 @@ static int sv_serve_locked(sv_service *sv)
     return failed;
 }
 
+/* Whether an event's endpoint (data, size) is one w left. */
+static int sv_watch_is_stale(sv_watch *w, const char *data, size_t size)
+{
+    int i;
+    for (i = 0; i < w->nstale; i++)
+        if (strlen(w->stale[i]) == size && memcmp(w->stale[i], data, size) == 0)
+            return 1;
+    return 0;
+}
+
 /* Under the lock: take in the events waiting on watch w's monitor. */
 static void sv_watch_read_locked(sv_watch *w)
 {
     zmq_msg_t msg;
-    unsigned short event;
-    int more = 0;
+    unsigned short event = 0;
+    int more = 0, first = 1;
     for (;;) {
         zmq_msg_init(&msg);
         if (zmq_msg_recv(&msg, w->mon, ZMQ_DONTWAIT) < 0) {
             zmq_msg_close(&msg);
             return;
         }
-        /* an event is two frames: its number and value, then the endpoint */
-        if (!more && zmq_msg_size(&msg) == 6) {
-            memcpy(&event, zmq_msg_data(&msg), 2);
+        /* an event is two frames: its number and value, then the endpoint
+         * (applied once both came: an event of an endpoint left is not the
+         * current peer's) */
+        more = zmq_msg_more(&msg);
+        if (first) {
+            event = 0;
+            if (zmq_msg_size(&msg) == 6)
+                memcpy(&event, zmq_msg_data(&msg), 2);
+        } else if (!sv_watch_is_stale(w, (const char *)zmq_msg_data(&msg), zmq_msg_size(&msg))) {
             if (event == ZMQ_EVENT_HANDSHAKE_SUCCEEDED) {
                 w->state = SV_UP;
                 w->ups++;
@@ -240,9 +267,40 @@ static void sv_watch_read_locked(sv_watch *w)
                 w->state = SV_DOWN;
             }
         }
-        more = zmq_msg_more(&msg);
+        first = !more;
         zmq_msg_close(&msg);
     }
+}
+
+/* w's PUSH leaves endpoint old (may be NULL) for endpoint new: old's
+ * events are ignored from now on, new's count again.  Returns 0 or ENOMEM
+ * (then old's events still count). */
+static int sv_watch_leave(sv_watch *w, const char *old, const char *new_)
+{
+    int i;
+    for (i = 0; i < w->nstale; i++) {
+        if (strcmp(w->stale[i], new_) == 0) {       /* back to one it left */
+            memmove(w->stale[i], w->stale[w->nstale - 1], SV_EP_MAX);
+            w->nstale--;
+            w->next_stale = w->nstale;
+            break;
+        }
+    }
+    if (old == NULL || strcmp(old, new_) == 0 || strlen(old) >= SV_EP_MAX
+            || sv_watch_is_stale(w, old, strlen(old)))
+        return 0;
+    if (w->stale == NULL) {
+        w->stale = (char (*)[SV_EP_MAX])calloc(SV_STALE_MAX, SV_EP_MAX);
+        if (w->stale == NULL)
+            return ENOMEM;
+    }
+    if (w->next_stale >= SV_STALE_MAX)
+        w->next_stale = 0;
+    strcpy(w->stale[w->next_stale], old);
+    w->next_stale++;
+    if (w->nstale < SV_STALE_MAX)
+        w->nstale++;
+    return 0;
 }
 
 static void sv_watches_read_locked(sv_service *sv)
@@ -474,6 +532,7 @@ static int sv_watch_remove(sv_service *sv, void *sock)
              * left to stop; the owner is closing sock either way */
             zmq_socket_monitor(sock, NULL, 0);
             zmq_close(sv->ws[i].mon);
+            free(sv->ws[i].stale);
             sv->ws[i] = sv->ws[sv->nws - 1];
             sv->nws--;
             found = 1;
@@ -504,14 +563,17 @@ static int sv_watch_state(sv_service *sv, void *sock, int *ups)
     return state;
 }
 
-/* sock is about to connect elsewhere: forget what its monitor said of the
- * old peer (read first).  Returns whether sock is watched. */
-static int sv_watch_reset(sv_service *sv, void *sock)
+/* sock left endpoint old (NULL: none) and is about to connect to new:
+ * forget what its monitor said of the old peer (read first), and ignore
+ * old's events from now on (sv_watch_leave).  Returns whether sock is
+ * watched. */
+static int sv_watch_reset(sv_service *sv, void *sock, const char *old, const char *new_)
 {
     sv_lock(sv);
     sv_watch *w = sv_watch_find_locked(sv, sock);
     if (w != NULL) {
         sv_watch_read_locked(w);
+        sv_watch_leave(w, old, new_);
         w->state = SV_NEW;
         w->ups = 0;
     }
@@ -538,6 +600,8 @@ static void sv_release(sv_service *sv)
         sv_watch_read_locked(&sv->ws[i]);       /* see sv_watch_remove (and why */
         zmq_socket_monitor(sv->ws[i].sock, NULL, 0);    /* these go unchecked) */
         zmq_close(sv->ws[i].mon);
+        free(sv->ws[i].stale);
+        sv->ws[i].stale = NULL;
     }
     sv->nws = 0;
     last = --sv->refs == 0;

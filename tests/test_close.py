@@ -378,3 +378,36 @@ def test_await_close_reports_a_consumer_gone_too(directory, caplog):
         assert asyncio.run(main(consumer)) == 0
     gone = [r.getMessage() for r in caplog.records if "consumer of exchange 'AE'" in r.getMessage()]
     assert len(gone) == 1 and "when close() began" in gone[0], gone
+
+
+def test_a_push_re_pointed_from_a_dead_owner_is_known_to_be_connected():
+    """_retarget (an owner that moved) from an endpoint nobody listens on
+    to a live one: libzmq keeps the old endpoint's session, its connecter
+    retrying, for the socket's linger, and those CONNECT_RETRIED events
+    came after the new peer's handshake, so the watch said "down" of a
+    connected PUSH and close() would not wait for it (18 re-points of 30
+    before).  The watch now ignores the endpoints its PUSH left."""
+    from helpers import free_port
+    with pyzmq.ZMQ() as consumer:
+        qid = consumer.create_queue("Q")
+        live = consumer._queue_listen(qid, "tcp://127.0.0.1:*")
+        for _ in range(6):
+            with pyzmq.ZMQ() as z:
+                eid = z.create_exchange("E")
+                dead = f"tcp://127.0.0.1:{free_port()}"
+                handle = z._exchange_connect(eid, dead)
+                _wait_down(z, 1)            # its first attempt was refused
+                z._retarget(handle, dead, live)
+                assert z.send(eid, b"x", timeout=5) is True
+                assert consumer.receive(timeout=5) == b"x"
+                # the old endpoint is retried every 100 ms meanwhile
+                for _ in range(30):
+                    assert [st for _, _, st in _zmq._push_states(z)] == ["up"]
+                    time.sleep(0.01)
+                drain = _zmq._drain_start(z, 10)
+                try:
+                    _step_until_done(drain)
+                    assert [s for _, _, s in drain.states()] == ["left"]
+                    assert drain.result() == (0, [], [])
+                finally:
+                    drain.release()
