@@ -16,8 +16,8 @@ import pytest
 
 import pyzmq
 import pyzmq.asyncio
-from helpers import Peer, free_port, wait_until
-from test_busy_owner import SYNC_OWNER, _stopped
+from helpers import Peer, free_port, process_state, wait_until
+from test_busy_owner import SYNC_OWNER
 
 STALL = 1.0         # how long the other side is stopped
 MAX_GAP = 0.2       # the most the ticker may be held up
@@ -69,7 +69,7 @@ class Ticker:
 def stall(pid, seconds):
     """SIGSTOP pid now (and wait until it is stopped), SIGCONT it after seconds."""
     os.kill(pid, signal.SIGSTOP)
-    assert wait_until(lambda: _stopped(pid), 5)
+    assert wait_until(lambda: process_state(pid) == "T", 5)
     asyncio.get_running_loop().call_later(seconds, os.kill, pid, signal.SIGCONT)
 
 
