@@ -345,9 +345,17 @@ cdef class Engine(_Binder):
         two polls and a read).  Listeners are the service thread's."""
         cdef void *s = self.items[0].socket
         cdef int rc, err, ms
-        cdef double check_at = self._follow_from()
+        # Without a deadline, the first wait is FOLLOW_FIRST long and reads
+        # no clock (a message almost always comes first: two clock reads
+        # saved per call); from its first EAGAIN or EINTR on, check_at is
+        # an absolute time as in the other waits.
+        cdef bint first = deadline < 0 and self.following
+        cdef double check_at = -1.0 if first else self._follow_from()
         while True:
-            ms = <int>_ms_left(_earlier(deadline, check_at))
+            if first:
+                ms = <int>(FOLLOW_FIRST_S * 1000)
+            else:
+                ms = <int>_ms_left(_earlier(deadline, check_at))
             if ms != self.rcvtimeo:
                 _setopt(s, ZMQ_RCVTIMEO, ms, "cannot set a receive timeout")
                 self.rcvtimeo = ms
@@ -360,6 +368,12 @@ cdef class Engine(_Binder):
                 self.qs[self.single_qid - 1].received += 1
                 return self.single_qid
             err = zmq_errno()
+            if first:
+                # FOLLOW_FIRST has passed (EAGAIN), or an unknown part of it
+                # (EINTR: counted as none, so the look may come late, never
+                # early)
+                first = False
+                check_at = _now() + (0.0 if err == EAGAIN else FOLLOW_FIRST_S)
             if err == EINTR:
                 self._signals()
             elif err != EAGAIN:
