@@ -40,6 +40,9 @@ def extensions():
         library_dirs=libdirs,
         libraries=libnames,
         extra_compile_args=["-O2"],
+        # the C headers the .pyx files include: a change to one alone
+        # rebuilds the module (Cython tracks only .pyx and .pxd)
+        depends=["src/service.h", "src/relay.h", "src/zerocopy.h"],
     )
     return cythonize(
         [ext],

@@ -116,15 +116,13 @@ cdef class _Zap:
         cdef int i
         for i in range(6):
             f = reply[i]
-            # A REP's send waits only while the asker's pipe is full, and a
-            # signal landing on this thread then ends the wait with EINTR:
-            # that frame is sent again, or the reply would go out short (a
-            # malformed reply fails the client's handshake).  Anything else
-            # is ETERM (the context is ending: the next poll ends this
-            # thread), and there is nobody to tell.
-            while (zmq_send(self.rep, <char *>f, len(f), ZMQ_SNDMORE if i < 5 else 0) < 0
-                   and zmq_errno() == EINTR):
-                pass
+            # Not checked: a REP's send never waits (libzmq drops a reply
+            # to an asker whose pipe is full rather than block, so no
+            # EAGAIN and no EINTR), and each connection's ZAP client asks
+            # one request at a time, so its pipe holds nothing else.  What
+            # is left is ETERM (the context is ending: the next poll ends
+            # this thread), and there is nobody to tell.
+            zmq_send(self.rep, <char *>f, len(f), ZMQ_SNDMORE if i < 5 else 0)
         return 0
 
     cdef tuple _decide(self, list frames):
@@ -198,11 +196,12 @@ def _zap_stop():
     _zap = None
     if z is None or z.pid != os.getpid():
         return
-    # Not checked: it cannot fail.  ctl_peer's pipe to ctl exists since the
-    # connect in _zap_allow and holds nothing else (no wait, so no EINTR),
-    # and the context is not being terminated yet (_term_context calls this
-    # first).
-    zmq_send(z.ctl_peer, b"STOP", 4, 0)
+    # Not checked, and never waits: ctl_peer's pipe to ctl exists since the
+    # connect in _zap_allow and holds nothing else, and the context is not
+    # being terminated yet (_term_context calls this first).  DONTWAIT all
+    # the same: were the thread gone (its poll failed), a blocking send
+    # would wait for ever with the GIL held; then the join returns at once.
+    zmq_send(z.ctl_peer, b"STOP", 4, ZMQ_DONTWAIT)
     z.thread.join(5)
     zmq_close(z.ctl_peer)
     z.ctl_peer = NULL

@@ -196,6 +196,8 @@ cdef class Engine(_Binder):
                 return False
             ms = SV_SEND_SLICE_MS if (left < 0 or left > SV_SEND_SLICE_MS) else <int>left
             with nogil:
+                # the two SNDTIMEO sets are not checked: they fail only on a
+                # context being ended (ETERM), and then the send fails too
                 sv_lock(self.svc)
                 _setopt_int(s, ZMQ_SNDTIMEO, ms)
                 rc = _send_one(s, data, size, shared, 0)
@@ -216,7 +218,7 @@ cdef class Engine(_Binder):
         if shared == NULL:
             return sv_send(self.svc, s, data, size, flags, NULL)
         zmq_msg_init(&m)
-        zmq_msg_copy(&m, shared)
+        zmq_msg_copy(&m, shared)    # fails only on an invalid message (EFAULT: a bug)
         rc = sv_msg_send(self.svc, &m, s, flags)
         if rc < 0:
             err = zmq_errno()

@@ -76,7 +76,7 @@ cdef inline int _send_one(void *s, const char *data, Py_ssize_t size,
     if shared == NULL:
         return zmq_send(s, data, size, flags)
     zmq_msg_init(&m)
-    zmq_msg_copy(&m, shared)
+    zmq_msg_copy(&m, shared)    # fails only on an invalid message (EFAULT: a bug)
     rc = zmq_msg_send(&m, s, flags)
     if rc < 0:
         zmq_msg_close(&m)
