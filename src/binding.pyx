@@ -24,6 +24,12 @@ cdef int _sub_connect(void *s, str endpoint, bytes topic) except -1:
     cdef int kind = 0
     cdef size_t n = sizeof(int)
     cdef bytes sub
+    # Its sends are subscriptions only, never data: libzmq holds them to
+    # the socket's SNDHWM and drops (silently) what is past it, so with a
+    # mark of 1 the sync topic's subscription was lost behind the first
+    # one and the bind timed out; a relay's drain sends three at once.
+    # Set before connecting: a pipe takes the mark it is made with.
+    _setopt(s, ZMQ_SNDHWM, 0, "cannot set up a binding socket's subscriptions")
     if zmq_connect(s, endpoint.encode()) != 0:
         _raise_zmq(f"cannot connect to {endpoint}")
     if zmq_getsockopt(s, ZMQ_TYPE, &kind, &n) != 0:

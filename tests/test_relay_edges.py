@@ -1,0 +1,60 @@
+"""A relay's edges (bind() of a remote global exchange to a remote global
+queue, src/relay.h): a mark of 1, what a relay given up still held, a
+relay thread that cannot start.  Real processes, a real zmq_server, real
+TCP (the peers are test_close_relay's)."""
+
+import time
+
+import pyzmq
+from pyzmq.testing import PeerProcess
+
+from test_close_relay import EXCHANGE_OWNER, QUEUE_OWNER, _end, _peers
+
+
+def test_a_relay_with_a_mark_of_one_binds_and_drains(directory):
+    """bind(hwm=1) of two remote objects: the XSUB's subscriptions (the
+    bind's everything + sync topic, the drain's unsubscriptions and end
+    topic) are not data and must not be held to the data's mark.  Before,
+    the second subscription was dropped by libzmq at the mark: the bind
+    timed out, its sync never asked for."""
+    a, b = _peers(directory)
+    try:
+        z = pyzmq.ZMQ(directory, bind_timeout=5)
+        try:
+            z.bind("RE", "RQ", hwm=1)
+            a.tell("200 8")
+            a.expect("SENT", timeout=30)
+            b.tell("read")
+            t = time.monotonic()
+            left = z.close(timeout=20)
+            took = time.monotonic() - t
+        finally:
+            z.close(0)
+        assert left == 0
+        assert took < 15, took          # a hang bound: the drain's end answer came
+        assert b.expect("GOT", timeout=30) == "200 in-order"
+    finally:
+        _end(a, b)
+
+
+def test_a_queue_with_a_mark_of_one_binds_a_remote_exchange(directory):
+    """The same for a binder's SUB (a queue of mark 1, or bind(hwm=1)):
+    its sync topic's subscription was dropped behind the first one."""
+    a = PeerProcess(EXCHANGE_OWNER, directory)
+    try:
+        a.expect("READY")
+        with pyzmq.ZMQ(directory, bind_timeout=5) as z:
+            q1 = z.create_queue("Q1", hwm=1)
+            z.bind("RE", "Q1")
+            q2 = z.create_queue("Q2")
+            z.bind("RE", "Q2", hwm=1)
+            a.tell("3 8")
+            got = {q1: [], q2: []}
+            for _ in range(6):
+                qid, m = z.receive2(timeout=10)
+                got[qid].append(m[:8])
+            a.expect("SENT", timeout=30)
+            want = [b"%08d" % i for i in range(3)]
+            assert got == {q1: want, q2: want}
+    finally:
+        a.close()
