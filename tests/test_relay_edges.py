@@ -8,7 +8,7 @@ import time
 import pyzmq
 from pyzmq.testing import PeerProcess
 
-from test_close_relay import EXCHANGE_OWNER, QUEUE_OWNER, _end, _peers
+from test_close_relay import EXCHANGE_OWNER, QUEUE_OWNER, _end, _peers, _wait_relay
 
 
 def test_a_relay_with_a_mark_of_one_binds_and_drains(directory):
@@ -58,3 +58,36 @@ def test_a_queue_with_a_mark_of_one_binds_a_remote_exchange(directory):
             assert got == {q1: want, q2: want}
     finally:
         a.close()
+
+
+def test_a_relay_given_up_counts_what_its_xsub_held(directory, caplog):
+    """B is killed with the relay full (its PUSH at its mark, its XSUB
+    holding what the exchange sent): close() gives the relay up, as
+    before, and now also counts what the relay had received and will
+    never pass on (its XSUB's messages, the one waiting for room).  Before,
+    those were dropped with the XSUB and close() returned 0."""
+    n = 3000
+    a, b = _peers(directory)
+    try:
+        z = pyzmq.ZMQ(directory)
+        z.bind("RE", "RQ", hwm=10)
+        _wait_relay(z, "up")
+        a.tell(f"{n} 512")
+        a.expect("SENT", timeout=30)
+        b.close()                           # SIGKILL
+        _wait_relay(z, "down")
+        with caplog.at_level("WARNING", logger="pyzmq"):
+            left = z.close(timeout=20)
+        print(f"close() returned {left}")
+        assert 0 < left <= n
+        lost = [r.getMessage() for r in caplog.records
+                if "could not pass on" in r.getMessage()]
+        assert len(lost) == 1 and f"{left} messages" in lost[0], lost
+        assert "relay 'RE' -> 'RQ'" in lost[0], lost
+        # not the timeout's warning: close() did not wait for this relay
+        assert not [r for r in caplog.records if "had not left" in r.getMessage()]
+        gone = [r.getMessage() for r in caplog.records
+                if "consumer of relay 'RE' -> 'RQ'" in r.getMessage()]
+        assert len(gone) == 1 and "its pipe was full" in gone[0], gone
+    finally:
+        _end(a, b)
