@@ -749,9 +749,23 @@ cdef class _Binder(_Core):
         # anything newer, waiting for room: there may be more of it than
         # the PUSH's mark lets in at once
         relay.stashed = self.stash.take(0)
-        relay.thread = threading.Thread(target=relay.run, daemon=True,
-                                        name=f"pyzmq-wiring relay {exchange_endpoint} -> {queue_endpoint}")
-        relay.thread.start()
+        thread = threading.Thread(target=relay.run, daemon=True,
+                                  name=f"pyzmq-wiring relay {exchange_endpoint} -> {queue_endpoint}")
+        try:
+            relay.load_stash()
+            thread.start()
+        except BaseException as exc:
+            # the sockets are still ours (run() takes them): closed here,
+            # or they would stay connected to both owners, nobody's, and
+            # hold the context at exit
+            relay.close_sockets()
+            if isinstance(exc, RuntimeError):
+                raise Error(f"cannot start the relay thread of {relay.label} ({exc}): "
+                            "the process may be at its thread limit (ulimit -u, the "
+                            "cgroup's pids.max) or out of address space for a thread's "
+                            "stack (threading.stack_size)", EAGAIN) from exc
+            raise
+        relay.thread = thread
         self._relays.append(relay)
         return 0
 

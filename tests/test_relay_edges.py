@@ -91,3 +91,51 @@ def test_a_relay_given_up_counts_what_its_xsub_held(directory, caplog):
         assert len(gone) == 1 and "its pipe was full" in gone[0], gone
     finally:
         _end(a, b)
+
+
+# A binder whose relay thread cannot start (threading.stack_size too large
+# for the address space: pthread_create fails).  It says what bind()
+# raised and how many file descriptors the process holds beyond what it
+# held before the instance was made, once the instance is closed.
+NO_THREAD = """
+import os, sys, threading, time, pyzmq
+def fds():
+    return len(os.listdir("/proc/self/fd"))
+def settled(base):
+    deadline = time.monotonic() + 5
+    while fds() > base and time.monotonic() < deadline:
+        time.sleep(0.05)            # libzmq's reaper closes sockets after zmq_close
+    return fds()
+# a relay bound and closed first: what the process keeps after that (the
+# context, its threads) is the base
+with pyzmq.ZMQ(sys.argv[1]) as z:
+    z.bind("RE", "RQ", hwm=10)
+time.sleep(0.5)
+base = settled(0)
+z = pyzmq.ZMQ(sys.argv[1])
+threading.stack_size(1 << 40)
+try:
+    z.bind("RE", "RQ", hwm=10)
+    print("RAISED none", flush=True)
+except Exception as exc:
+    print("RAISED", type(exc).__name__, exc, flush=True)
+finally:
+    threading.stack_size(0)
+z.close(0)
+print("EXTRA", settled(base) - base, flush=True)
+"""
+
+
+def test_a_relay_thread_that_cannot_start_raises_and_leaves_no_sockets(directory):
+    """Before, bind() raised the thread's RuntimeError and the relay's
+    sockets (XSUB, PUSH, control pair, monitors) were nobody's: never
+    closed, still connected to both owners, holding the context at exit."""
+    a, b = _peers(directory)
+    try:
+        with PeerProcess(NO_THREAD, directory) as c:
+            raised = c.expect("RAISED", timeout=30)
+            assert raised.startswith("Error ") and "relay" in raised, raised
+            assert c.expect("EXTRA", timeout=30) == "0"
+            assert c.wait(15) == 0, c.err()
+    finally:
+        _end(a, b)
