@@ -168,7 +168,7 @@ static void pzr_run(pzr *r)
     zmq_pollitem_t it[4];
     char cmd[8];
     int pending = 0, si = 0, intake_done = 0, drop = 0, fail = 0;
-    int n, io, rc, count, timeout, marked_looks = 0, hwm;
+    int n, io, rc, count, timeout, marked_looks = 0, hwm, pdown;
     size_t sz;
     int *flag = (int *)calloc(1, sizeof(int));
     long long lost = 0;
@@ -247,7 +247,12 @@ static void pzr_run(pzr *r)
         pzr_set(&r->blocked, pending);
         if (intake_done && !pending && si >= r->nstash && pzr_get(&r->phase) == PZR_DRAIN)
             pzr_set(&r->phase, PZR_MARK);
-        if (pzr_get(&r->phase) == PZR_MARK) {
+        /* not into the pipe of a consumer that is gone (the drain gives
+         * the relay up when it sees that): a marker that can never be
+         * written would only hold the PUSH, and the context at exit, for
+         * its linger */
+        pdown = r->pw.mon != NULL && r->pw.state == SV_DOWN;
+        if (pzr_get(&r->phase) == PZR_MARK && !pdown) {
             rc = pzw_marker_send(r->push, flag);
             if (rc == 0)
                 pzr_set(&r->phase, PZR_MARKED);
@@ -268,7 +273,7 @@ static void pzr_run(pzr *r)
             it[n].socket = r->sw.mon; it[n].fd = 0; it[n].events = ZMQ_POLLIN; n++;
         }
         io = 0;
-        if (pending || pzr_get(&r->phase) == PZR_MARK) {
+        if (pending || (pzr_get(&r->phase) == PZR_MARK && !pdown)) {
             it[n].socket = r->push; it[n].events = ZMQ_POLLOUT; io = 1;
         } else if (!intake_done) {
             it[n].socket = r->sub; it[n].events = ZMQ_POLLIN; io = 1;
