@@ -270,11 +270,13 @@ class ZMQ(_zmq.Engine):
         shares it).  The count does not include what was queued for those:
         libzmq does not say how much that is (docs/reliability.md)."""
         names = {o.id: o.name for o in self._objects.values() if o.kind == "exchange"}
-        if left:
+        # what relays given up had received (said with their consumer below)
+        late_left = left - sum(d.get("dropped", 0) for d in departed)
+        if late_left:
             # a relay (both objects remote) is named by its label, "'E' -> 'Q'"
             log.warning("close(): %d messages had not left this process after %g s "
                         "(%s: their consumers are slow or stalled); "
-                        "they are dropped", left, seconds,
+                        "they are dropped", late_left, seconds,
                         ", ".join(f"relay {e}" if isinstance(e, str) else
                                   f"exchange {names.get(e, e)!r}" for e in late))
         for d in departed:
@@ -290,6 +292,10 @@ class ZMQ(_zmq.Engine):
                         ("had gone when close() began" if d["connected"] else
                          "was not reachable when close() began") if d["when"] == "before"
                         else "went while close() waited", what)
+            if d.get("dropped"):
+                log.warning("close(): relay %s had received %d messages it could not pass "
+                            "on to its consumer at %s, which was gone; they are dropped",
+                            d["relay"], d["dropped"], d["endpoint"])
         return left
 
     def _unregister(self):

@@ -125,6 +125,8 @@ cdef class _Relay:
     cdef bint command(self, const char *cmd) noexcept
     cdef void stop(self, bint wait) noexcept
     cdef void close_sockets(self) noexcept
+    cdef int load_stash(self) except -1
+    cdef void free_stash(self) noexcept
 
 
 # The sockets of one instance: slot tables, poll set, waits, lifecycle.

@@ -24,6 +24,12 @@ cdef int _sub_connect(void *s, str endpoint, bytes topic) except -1:
     cdef int kind = 0
     cdef size_t n = sizeof(int)
     cdef bytes sub
+    # Its sends are subscriptions only, never data: libzmq holds them to
+    # the socket's SNDHWM and drops (silently) what is past it, so with a
+    # mark of 1 the sync topic's subscription was lost behind the first
+    # one and the bind timed out; a relay's drain sends three at once.
+    # Set before connecting: a pipe takes the mark it is made with.
+    _setopt(s, ZMQ_SNDHWM, 0, "cannot set up a binding socket's subscriptions")
     if zmq_connect(s, endpoint.encode()) != 0:
         _raise_zmq(f"cannot connect to {endpoint}")
     if zmq_getsockopt(s, ZMQ_TYPE, &kind, &n) != 0:
@@ -743,9 +749,23 @@ cdef class _Binder(_Core):
         # anything newer, waiting for room: there may be more of it than
         # the PUSH's mark lets in at once
         relay.stashed = self.stash.take(0)
-        relay.thread = threading.Thread(target=relay.run, daemon=True,
-                                        name=f"pyzmq-wiring relay {exchange_endpoint} -> {queue_endpoint}")
-        relay.thread.start()
+        thread = threading.Thread(target=relay.run, daemon=True,
+                                  name=f"pyzmq-wiring relay {exchange_endpoint} -> {queue_endpoint}")
+        try:
+            relay.load_stash()
+            thread.start()
+        except BaseException as exc:
+            # the sockets are still ours (run() takes them): closed here,
+            # or they would stay connected to both owners, nobody's, and
+            # hold the context at exit
+            relay.close_sockets()
+            if isinstance(exc, RuntimeError):
+                raise Error(f"cannot start the relay thread of {relay.label} ({exc}): "
+                            "the process may be at its thread limit (ulimit -u, the "
+                            "cgroup's pids.max) or out of address space for a thread's "
+                            "stack (threading.stack_size)", EAGAIN) from exc
+            raise
+        relay.thread = thread
         self._relays.append(relay)
         return 0
 

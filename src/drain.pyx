@@ -54,8 +54,10 @@ DEF R_WAIT = 0          # passing on what it took in, or its marker not yet writ
 DEF R_DROPPING = 5      # told to drop what it holds (the deadline passed)
 DEF R_DROPPED = 6       # it did, and counted it
 DEF R_FAILED = 7        # its thread ended on its own (a socket failure)
+DEF R_STOPPING = 8      # its consumer is gone: told to STOP, its count not in yet
 _RELAY_STATE_NAMES = {R_WAIT: "passing on", LEFT: "left", GONE: "gone",
-                      R_DROPPING: "dropping", R_DROPPED: "dropped", R_FAILED: "failed"}
+                      R_DROPPING: "dropping", R_DROPPED: "dropped", R_FAILED: "failed",
+                      R_STOPPING: "gone"}
 DEF RELAY_DROP_S = 1.0
 
 
@@ -202,8 +204,9 @@ cdef class _Drain:
 
     cdef int _relay_step(self) except -1:
         """Look at each relay (after the deadline: tell those still passing
-        on to DROP).  Returns the number still passing on (R_WAIT) plus
-        the number still dropping << 16.  Never waits."""
+        on to DROP).  Returns the number still passing on or counting what
+        it dropped (R_WAIT, R_STOPPING) plus the number whose count has
+        not come yet (R_STOPPING, R_DROPPING) << 16.  Never waits."""
         cdef int k, st, waiting = 0, dropping = 0
         cdef _Relay relay
         cdef pzr *r
@@ -219,17 +222,21 @@ cdef class _Drain:
                     # leave now; what its PUSH holds is kept for its linger
                     self.rgone[k] = (self.looks == 0, bool(pzr_get(&r.blocked)),
                                      pzr_get(&r.pups) > 0)
-                    relay.command(b"STOP")
-                    st = GONE
+                    # it counts what it held and drops (what its XSUB
+                    # received, the message waiting for room): waited for
+                    # as a DROP's count is
+                    st = R_STOPPING if relay.command(b"STOP") else GONE
                 elif pzr_get(&r.ended):
                     st = R_FAILED
                 elif self.timed_out:
                     st = R_DROPPING if relay.command(b"DROP") else R_FAILED
             if st == R_DROPPING and pzr_get(&r.ended):
                 st = R_DROPPED
+            if st == R_STOPPING and pzr_get(&r.ended):
+                st = GONE
             self.rstate[k] = st
-            waiting += st == R_WAIT
-            dropping += st == R_DROPPING
+            waiting += st == R_WAIT or st == R_STOPPING
+            dropping += st == R_DROPPING or st == R_STOPPING
         return waiting + (dropping << 16)
 
     def step(self):
@@ -313,7 +320,11 @@ cdef class _Drain:
         in it; else there may be none) and "connected" (it had been
         connected since it was bound or re-pointed).  What is queued for
         those is not counted: libzmq does not say, and keeps it for the
-        socket's linger, for a consumer that comes back."""
+        socket's linger, for a consumer that comes back.  A relay's also
+        has "relay" (its label, "exchange" None) and "dropped": what it
+        had received and could not pass on (its XSUB's messages, the one
+        waiting for room, the rest of its stash), which the count
+        includes."""
         cdef int k, i
         cdef long long cap
         cdef dict bound = {}
@@ -345,12 +356,18 @@ cdef class _Drain:
         for k in range(len(self.relays)):
             relay = <_Relay>self.relays[k]
             st = self.rstate[k]
-            if st == GONE:
+            if st == GONE or st == R_STOPPING:
                 before, full, ever = self.rgone[k]
+                # "dropped": what it had received and could not pass on
+                # (counted in the total; its PUSH's pipe is not: kept for
+                # the linger, as a PUSH's is); 0 if its count did not
+                # come in time (R_STOPPING)
+                n = pzr_get64(&relay.r.lost) if st == GONE else 0
                 departed.append({"exchange": None, "relay": relay.label,
                                  "endpoint": relay.qendpoint,
                                  "when": "before" if before else "during",
-                                 "full": full, "connected": ever})
+                                 "full": full, "connected": ever, "dropped": n})
+                total += n
             elif st != LEFT:
                 # dropped at the deadline (R_DROPPING: its count did not
                 # come in time, so at least its PUSH's mark is not known)

@@ -17,9 +17,11 @@
  *   DRAIN  stop taking from the exchange in a defined way, pass on what was
  *          taken, then queue a close marker behind it (src/drain.pyx) and end
  *          once libzmq let go of it: everything before it left this process;
- *   STOP   end now (the PUSH keeps its linger, for a consumer that is gone);
- *   DROP   end now, counting what it held (the close timeout ran out); the
- *          PUSH's linger is set to 0.
+ *   STOP   end now, counting what it held and drops (the message waiting
+ *          for room, the rest of the stash, what the XSUB holds); the PUSH
+ *          keeps its linger, for a consumer that is gone and comes back;
+ *   DROP   end now, counting as STOP does and what the PUSH's pipe may
+ *          hold (the close timeout ran out); the PUSH's linger is set to 0.
  * The thread never waits for anything but its poll(), which includes the
  * control PAIR, so a command is seen at once.
  *
@@ -97,7 +99,7 @@ typedef struct pzr {
     int blocked;                /* a message waits for room in the PUSH */
     int ended;                  /* the thread closed its sockets and ends */
     long long fwd;              /* messages passed on */
-    long long lost;             /* at the end (DROP): messages held and dropped */
+    long long lost;             /* at the end (STOP, DROP): messages held and dropped */
 } pzr;
 
 static inline int pzr_get(int *p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
@@ -166,7 +168,7 @@ static void pzr_run(pzr *r)
     zmq_pollitem_t it[4];
     char cmd[8];
     int pending = 0, si = 0, intake_done = 0, drop = 0, fail = 0;
-    int n, io, rc, count, timeout, marked_looks = 0, hwm;
+    int n, io, rc, count, timeout, marked_looks = 0, hwm, pdown;
     size_t sz;
     int *flag = (int *)calloc(1, sizeof(int));
     long long lost = 0;
@@ -245,7 +247,12 @@ static void pzr_run(pzr *r)
         pzr_set(&r->blocked, pending);
         if (intake_done && !pending && si >= r->nstash && pzr_get(&r->phase) == PZR_DRAIN)
             pzr_set(&r->phase, PZR_MARK);
-        if (pzr_get(&r->phase) == PZR_MARK) {
+        /* not into the pipe of a consumer that is gone (the drain gives
+         * the relay up when it sees that): a marker that can never be
+         * written would only hold the PUSH, and the context at exit, for
+         * its linger */
+        pdown = r->pw.mon != NULL && r->pw.state == SV_DOWN;
+        if (pzr_get(&r->phase) == PZR_MARK && !pdown) {
             rc = pzw_marker_send(r->push, flag);
             if (rc == 0)
                 pzr_set(&r->phase, PZR_MARKED);
@@ -266,7 +273,7 @@ static void pzr_run(pzr *r)
             it[n].socket = r->sw.mon; it[n].fd = 0; it[n].events = ZMQ_POLLIN; n++;
         }
         io = 0;
-        if (pending || pzr_get(&r->phase) == PZR_MARK) {
+        if (pending || (pzr_get(&r->phase) == PZR_MARK && !pdown)) {
             it[n].socket = r->push; it[n].events = ZMQ_POLLOUT; io = 1;
         } else if (!intake_done) {
             it[n].socket = r->sub; it[n].events = ZMQ_POLLIN; io = 1;
@@ -297,10 +304,13 @@ end:
         zmq_msg_close(&r->stash[si]);
         lost++;
     }
-    if (drop) {
-        /* what reached this process and was not passed on: what the XSUB
-         * holds now (at most two marks' worth: a stream still coming in is
-         * not counted for ever), and what the PUSH's pipe may still hold */
+    if (!fail) {
+        /* STOP or DROP: what reached this process and will not be passed
+         * on is what the XSUB holds now (libzmq drops it when the socket
+         * closes, linger 0).  Counted up to two marks' worth: a stream
+         * still coming in (not drained, or no end answer yet) is not
+         * counted for ever.  After the end answer nothing it holds is the
+         * relay's, and a failed socket (ETERM) is not read. */
         sz = sizeof hwm;
         if (zmq_getsockopt(r->sub, ZMQ_RCVHWM, &hwm, &sz) != 0 || hwm <= 0)
             hwm = 1000;
@@ -311,6 +321,11 @@ end:
                 break;
             }
             if (zmq_msg_more(&msg)) {
+                /* a sync answer; ours ends what is the relay's */
+                sz = zmq_msg_size(&msg);
+                if (pzr_get(&r->phase) == PZR_DRAIN && sz == r->end_len
+                        && memcmp(zmq_msg_data(&msg), r->end_topic, sz) == 0)
+                    intake_done = 1;
                 zmq_msg_close(&msg);
                 pzr_drop_rest(r->sub);
                 continue;
@@ -319,6 +334,11 @@ end:
             count++;
         }
         lost += count;
+    }
+    if (drop) {
+        /* the close timeout ran out: also what the PUSH's pipe may still
+         * hold (STOP leaves that to the PUSH's linger, for a consumer
+         * that comes back) */
         if (pzr_get(&r->phase) < PZR_LEFT) {
             sz = sizeof hwm;
             if (zmq_getsockopt(r->push, ZMQ_SNDHWM, &hwm, &sz) != 0 || hwm <= 0)

@@ -55,23 +55,42 @@ cdef class _Relay:
         self.r.end_len = len(end)
         return 0
 
-    def run(self):
-        """The thread: the stash as libzmq messages, then pzr_run."""
+    cdef int load_stash(self) except -1:
+        """What its SUB delivered while syncing (self.stashed), made into
+        libzmq messages for the thread to pass on first.  By the owner,
+        before the thread starts, so that running out of memory raises
+        MemoryError from bind() instead of dropping them unseen."""
         cdef list stashed = self.stashed
         cdef bytes m
-        cdef int i
         cdef pzr *r = self.r
         self.stashed = None
-        if stashed:
-            r.stash = <zmq_msg_t *>calloc(len(stashed), sizeof(zmq_msg_t))
-            if r.stash == NULL:
-                stashed = []        # cannot keep them: the loop starts without
-            for m in stashed:
-                i = r.nstash
-                if zmq_msg_init_size(&r.stash[i], len(m)) != 0:
-                    break
-                memcpy(zmq_msg_data(&r.stash[i]), <char *>m, len(m))
-                r.nstash += 1
+        if not stashed:
+            return 0
+        r.stash = <zmq_msg_t *>calloc(len(stashed), sizeof(zmq_msg_t))
+        if r.stash == NULL:
+            raise MemoryError(f"cannot keep the {len(stashed)} messages a relay "
+                              "received while it bound")
+        for m in stashed:
+            if zmq_msg_init_size(&r.stash[r.nstash], len(m)) != 0:
+                self.free_stash()
+                raise MemoryError(f"cannot keep the {len(stashed)} messages a relay "
+                                  "received while it bound")
+            memcpy(zmq_msg_data(&r.stash[r.nstash]), <char *>m, len(m))
+            r.nstash += 1
+        return 0
+
+    cdef void free_stash(self) noexcept:
+        """Drop a loaded stash whose thread never started."""
+        cdef int i
+        for i in range(self.r.nstash):
+            zmq_msg_close(&self.r.stash[i])
+        free(self.r.stash)
+        self.r.stash = NULL
+        self.r.nstash = 0
+
+    def run(self):
+        """The thread: pzr_run with the sockets (and the stash, load_stash)."""
+        cdef pzr *r = self.r
         r.sub = self.sub
         r.push = self.push
         r.ctl = self.ctl
@@ -107,7 +126,10 @@ cdef class _Relay:
 
     cdef void close_sockets(self) noexcept:
         """Close the sockets of a relay whose thread never started (its
-        monitors first: libzmq must not write to a closed PAIR)."""
+        monitors first: libzmq must not write to a closed PAIR), and drop
+        its stash."""
+        self.free_stash()
+        self.stashed = None
         if self.r.pw.mon != NULL:
             _unmonitor(self.r.pw.sock, self.r.pw.mon)
             self.r.pw.mon = NULL

@@ -229,7 +229,14 @@ static int sv_serve_locked(sv_service *sv)
     return failed;
 }
 
-/* Whether an event's endpoint (data, size) is one w left. */
+/* Whether an event's endpoint (data, size) is one w left.  Compared as
+ * strings, which holds for host names too: libzmq 4.3 names a connecting
+ * socket's events by the endpoint as given to zmq_connect (it resolves a
+ * host name only when it opens a connection, after keeping the name), and
+ * a left endpoint is that same string (_retarget is given the endpoint the
+ * binding connected to).  Seen: a PUSH connected to tcp://localhost:P
+ * gets CONNECTED, HANDSHAKE_SUCCEEDED and CONNECT_RETRIED as
+ * tcp://localhost:P. */
 static int sv_watch_is_stale(sv_watch *w, const char *data, size_t size)
 {
     int i;

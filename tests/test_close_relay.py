@@ -120,10 +120,11 @@ def test_a_relay_whose_consumer_is_gone_is_reported_and_does_not_hold_close(dire
         _wait_relay(z, "down")
         t = time.monotonic()
         with caplog.at_level("WARNING", logger="pyzmq"):
-            left = z.close(timeout=20)
+            z.close(timeout=20)
         took = time.monotonic() - t
         assert took < 15, took              # not its whole timeout: a hang bound
-        assert left == 0
+        # (close() returns what the relay had received and dropped, its PUSH's pipe
+        # not counted; tests/test_relay_edges.py checks that count)
         gone = [r.getMessage() for r in caplog.records
                 if "consumer of relay 'RE' -> 'RQ'" in r.getMessage()]
         assert len(gone) == 1 and "when close() began" in gone[0], gone

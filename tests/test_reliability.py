@@ -490,7 +490,8 @@ def test_relay_to_a_queue_that_stops_reading_closes_cleanly(directory, fate):
     # relay's sockets under its thread and libzmq aborted the process.
     # Now close() drains the relay: a stopped queue is waited for up to the
     # close timeout (1 s here), then what the relay held is counted; a
-    # killed one is not waited for at all (its consumer is gone).
+    # killed one is not waited for at all (its consumer is gone), and what
+    # the relay had received for it and drops (its XSUB's) is counted.
     import signal
     with Peer(RELAY_EXCHANGE, directory) as ex, Peer(RELAY_QUEUE, directory) as q:
         ex.expect("ready")
@@ -507,8 +508,9 @@ def test_relay_to_a_queue_that_stops_reading_closes_cleanly(directory, fate):
             took, left = binder.expect("closed", timeout=20).split()
             assert binder.wait(10) == 0, binder.err()
             assert float(took) < 3.0, f"close() took {took} s"
-            # stopped: the relay held messages when the second ran out
-            assert (int(left) > 0) == (fate == "stopped"), left
+            # the exchange kept sending: the relay's XSUB was full (and,
+            # stopped, its PUSH too when the second ran out)
+            assert int(left) > 0, left
         if fate == "stopped":
             q.proc.send_signal(signal.SIGCONT)
 
