@@ -90,8 +90,22 @@ def test_unknown_exchange_id(zmq):
         zmq.send(99, b"x")
     with pytest.raises(ValueError, match="unknown exchange id 0"):
         zmq.send(0, b"x")
-    with pytest.raises(TypeError):
+    # the name where the id goes: the message says which id, and how to keep it
+    with pytest.raises(TypeError, match=r"exchange id must be the int create_exchange\(\) "
+                                        r"returned, not the name 'E'.*eid = zmq.create_exchange"):
         zmq.send("E", b"x")
+    with pytest.raises(TypeError, match="exchange id must be the int.*not float"):
+        zmq.send(1.0, b"x")
+    with pytest.raises(TypeError, match="exchange id must be the int.*not the name"):
+        zmq.send_many("E", [b"x"])
+    with pytest.raises(TypeError, match="exchange id must be the int.*not NoneType"):
+        zmq.wait_bound(None, timeout=0)
+
+
+def test_unknown_style_says_which_there_are(zmq):
+    with pytest.raises(ValueError, match="unknown exchange style 9: use pyzmq.STYLE_DATA_"
+                                         "DISTRIBUTION or pyzmq.STYLE_LOAD_BALANCING"):
+        zmq.create_exchange("E", style=9)
 
 
 def test_message_types(zmq):
