@@ -45,6 +45,8 @@ def test_directory_without_with_and_its_errors():
         with pytest.raises(pyzmq.Error, match="did not start") as info:
             pyzmq.Directory(port=directory.port)            # that port is taken
         assert "in use" in str(info.value)                  # with what the server said
+        assert "exited with status" in str(info.value)      # at once, not "within 10 s"
+        assert "within" not in str(info.value)
     finally:
         directory.close()
     assert "stopped" in repr(directory)
