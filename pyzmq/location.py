@@ -33,6 +33,27 @@ def client_address(host, port):
     return format_hostport(host, port)
 
 
+def check_directory_host(hostname):
+    """Raise DirectoryUnreachable, saying so, when the host of a directory's
+    ``host[:port]`` does not resolve.  libzmq reports a name it cannot
+    resolve as a connection retry, which read as "Connection refused" and
+    sent the user to start a zmq_server instead of to check the name."""
+    from pyzmq.directory import DirectoryUnreachable, parse_hostname
+    host, port = parse_hostname(hostname)
+    try:
+        ipaddress.ip_address(host)
+        return                          # an address: nothing to resolve
+    except ValueError:
+        pass
+    try:
+        socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        reason = f"host name does not resolve ({exc.strerror})"
+        raise DirectoryUnreachable(
+            f"cannot reach the directory at {format_hostport(host, port)}: {reason}; "
+            f"check the host name, or give its IP address", reason) from None
+
+
 @dataclass(frozen=True)
 class Location:
     host: str            # IPv4 address to listen on, or "*" for every interface

@@ -74,7 +74,7 @@ def _hint(args, exc):
     from pyzmq.directory import DirectoryError, DirectoryUnreachable
     from pyzmq.protocol import AUTH
     text = str(exc)
-    if isinstance(exc, DirectoryUnreachable):
+    if isinstance(exc, DirectoryUnreachable) and "does not resolve" not in text:
         return ("is zmq_server running there? give its address with -d HOST[:PORT] "
                 "(or $ZMQ_DIRECTORY)")
     if args.directory_key is None and "directory_key" in text:
@@ -103,6 +103,8 @@ def main(argv=None):
             if args.secret_key is not None:
                 from pyzmq.curve import load_key
                 secret = load_key(args.secret_key)
+            from pyzmq.location import check_directory_host
+            check_directory_host(args.directory)
             # no lease to read; `watch` takes one (a WATCH lives under a lease)
             client = DirectoryClient(args.directory, timeout=args.timeout,
                                      server_key=args.directory_key, secret_key=secret, lease=False)

@@ -210,6 +210,8 @@ class ZMQ(_zmq.Engine):
             return EtcdDirectory(hostname, timeout=self._timeout, on_lost=_LostHook(self),
                                  **(etcd_options or {}))
         from pyzmq.directory import DirectoryClient
+        from pyzmq.location import check_directory_host
+        check_directory_host(hostname)
         return DirectoryClient(
             hostname, timeout=self._timeout, server_key=directory_key,
             secret_key=secret_key if directory_key is not None else None,
