@@ -195,8 +195,8 @@ class EtcdDirectory:
         try:
             import etcd3gw  # noqa: F401
         except ImportError:
-            raise Error("the etcd directory needs the etcd3gw package: pip install "
-                        "'pyzmq-wiring[etcd]' (or pip install etcd3gw)") from None
+            raise Error("the etcd directory needs the etcd3gw package: pip install etcd3gw "
+                        "(or, from the pyzmq-wiring checkout, pip install '.[etcd]')") from None
         if on_lost is not None and not callable(on_lost):
             raise TypeError(f"on_lost must be a callable(name, reason), not {type(on_lost).__name__}")
         if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
@@ -595,8 +595,11 @@ class EtcdDirectory:
                     return s.getsockname()[0]
             except OSError as exc:
                 failures.append(f"{e.label}: {exc.strerror or exc}")
-        raise Error(f"cannot reach any node of the etcd directory at {self.address} "
-                    f"({'; '.join(failures)})")
+        from pyzmq.directory import DirectoryUnreachable
+        reason = "; ".join(failures)
+        raise DirectoryUnreachable(
+            f"cannot reach any node of the etcd directory at {self.address} ({reason}); "
+            f"is etcd serving clients there (its client port, 2379 by default)?", reason)
 
     def _auth_headers(self, role, refresh=False):
         if self._user is None:

@@ -62,6 +62,10 @@ def test_url_parsing_and_clear_errors():
         EtcdDirectory("etcd://127.0.0.1:1?ca=/x")
     with pytest.raises(pyzmq.Error, match="cannot reach any node"):
         EtcdDirectory("etcd://127.0.0.1:1,127.0.0.1:2", timeout=1)
+    # the same exception as for a zmq_server that is not there, with what to check
+    with pytest.raises(pyzmq.DirectoryUnreachable, match=r"127.0.0.1:1: Connection refused.*"
+                                                         r"is etcd serving clients there"):
+        pyzmq.ZMQ("etcd://127.0.0.1:1", timeout=1)
 
 
 def test_wiring_across_processes_for_all_four_bind_kinds(etcd_url):
