@@ -99,6 +99,11 @@ def _parse_port(text, location):
 def _resolve_host(host, location):
     if host in ("", "*", "0.0.0.0"):
         return "*"
+    if host.isdigit() and location == host:
+        # a port meant ("5555"); read as a host it is an IPv4 number (0.0.21.179)
+        raise ValueError(f"location {location!r} is a bare number, which would be read as a "
+                         f"host: for a port write '*:{host}' (every interface) or "
+                         f"'127.0.0.1:{host}' (this host only)")
     try:
         return str(ipaddress.IPv4Address(host))
     except ValueError:

@@ -66,6 +66,22 @@ def test_malformed_location(directory, location):
             zmq.create_exchange("E", pyzmq.SCOPE_GLOBAL, location)
 
 
+@pytest.mark.parametrize("location", ["5555", "0", "80"])
+def test_a_bare_port_as_location_says_how_to_write_it(directory, location):
+    """location="5555" meant a port; read as a host it became the IPv4
+    address 0.0.21.179 and failed to listen there."""
+    with pyzmq.ZMQ(directory) as zmq:
+        with pytest.raises(ValueError, match=rf"location '{location}' is a bare number.*"
+                                             rf"'\*:{location}'.*'127.0.0.1:{location}'"):
+            zmq.create_queue("Q", pyzmq.SCOPE_GLOBAL, location)
+
+
+def test_a_directory_object_for_the_hostname_says_to_give_its_address(directory):
+    with pyzmq.Directory() as embedded:
+        with pytest.raises(TypeError, match=r"pyzmq.ZMQ\(directory.address\)"):
+            pyzmq.ZMQ(embedded)
+
+
 def test_location_in_use(directory):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
