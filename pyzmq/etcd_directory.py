@@ -349,6 +349,12 @@ class EtcdDirectory:
         kvs = _range_kvs(reply)
         if not kvs:     # deleted in between: try again from the start
             return self._put(name, record, lease, deadline)
+        owner = (_decode_record(kvs[0]) or {}).get("owner") or {}
+        if owner.get("pid") == os.getpid() and owner.get("host") == self._owner["host"]:
+            # (as zmq_server's client says: a notebook cell run again, a second instance)
+            raise DirectoryError(f"global name {name!r} is already registered by another instance "
+                                 f"(in this process: close it first) in the etcd directory at "
+                                 f"{self.address}", p.DUPLICATE)
         raise DirectoryError(f"global name {name!r} is already registered by another process "
                              f"({_owner_text(kvs[0])}) in the etcd directory at {self.address}",
                              p.DUPLICATE)
