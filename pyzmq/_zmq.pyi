@@ -106,7 +106,9 @@ class Engine:
     # the hot paths and their batch forms
     def send(self, eid: int, msg: Message, timeout: Seconds = None,
              block: bool = True) -> bool: ...
-    def send_many(self, eid: int, messages: Iterable[Message],
+    # (eid, messages and max_count are positional only: the extension's
+    # parameters have other names, so a keyword would be a TypeError)
+    def send_many(self, eid: int, messages: Iterable[Message], /,
                   timeout: Seconds = None) -> int: ...
     # receive(): bytes; copy=False: a Frame; block=False: None when nothing is there
     @overload
@@ -157,7 +159,7 @@ class Engine:
     @overload
     def receive2(self, timeout: Seconds = None, block: bool = True,
                  copy: bool = True) -> Optional[Tuple[int, Union[bytes, Frame]]]: ...
-    def receive_many(self, max_count: int, timeout: Seconds = None) -> List[bytes]: ...
+    def receive_many(self, max_count: int, /, timeout: Seconds = None) -> List[bytes]: ...
     def serve(self, timeout: float) -> None: ...
 
     # configuration and checks

@@ -87,11 +87,20 @@ class Directory:
         errors.start()
         event.wait(ready_timeout)
         if "port" not in ready:
+            status = self._proc.poll()      # exited by itself (a taken port, ...)?
+            if status is None and event.is_set():
+                # its stdout closed before the ready line: it is exiting
+                try:
+                    status = self._proc.wait(2.0)
+                except subprocess.TimeoutExpired:
+                    pass
             self._stop(2.0)
             errors.join(1.0)
             tail = "\n".join(list(self._logs)[-10:])
-            raise Error(f"the embedded zmq_server did not start on {host}:{port} within "
-                        f"{ready_timeout:g} s" + (f"; it said:\n{tail}" if tail else ""))
+            why = (f"it exited with status {status}" if status is not None else
+                   f"it was not ready within {ready_timeout:g} s (Directory(ready_timeout=))")
+            raise Error(f"the embedded zmq_server did not start on {host}:{port}: {why}"
+                        + (f"; it said:\n{tail}" if tail else ""))
         self.port = ready["port"]
 
     # -- what it is --------------------------------------------------------

@@ -195,8 +195,8 @@ class EtcdDirectory:
         try:
             import etcd3gw  # noqa: F401
         except ImportError:
-            raise Error("the etcd directory needs the etcd3gw package: pip install "
-                        "'pyzmq-wiring[etcd]' (or pip install etcd3gw)") from None
+            raise Error("the etcd directory needs the etcd3gw package: pip install etcd3gw "
+                        "(or, from the pyzmq-wiring checkout, pip install '.[etcd]')") from None
         if on_lost is not None and not callable(on_lost):
             raise TypeError(f"on_lost must be a callable(name, reason), not {type(on_lost).__name__}")
         if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
@@ -349,6 +349,12 @@ class EtcdDirectory:
         kvs = _range_kvs(reply)
         if not kvs:     # deleted in between: try again from the start
             return self._put(name, record, lease, deadline)
+        owner = (_decode_record(kvs[0]) or {}).get("owner") or {}
+        if owner.get("pid") == os.getpid() and owner.get("host") == self._owner["host"]:
+            # (as zmq_server's client says: a notebook cell run again, a second instance)
+            raise DirectoryError(f"global name {name!r} is already registered by another instance "
+                                 f"(in this process: close it first) in the etcd directory at "
+                                 f"{self.address}", p.DUPLICATE)
         raise DirectoryError(f"global name {name!r} is already registered by another process "
                              f"({_owner_text(kvs[0])}) in the etcd directory at {self.address}",
                              p.DUPLICATE)
@@ -595,8 +601,11 @@ class EtcdDirectory:
                     return s.getsockname()[0]
             except OSError as exc:
                 failures.append(f"{e.label}: {exc.strerror or exc}")
-        raise Error(f"cannot reach any node of the etcd directory at {self.address} "
-                    f"({'; '.join(failures)})")
+        from pyzmq.directory import DirectoryUnreachable
+        reason = "; ".join(failures)
+        raise DirectoryUnreachable(
+            f"cannot reach any node of the etcd directory at {self.address} ({reason}); "
+            f"is etcd serving clients there (its client port, 2379 by default)?", reason)
 
     def _auth_headers(self, role, refresh=False):
         if self._user is None:

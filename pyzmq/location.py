@@ -33,6 +33,27 @@ def client_address(host, port):
     return format_hostport(host, port)
 
 
+def check_directory_host(hostname):
+    """Raise DirectoryUnreachable, saying so, when the host of a directory's
+    ``host[:port]`` does not resolve.  libzmq reports a name it cannot
+    resolve as a connection retry, which read as "Connection refused" and
+    sent the user to start a zmq_server instead of to check the name."""
+    from pyzmq.directory import DirectoryUnreachable, parse_hostname
+    host, port = parse_hostname(hostname)
+    try:
+        ipaddress.ip_address(host)
+        return                          # an address: nothing to resolve
+    except ValueError:
+        pass
+    try:
+        socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        reason = f"host name does not resolve ({exc.strerror})"
+        raise DirectoryUnreachable(
+            f"cannot reach the directory at {format_hostport(host, port)}: {reason}; "
+            f"check the host name, or give its IP address", reason) from None
+
+
 @dataclass(frozen=True)
 class Location:
     host: str            # IPv4 address to listen on, or "*" for every interface
@@ -78,6 +99,11 @@ def _parse_port(text, location):
 def _resolve_host(host, location):
     if host in ("", "*", "0.0.0.0"):
         return "*"
+    if host.isdigit() and location == host:
+        # a port meant ("5555"); read as a host it is an IPv4 number (0.0.21.179)
+        raise ValueError(f"location {location!r} is a bare number, which would be read as a "
+                         f"host: for a port write '*:{host}' (every interface) or "
+                         f"'127.0.0.1:{host}' (this host only)")
     try:
         return str(ipaddress.IPv4Address(host))
     except ValueError:

@@ -1,6 +1,6 @@
 """``zmq_names``: look at a directory's names from the shell (docs/directory.md).
 
-    zmq_names [-d HOST[:PORT] | -d etcd://H1:P1,H2:P2[/prefix]] [-k KEY] ls [PATTERN] [--json]
+    zmq_names [-d HOST[:PORT] | -d etcd://H1:P1,H2:P2[/prefix]] [-k KEY] [-s FILE] ls [PATTERN] [--json]
     zmq_names info NAME [--json]
     zmq_names watch [PATTERN] [--json]
     zmq_names ping              # exit status 0 when the directory answers, else 1
@@ -47,6 +47,11 @@ def parse_args(argv=None):
                         help="the directory (default: $ZMQ_DIRECTORY, else 127.0.0.1; port 5682)")
     parser.add_argument("-k", "--directory-key", metavar="KEY", default=os.environ.get("ZMQ_DIRECTORY_KEY"),
                         help="the CURVE public key of a secure directory (default: $ZMQ_DIRECTORY_KEY)")
+    parser.add_argument("-s", "--secret-key", metavar="FILE", default=os.environ.get("ZMQ_SECRET_KEY_FILE"),
+                        help="a file holding this client's CURVE secret key (as zmq_keygen writes it), "
+                        "for a directory with --curve-allow: its public key must be in the allow "
+                        "list (default: $ZMQ_SECRET_KEY_FILE; without: a new key, which such a "
+                        "directory refuses)")
     parser.add_argument("-t", "--timeout", type=float, default=5.0, help="seconds per request (default 5)")
     sub = parser.add_subparsers(dest="command", required=True)
     ls = sub.add_parser("ls", help="list the names matching a glob pattern")
@@ -63,6 +68,27 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
+def _hint(args, exc):
+    """What to do, in this tool's options, when the directory could not be
+    opened: the library's messages speak of ZMQ()'s arguments."""
+    from pyzmq.directory import DirectoryError, DirectoryUnreachable
+    from pyzmq.protocol import AUTH
+    text = str(exc)
+    if isinstance(exc, DirectoryUnreachable) and "does not resolve" not in text:
+        return ("is zmq_server running there? give its address with -d HOST[:PORT] "
+                "(or $ZMQ_DIRECTORY)")
+    if args.directory_key is None and "directory_key" in text:
+        return ("a directory started with --curve-secret needs its public key: -k KEY "
+                "(or $ZMQ_DIRECTORY_KEY), e.g. -k \"$(cat directory.key.pub)\"")
+    if isinstance(exc, DirectoryError) and exc.code == AUTH and "refused this client" in text:
+        if args.secret_key is None:
+            return ("give the secret key of a client in the directory's allow list: "
+                    "-s FILE (or $ZMQ_SECRET_KEY_FILE), e.g. -s alice.key")
+        return (f"the public key of {args.secret_key} is not in the directory's allow list "
+                "(zmq_server --curve-allow)")
+    return None
+
+
 def main(argv=None):
     """Entry point of ``zmq_names``; returns the exit status."""
     args = parse_args(argv)
@@ -73,11 +99,20 @@ def main(argv=None):
         if is_etcd_url(args.directory):
             client = EtcdDirectory(args.directory, timeout=args.timeout, lease=False)     # it only reads
         else:
+            secret = None
+            if args.secret_key is not None:
+                from pyzmq.curve import load_key
+                secret = load_key(args.secret_key)
+            from pyzmq.location import check_directory_host
+            check_directory_host(args.directory)
             # no lease to read; `watch` takes one (a WATCH lives under a lease)
             client = DirectoryClient(args.directory, timeout=args.timeout,
-                                     server_key=args.directory_key, lease=False)
-    except (Error, ValueError, TypeError) as exc:
+                                     server_key=args.directory_key, secret_key=secret, lease=False)
+    except (Error, ValueError, TypeError, OSError) as exc:
         print(f"zmq_names: {exc}", file=sys.stderr)
+        hint = _hint(args, exc)
+        if hint:
+            print(f"zmq_names: {hint}", file=sys.stderr)
         return 1
     try:
         if args.command == "ping":

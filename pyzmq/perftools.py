@@ -214,11 +214,11 @@ def _batch(p):
     return p
 
 
-def _instance(hostname):
+def _instance(hostname, tool):
     try:
         return pyzmq.ZMQ(hostname, linger=LINGER, bind_timeout=WAIT_FOR_LOCAL_SIDE)
     except (pyzmq.Error, ValueError, TypeError) as e:
-        sys.exit(str(e))
+        sys.exit(f"{tool}: {e}")
 
 
 def _bind_when_there(zmq, exchange, queue, waiting_for):
@@ -230,8 +230,12 @@ def _bind_when_there(zmq, exchange, queue, waiting_for):
             zmq.bind(exchange, queue)
             return
         except DirectoryError as e:
-            if e.code != ERR_NOT_FOUND or time.monotonic() > deadline:
+            if e.code != ERR_NOT_FOUND:
                 raise
+            if time.monotonic() > deadline:
+                raise DirectoryError(f"{e}; start {waiting_for} first, with the same directory, "
+                                     f"and this tool within {WAIT_FOR_LOCAL_SIDE:.0f} s of it",
+                                     e.code) from None
             if not said:
                 print(f"waiting up to {WAIT_FOR_LOCAL_SIDE:.0f} s for {waiting_for} "
                       "to register its names...", file=sys.stderr, flush=True)
@@ -284,7 +288,7 @@ def local_lat(argv=None):
                 ("queue_interface", str, "where the queue QL listens"), _SIZE, _ROUNDTRIPS)
     a = p.parse_args(argv)
     size, count = a.message_size, a.roundtrip_count
-    with _instance(a.hostname) as zmq:
+    with _instance(a.hostname, "local_lat") as zmq:
         eid = zmq.create_exchange("EL", pyzmq.SCOPE_GLOBAL, a.exchange_interface)
         zmq.create_queue("QL", pyzmq.SCOPE_GLOBAL, a.queue_interface)
         send, receive = zmq.send, zmq.receive
@@ -325,7 +329,7 @@ def remote_lat(argv=None):
                 "to QL, EL bound to local queue QR.", _HOST, _SIZE, _ROUNDTRIPS)
     a = p.parse_args(argv)
     size, count = a.message_size, a.roundtrip_count
-    with _instance(a.hostname) as zmq:
+    with _instance(a.hostname, "remote_lat") as zmq:
         eid = zmq.create_exchange("ER")
         zmq.create_queue("QR")
         _bind_when_there(zmq, "EL", "QR", "local_lat")
@@ -366,7 +370,7 @@ def local_thr(argv=None):
                        _HOST, ("interface", str, "where the queue Q listens"), _SIZE, _COUNT))
     a = p.parse_args(argv)
     size, count = a.message_size, a.message_count
-    with _instance(a.hostname) as zmq:
+    with _instance(a.hostname, "local_thr") as zmq:
         zmq.create_queue("Q", pyzmq.SCOPE_GLOBAL, a.interface)
         # large messages are read in place (a Frame), as an application
         # that only looks at them would
@@ -418,7 +422,7 @@ def remote_thr(argv=None):
                        "exchange E bound to the global queue Q.", _HOST, _SIZE, _COUNT))
     a = p.parse_args(argv)
     size, count = a.message_size, a.message_count
-    with _instance(a.hostname) as zmq:
+    with _instance(a.hostname, "remote_thr") as zmq:
         eid = zmq.create_exchange("E")
         _bind_when_there(zmq, "E", "Q", "local_thr")
         msg = bytes(size)

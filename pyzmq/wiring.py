@@ -199,6 +199,10 @@ class ZMQ(_zmq.Engine):
         client is thread-safe and touches no socket of the instance):
         an etcd cluster for an etcd:// address (docs/etcd.md), else zmq_server."""
         if not isinstance(hostname, str):
+            from pyzmq.embedded import Directory
+            if isinstance(hostname, Directory):
+                raise TypeError("hostname must be a str: for an embedded directory give its "
+                                "address, pyzmq.ZMQ(directory.address)")
             raise TypeError(f"hostname must be a str such as 'localhost:5682', "
                             f"not {type(hostname).__name__}")
         from pyzmq.etcd_directory import is_etcd_url
@@ -210,6 +214,8 @@ class ZMQ(_zmq.Engine):
             return EtcdDirectory(hostname, timeout=self._timeout, on_lost=_LostHook(self),
                                  **(etcd_options or {}))
         from pyzmq.directory import DirectoryClient
+        from pyzmq.location import check_directory_host
+        check_directory_host(hostname)
         return DirectoryClient(
             hostname, timeout=self._timeout, server_key=directory_key,
             secret_key=secret_key if directory_key is not None else None,

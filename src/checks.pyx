@@ -99,7 +99,8 @@ def check_style(style):
         raise TypeError(f"style must be pyzmq.STYLE_DATA_DISTRIBUTION or "
                         f"pyzmq.STYLE_LOAD_BALANCING, not {type(style).__name__}")
     if style not in STYLE_NAMES:
-        raise ValueError(f"unknown exchange style {style}")
+        raise ValueError(f"unknown exchange style {style}: use pyzmq.STYLE_DATA_DISTRIBUTION "
+                         f"or pyzmq.STYLE_LOAD_BALANCING")
     return style
 
 
@@ -172,8 +173,15 @@ cdef inline Py_ssize_t _id(object o, str what) except? -1:
 
 cdef Py_ssize_t _id_slow(object o, str what) except? -1:
     cdef Py_ssize_t v
+    if isinstance(o, (str, bytes)):
+        # the commonest mistake: the name where the id goes
+        raise TypeError(f"{what} id must be the int create_{what}() returned, not the "
+                        f"name {o!r}: keep the id, e.g. eid = zmq.create_{what}({o!r})")
     try:
         v = o
     except OverflowError:
         raise ValueError(f"unknown {what} id {o}") from None
+    except TypeError:
+        raise TypeError(f"{what} id must be the int create_{what}() returned, "
+                        f"not {type(o).__name__}") from None
     return v

@@ -239,3 +239,26 @@ def test_a_send_stuck_on_a_global_exchange_does_not_spin(directory):
                 assert cpu < 0.1, f"{cpu:.3f} s of CPU while a send waited 2 s"
             await z.close(timeout=0)
     run(main())
+
+
+@pytest.mark.parametrize("queue_first", [False, True])
+def test_a_receive_awaited_before_any_bound_queue_gets_a_later_binding(queue_first):
+    """The blocking receive() of an instance with no bound queue is refused
+    (it could never return); an awaited one waits, because another task may
+    create and bind a queue meanwhile, and it gets that queue's message."""
+    async def main():
+        with pyzmq.asyncio.ZMQ() as zmq:
+            if queue_first:
+                await zmq.create_queue("Q")          # there, but not bound
+            with pytest.raises(pyzmq.Error, match="would wait forever"):
+                pyzmq.ZMQ.receive(zmq)               # the blocking form refuses
+            waiting = asyncio.ensure_future(zmq.receive(timeout=30))
+            await asyncio.sleep(0.1)
+            assert not waiting.done()
+            if not queue_first:
+                await zmq.create_queue("Q")
+            eid = await zmq.create_exchange("E")
+            await zmq.bind("E", "Q")
+            await zmq.send(eid, b"late")
+            assert await waiting == b"late"
+    run(main())

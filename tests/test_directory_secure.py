@@ -666,3 +666,31 @@ def test_held_names_keep_what_was_left_of_their_grace_period_across_a_restart(tm
         assert 0 < left <= 29, str(info.value)
     finally:
         server.stop()
+
+
+def test_zmq_names_on_a_directory_with_an_allow_list(secure_server, keys, tmp_path):
+    """zmq_names reaches a directory with --curve-allow with -k and -s (an
+    allowed client's key file), and each missing piece is named in the
+    tool's own options."""
+    def names(*args):
+        env = {k: v for k, v in child_env().items()
+               if k not in ("ZMQ_DIRECTORY_KEY", "ZMQ_SECRET_KEY_FILE")}
+        return subprocess.run([sys.executable, "-m", "pyzmq.names", "-d", secure_server.address,
+                               *args], env=env, capture_output=True, text=True, timeout=30)
+    with alice(secure_server, keys) as owner:
+        owner.register("Q", "jobs", "127.0.0.1:6000")
+        alice_key = write(tmp_path / "alice.key", keys["alice"][1] + "\n")
+        out = names("-k", keys["server"][0], "-s", alice_key, "ls")
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.startswith("jobs\tqueue\t127.0.0.1:6000\t")
+        out = names("ls")                                   # plain, to a secure directory
+        assert out.returncode == 1 and "-k KEY" in out.stderr, out.stderr
+        out = names("-k", keys["server"][0], "ping")        # a new key: not allowed
+        assert out.returncode == 1, out.stderr
+        assert "refused this client's CURVE key" in out.stderr and "-s FILE" in out.stderr
+        mallory_key = write(tmp_path / "mallory.key", keys["mallory"][1])
+        out = names("-k", keys["server"][0], "-s", mallory_key, "ping")
+        assert out.returncode == 1
+        assert f"the public key of {mallory_key} is not in the directory's allow list" in out.stderr
+        out = names("-k", keys["server"][0], "-s", str(tmp_path / "nofile"), "ping")
+        assert out.returncode == 1 and "nofile" in out.stderr

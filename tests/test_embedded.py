@@ -45,6 +45,8 @@ def test_directory_without_with_and_its_errors():
         with pytest.raises(pyzmq.Error, match="did not start") as info:
             pyzmq.Directory(port=directory.port)            # that port is taken
         assert "in use" in str(info.value)                  # with what the server said
+        assert "exited with status" in str(info.value)      # at once, not "within 10 s"
+        assert "within" not in str(info.value)
     finally:
         directory.close()
     assert "stopped" in repr(directory)
@@ -146,3 +148,21 @@ def test_closing_the_pipe_stops_the_server():
     directory = pyzmq.Directory()
     directory._proc.stdin.close()
     assert directory._proc.wait(10) == 0          # a clean stop, not a kill
+
+
+def test_a_second_directory_leaves_the_first_running():
+    """A notebook cell `directory = pyzmq.Directory()` run again
+    (docs/notebooks.md): a second server on another port; the first, and an
+    instance connected to it, keep working until it is closed."""
+    first = pyzmq.Directory()
+    try:
+        with pyzmq.ZMQ(first.address) as zmq:
+            zmq.create_queue("Q", pyzmq.SCOPE_GLOBAL, "127.0.0.1:0")
+            with pyzmq.Directory() as second:
+                assert second.address != first.address and first.running
+                assert zmq.names() == ["Q"]
+                with pyzmq.ZMQ(second.address) as other:
+                    assert other.names() == []
+    finally:
+        first.close()
+    assert not first.running

@@ -66,6 +66,22 @@ def test_malformed_location(directory, location):
             zmq.create_exchange("E", pyzmq.SCOPE_GLOBAL, location)
 
 
+@pytest.mark.parametrize("location", ["5555", "0", "80"])
+def test_a_bare_port_as_location_says_how_to_write_it(directory, location):
+    """location="5555" meant a port; read as a host it became the IPv4
+    address 0.0.21.179 and failed to listen there."""
+    with pyzmq.ZMQ(directory) as zmq:
+        with pytest.raises(ValueError, match=rf"location '{location}' is a bare number.*"
+                                             rf"'\*:{location}'.*'127.0.0.1:{location}'"):
+            zmq.create_queue("Q", pyzmq.SCOPE_GLOBAL, location)
+
+
+def test_a_directory_object_for_the_hostname_says_to_give_its_address(directory):
+    with pyzmq.Directory() as embedded:
+        with pytest.raises(TypeError, match=r"pyzmq.ZMQ\(directory.address\)"):
+            pyzmq.ZMQ(embedded)
+
+
 def test_location_in_use(directory):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -90,8 +106,22 @@ def test_unknown_exchange_id(zmq):
         zmq.send(99, b"x")
     with pytest.raises(ValueError, match="unknown exchange id 0"):
         zmq.send(0, b"x")
-    with pytest.raises(TypeError):
+    # the name where the id goes: the message says which id, and how to keep it
+    with pytest.raises(TypeError, match=r"exchange id must be the int create_exchange\(\) "
+                                        r"returned, not the name 'E'.*eid = zmq.create_exchange"):
         zmq.send("E", b"x")
+    with pytest.raises(TypeError, match="exchange id must be the int.*not float"):
+        zmq.send(1.0, b"x")
+    with pytest.raises(TypeError, match="exchange id must be the int.*not the name"):
+        zmq.send_many("E", [b"x"])
+    with pytest.raises(TypeError, match="exchange id must be the int.*not NoneType"):
+        zmq.wait_bound(None, timeout=0)
+
+
+def test_unknown_style_says_which_there_are(zmq):
+    with pytest.raises(ValueError, match="unknown exchange style 9: use pyzmq.STYLE_DATA_"
+                                         "DISTRIBUTION or pyzmq.STYLE_LOAD_BALANCING"):
+        zmq.create_exchange("E", style=9)
 
 
 def test_message_types(zmq):

@@ -62,6 +62,10 @@ def test_url_parsing_and_clear_errors():
         EtcdDirectory("etcd://127.0.0.1:1?ca=/x")
     with pytest.raises(pyzmq.Error, match="cannot reach any node"):
         EtcdDirectory("etcd://127.0.0.1:1,127.0.0.1:2", timeout=1)
+    # the same exception as for a zmq_server that is not there, with what to check
+    with pytest.raises(pyzmq.DirectoryUnreachable, match=r"127.0.0.1:1: Connection refused.*"
+                                                         r"is etcd serving clients there"):
+        pyzmq.ZMQ("etcd://127.0.0.1:1", timeout=1)
 
 
 def test_wiring_across_processes_for_all_four_bind_kinds(etcd_url):
@@ -107,7 +111,9 @@ def test_wiring_across_processes_for_all_four_bind_kinds(etcd_url):
 def test_a_name_held_by_another_lease_is_refused_and_only_its_holder_changes_it(etcd_url):
     with EtcdDirectory(etcd_url) as a, EtcdDirectory(etcd_url) as b:
         a.register("Q", "N", "127.0.0.1:1000")
-        with pytest.raises(pyzmq.DirectoryError, match="'N' is already registered by another process") as e:
+        # two clients of one process: the message says so, as zmq_server's client does
+        with pytest.raises(pyzmq.DirectoryError, match="'N' is already registered by another instance "
+                                                       r"\(in this process: close it first\)") as e:
             b.register("Q", "N", "127.0.0.1:2000")
         assert e.value.code == pyzmq.directory.p.DUPLICATE
         with pytest.raises(pyzmq.DirectoryError, match="registered by another process"):

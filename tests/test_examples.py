@@ -1,4 +1,5 @@
-"""Every script in examples/ runs to the end and prints something."""
+"""Every script in examples/ runs to the end, prints something, and logs nothing:
+a new user reads a WARNING on stderr as something gone wrong."""
 
 import subprocess
 import sys
@@ -15,3 +16,4 @@ def test_example_runs(example):
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip()
+    assert not out.stderr.strip(), out.stderr

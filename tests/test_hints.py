@@ -33,6 +33,21 @@ def test_unreachable_directory_is_public_and_says_what_to_do():
     assert "DirectoryUnreachable" in pyzmq.__all__
 
 
+def test_a_host_name_that_does_not_resolve_is_not_called_refused():
+    """A misspelt directory host failed as "Connection refused", sending the
+    user to start a zmq_server: it says the name does not resolve."""
+    with pytest.raises(pyzmq.DirectoryUnreachable) as info:
+        pyzmq.ZMQ("no-such-directory-host.invalid:5682", timeout=2)
+    text = str(info.value)
+    assert "no-such-directory-host.invalid:5682" in text
+    assert "does not resolve" in text and "refused" not in text
+    assert "check the host name" in text
+    assert info.value.reason.startswith("host name does not resolve")
+    out = subprocess.run([sys.executable, "-m", "pyzmq.names", "-d", "no-such-directory-host.invalid",
+                          "ping"], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 1 and "does not resolve" in out.stderr, out.stderr
+
+
 # -- hostnames -----------------------------------------------------------------
 
 def test_hostname_with_tcp_scheme_says_it_takes_none():

@@ -20,6 +20,8 @@ import time
 
 import pytest
 
+import pyzmq
+
 from helpers import PERF, ROOT, child_env, free_port
 
 TIMEOUT = 30        # seconds for any one process; the runs below take < 1 s
@@ -207,9 +209,22 @@ def test_no_zmq_server_is_a_clear_error(name, args):
     t0 = time.monotonic()
     rc, out, err = run(name, hostname, *args, timeout=20)
     assert rc != 0
-    assert "the directory at" in err and hostname in err
+    assert f"{name}: cannot reach the directory at {hostname}" in err   # named, like its other errors
     assert "Traceback" not in err
     assert time.monotonic() - t0 < 15
+
+
+@pytest.mark.parametrize("tool,args,missing", [
+    ("remote_lat", ["1", "10"], "local_lat"),
+    ("remote_thr", ["1", "10"], "local_thr"),
+])
+def test_remote_side_alone_gives_up_saying_what_to_start(directory, monkeypatch, tool, args, missing):
+    """Only the remote side was started: after its wait (30 s; 0.5 here) it
+    says which tool to start first, not only that a name is missing."""
+    from pyzmq import perftools
+    monkeypatch.setattr(perftools, "WAIT_FOR_LOCAL_SIDE", 0.5)
+    with pytest.raises(pyzmq.DirectoryError, match=f"start {missing} first, with the same directory"):
+        getattr(perftools, tool)([directory, *args, "-q"])
 
 
 def test_mute_zmq_server_times_out(tmp_path):

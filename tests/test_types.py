@@ -117,6 +117,10 @@ BAD = {
     "zmq.bind('E', 'Q', hwm='5')": "bind",
     "pyzmq.ZMQ(timeout='5')": "ZMQ",
     "zmq.recieve()": "recieve",                               # a typo is caught
+    # the extension's parameters are named eid_obj and max_count_obj: a
+    # keyword is a TypeError at run time, so the stub makes them positional
+    "zmq.receive_many(max_count=5)": "receive_many",
+    "zmq.send_many(eid=eid, messages=[b'x'])": "send_many",
 }
 
 
