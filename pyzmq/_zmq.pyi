@@ -106,9 +106,7 @@ class Engine:
     # the hot paths and their batch forms
     def send(self, eid: int, msg: Message, timeout: Seconds = None,
              block: bool = True) -> bool: ...
-    # (eid, messages and max_count are positional only: the extension's
-    # parameters have other names, so a keyword would be a TypeError)
-    def send_many(self, eid: int, messages: Iterable[Message], /,
+    def send_many(self, eid: int, messages: Iterable[Message],
                   timeout: Seconds = None) -> int: ...
     # receive(): bytes; copy=False: a Frame; block=False: None when nothing is there
     @overload
@@ -159,7 +157,7 @@ class Engine:
     @overload
     def receive2(self, timeout: Seconds = None, block: bool = True,
                  copy: bool = True) -> Optional[Tuple[int, Union[bytes, Frame]]]: ...
-    def receive_many(self, max_count: int, /, timeout: Seconds = None) -> List[bytes]: ...
+    def receive_many(self, max_count: int, timeout: Seconds = None) -> List[bytes]: ...
     def serve(self, timeout: float) -> None: ...
 
     # configuration and checks

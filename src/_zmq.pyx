@@ -31,6 +31,7 @@ from cpython.buffer cimport (PyObject_GetBuffer, PyBuffer_Release, PyBUF_ANY_CON
                              PyBUF_WRITABLE, PyBUF_FORMAT, PyBUF_ND)
 from cpython.exc cimport PyErr_CheckSignals
 from cpython.float cimport PyFloat_CheckExact, PyFloat_AS_DOUBLE
+from cpython.number cimport PyIndex_Check
 from cpython.pythread cimport PyThread_get_thread_ident
 
 from libzmq cimport *

@@ -249,7 +249,7 @@ cdef class Engine(_Binder):
             check_at = self._wait_room(eid, e.npush, deadline, check_at)
             e = self._exchange(eid)     # a signal handler or the hook may have run
 
-    def send_many(self, object eid_obj, messages, timeout=None):
+    def send_many(self, object eid, messages, timeout=None):
         """Send every message of an iterable on exchange eid, in order.
 
         The same as calling send() for each, without a Python call per
@@ -257,8 +257,7 @@ cdef class Engine(_Binder):
         """
         self._check()
         _check_timeout(timeout)
-        cdef Py_ssize_t eid = _id(eid_obj, "exchange")
-        cdef ExchangeSlot *e = self._exchange(eid)
+        cdef ExchangeSlot *e = self._exchange(_id(eid, "exchange"))
         cdef void *only = _only(e)
         cdef Py_ssize_t n = 0
         cdef int rc
@@ -479,23 +478,26 @@ cdef class Engine(_Binder):
         m = _receive_copy(self, _deadline(timeout) if block else 0.0, &qid)
         return self._nothing(block, timeout) if m is None else (self.idbase + ID_QUEUE + qid, m)
 
-    def receive_many(self, object max_count_obj, timeout=None):
+    def receive_many(self, object max_count, timeout=None):
         """Up to max_count messages: waits (up to timeout) for the first,
         then takes whatever else is already there.  Returns a list."""
         self._check()
         _check_timeout(timeout)
-        cdef Py_ssize_t max_count
+        if isinstance(max_count, bool) or not PyIndex_Check(max_count):
+            raise TypeError(f"max_count must be an int (how many messages at most), "
+                            f"not {type(max_count).__name__}")
+        cdef Py_ssize_t most
         try:
-            max_count = max_count_obj
+            most = max_count
         except OverflowError:
-            if max_count_obj < 0:
-                raise ValueError(f"max_count must be >= 1, not {max_count_obj}") from None
-            max_count = PY_SSIZE_T_MAX      # "up to": as many as there are
-        if max_count < 1:
-            raise ValueError(f"max_count must be >= 1, not {max_count}")
+            if max_count < 0:
+                raise ValueError(f"max_count must be >= 1, not {max_count}") from None
+            most = PY_SSIZE_T_MAX      # "up to": as many as there are
+        if most < 1:
+            raise ValueError(f"max_count must be >= 1, not {most}")
         cdef list out = []
         cdef int qid
-        while self.stash.n and len(out) < max_count:
+        while self.stash.n and len(out) < most:
             out.append(self._from_stash(True)[1])
         if not out:
             m = _receive_copy(self, _deadline(timeout), &qid)
@@ -503,7 +505,7 @@ cdef class Engine(_Binder):
                 raise Timeout(f"no message arrived within {timeout} s"
                               + (self._follow_refusals(0) if self.following else ""))
             out.append(m)
-        while len(out) < max_count and self._try_receive(&self.rmsg):
+        while len(out) < most and self._try_receive(&self.rmsg):
             out.append(_copy(&self.rmsg))
         _release_large(&self.rmsg)
         return out

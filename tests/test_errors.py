@@ -311,3 +311,14 @@ def test_good_timeouts_on_the_fast_paths(bound, timeout):
     assert zmq.receive(timeout) == b"a"
     assert zmq.receive2(timeout)[1] == b"b"
     assert zmq.receive_many(5, timeout) == [b"c"]
+
+
+def test_batch_calls_take_their_documented_keywords_and_say_what_max_count_is(bound):
+    # their parameters were named eid_obj and max_count_obj: a keyword was a
+    # TypeError, and receive_many("5") said only that an int was needed
+    zmq, eid = bound
+    assert zmq.send_many(eid=eid, messages=[b"a", b"b"], timeout=1) == 2
+    assert zmq.receive_many(max_count=5, timeout=1) == [b"a", b"b"]
+    for bad in ("5", 2.0, None, True):
+        with pytest.raises(TypeError, match=r"max_count must be an int \(how many messages"):
+            zmq.receive_many(bad, timeout=0)
