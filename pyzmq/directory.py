@@ -51,6 +51,10 @@ MAX_SOCKETS = 32768   # of the directory clients' context (3 per client)
 # --max-queued messages for a client (default 100,000) and shuts the
 # connection of one whose reply does not fit, so a burst must stay below it.
 MAX_IN_FLIGHT = 100
+# A client that holds names (lease=True) and was refused a new lease asks
+# again this long after (seconds), doubling up to LEASE_RETRY_MAX.
+LEASE_RETRY = 1.0
+LEASE_RETRY_MAX = 10.0
 
 
 class DirectoryError(Error):
@@ -627,6 +631,9 @@ class DirectoryClient(DirectoryBackend):
         self._lease = None                 # lease id, or None while (re)acquiring
         self._lease_ttl = None
         self._leasing = False              # a LEASE request is in flight
+        self._lease_refusal = None         # why the last LEASE failed (refused, or no answer in time)
+        self._lease_retry_at = None        # (lease=True) when to ask again after that (monotonic)
+        self._lease_backoff = LEASE_RETRY
         self._renew_at = 0.0
         self._names = {}                   # name -> (kind, address, key) registered by this client
         self._connected = False
@@ -1116,6 +1123,12 @@ class DirectoryClient(DirectoryBackend):
             if not self._connected:
                 return Error(f"the directory at {self.address} is gone ({self._last_failure}); "
                              "reconnecting in the background")
+            refusal = self._lease_refusal
+            if self._lease is None and refusal is not None and self._lease_at_open:
+                text = f"{refusal}; asking again in the background"
+                if isinstance(refusal, DirectoryError):
+                    return DirectoryError(text, refusal.code)
+                return Timeout(text)
         return Timeout(f"the directory at {self.address} did not answer within {self.timeout:g} s")
 
     def _open_timeout(self):
@@ -1184,6 +1197,7 @@ class DirectoryClient(DirectoryBackend):
             if self._leasing or self._closed:
                 return
             self._leasing = True
+            self._lease_retry_at = None
             host, pid, program = self._owner
             ttl_ms = int(self.ttl * 1000)
             call = _Call(lambda lease: p.Lease(ttl_ms, host, pid, program), False,
@@ -1201,13 +1215,19 @@ class DirectoryClient(DirectoryBackend):
         self._hold = False      # the re-registrations queued below go before any later request
         if not isinstance(reply, p.Granted):
             if isinstance(reply, p.ErrorReply):
-                self._open_error = DirectoryError(f"the directory at {self.address} refused a lease: "
-                                                  f"{_printable(reply.message)}", reply.code)
-                if not self._lease_at_open and self._lease is None:
-                    self._refuse_lease_calls(self._open_error)
+                error = DirectoryError(f"the directory at {self.address} refused a lease: "
+                                       f"{_printable(reply.message)}", reply.code)
+            else:
+                error = Error(f"the directory at {self.address} answered {type(reply).__name__} to LEASE")
+            if not self._opened.is_set():
+                self._open_error = error
+            elif self._lease is None:
+                self._lease_failed(error)
             self._opened.set()
             return
         first = self._lease is None and not self._opened.is_set()
+        self._lease_refusal = None
+        self._lease_backoff = LEASE_RETRY
         self._lease = reply.lease
         self._lease_ttl = reply.ttl_ms / 1000.0
         self._renew_at = time.monotonic() + self._lease_ttl / p.RENEW_FRACTION
@@ -1224,11 +1244,29 @@ class DirectoryClient(DirectoryBackend):
             self._queue.appendleft(_Call(lambda lease, k=kind, n=name, a=address, c=key: p.Register(lease, k, n, a, c),
                                          True, math.inf, on_reply=self._reregistered, keeper=True))
 
+    def _lease_failed(self, error):
+        """Lock held (keeper), after the opening: a LEASE was refused or not
+        answered in time, and no lease is held.  Nothing would ask for one
+        again, so the calls waiting for it (and the watches they feed, which
+        would block for ever) fail with ``error``.  A client made with
+        ``lease=False`` then holds none until the next ``subscribe`` asks;
+        one that holds names asks again after a back-off (1 s, doubling up to
+        10 s), and registers its names again once it has one."""
+        self._lease_refusal = error
+        self._refuse_lease_calls(error)
+        if self._lease_at_open:
+            # (no caller sees this one: its names are off the directory until then)
+            log.warning("%s; asking again in %g s (%d name(s) to register again)", error, self._lease_backoff,
+                        len(self._names))
+            self._lease_retry_at = time.monotonic() + self._lease_backoff
+            self._lease_backoff = min(LEASE_RETRY_MAX, self._lease_backoff * 2)
+
     def _refuse_lease_calls(self, error):
-        """(lease=False) The lease a WATCH asked for was refused: the calls
-        waiting for it fail with that, their watches too, and the next
+        """The lease the calls needing one wait for is refused: they fail
+        with ``error``, their watches too.  (lease=False) The next
         subscribe() asks again."""
-        self._want_lease = False
+        if not self._lease_at_open:
+            self._want_lease = False
         keep = collections.deque()
         for call in self._queue:
             if not call.needs_lease:
@@ -1324,6 +1362,9 @@ class DirectoryClient(DirectoryBackend):
             now = time.monotonic()
             if self._lease is not None and now >= self._renew_at:
                 self._renew(now)
+            elif (self._lease is None and self._lease_retry_at is not None and now >= self._lease_retry_at
+                    and self._want_lease and not self._leasing):
+                self._acquire_lease()
             self._look_up_wanted(now)
             if self._queue:
                 self._send(zmq)
@@ -1344,6 +1385,9 @@ class DirectoryClient(DirectoryBackend):
         while self._queue and len(self._pending) < MAX_IN_FLIGHT:
             call = self._queue.popleft()
             if call.abandoned and call.on_reply is None:
+                continue
+            if call.handle is not None and call.handle.closed:
+                call.complete()     # (its watch was closed before it went: nobody would read it)
                 continue
             if self._hold and not call.keeper:
                 kept.append(call)
@@ -1447,6 +1491,11 @@ class DirectoryClient(DirectoryBackend):
         call.abandoned = True
         if call.on_reply == self._granted:
             self._leasing = False
+            if self._opened.is_set() and self._lease is None:
+                # (after the opening) the calls waiting for this lease, and
+                # the watches they would feed, would wait for ever
+                self._lease_failed(Timeout(f"the directory at {self.address} did not grant a lease "
+                                           f"within {self.timeout:g} s"))
             self._opened.set()
         elif call.on_reply == self._renewed and self._connected:
             # (an unanswered KEEPALIVE on a live link must not hold requests
