@@ -460,7 +460,7 @@ class _Call:
     says whether it names the lease), and its outcome."""
 
     __slots__ = ("make", "needs_lease", "deadline", "done", "reply", "error", "abandoned",
-                 "on_reply", "lease", "rid", "keeper", "handle", "waker")
+                 "on_reply", "lease", "rid", "keeper", "handle", "waker", "sends")
 
     def __init__(self, make, needs_lease, deadline, on_reply=None, keeper=False, done=None):
         self.make = make
@@ -476,6 +476,7 @@ class _Call:
         self.keeper = keeper        # the keeper's own (lease) call: goes first after a reconnection
         self.handle = None          # the Watch a WATCH call feeds
         self.waker = None           # a direct call's _Waker (its thread polls it while it waits)
+        self.sends = 0              # how many times it went out (more than one: sent again after a reconnection)
 
     def complete(self):
         """The outcome is set: wake whoever waits for it."""
@@ -777,8 +778,12 @@ class DirectoryClient(DirectoryBackend):
             was_mine = self._names.pop(name, None) is not None
             if was_mine and (self._lease is None or not self._connected):
                 return  # the directory drops it with the lease (or never had it again)
+        # Sent again after a reconnection, its first copy may have withdrawn
+        # the name already: NOT_FOUND, or NOT_OWNER once another client took
+        # it meanwhile, then says the name is no longer ours, as asked.
         try:
-            self._request(lambda lease: p.Unregister(lease, name), name, True)
+            self._request(lambda lease: p.Unregister(lease, name), name, True,
+                          resent_ok=(p.NOT_FOUND, p.NOT_OWNER) if was_mine else ())
         except DirectoryError as exc:
             if not (was_mine and exc.code == p.NOT_FOUND):
                 raise
@@ -988,15 +993,19 @@ class DirectoryClient(DirectoryBackend):
             self._queue.append(call)
         self._wakeup()
 
-    def _request(self, make, name, needs_lease, on_ok=None):
+    def _request(self, make, name, needs_lease, on_ok=None, resent_ok=()):
         """Send a request built by ``make(lease)`` and wait for its reply (at
         most ``timeout``); return it, or raise Error.  ``on_ok`` runs under
-        the lock after a successful reply, in the keeper thread."""
+        the lock after a successful reply, in the keeper thread.  An error
+        whose code is in ``resent_ok`` answering a request that went out more
+        than once counts as success (its first copy did the work)."""
         deadline = time.monotonic() + self.timeout
         box = {}
 
         def checked(call, reply):
             # in the keeper: check the reply and record the success atomically with it
+            if isinstance(reply, p.ErrorReply) and call.sends > 1 and reply.code in resent_ok:
+                call.reply = reply = p.Ok()
             if isinstance(reply, p.ErrorReply):
                 box["error"] = DirectoryError(self._error_text(make(self._lease or "0" * 32), reply, name),
                                               reply.code)
@@ -1048,6 +1057,7 @@ class DirectoryClient(DirectoryBackend):
             except zmq.Again:
                 return False
             call.rid = rid
+            call.sends += 1
             call.waker = _thread_waker()
             self._direct = call
             self._pending[rid] = call
@@ -1412,6 +1422,7 @@ class DirectoryClient(DirectoryBackend):
                 self._queue.appendleft(call)
                 break
             self._connected = True      # a live pipe took it
+            call.sends += 1
             self._pending[rid] = call
             if call.handle is not None:
                 if call.handle.closed:

@@ -270,6 +270,109 @@ def test_unregister_during_outage_succeeds(directory_server):
         client.close()
 
 
+class CuttingProxy:
+    """A real TCP proxy between a client and the directory that, once armed
+    with some bytes, cuts the connection that carries them: it passes that
+    chunk on, drops what the server answers from then on, and closes both
+    sides a moment later (the server has handled the request, its reply is
+    lost).  New connections are closed at once until ``reopen()``."""
+
+    def __init__(self, upstream):
+        self.upstream = upstream
+        self.armed = None
+        self.cut = threading.Event()
+        self.open = threading.Event()
+        self.open.set()
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.address = f"127.0.0.1:{self.listener.getsockname()[1]}"
+        self._threads = [threading.Thread(target=self._accept, daemon=True)]
+        self._threads[0].start()
+
+    def _accept(self):
+        while True:
+            try:
+                down, _ = self.listener.accept()
+            except OSError:
+                return
+            if not self.open.is_set():
+                down.close()
+                continue
+            host, port = self.upstream.rsplit(":", 1)
+            up = socket.create_connection((host, int(port)))
+            link = {"dropping": False}
+            for src, dst, direction in ((down, up, "up"), (up, down, "down")):
+                threading.Thread(target=self._pump, args=(src, dst, direction, link), daemon=True).start()
+
+    def _pump(self, src, dst, direction, link):
+        try:
+            while True:
+                chunk = src.recv(65536)
+                if not chunk:
+                    break
+                if direction == "down" and link["dropping"]:
+                    continue
+                if direction == "up" and self.armed is not None and self.armed in chunk:
+                    self.armed = None
+                    self.open.clear()
+                    link["dropping"] = True
+                    dst.sendall(chunk)
+                    time.sleep(0.3)     # (the server handles it; its answer is dropped)
+                    self.cut.set()
+                    break
+                dst.sendall(chunk)
+        except OSError:
+            pass
+        finally:
+            for sock in (src, dst):
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def close(self):
+        try:
+            self.listener.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.listener.close()
+        self._threads[0].join(5)
+
+
+def test_an_unregister_sent_again_after_its_reply_was_lost_succeeds(directory):
+    # The client sends a request again when the connection it went over
+    # breaks before the answer.  An UNREGISTER whose first copy had already
+    # withdrawn the name then met the name taken by someone else meanwhile
+    # (NOT_OWNER): the caller got an error for an unregister that worked.
+    proxy = CuttingProxy(directory)
+    try:
+        with DirectoryClient(proxy.address, timeout=10.0) as client, \
+                DirectoryClient(directory, timeout=5.0) as other:
+            client.register("E", "resent.unreg", "127.0.0.1:1")
+            proxy.armed = b"resent.unreg"
+            done = {}
+
+            def unregister():
+                try:
+                    client.unregister("resent.unreg")
+                    done["ok"] = True
+                except Exception as exc:    # (reported below)
+                    done["error"] = exc
+
+            caller = threading.Thread(target=unregister)
+            caller.start()
+            assert proxy.cut.wait(5), "the UNREGISTER never went through the proxy"
+            assert wait_until(lambda: is_free(other, "resent.unreg"), 5.0), "the first copy did not withdraw it"
+            other.register("E", "resent.unreg", "127.0.0.1:2")     # taken before the copy sent again
+            proxy.open.set()
+            caller.join(15)
+            assert not caller.is_alive()
+            assert done == {"ok": True}, done
+            assert client.names() == []
+            assert other.lookup("resent.unreg") == ("E", "127.0.0.1:2", "")    # the other's, untouched
+    finally:
+        proxy.close()
+
+
 def test_parse_hostname():
     assert parse_hostname("localhost") == ("localhost", 5682)
     assert parse_hostname("10.1.2.3:99") == ("10.1.2.3", 99)
