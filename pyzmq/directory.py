@@ -50,7 +50,7 @@ MAX_SOCKETS = 32768   # of the directory clients' context (3 per client)
 # again under a new lease go in waves of it): the server queues at most
 # --max-queued messages for a client (default 100,000) and shuts the
 # connection of one whose reply does not fit, so a burst must stay below it.
-MAX_IN_FLIGHT = 100
+MAX_IN_FLIGHT = p.CLIENT_MAX_IN_FLIGHT      # (100; zmq_server refuses a --max-queued below twice it)
 # A client that holds names (lease=True) and was refused a new lease asks
 # again this long after (seconds), doubling up to LEASE_RETRY_MAX.
 LEASE_RETRY = 1.0

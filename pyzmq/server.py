@@ -1800,7 +1800,7 @@ def parse_args(argv=None):
                         help="messages queued for a client that does not read them; past that its "
                              "watches end and its connection is closed, and it watches again from "
                              "the current records (and sends unanswered requests again) when it "
-                             "reconnects (default: %(default)s)")
+                             f"reconnects (default: %(default)s; at least {p.MIN_QUEUED})")
     parser.add_argument("--heartbeat", metavar="SECONDS", type=float, default=SERVER_HEARTBEAT_IVL_MS / 1000,
                         help="seconds between the server's ZMTP heartbeats on each connection; a peer "
                              "silent for three is dropped (default: %(default)g; 0: none, TCP keepalive "
@@ -1830,10 +1830,14 @@ def parse_args(argv=None):
             import prometheus_client  # noqa: F401
         except ImportError:
             parser.error("--metrics needs the prometheus_client package: pip install 'pyzmq-wiring[metrics]'")
-    if min(args.max_records, args.max_leases, args.log_rate, args.max_per_source, args.max_handshaking,
-           args.max_queued) < 1:
-        parser.error("--max-records, --max-leases, --max-per-source, --max-handshaking, --max-queued "
+    if min(args.max_records, args.max_leases, args.log_rate, args.max_per_source, args.max_handshaking) < 1:
+        parser.error("--max-records, --max-leases, --max-per-source, --max-handshaking "
                      "and --log-rate must be at least 1")
+    if args.max_queued < p.MIN_QUEUED:
+        parser.error(f"--max-queued {args.max_queued} is too small: a client keeps up to "
+                     f"{p.CLIENT_MAX_IN_FLIGHT} requests in flight, and a connection whose replies do not "
+                     "fit is closed, so its client would be disconnected again at every burst; give at "
+                     f"least {p.MIN_QUEUED} (default {SNDHWM})")
     if not 0 < args.min_ttl <= args.max_ttl:
         parser.error(f"--min-ttl {args.min_ttl:g} and --max-ttl {args.max_ttl:g}: need 0 < min <= max")
     if args.curve_allow and not args.curve_secret:

@@ -596,7 +596,7 @@ def test_a_client_whose_replies_do_not_fit_its_queue_is_disconnected_not_left_wa
     a DirectoryClient sends its unanswered requests again on the next
     connection."""
     import zmq
-    with ServerProcess(quiet=True, extra_args=["--max-queued", "10"]) as server:
+    with ServerProcess(quiet=True, extra_args=["--max-queued", "200"]) as server:    # (the smallest allowed)
         with DirectoryClient(server.address, timeout=5.0) as owner:
             for i in range(100):
                 owner.register("E", f"big.{i:03d}." + "x" * 200, "127.0.0.1:1")
@@ -609,7 +609,7 @@ def test_a_client_whose_replies_do_not_fit_its_queue_is_disconnected_not_left_wa
                 sock.connect(f"tcp://{server.address}")
                 for i in range(3000):       # about 25 KB a reply, 75 MB in all: past every buffer
                     sock.send_multipart([p.encode_header(i + 1), p.encode_request(p.List("big.*", "", 1000))])
-                assert wait_until(lambda: any("fell 10 messages behind (--max-queued): a reply to it was "
+                assert wait_until(lambda: any("fell 200 messages behind (--max-queued): a reply to it was "
                                               "dropped" in line for line in server.logs()), 20), server.logs()[-5:]
                 # it reads what had come (a stopped client running again), then sees the end
                 got, deadline = 0, time.monotonic() + 30
@@ -622,3 +622,26 @@ def test_a_client_whose_replies_do_not_fit_its_queue_is_disconnected_not_left_wa
             finally:
                 ctx.destroy(linger=0)
             assert owner.lookup("big.000." + "x" * 200) == ("E", "127.0.0.1:1", "")   # others still served
+
+
+def test_a_max_queued_below_a_clients_window_is_refused_at_the_start():
+    # A DirectoryClient keeps up to 100 requests in flight (the names it
+    # registers again under a new lease go in waves of 100); a server whose
+    # --max-queued could not hold their replies shut the client's connection
+    # at each burst, and the client reconnected, sent again, and was shut
+    # again (with --max-queued 10: 10-20 s of that for 5,000 names).  Such a
+    # value is now refused at the start, saying why and what to give.
+    for bad in ("10", "199", "0"):
+        r = subprocess.run([sys.executable, "-m", "pyzmq.server", "--port", "0", "--max-queued", bad],
+                           capture_output=True, text=True, timeout=20, env=child_env())
+        assert r.returncode == 2, (r.returncode, r.stderr)
+        assert f"--max-queued {bad} is too small" in r.stderr and "at least 200" in r.stderr, r.stderr
+    with ServerProcess(quiet=True, extra_args=["--max-queued", "200"]) as server:
+        with DirectoryClient(server.address, timeout=5.0) as client:
+            for i in range(300):        # (three waves of the keeper's window)
+                client.register("E", f"q.{i}", "127.0.0.1:1")
+            server.kill()
+            server.start()
+            with DirectoryClient(server.address, timeout=5.0, lease=False) as reader:
+                assert wait_until(lambda: len(reader.list("q.*")) == 300, 20), "the names did not come back"
+            assert client.reconnects == 1, "the client was disconnected again after the restart"
