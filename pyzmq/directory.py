@@ -668,7 +668,16 @@ class DirectoryClient(DirectoryBackend):
                         f"this process holds too many (the limit is {MAX_SOCKETS}, "
                         "or the open-files limit, `ulimit -n`)") from None
         sock.linger = 0
-        sock.immediate = 1          # send only on a live, authenticated connection
+        # No ZMQ_IMMEDIATE: with it, libzmq ends the socket's pipe when the
+        # connection drops (its "hiccup"), and a reply read at that moment
+        # between its two frames aborts the process (libzmq 4.3.5's
+        # `!_more` assertion in fq.cpp: its recv handles pending commands
+        # every 100th call, which with two-frame replies is always a second
+        # frame).  Requests go only while the monitor says the handshake is
+        # done (_send, _send_direct); one sent in the moment before a
+        # DISCONNECTED is read may reach the next connection, where its
+        # answer is dropped by its request id (it was sent again under a new
+        # one).
         sock.reconnect_ivl = RECONNECT_IVL_MS
         sock.reconnect_ivl_max = RECONNECT_IVL_MAX_MS
         sock.setsockopt(zmq.HEARTBEAT_IVL, p.HEARTBEAT_IVL_MS)
@@ -1334,9 +1343,8 @@ class DirectoryClient(DirectoryBackend):
             if self._closed:
                 return False
             # The DEALER's signalling fd is watched while the keeper expects
-            # something there: calls to send (with ZMQ_IMMEDIATE the DEALER
-            # takes them only on a live connection, and the fd says when
-            # that changes), replies to calls other than a direct one (whose
+            # something there: calls to send (the fd says when a full queue
+            # takes more), replies to calls other than a direct one (whose
             # thread reads its own), events of watches.
             direct = 1 if self._direct is not None and self._direct.rid in self._pending else 0
             watch_fd = bool(self._queue) or bool(self._subscriptions) or len(self._pending) > direct
@@ -1390,7 +1398,10 @@ class DirectoryClient(DirectoryBackend):
         return True
 
     def _send(self, zmq):
-        """Send queued calls while the link takes them."""
+        """Send queued calls while the link is up (the monitor saw the
+        handshake and no disconnection since) and takes them."""
+        if not self._connected:
+            return
         kept = collections.deque()
         while self._queue and len(self._pending) < MAX_IN_FLIGHT:
             call = self._queue.popleft()
@@ -1421,7 +1432,6 @@ class DirectoryClient(DirectoryBackend):
             except zmq.Again:
                 self._queue.appendleft(call)
                 break
-            self._connected = True      # a live pipe took it
             call.sends += 1
             self._pending[rid] = call
             if call.handle is not None:
