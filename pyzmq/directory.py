@@ -1516,7 +1516,8 @@ class DirectoryClient(DirectoryBackend):
                 # (after the opening) the calls waiting for this lease, and
                 # the watches they would feed, would wait for ever
                 self._lease_failed(Timeout(f"the directory at {self.address} did not grant a lease "
-                                           f"within {self.timeout:g} s"))
+                                           f"within {self.timeout:g} s") if self._connected
+                                   else self._timed_out())
             self._opened.set()
         elif call.on_reply == self._renewed and self._connected:
             # (an unanswered KEEPALIVE on a live link must not hold requests
