@@ -50,7 +50,11 @@ MAX_SOCKETS = 32768   # of the directory clients' context (3 per client)
 # again under a new lease go in waves of it): the server queues at most
 # --max-queued messages for a client (default 100,000) and shuts the
 # connection of one whose reply does not fit, so a burst must stay below it.
-MAX_IN_FLIGHT = 100
+MAX_IN_FLIGHT = p.CLIENT_MAX_IN_FLIGHT      # (100; zmq_server refuses a --max-queued below twice it)
+# A client that holds names (lease=True) and was refused a new lease asks
+# again this long after (seconds), doubling up to LEASE_RETRY_MAX.
+LEASE_RETRY = 1.0
+LEASE_RETRY_MAX = 10.0
 
 
 class DirectoryError(Error):
@@ -456,7 +460,7 @@ class _Call:
     says whether it names the lease), and its outcome."""
 
     __slots__ = ("make", "needs_lease", "deadline", "done", "reply", "error", "abandoned",
-                 "on_reply", "lease", "rid", "keeper", "handle", "waker")
+                 "on_reply", "lease", "rid", "keeper", "handle", "waker", "sends")
 
     def __init__(self, make, needs_lease, deadline, on_reply=None, keeper=False, done=None):
         self.make = make
@@ -472,6 +476,7 @@ class _Call:
         self.keeper = keeper        # the keeper's own (lease) call: goes first after a reconnection
         self.handle = None          # the Watch a WATCH call feeds
         self.waker = None           # a direct call's _Waker (its thread polls it while it waits)
+        self.sends = 0              # how many times it went out (more than one: sent again after a reconnection)
 
     def complete(self):
         """The outcome is set: wake whoever waits for it."""
@@ -627,6 +632,9 @@ class DirectoryClient(DirectoryBackend):
         self._lease = None                 # lease id, or None while (re)acquiring
         self._lease_ttl = None
         self._leasing = False              # a LEASE request is in flight
+        self._lease_refusal = None         # why the last LEASE failed (refused, or no answer in time)
+        self._lease_retry_at = None        # (lease=True) when to ask again after that (monotonic)
+        self._lease_backoff = LEASE_RETRY
         self._renew_at = 0.0
         self._names = {}                   # name -> (kind, address, key) registered by this client
         self._connected = False
@@ -660,7 +668,16 @@ class DirectoryClient(DirectoryBackend):
                         f"this process holds too many (the limit is {MAX_SOCKETS}, "
                         "or the open-files limit, `ulimit -n`)") from None
         sock.linger = 0
-        sock.immediate = 1          # send only on a live, authenticated connection
+        # No ZMQ_IMMEDIATE: with it, libzmq ends the socket's pipe when the
+        # connection drops (its "hiccup"), and a reply read at that moment
+        # between its two frames aborts the process (libzmq 4.3.5's
+        # `!_more` assertion in fq.cpp: its recv handles pending commands
+        # every 100th call, which with two-frame replies is always a second
+        # frame).  Requests go only while the monitor says the handshake is
+        # done (_send, _send_direct); one sent in the moment before a
+        # DISCONNECTED is read may reach the next connection, where its
+        # answer is dropped by its request id (it was sent again under a new
+        # one).
         sock.reconnect_ivl = RECONNECT_IVL_MS
         sock.reconnect_ivl_max = RECONNECT_IVL_MAX_MS
         sock.setsockopt(zmq.HEARTBEAT_IVL, p.HEARTBEAT_IVL_MS)
@@ -770,8 +787,12 @@ class DirectoryClient(DirectoryBackend):
             was_mine = self._names.pop(name, None) is not None
             if was_mine and (self._lease is None or not self._connected):
                 return  # the directory drops it with the lease (or never had it again)
+        # Sent again after a reconnection, its first copy may have withdrawn
+        # the name already: NOT_FOUND, or NOT_OWNER once another client took
+        # it meanwhile, then says the name is no longer ours, as asked.
         try:
-            self._request(lambda lease: p.Unregister(lease, name), name, True)
+            self._request(lambda lease: p.Unregister(lease, name), name, True,
+                          resent_ok=(p.NOT_FOUND, p.NOT_OWNER) if was_mine else ())
         except DirectoryError as exc:
             if not (was_mine and exc.code == p.NOT_FOUND):
                 raise
@@ -981,15 +1002,19 @@ class DirectoryClient(DirectoryBackend):
             self._queue.append(call)
         self._wakeup()
 
-    def _request(self, make, name, needs_lease, on_ok=None):
+    def _request(self, make, name, needs_lease, on_ok=None, resent_ok=()):
         """Send a request built by ``make(lease)`` and wait for its reply (at
         most ``timeout``); return it, or raise Error.  ``on_ok`` runs under
-        the lock after a successful reply, in the keeper thread."""
+        the lock after a successful reply, in the keeper thread.  An error
+        whose code is in ``resent_ok`` answering a request that went out more
+        than once counts as success (its first copy did the work)."""
         deadline = time.monotonic() + self.timeout
         box = {}
 
         def checked(call, reply):
             # in the keeper: check the reply and record the success atomically with it
+            if isinstance(reply, p.ErrorReply) and call.sends > 1 and reply.code in resent_ok:
+                call.reply = reply = p.Ok()
             if isinstance(reply, p.ErrorReply):
                 box["error"] = DirectoryError(self._error_text(make(self._lease or "0" * 32), reply, name),
                                               reply.code)
@@ -1041,6 +1066,7 @@ class DirectoryClient(DirectoryBackend):
             except zmq.Again:
                 return False
             call.rid = rid
+            call.sends += 1
             call.waker = _thread_waker()
             self._direct = call
             self._pending[rid] = call
@@ -1116,6 +1142,12 @@ class DirectoryClient(DirectoryBackend):
             if not self._connected:
                 return Error(f"the directory at {self.address} is gone ({self._last_failure}); "
                              "reconnecting in the background")
+            refusal = self._lease_refusal
+            if self._lease is None and refusal is not None and self._lease_at_open:
+                text = f"{refusal}; asking again in the background"
+                if isinstance(refusal, DirectoryError):
+                    return DirectoryError(text, refusal.code)
+                return Timeout(text)
         return Timeout(f"the directory at {self.address} did not answer within {self.timeout:g} s")
 
     def _open_timeout(self):
@@ -1184,6 +1216,7 @@ class DirectoryClient(DirectoryBackend):
             if self._leasing or self._closed:
                 return
             self._leasing = True
+            self._lease_retry_at = None
             host, pid, program = self._owner
             ttl_ms = int(self.ttl * 1000)
             call = _Call(lambda lease: p.Lease(ttl_ms, host, pid, program), False,
@@ -1201,13 +1234,19 @@ class DirectoryClient(DirectoryBackend):
         self._hold = False      # the re-registrations queued below go before any later request
         if not isinstance(reply, p.Granted):
             if isinstance(reply, p.ErrorReply):
-                self._open_error = DirectoryError(f"the directory at {self.address} refused a lease: "
-                                                  f"{_printable(reply.message)}", reply.code)
-                if not self._lease_at_open and self._lease is None:
-                    self._refuse_lease_calls(self._open_error)
+                error = DirectoryError(f"the directory at {self.address} refused a lease: "
+                                       f"{_printable(reply.message)}", reply.code)
+            else:
+                error = Error(f"the directory at {self.address} answered {type(reply).__name__} to LEASE")
+            if not self._opened.is_set():
+                self._open_error = error
+            elif self._lease is None:
+                self._lease_failed(error)
             self._opened.set()
             return
         first = self._lease is None and not self._opened.is_set()
+        self._lease_refusal = None
+        self._lease_backoff = LEASE_RETRY
         self._lease = reply.lease
         self._lease_ttl = reply.ttl_ms / 1000.0
         self._renew_at = time.monotonic() + self._lease_ttl / p.RENEW_FRACTION
@@ -1224,11 +1263,29 @@ class DirectoryClient(DirectoryBackend):
             self._queue.appendleft(_Call(lambda lease, k=kind, n=name, a=address, c=key: p.Register(lease, k, n, a, c),
                                          True, math.inf, on_reply=self._reregistered, keeper=True))
 
+    def _lease_failed(self, error):
+        """Lock held (keeper), after the opening: a LEASE was refused or not
+        answered in time, and no lease is held.  Nothing would ask for one
+        again, so the calls waiting for it (and the watches they feed, which
+        would block for ever) fail with ``error``.  A client made with
+        ``lease=False`` then holds none until the next ``subscribe`` asks;
+        one that holds names asks again after a back-off (1 s, doubling up to
+        10 s), and registers its names again once it has one."""
+        self._lease_refusal = error
+        self._refuse_lease_calls(error)
+        if self._lease_at_open:
+            # (no caller sees this one: its names are off the directory until then)
+            log.warning("%s; asking again in %g s (%d name(s) to register again)", error, self._lease_backoff,
+                        len(self._names))
+            self._lease_retry_at = time.monotonic() + self._lease_backoff
+            self._lease_backoff = min(LEASE_RETRY_MAX, self._lease_backoff * 2)
+
     def _refuse_lease_calls(self, error):
-        """(lease=False) The lease a WATCH asked for was refused: the calls
-        waiting for it fail with that, their watches too, and the next
+        """The lease the calls needing one wait for is refused: they fail
+        with ``error``, their watches too.  (lease=False) The next
         subscribe() asks again."""
-        self._want_lease = False
+        if not self._lease_at_open:
+            self._want_lease = False
         keep = collections.deque()
         for call in self._queue:
             if not call.needs_lease:
@@ -1286,9 +1343,8 @@ class DirectoryClient(DirectoryBackend):
             if self._closed:
                 return False
             # The DEALER's signalling fd is watched while the keeper expects
-            # something there: calls to send (with ZMQ_IMMEDIATE the DEALER
-            # takes them only on a live connection, and the fd says when
-            # that changes), replies to calls other than a direct one (whose
+            # something there: calls to send (the fd says when a full queue
+            # takes more), replies to calls other than a direct one (whose
             # thread reads its own), events of watches.
             direct = 1 if self._direct is not None and self._direct.rid in self._pending else 0
             watch_fd = bool(self._queue) or bool(self._subscriptions) or len(self._pending) > direct
@@ -1324,6 +1380,9 @@ class DirectoryClient(DirectoryBackend):
             now = time.monotonic()
             if self._lease is not None and now >= self._renew_at:
                 self._renew(now)
+            elif (self._lease is None and self._lease_retry_at is not None and now >= self._lease_retry_at
+                    and self._want_lease and not self._leasing):
+                self._acquire_lease()
             self._look_up_wanted(now)
             if self._queue:
                 self._send(zmq)
@@ -1339,11 +1398,17 @@ class DirectoryClient(DirectoryBackend):
         return True
 
     def _send(self, zmq):
-        """Send queued calls while the link takes them."""
+        """Send queued calls while the link is up (the monitor saw the
+        handshake and no disconnection since) and takes them."""
+        if not self._connected:
+            return
         kept = collections.deque()
         while self._queue and len(self._pending) < MAX_IN_FLIGHT:
             call = self._queue.popleft()
             if call.abandoned and call.on_reply is None:
+                continue
+            if call.handle is not None and call.handle.closed:
+                call.complete()     # (its watch was closed before it went: nobody would read it)
                 continue
             if self._hold and not call.keeper:
                 kept.append(call)
@@ -1367,7 +1432,7 @@ class DirectoryClient(DirectoryBackend):
             except zmq.Again:
                 self._queue.appendleft(call)
                 break
-            self._connected = True      # a live pipe took it
+            call.sends += 1
             self._pending[rid] = call
             if call.handle is not None:
                 if call.handle.closed:
@@ -1447,6 +1512,12 @@ class DirectoryClient(DirectoryBackend):
         call.abandoned = True
         if call.on_reply == self._granted:
             self._leasing = False
+            if self._opened.is_set() and self._lease is None:
+                # (after the opening) the calls waiting for this lease, and
+                # the watches they would feed, would wait for ever
+                self._lease_failed(Timeout(f"the directory at {self.address} did not grant a lease "
+                                           f"within {self.timeout:g} s") if self._connected
+                                   else self._timed_out())
             self._opened.set()
         elif call.on_reply == self._renewed and self._connected:
             # (an unanswered KEEPALIVE on a live link must not hold requests

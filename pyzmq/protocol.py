@@ -54,6 +54,11 @@ MAX_RECORDS = 250_000   # names in the whole directory (sized for 10,000 clients
 MAX_LEASES = 50_000     # leases in the whole directory
 MAX_PER_SOURCE = 4096   # connections from one source address (one host may run thousands of instances)
 MAX_HANDSHAKING = 256   # connections from one source address still in the ZeroMQ handshake
+# A DirectoryClient keeps at most this many requests in flight; the server
+# must be able to queue their replies for it, with room as much again for
+# watch events, or it shuts the client's connection again at each burst.
+CLIENT_MAX_IN_FLIGHT = 100
+MIN_QUEUED = 2 * CLIENT_MAX_IN_FLIGHT   # the smallest --max-queued
 
 # Leases (seconds).
 DEFAULT_TTL = 4.0       # what a client asks for unless told otherwise

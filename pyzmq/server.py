@@ -144,6 +144,12 @@ class Metrics:
                                       registry=reg)
         self._refusals = prom.Counter("zmq_directory_refusals", "Requests and connections refused, by reason",
                                       ["reason"], registry=reg)
+        dropped = prom.Counter("zmq_directory_dropped", "Replies and watch events not sent, by why: its "
+                               "client's queue was full (behind) or its connection was gone (gone)",
+                               ["what", "why"], registry=reg)
+        # (every child made at the start: a scrape shows the zeros too)
+        self._dropped = {(what, why): dropped.labels(what, why) for what in ("reply", "event")
+                         for why in ("behind", "gone")}
         self._children = {}
 
     def request(self, verb, reply):
@@ -160,6 +166,9 @@ class Metrics:
 
     def refused(self, reason):
         self._refusals.labels(reason).inc()
+
+    def dropped(self, what, why, count=1):
+        self._dropped[(what, why)].inc(count)
 
     def serve(self, host, port):
         """Start the HTTP thread; return the (host, port) it listens on."""
@@ -824,10 +833,11 @@ def plan_accepts(events, accepted):
 
 def _sender(zmq, sync):
     """``send(frames)``: one message on ``sync`` without waiting, through the
-    binding's base-class ``send`` with integer flags; False when the peer's
-    queue is full (``--max-queued``; the ROUTER is ``ROUTER_MANDATORY``, so
-    it says so instead of dropping the message without a word).  A peer
-    gone costs nothing.
+    binding's base-class ``send`` with integer flags: True when sent, False
+    when the peer's queue is full (``--max-queued``; the ROUTER is
+    ``ROUTER_MANDATORY``, so it says so instead of dropping the message
+    without a word), None when the peer is gone (``EHOSTUNREACH``: its
+    connection closed; the caller counts it).
 
     libzmq counts a queue's messages as written less those its I/O thread
     said it read, and hears that through commands a send processes at most
@@ -854,9 +864,9 @@ def _sender(zmq, sync):
             except again:
                 return False
             except error:
-                pass
+                return None
         except error:
-            pass
+            return None
         return True
 
     return send_message
@@ -917,6 +927,8 @@ class Server:
                                  max_records=max_records, max_leases=max_leases, key_grace=key_grace)
         self._stopping = None
         self._send = None           # send(frames) on the ROUTER, while serving (_serve_loop)
+        # messages not sent, by (what, why): ("reply" | "event", "behind" | "gone")
+        self.dropped = collections.Counter()
         self._wake = None
         self.conns = Connections(max_per_source, max_handshaking)
         self._monitor_sync = None   # the ROUTER's monitor, read by _read_monitor
@@ -1121,8 +1133,13 @@ class Server:
                         # events go before the reply, so a WATCH's snapshot batches
                         # arrive in order, the last one (the reply) marked synced
                         self._send_outbox(send_message)
-                    if out is not None and not send_message(out):
-                        self._reply_dropped(out[0])
+                    if out is not None:
+                        sent = send_message(out)
+                        if sent is not True:
+                            if sent is False:
+                                self._reply_dropped(out[0])
+                            else:
+                                self._dropped("reply", "gone")
                 if state and self.registry.changes != schedule.saved:
                     self._state_check()     # (a write soon: StateSchedule)
                 await asyncio.sleep(0)      # let the other tasks (ZAP, sweep) run between batches
@@ -1146,11 +1163,28 @@ class Server:
         behind = set()
         for event in self.registry.outbox:
             if event[0] in behind:
+                self._dropped("event", "behind")
                 continue
-            if not send(event):
-                behind.add(event[0])
-                self._fell_behind(event[0])
+            sent = send(event)
+            if sent is not True:
+                if sent is False:
+                    behind.add(event[0])
+                    self._dropped("event", "behind")
+                    self._fell_behind(event[0])
+                else:
+                    self._dropped("event", "gone")
         self.registry.outbox.clear()
+
+    def _dropped(self, what, why):
+        """Count a message not sent: a ``reply`` or an ``event``, because its
+        client's queue was full (``behind``: what follows is a shut
+        connection, logged once for it) or its connection was gone
+        (``gone``: its client sends again, or watches again, on its next
+        one).  So no message is dropped without a count
+        (``dropped_total{what, why}``, and ``Server.dropped``)."""
+        self.dropped[(what, why)] += 1
+        if self.metrics is not None:
+            self.metrics.dropped(what, why)
 
     def _fell_behind(self, routing):
         """An event for ``routing`` found its queue full: the client does
@@ -1181,9 +1215,12 @@ class Server:
         watches end, their events would have a gap as well).  A
         ``DirectoryClient`` then sends its unanswered requests again on the
         next connection; any client sees the disconnection."""
+        self._dropped("reply", "behind")
         conn = self._conn
         if conn is None or conn.shut or conn in self._to_shut:
-            return      # (being shut already: the rest of its replies go the same way)
+            # (being shut already: the rest of its replies go the same way,
+            # each counted above; the first was logged)
+            return
         self.registry.end_watches_to(routing)
         self._shut_conn(conn)
         self._log(f"zmq_server: a client from {conn.address or '?'} fell {self.max_queued} messages behind "
@@ -1800,7 +1837,7 @@ def parse_args(argv=None):
                         help="messages queued for a client that does not read them; past that its "
                              "watches end and its connection is closed, and it watches again from "
                              "the current records (and sends unanswered requests again) when it "
-                             "reconnects (default: %(default)s)")
+                             f"reconnects (default: %(default)s; at least {p.MIN_QUEUED})")
     parser.add_argument("--heartbeat", metavar="SECONDS", type=float, default=SERVER_HEARTBEAT_IVL_MS / 1000,
                         help="seconds between the server's ZMTP heartbeats on each connection; a peer "
                              "silent for three is dropped (default: %(default)g; 0: none, TCP keepalive "
@@ -1830,10 +1867,14 @@ def parse_args(argv=None):
             import prometheus_client  # noqa: F401
         except ImportError:
             parser.error("--metrics needs the prometheus_client package: pip install 'pyzmq-wiring[metrics]'")
-    if min(args.max_records, args.max_leases, args.log_rate, args.max_per_source, args.max_handshaking,
-           args.max_queued) < 1:
-        parser.error("--max-records, --max-leases, --max-per-source, --max-handshaking, --max-queued "
+    if min(args.max_records, args.max_leases, args.log_rate, args.max_per_source, args.max_handshaking) < 1:
+        parser.error("--max-records, --max-leases, --max-per-source, --max-handshaking "
                      "and --log-rate must be at least 1")
+    if args.max_queued < p.MIN_QUEUED:
+        parser.error(f"--max-queued {args.max_queued} is too small: a client keeps up to "
+                     f"{p.CLIENT_MAX_IN_FLIGHT} requests in flight, and a connection whose replies do not "
+                     "fit is closed, so its client would be disconnected again at every burst; give at "
+                     f"least {p.MIN_QUEUED} (default {SNDHWM})")
     if not 0 < args.min_ttl <= args.max_ttl:
         parser.error(f"--min-ttl {args.min_ttl:g} and --max-ttl {args.max_ttl:g}: need 0 < min <= max")
     if args.curve_allow and not args.curve_secret:

@@ -15,7 +15,7 @@ import pyzmq
 from pyzmq import protocol as p
 from pyzmq.directory import DirectoryClient, DirectoryError
 from pyzmq.testing import child_env
-from helpers import COMMANDS, Peer, check_zmq_names_watch
+from helpers import COMMANDS, Peer, check_zmq_names_watch, wait_until
 
 FIELDS = {"name", "kind", "address", "key", "owner", "registered"}
 
@@ -327,3 +327,81 @@ def test_zmq_names_reads_without_a_lease_and_watches_under_one():
                 assert [e.name for e in reader.list()] == ["held"]
                 with pytest.raises(pyzmq.Error, match="without a lease"):
                     reader.register("E", "mine", "127.0.0.1:2")
+
+
+def test_a_lease_free_client_whose_lease_went_unanswered_asks_again_at_the_next_subscribe(directory_server):
+    # A DirectoryClient(lease=False) asks for its lease at the first
+    # subscribe().  When that LEASE went unanswered (a directory stalled
+    # past the timeout), the client kept a wanted lease that nothing would
+    # ask for again: every later subscribe() waited for it and raised
+    # Timeout, though the directory answered again.  Now the timed-out
+    # LEASE fails the calls waiting for it and the next subscribe() asks.
+    import signal
+    with DirectoryClient(directory_server.address, timeout=5.0) as owner, \
+            DirectoryClient(directory_server.address, timeout=1.0, lease=False) as reader:
+        owner.register("E", "late.one", "127.0.0.1:1")
+        os.kill(directory_server.pid, signal.SIGSTOP)
+        try:
+            with pytest.raises(pyzmq.Timeout):
+                reader.subscribe("late.*")
+            time.sleep(0.5)         # (the LEASE's own deadline passes too)
+        finally:
+            os.kill(directory_server.pid, signal.SIGCONT)
+        watch = None
+        for _ in range(3):          # (the stalled link may still be catching up at first)
+            try:
+                watch = reader.subscribe("late.*")
+                break
+            except pyzmq.Timeout:
+                continue
+        assert watch is not None, "the lease-free client never took a lease again"
+        assert sorted(watch.records()) == ["late.one"]
+        owner.register("E", "late.two", "127.0.0.1:2")
+        events = [watch.get(5), watch.get(5)]       # the snapshot's record, then the change
+        assert [(kind, entry.name) for kind, entry in events] == [("added", "late.one"), ("added", "late.two")]
+        watch.close()
+
+
+@pytest.mark.parametrize("lease", [True, False])
+def test_a_watch_whose_new_lease_is_refused_ends_saying_why(lease):
+    # After a directory restart the client needs a new lease; when the
+    # directory refuses it (here its only lease is taken first), nothing
+    # asked again: the Watch of a client holding names (lease=True) waited
+    # for ever, and so would its names.  Now the Watch ends with the
+    # refusal, and that client asks again after a back-off and registers
+    # its names once it has a lease.
+    from pyzmq.testing import ServerProcess
+    with ServerProcess(quiet=True, extra_args=["--max-leases", "1"]) as server:
+        with DirectoryClient(server.address, timeout=3.0, lease=lease) as client:
+            if lease:
+                client.register("E", "mine", "127.0.0.1:1")
+            watch = client.subscribe("*")
+            server.kill()
+            assert wait_until(lambda: not client.connected, 5.0)
+            server.start()
+            taker = DirectoryClient(server.address, timeout=3.0)       # the only lease
+            try:
+                ended, deadline = None, time.monotonic() + 10
+                while ended is None and time.monotonic() < deadline:
+                    try:
+                        watch.get(0.2)
+                    except DirectoryError as exc:
+                        ended = exc
+                assert ended is not None, "the watch went on waiting for a lease the directory refused"
+                assert ended.code == p.LIMIT and "refused a lease" in str(ended) and "--max-leases" in str(ended)
+            finally:
+                taker.close()
+            if lease:
+                with DirectoryClient(server.address, timeout=3.0, lease=False) as reader:
+                    assert wait_until(lambda: [e.name for e in reader.list()] == ["mine"], 15.0), \
+                        "the client did not take a lease again and register its name"
+            again = None
+            for _ in range(15):     # (lease=True: its new lease may still be on its way)
+                try:
+                    again = client.subscribe("*")
+                    break
+                except (DirectoryError, pyzmq.Timeout):
+                    time.sleep(0.2)
+            assert again is not None
+            assert sorted(again.records()) == (["mine"] if lease else [])
+            again.close()

@@ -491,8 +491,9 @@ def test_a_watcher_that_falls_behind_is_handled_once_per_outbox():
     from types import SimpleNamespace
     from pyzmq.server import Server
 
-    behind, sent = [], []
-    fake = SimpleNamespace(registry=SimpleNamespace(outbox=[]), _fell_behind=behind.append)
+    behind, sent, dropped = [], [], []
+    fake = SimpleNamespace(registry=SimpleNamespace(outbox=[]), _fell_behind=behind.append,
+                           _dropped=lambda what, why: dropped.append((what, why)))
     fake.registry.outbox += [(b"stuck", b"h", b"e%d" % i) for i in range(10_000)]
     fake.registry.outbox += [(b"fine", b"h", b"e")]
 
@@ -505,6 +506,7 @@ def test_a_watcher_that_falls_behind_is_handled_once_per_outbox():
     Server._send_outbox(fake, send)
     assert behind == [b"stuck"]
     assert sent == [(b"fine", b"h", b"e")]
+    assert dropped == [("event", "behind")] * 10_000     # none of them without a count
     assert fake.registry.outbox == []
 
 
@@ -596,7 +598,7 @@ def test_a_client_whose_replies_do_not_fit_its_queue_is_disconnected_not_left_wa
     a DirectoryClient sends its unanswered requests again on the next
     connection."""
     import zmq
-    with ServerProcess(quiet=True, extra_args=["--max-queued", "10"]) as server:
+    with ServerProcess(quiet=True, extra_args=["--max-queued", "200"]) as server:    # (the smallest allowed)
         with DirectoryClient(server.address, timeout=5.0) as owner:
             for i in range(100):
                 owner.register("E", f"big.{i:03d}." + "x" * 200, "127.0.0.1:1")
@@ -609,7 +611,7 @@ def test_a_client_whose_replies_do_not_fit_its_queue_is_disconnected_not_left_wa
                 sock.connect(f"tcp://{server.address}")
                 for i in range(3000):       # about 25 KB a reply, 75 MB in all: past every buffer
                     sock.send_multipart([p.encode_header(i + 1), p.encode_request(p.List("big.*", "", 1000))])
-                assert wait_until(lambda: any("fell 10 messages behind (--max-queued): a reply to it was "
+                assert wait_until(lambda: any("fell 200 messages behind (--max-queued): a reply to it was "
                                               "dropped" in line for line in server.logs()), 20), server.logs()[-5:]
                 # it reads what had come (a stopped client running again), then sees the end
                 got, deadline = 0, time.monotonic() + 30
@@ -622,3 +624,89 @@ def test_a_client_whose_replies_do_not_fit_its_queue_is_disconnected_not_left_wa
             finally:
                 ctx.destroy(linger=0)
             assert owner.lookup("big.000." + "x" * 200) == ("E", "127.0.0.1:1", "")   # others still served
+
+
+def test_a_max_queued_below_a_clients_window_is_refused_at_the_start():
+    # A DirectoryClient keeps up to 100 requests in flight (the names it
+    # registers again under a new lease go in waves of 100); a server whose
+    # --max-queued could not hold their replies shut the client's connection
+    # at each burst, and the client reconnected, sent again, and was shut
+    # again (with --max-queued 10: 10-20 s of that for 5,000 names).  Such a
+    # value is now refused at the start, saying why and what to give.
+    for bad in ("10", "199", "0"):
+        r = subprocess.run([sys.executable, "-m", "pyzmq.server", "--port", "0", "--max-queued", bad],
+                           capture_output=True, text=True, timeout=20, env=child_env())
+        assert r.returncode == 2, (r.returncode, r.stderr)
+        assert f"--max-queued {bad} is too small" in r.stderr and "at least 200" in r.stderr, r.stderr
+    with ServerProcess(quiet=True, extra_args=["--max-queued", "200"]) as server:
+        with DirectoryClient(server.address, timeout=5.0) as client:
+            for i in range(300):        # (three waves of the keeper's window)
+                client.register("E", f"q.{i}", "127.0.0.1:1")
+            server.kill()
+            server.start()
+            with DirectoryClient(server.address, timeout=5.0, lease=False) as reader:
+                assert wait_until(lambda: len(reader.list("q.*")) == 300, 20), "the names did not come back"
+            assert client.reconnects == 1, "the client was disconnected again after the restart"
+
+
+def _scrape(url):
+    import urllib.request
+    values = {}
+    for row in urllib.request.urlopen(url, timeout=5).read().decode().splitlines():
+        if row and not row.startswith("#"):
+            metric, value = row.rsplit(" ", 1)
+            values[metric] = float(value)
+    return values
+
+
+def test_every_reply_the_server_does_not_send_is_counted():
+    # The server counted (and logged) only the first reply that did not fit
+    # a client's queue: the replies dropped after it, while that connection
+    # was being shut, and every reply or event for a connection already
+    # gone, left no trace on the server's side.  Now each one is counted:
+    # zmq_directory_dropped_total{what="reply"|"event", why="behind"|"gone"}
+    # (a reply to a connection gone is counted the same way; when the server
+    # sees the peer gone before it answers is up to libzmq's timing, so that
+    # row is not asserted here).
+    import re
+    import zmq
+    with ServerProcess(quiet=True, extra_args=["--max-queued", "200", "--metrics", "127.0.0.1:0"]) as server:
+        url = re.search(r"(http://\S+)", server.wait_for_log(r"metrics on http://", 5.0)).group(1)
+        assert _scrape(url)['zmq_directory_dropped_total{what="reply",why="behind"}'] == 0
+        with DirectoryClient(server.address, timeout=5.0) as owner:
+            for i in range(100):
+                owner.register("E", f"big.{i:03d}." + "x" * 200, "127.0.0.1:1")
+            ctx = zmq.Context()
+            try:
+                # behind: a client pipelining big LISTs without reading
+                sock = ctx.socket(zmq.DEALER)
+                sock.linger = 0
+                sock.sndhwm = 0
+                monitor = sock.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+                sock.connect(f"tcp://{server.address}")
+                sent = 3000
+                for i in range(sent):
+                    sock.send_multipart([p.encode_header(i + 1), p.encode_request(p.List("big.*", "", 1000))])
+                assert server.wait_for_log("a reply to it was dropped", 20), server.logs()[-5:]
+                got, deadline = 0, time.monotonic() + 30
+                while not monitor.poll(0) and time.monotonic() < deadline:
+                    if sock.poll(100):
+                        sock.recv_multipart()
+                        got += 1
+                assert monitor.poll(0)
+                sock.close(linger=0)    # (before its DEALER connects again and sends the rest)
+            finally:
+                ctx.destroy(linger=0)
+
+            def counts():
+                values = _scrape(url)
+                return (values['zmq_directory_requests_total{result="ok",verb="LIST"}'],
+                        values['zmq_directory_dropped_total{what="reply",why="behind"}'],
+                        values['zmq_directory_dropped_total{what="reply",why="gone"}'],
+                        values['zmq_directory_refusals_total{reason="reply_behind"}'])
+            handled, behind, gone, shut = counts()
+            print(f"\n{handled:.0f} LISTs handled, {got} replies read, {behind:.0f} dropped behind, "
+                  f"{gone:.0f} gone, {shut:.0f} connection(s) shut")
+            assert behind > shut >= 1               # a connection shut is logged once; each reply counted
+            assert got + behind <= handled - gone   # (what was read was sent, not counted)
+            assert owner.lookup("big.000." + "x" * 200) == ("E", "127.0.0.1:1", "")
