@@ -1884,15 +1884,22 @@ def parse_args(argv=None):
     if args.exit_with_parent and lifeline.stdin_problem():
         parser.error(f"{lifeline.FLAG}: {lifeline.stdin_problem()}")
     args.secret_key = args.allowed_keys = None
+    option = None
     try:
         if args.curve_secret:
-            args.secret_key = read_key_file(args.curve_secret, "--curve-secret")
+            option = "--curve-secret"
+            args.secret_key = read_key_file(args.curve_secret, option)
         if args.curve_allow:
+            option = "--curve-allow"
             args.allowed_keys = read_key_list(args.curve_allow)
             if not args.allowed_keys:
                 raise ValueError(f"--curve-allow {args.curve_allow} lists no keys: no client could connect")
             _warn_if_writable(args.curve_allow)
-    except (OSError, ValueError) as exc:
+    except OSError as exc:
+        # "[Errno 2] No such file or directory: 'x'" alone did not say which option
+        parser.error(f"{option} {exc.filename}: cannot read it: {exc.strerror}"
+                     + (" (make one with zmq_keygen)" if option == "--curve-secret" else ""))
+    except ValueError as exc:
         parser.error(str(exc))
     return args
 

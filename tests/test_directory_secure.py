@@ -445,7 +445,12 @@ def test_command_line_errors(tmp_path, keys):
     r = run_server("--curve-secret", write(tmp_path / "bad", "not a key\n"))
     assert r.returncode == 2 and "bad line 1" in r.stderr
     r = run_server("--curve-secret", str(tmp_path / "missing"))
-    assert r.returncode == 2 and "missing" in r.stderr
+    # the option is named, and how to make the file
+    assert r.returncode == 2 and "--curve-secret" in r.stderr and "missing: cannot read it" in r.stderr
+    assert "zmq_keygen" in r.stderr
+    r = run_server("--curve-secret", write(tmp_path / "k0", keys["server"][1]),
+                   "--curve-allow", str(tmp_path / "nolist"))
+    assert r.returncode == 2 and "--curve-allow" in r.stderr and "nolist: cannot read it" in r.stderr
     two = write(tmp_path / "two", keys["alice"][1] + "\n" + keys["server"][1] + "\n")
     r = run_server("--curve-secret", two)
     assert r.returncode == 2 and "expected one key, found 2" in r.stderr
