@@ -395,13 +395,13 @@ class ZMQ(wiring.ZMQ):
         if ex and q:
             self._exchange_connect(ex.id, self._queue_connectable(q.id), None, mark)
         elif ex:
-            q_ep, q_ckey = wiring._target(*plan.q_rec)
+            q_ep, q_ckey, q_owner = wiring._connect_target(*plan.q_rec)
             if q_ckey:
                 handle = await self._complete(self._connect_start(
                     ex.id, q_ep, q_ckey, mark, self._bind_timeout))
             else:
-                handle = self._exchange_connect(ex.id, q_ep, None, mark)
-            self._bind_remote(plan, handle, q_ep, q_ckey)
+                handle = self._exchange_connect(ex.id, q_ep, None, mark, None, q_owner)
+            self._bind_remote(plan, handle, q_ep, q_ckey, q_owner)
         elif q:
             ex_ep, ex_ckey = wiring._target(*plan.ex_rec)
             handle = await self._complete(self._subscribe_start(
@@ -550,6 +550,9 @@ class ZMQ(wiring.ZMQ):
                 return _Done(wiring.ZMQ.close(self, timeout))
             finally:
                 self._wake()
+        # binders of this process stop sending to its queues now, not when
+        # the task gets to it (wiring.ZMQ._shutdown says why)
+        self._withdraw()
         self._closing = loop.create_task(self._aclose(loop, timeout))
         return self._closing
 

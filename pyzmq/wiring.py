@@ -233,10 +233,13 @@ class ZMQ(_zmq.Engine):
         """Wait until every message queued for another process has left this
         one, up to timeout seconds (None: the instance's `linger`, default
         10 s), then remove this instance's global names from the directory
-        and close its sockets.  Returns the number of messages that had not
-        left when the wait ran out (0: all did), after logging a WARNING
-        with it.  Ctrl-C interrupts the wait (the instance is closed all the
-        same).  Idempotent; any other call afterwards raises pyzmq.Error."""
+        and close its sockets.  First of all, binders in this process stop
+        sending to this instance's queues (their send waits and follows the
+        name to its next owner); what the queues still hold is dropped.
+        Returns the number of messages that had not left when the wait ran
+        out (0: all did), after logging a WARNING with it.  Ctrl-C
+        interrupts the wait (the instance is closed all the same).
+        Idempotent; any other call afterwards raises pyzmq.Error."""
         if self.closed:
             return 0
         self._check_usable()
@@ -250,8 +253,11 @@ class ZMQ(_zmq.Engine):
         process's records of them are dropped."""
         left = 0
         if self.pid == os.getpid() and not self.closed:
-            # names first: nobody should find and bind to an instance that
-            # is going; then wait for what is queued to leave
+            # binders of this process stop sending to its queues at once
+            # (they wait and follow the names, as TCP binders do), then
+            # names: nobody should find and bind to an instance that is
+            # going; then wait for what is queued to leave
+            self._withdraw()
             self._unregister()
             left = self._wait_drained(timeout)
         self._close_now()
@@ -528,9 +534,10 @@ class ZMQ(_zmq.Engine):
         if ex and q:
             self._exchange_connect(ex.id, self._queue_connectable(q.id), None, mark)
         elif ex:
-            q_ep, q_ckey = _target(*plan.q_rec)
-            handle = self._exchange_connect(ex.id, q_ep, q_ckey, mark, self._bind_timeout)
-            self._bind_remote(plan, handle, q_ep, q_ckey)
+            q_ep, q_ckey, q_owner = _connect_target(*plan.q_rec)
+            handle = self._exchange_connect(ex.id, q_ep, q_ckey, mark, self._bind_timeout,
+                                            q_owner)
+            self._bind_remote(plan, handle, q_ep, q_ckey, q_owner)
         elif q:
             ex_ep, ex_ckey = _target(*plan.ex_rec)
             handle = self._queue_subscribe(q.id, ex_ep, self._bind_timeout,
@@ -589,8 +596,9 @@ class ZMQ(_zmq.Engine):
             if not mine:
                 self._check_record_key(name, kind, rec[1], plan.key)
 
-    def _bind_remote(self, plan, handle, endpoint, ckey):
-        """Keep the binding's socket, to follow its peer when it moves."""
+    def _bind_remote(self, plan, handle, endpoint, ckey, owner=None):
+        """Keep the binding's socket, to follow its peer when it moves
+        (owner: the instance of this process it reaches through inproc)."""
         if plan.ex:
             name, kind, eid, rec_key = plan.queue, "queue", plan.ex.id, plan.q_rec[1]
         else:
@@ -599,6 +607,7 @@ class ZMQ(_zmq.Engine):
                                     self._directory.watch_serial(),
                                     *self._follow_rule(plan.follow, plan.key, rec_key)))
         self._remote[-1].binding = (plan.exchange, plan.queue)
+        self._remote[-1].owner = weakref.ref(owner) if owner is not None else None
 
     def _bind_done(self, plan):
         self._bindings.append((plan.exchange, plan.queue))
@@ -696,7 +705,7 @@ class ZMQ(_zmq.Engine):
                 address, key = self._usable(remote.name, remote.kind, *record)
             except Error:
                 continue
-            endpoint, ckey = _target(address, key)
+            endpoint, ckey, owner = _connect_target(address, key)
             if (endpoint, ckey) == (remote.endpoint, remote.key):
                 remote.refused = remote.refused_record = None   # where it is connected
                 continue
@@ -714,21 +723,30 @@ class ZMQ(_zmq.Engine):
             old = remote.endpoint
             remote.endpoint, remote.key = endpoint, key     # first: never re-pointed twice
             try:
-                self._retarget(remote.handle, old, endpoint, key)
+                self._retarget(remote.handle, old, endpoint, key, owner)
             except Error as exc:
                 # connected nowhere now: try this answer again next time
                 remote.endpoint, remote.serial = None, 0
+                remote.owner = None
                 log.warning("global %s %r moved to %s, but re-pointing its binding failed: %s",
                             remote.kind, remote.name, endpoint, exc)
                 continue
+            remote.owner = weakref.ref(owner) if owner is not None else None
             log.warning("global %s %r moved from %s to %s: binding re-pointed",
                         remote.kind, remote.name, old, endpoint)
 
     def _follow_refusals(self, eid):
         """For a Timeout's message: which bindings of exchange eid (0: of
-        this instance's queues) did not follow their name, and why."""
+        this instance's queues) did not follow their name, and why, and
+        which wait for a new owner because theirs, an instance of this
+        process, closed."""
         notes = [f"; global {r.kind} {r.name!r} was not followed to its new record: {r.refused}"
                  for r in self._remote if r.eid == eid and r.refused]
+        notes += [f"; the owner of global {r.kind} {r.name!r}, another instance of this "
+                  "process, has closed, and no new owner of the name was found yet: nothing "
+                  "was sent to it since (the binding follows the name once it is registered)"
+                  for r in self._remote
+                  if r.eid == eid and r.kind == "queue" and not r.refused and _gone(r.owner)]
         return "".join(notes)
 
     @property
@@ -938,6 +956,17 @@ class _Remote:
     refused_record: Optional[_Record] = None
     pinned: bool = False    # expected came from bind(key=)
     binding: Optional[Tuple[str, str]] = None   # (exchange name, queue name) of its bind()
+    owner: Optional[weakref.ref[ZMQ]] = None    # the instance of this process it reaches
+                                                # through inproc, or None
+
+
+def _gone(ref):
+    """Whether the instance of this process a binding reached through
+    inproc (a weak reference, None: none) began closing or was collected."""
+    if ref is None:
+        return False
+    owner = ref()
+    return owner is None or owner.closed or owner._withdrawn()
 
 
 def _here_entry(address):
@@ -984,10 +1013,17 @@ def _target(address, key):
     the key the record names.  A record naming another key (a squatter that
     registered someone's public key at an address of ours) goes over TCP,
     where the listener's CURVE handshake settles who holds the key."""
+    return _connect_target(address, key)[:2]
+
+
+def _connect_target(address, key):
+    """_target, and the owner (an instance of this process) when the
+    endpoint is its inproc one, else None: a PUSH to it is given the
+    owner, so that its sends stop when the owner closes."""
     owner, inproc = _here_entry(address)
     if inproc and (key or "") == owner._curve_public_key():
-        return inproc, None
-    return f"tcp://{address}", key
+        return inproc, None, owner
+    return f"tcp://{address}", key, None
 
 
 def _close_all_at_exit():

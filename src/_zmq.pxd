@@ -26,10 +26,22 @@ cdef enum Style:
     LOAD_BALANCING = 1          # each message to one bound queue, round-robin
 
 
+# Whether an instance still takes messages into its queues: shared with the
+# PUSHes of other instances of this process that reach those queues through
+# inproc (libzmq lets them send into the pipe of a closed PULL until their
+# own thread happens to process the peer's termination: src/core.pyx,
+# _Core._withdraw).  Read and written with the GIL held only.
+cdef struct Liveness:
+    int closing         # the instance's close() began: send nothing more to it
+    int refs            # the instance, and each such PUSH, hold one
+
 cdef struct ExchangeSlot:
     void *xpub          # listener for remote binders (global exchange), or NULL
     void **pushes       # one PUSH per queue this exchange connects to
     int npush
+    Liveness **peers    # per PUSH: the owner's Liveness when it reaches the queue of
+                        # another instance of this process through inproc, else NULL
+    int npeers          # how many peers are not NULL (0: the send paths need not look)
     Style style
     int next            # load balancing: the push to try first
     int tag             # names its inproc endpoint: never reused, unlike a dropped slot
@@ -163,6 +175,7 @@ cdef class _Core:
     cdef bint _cserver              # listeners are CURVE servers with that key
     cdef readonly bytes _zap_domain # their ZAP domain (pyzmq-wiring/<pid>/<n>), or None
     cdef public bint following      # the wiring layer has remote bindings to check
+    cdef Liveness *live             # shared with in-process binders of its queues
 
     cdef inline int _check(self) except -1
     cdef ExchangeSlot *_exchange(self, Py_ssize_t eid) except NULL
@@ -197,6 +210,7 @@ cdef class _Binder(_Core):
     cdef int _sync_read(self, void *s, bytes topic, Py_ssize_t qid, str endpoint) except -1
     cdef BindingHandle _attach_sub(self, Py_ssize_t qid, void *s)
     cdef BindingHandle _attach_push(self, Py_ssize_t eid, void *s, str endpoint)
+    cdef int _set_peer(self, void *s, _Core owner) except -1
     cdef _Relay _relay_sockets(self, exchange_key, queue_key, int hwm)
     cdef int _relay_go(self, _Relay relay, str exchange_endpoint,
                        str queue_endpoint, str label) except -1

@@ -20,7 +20,7 @@ Socket map (see docs/design.md):
 """
 
 cimport cython
-from libc.stdlib cimport realloc, free
+from libc.stdlib cimport malloc, realloc, free
 from libc.string cimport memcmp, memcpy, memset
 from libc.math cimport ceil, INFINITY
 from cpython.pyport cimport PY_SSIZE_T_MAX

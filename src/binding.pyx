@@ -201,13 +201,16 @@ cdef class _Binder(_Core):
             self._rebuild_items()
 
     def _exchange_connect(self, Py_ssize_t eid, str endpoint, serverkey=None, int hwm=-1,
-                          timeout=None):
+                          timeout=None, _Core owner=None):
         """Give exchange eid a new PUSH connected to a queue's endpoint.
 
         With serverkey the PUSH is a CURVE client of that key, and this waits
         (up to timeout seconds) for the handshake: a queue whose owner
         refuses this instance's key raises instead of swallowing every
-        message.  On any failure the exchange is left as it was."""
+        message.  owner: the other instance of this process whose queue's
+        inproc endpoint this is; once it begins closing, sends treat the
+        PUSH as full (_Core._withdraw).  On any failure the exchange is
+        left as it was."""
         self._check()
         self._exchange(eid)
         cdef bint curve = bool(serverkey)
@@ -226,6 +229,7 @@ cdef class _Binder(_Core):
             # while the handshake was awaited
             e = self._exchange(eid)
             _grow(&e.pushes, e.npush)
+            _grow(<void ***>&e.peers, e.npush)
             if curve:
                 self._watch_push(s, endpoint, SV_UP)
         except BaseException:
@@ -235,6 +239,10 @@ cdef class _Binder(_Core):
             raise
         e = self._exchange(eid)
         e.pushes[e.npush] = s
+        e.peers[e.npush] = NULL
+        if owner is not None and owner is not self:
+            e.peers[e.npush] = _live_hold(owner.live)
+            e.npeers += 1
         e.npush += 1
         if self.sitems_cap < e.npush + 1:
             self._grow_sitems(e.npush + 1)
@@ -442,9 +450,11 @@ cdef class _Binder(_Core):
         """A PUSH whose CURVE handshake succeeded joins exchange eid."""
         cdef ExchangeSlot *e = self._exchange(eid)
         _grow(&e.pushes, e.npush)
+        _grow(<void ***>&e.peers, e.npush)
         self._watch_push(s, endpoint, SV_UP)
         e = self._exchange(eid)
         e.pushes[e.npush] = s
+        e.peers[e.npush] = NULL     # over CURVE: TCP, never inproc
         e.npush += 1
         if self.sitems_cap < e.npush + 1:
             self._grow_sitems(e.npush + 1)
@@ -638,12 +648,13 @@ cdef class _Binder(_Core):
         return ""
 
     def _retarget(self, BindingHandle handle not None, old_endpoint, str new_endpoint,
-                  serverkey=None):
+                  serverkey=None, _Core owner=None):
         """Re-point a binding's connecting socket (the BindingHandle from
         _exchange_connect or _queue_subscribe) from the old endpoint to the
         new one, as a CURVE client of serverkey or a plain one: drop the old
         connection (and what was queued for it, which could not be delivered
-        any more), then connect."""
+        any more), then connect.  owner: as for _exchange_connect, the
+        instance of this process whose inproc endpoint the new one is."""
         self._check()
         if handle.engine != self.serial or handle.sock == NULL:
             raise Error("not a binding socket of this instance", EINVAL)
@@ -670,6 +681,30 @@ cdef class _Binder(_Core):
             self._watch_push(s, new_endpoint, SV_NEW)
         if zmq_connect(s, new_ep) != 0:
             _raise_zmq(f"cannot connect to {new_endpoint}")
+        if kind == ZMQ_PUSH:
+            self._set_peer(s, owner)
+
+    cdef int _set_peer(self, void *s, _Core owner) except -1:
+        """The PUSH s now reaches a queue of owner (another instance of this
+        process, through inproc), or of nobody here (None): the Liveness its
+        sends look at.  A search, on the cold path of a re-point."""
+        cdef int i, j
+        cdef ExchangeSlot *e
+        cdef Liveness *live = NULL
+        if owner is not None and owner is not self:
+            live = owner.live
+        for i in range(self.nex):
+            e = &self.ex[i]
+            for j in range(e.npush):
+                if e.pushes[j] == s:
+                    if e.peers[j] != NULL:
+                        e.npeers -= 1
+                    _live_release(e.peers[j])
+                    e.peers[j] = _live_hold(live)
+                    if live != NULL:
+                        e.npeers += 1
+                    return 0
+        return 0
 
     # ---- relays: binding two remote global objects --------------------------
 

@@ -26,6 +26,48 @@ cdef int _grow(void ***arr, int n) except -1:
     return 0
 
 
+# An instance's Liveness (src/_zmq.pxd): made with the instance, marked
+# closing when its close() begins, freed when the instance and every PUSH
+# of another instance that held it have let go.  All under the GIL.
+cdef Liveness *_live_new() except NULL:
+    cdef Liveness *l = <Liveness *>malloc(sizeof(Liveness))
+    if l == NULL:
+        raise MemoryError()
+    l.closing = 0
+    l.refs = 1
+    return l
+
+
+cdef inline Liveness *_live_hold(Liveness *l) noexcept:
+    if l != NULL:
+        l.refs += 1
+    return l
+
+
+cdef inline void _live_release(Liveness *l) noexcept:
+    if l != NULL:
+        l.refs -= 1
+        if l.refs == 0:
+            free(l)
+
+
+cdef void _release_peers(ExchangeSlot *e) noexcept:
+    """Let go of an exchange's peers (its PUSHes are being closed)."""
+    cdef int j
+    if e.peers != NULL:
+        for j in range(e.npush):
+            _live_release(e.peers[j])
+        free(e.peers)
+    e.peers = NULL
+    e.npeers = 0
+
+
+cdef inline bint _peer_gone(ExchangeSlot *e, int i) noexcept:
+    """PUSH i of e reaches a queue of another instance of this process
+    that began closing: nothing may be sent on it (until it is re-pointed)."""
+    return e.npeers != 0 and e.peers[i] != NULL and e.peers[i].closing != 0
+
+
 # The checks of every call, as functions: the hot paths call them directly
 # (a cdef method, even an inline one, is called through the vtable).
 cdef inline int _check_owned(_Core self) except -1:
@@ -68,6 +110,7 @@ cdef class _Core:
         self.serial = _engine_serial
         self.idbase = (<Py_ssize_t>_engine_serial) << ID_SERIAL_SHIFT
         self.prefix = f"inproc://pyzmq-wiring/{self.pid}/{_engine_serial}"
+        self.live = _live_new()
 
     def __del__(self):
         # An instance dropped while open: say so, as files and sockets do,
@@ -82,6 +125,8 @@ cdef class _Core:
     def __dealloc__(self):
         self._close_all(False)      # never blocks: see __del__
         zmq_msg_close(&self.rmsg)
+        _live_release(self.live)
+        self.live = NULL
 
     # ---- configuration, checks -------------------------------------------
 
@@ -239,6 +284,8 @@ cdef class _Core:
         p.xpub = NULL
         p.pushes = NULL
         p.npush = 0
+        p.peers = NULL
+        p.npeers = 0
         p.style = <Style>(<int>style)
         p.next = 0
         self.made += 1
@@ -303,6 +350,7 @@ cdef class _Core:
                     sv_watch_remove(self.svc, e.pushes[j])  # its monitor first
                 zmq_close(e.pushes[j])
             free(e.pushes)
+            _release_peers(e)
             self.nex -= 1
         self._rebuild_items()
 
@@ -353,6 +401,23 @@ cdef class _Core:
 
     # ---- closing ----------------------------------------------------------
 
+    def _withdraw(self):
+        """From now on no binder of this process sends to this instance's
+        queues: close() calls it before it unregisters its names, and
+        closing calls it in any case.  An in-process binder's PUSH reaches
+        a queue's PULL through inproc, and libzmq lets it go on sending
+        into that pipe after the PULL was closed (zmq_close only hands the
+        socket to the reaper thread, and a zmq_send processes the peer's
+        termination at most once a millisecond), so those messages would
+        vanish; with the flag set its send paths treat the PUSH as full,
+        and it waits and follows the name as a TCP binding does."""
+        if self.live != NULL:
+            self.live.closing = 1
+
+    def _withdrawn(self):
+        """Whether _withdraw was called (close() began)."""
+        return self.live != NULL and self.live.closing != 0
+
     def _close(self, bint wait=True):
         """Close every socket (outgoing ones linger to deliver what is
         queued).  With wait, waits (10 s at most) for relay threads to stop;
@@ -369,6 +434,8 @@ cdef class _Core:
         cdef int i, j
         if self.closed:
             return
+        if self.live != NULL:
+            self.live.closing = 1       # _withdraw: binders of this process stop here
         self.closed = True
         cdef bint mine = self.pid == os.getpid()
         if self._relays:
@@ -389,6 +456,7 @@ cdef class _Core:
                 sv_release(self.svc)
             self.svc = NULL
         for i in range(self.nex):
+            _release_peers(&self.ex[i])
             if not mine:
                 free(self.ex[i].pushes)
                 continue

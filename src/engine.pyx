@@ -109,11 +109,17 @@ cdef class Engine(_Binder):
                 n += 1
             if n == 0:
                 break
-            # can all of them take it now?
+            # can all of them take it now?  (ZMQ_EVENTS is read on every
+            # PUSH: it clears the signalling fd an asyncio wait watches.)  A
+            # PUSH to the queue of an instance of this process that began
+            # closing has no room, whatever libzmq says, and its wait is on
+            # the deadline and the look for moved peers alone
             ready = 0
             for i in range(n):
-                if _can_send(self.sitems[i].socket):
+                if _can_send(self.sitems[i].socket) and not _peer_gone(e, i):
                     ready += 1
+                elif _peer_gone(e, i):
+                    self.sitems[i].events = 0
             if ready == n:
                 break
             if deadline == 0.0 or (deadline > 0 and _now() >= deadline):
@@ -235,6 +241,9 @@ cdef class Engine(_Binder):
         while True:
             for k in range(e.npush):
                 i = (e.next + k) % e.npush
+                if _peer_gone(e, i):
+                    _can_send(e.pushes[i])  # (clears its fd, as _send_slow does)
+                    continue
                 if _send_one(e.pushes[i], data, size, shared, ZMQ_DONTWAIT) >= 0:
                     e.next = (i + 1) % e.npush
                     e.msgs += 1
@@ -245,7 +254,7 @@ cdef class Engine(_Binder):
             if deadline == 0.0 or (deadline > 0 and _now() >= deadline):
                 return self._would_block(deadline != 0.0, eid)
             for i in range(e.npush):
-                _item(&self.sitems[i], e.pushes[i], ZMQ_POLLOUT)
+                _item(&self.sitems[i], e.pushes[i], 0 if _peer_gone(e, i) else ZMQ_POLLOUT)
             check_at = self._wait_room(eid, e.npush, deadline, check_at)
             e = self._exchange(eid)     # a signal handler or the hook may have run
 
@@ -264,6 +273,8 @@ cdef class Engine(_Binder):
         if only == e.xpub:
             only = NULL             # the listener's sends go through send()
         for m in messages:
+            if only != NULL and e.npeers != 0 and e.peers[0].closing:
+                only = NULL         # the iterator's code closed the queue's owner
             if only != NULL and PyBytes_CheckExact(m) and PyBytes_GET_SIZE(m) < _ZERO_COPY_MIN:
                 rc = zmq_send(only, PyBytes_AS_STRING(m), PyBytes_GET_SIZE(m), ZMQ_DONTWAIT)
                 if rc >= 0:

@@ -86,8 +86,12 @@ cdef inline int _send_one(void *s, const char *data, Py_ssize_t size,
 cdef inline void *_only(ExchangeSlot *e) noexcept:
     """The one socket a message on exchange e goes to, when there is exactly
     one (a single PUSH, or only the listener); else NULL.  Load balancing
-    over a single PUSH is the same as sending to it."""
+    over a single PUSH is the same as sending to it.  A single PUSH whose
+    queue's owner, an instance of this process, began closing is not one
+    (NULL): the slow paths treat it as full."""
     if e.xpub == NULL and e.npush == 1:
+        if e.npeers != 0 and e.peers[0].closing:
+            return NULL     # its queue's owner (in this process) is closing: no room
         return e.pushes[0]
     if e.npush == 0:
         return e.xpub
