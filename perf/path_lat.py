@@ -39,6 +39,13 @@ no reply to carry them, so their receivers send pure ACKs (Linux: one for
 every second small segment), 3 segments a round trip, in C as in Python.
 System-wide: read it on a quiet machine.
 
+--cpu measures the CPU time (user and system, every thread) each side
+spends per round trip instead, from the difference of runs of N and 3N
+round trips (wait4's rusage), --reps times in turn, medians: steadier than
+the latency on a shared machine, and it counts the kernel's share, which
+--callgrind does not.  With --busy-core the CPU time is most of the
+latency: the spinner leaves the pair one core.
+
 --callgrind counts instructions per round trip on each side instead
 (valgrind; user space only, so not the syscalls' kernel time), from the
 difference of runs of N and 3N round trips: repeatable under any load.
@@ -144,6 +151,74 @@ def callgrind(a, shapes, tools, directory):
                   f"both {per[0] + per[1]:7.0f}")
 
 
+def _cpu_pair(p):
+    """Both sides of plan p run as usual: (local, remote) CPU seconds, user
+    and system, of every thread of each process (from wait4's rusage)."""
+    procs = []
+    for side, cmd in (("local", p.local), ("remote", p.remote)):
+        procs.append(subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                      cwd=str(ROOT)))
+        if side == "local":
+            time.sleep(1.0 if p.impl == "wiring" or p.local[0] == sys.executable else 0.2)
+    used = []
+    for proc in procs:
+        _, status, ru = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        err = proc.stderr.read().decode(errors="replace")
+        proc.stderr.close()
+        if proc.returncode != 0:
+            sys.exit(f"path_lat: a side failed: {err[-500:]}")
+        used.append(ru.ru_utime + ru.ru_stime)
+    return used
+
+
+def cpu(a, shapes, tools, directory):
+    """CPU time per round trip on each side (every thread, user and
+    system), from the difference of runs of a.count and 3 * a.count, each
+    shape in turn a.reps times; medians.  Unlike the latency, barely moved
+    by other load on the machine (what it moves is the caches)."""
+    n1, n2 = a.count, 3 * a.count
+    spinners = Spinners(a.busy_core, sys.executable) if a.busy_core else None
+    commands = Commands(sys.executable, tools, directory, 256)
+    load0 = os.getloadavg()
+    got = {}            # (size, shape) -> [(local, remote) us per round trip]
+    try:
+        if spinners:
+            spinners.run(True)
+        for rep in range(a.reps):
+            order = shapes[rep % len(shapes):] + shapes[:rep % len(shapes)]
+            for size in a.sizes:
+                for shape in order:
+                    runs = []
+                    for n in (n1, n2):
+                        if shape.startswith("wiring"):
+                            commands.names_gone("lat")
+                        p = plan(shape, size, n, tools, directory, a.old)
+                        if p.impl == "wiring":
+                            p.local.append("-q")
+                            p.remote.append("-q")
+                        runs.append(_cpu_pair(p))
+                    got.setdefault((size, shape), []).append(
+                        tuple((b - c) / (n2 - n1) * 1e6 for b, c in zip(runs[1], runs[0])))
+            print(f"path_lat: rep {rep + 1}/{a.reps} done", file=sys.stderr)
+    finally:
+        if spinners:
+            spinners.stop()
+    print(f"path_lat --cpu: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {cpu_model()}, "
+          f"{os.cpu_count()} cores, load {load0[0]:.2f} -> {os.getloadavg()[0]:.2f}, busy-core "
+          f"{a.busy_core}; CPU us per round trip (user + system, all threads; runs of {n1} and "
+          f"{n2}), medians of {a.reps}")
+    for size in a.sizes:
+        ref = got.get((size, "c-reqrep"))
+        ref_both = statistics.median(l + r for l, r in ref) if ref else None
+        for shape in shapes:
+            v = got[(size, shape)]
+            both = statistics.median(l + r for l, r in v)
+            ratio = f"  {both / ref_both:.3f}x" if ref_both else ""
+            print(f"  {size:6d} B  {shape:11s} local {statistics.median(l for l, _ in v):6.2f}  "
+                  f"remote {statistics.median(r for _, r in v):6.2f}  both {both:6.2f}{ratio}")
+
+
 def _out_segs():
     """The system's TCP segments sent so far (Tcp OutSegs)."""
     with open("/proc/net/snmp") as f:
@@ -188,6 +263,9 @@ def main(argv=None):
     ap.add_argument("--segments", action="store_true",
                     help="TCP segments sent per round trip instead of times (--count round "
                          "trips, default 20000 here; system-wide counter: a quiet machine)")
+    ap.add_argument("--cpu", action="store_true",
+                    help="CPU time per round trip of each side instead of times (--count "
+                         "round trips, default 20000 here; --reps, --busy-core apply)")
     ap.add_argument("--callgrind", action="store_true",
                     help="instructions per round trip under valgrind instead of times "
                          "(--count round trips, default 1000 here)")
@@ -196,13 +274,16 @@ def main(argv=None):
     if "wiring-old" in shapes and not a.old:
         ap.error("wiring-old needs --old DIR")
     tools = c_build()
-    if a.callgrind or a.segments:
+    if a.callgrind or a.segments or a.cpu:
         if a.count == 5000:
             a.count = 1000 if a.callgrind else 20000
         from pyzmq.testing import ServerProcess
         server = ServerProcess(host="127.0.0.1", port=0).start()
         try:
-            (callgrind if a.callgrind else segments)(a, shapes, tools, server.address)
+            if a.cpu:
+                cpu(a, shapes, tools, server.address)
+            else:
+                (callgrind if a.callgrind else segments)(a, shapes, tools, server.address)
         finally:
             server.stop()
         return
