@@ -95,10 +95,13 @@ class Spinners:
     throughput ones, where it would take CPU time from the tools.
     """
 
-    def __init__(self, n, python):
+    def __init__(self, n, python, cpu=None):
         self.procs = [subprocess.Popen([python, "-c", SPIN, str(os.getpid())],
                                        stdin=subprocess.DEVNULL,
                                        start_new_session=True) for _ in range(n)]
+        if cpu is not None:     # all on that CPU (path_lat.py --pin)
+            for p in self.procs:
+                os.sched_setaffinity(p.pid, {cpu})
         self.running = True
 
     def run(self, on):

@@ -39,12 +39,19 @@ no reply to carry them, so their receivers send pure ACKs (Linux: one for
 every second small segment), 3 segments a round trip, in C as in Python.
 System-wide: read it on a quiet machine.
 
+--pin runs --busy-core's spinner on CPU 0 and every pair on CPU 1.
+Unpinned, the scheduler places the pair's threads on either CPU, and where
+it puts them moves the figures by up to 2-3x between runs (seen: a Python
+pair with an idle directory client beside it, 2.0-2.8x slower than
+without, unpinned; 0.97x pinned).
+
 --cpu measures the CPU time (user and system, every thread) each side
 spends per round trip instead, from the difference of runs of N and 3N
-round trips (wait4's rusage), --reps times in turn, medians: steadier than
-the latency on a shared machine, and it counts the kernel's share, which
---callgrind does not.  With --busy-core the CPU time is most of the
-latency: the spinner leaves the pair one core.
+round trips (wait4's rusage), --reps times in turn, medians.  It counts
+the kernel's share, which --callgrind does not.  With --busy-core on a
+quiet machine it is most of the latency (the spinner leaves the pair one
+core); other load moves it too (a thread is charged for its slower
+wake-ups), so read it quiet, as the times.
 
 --callgrind counts instructions per round trip on each side instead
 (valgrind; user space only, so not the syscalls' kernel time), from the
@@ -151,6 +158,19 @@ def callgrind(a, shapes, tools, directory):
                   f"both {per[0] + per[1]:7.0f}")
 
 
+def _spinners(a):
+    """--busy-core's spinners; with --pin on CPU 0, and from then on this
+    process (so every pair it starts) on CPU 1."""
+    if not a.busy_core:
+        return None
+    if not a.pin:
+        return Spinners(a.busy_core, sys.executable)
+    cpus = sorted(os.sched_getaffinity(0))
+    spinners = Spinners(a.busy_core, sys.executable, cpu=cpus[0])
+    os.sched_setaffinity(0, {cpus[1]})
+    return spinners
+
+
 def _cpu_pair(p):
     """Both sides of plan p run as usual: (local, remote) CPU seconds, user
     and system, of every thread of each process (from wait4's rusage)."""
@@ -178,7 +198,7 @@ def cpu(a, shapes, tools, directory):
     shape in turn a.reps times; medians.  Unlike the latency, barely moved
     by other load on the machine (what it moves is the caches)."""
     n1, n2 = a.count, 3 * a.count
-    spinners = Spinners(a.busy_core, sys.executable) if a.busy_core else None
+    spinners = _spinners(a)
     commands = Commands(sys.executable, tools, directory, 256)
     load0 = os.getloadavg()
     got = {}            # (size, shape) -> [(local, remote) us per round trip]
@@ -206,7 +226,7 @@ def cpu(a, shapes, tools, directory):
             spinners.stop()
     print(f"path_lat --cpu: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {cpu_model()}, "
           f"{os.cpu_count()} cores, load {load0[0]:.2f} -> {os.getloadavg()[0]:.2f}, busy-core "
-          f"{a.busy_core}; CPU us per round trip (user + system, all threads; runs of {n1} and "
+          f"{a.busy_core}{', pinned' if a.pin else ''}; CPU us per round trip (user + system, all threads; runs of {n1} and "
           f"{n2}), medians of {a.reps}")
     for size in a.sizes:
         ref = got.get((size, "c-reqrep"))
@@ -259,6 +279,10 @@ def main(argv=None):
     ap.add_argument("--old", help="another checkout (built in place) for the wiring-old shape")
     ap.add_argument("--busy-core", type=int, nargs="?", const=1, default=0,
                     help="keep N spinners (nice 19) running, as bench.py --busy-core")
+    ap.add_argument("--pin", action="store_true",
+                    help="a spinner on CPU 0 and every pair on CPU 1 (implies --busy-core 1): "
+                         "no thread of a pair moves between CPUs, which is what moves "
+                         "--busy-core's figures most from run to run")
     ap.add_argument("--timeout", type=float, default=60.0)
     ap.add_argument("--segments", action="store_true",
                     help="TCP segments sent per round trip instead of times (--count round "
@@ -270,6 +294,10 @@ def main(argv=None):
                     help="instructions per round trip under valgrind instead of times "
                          "(--count round trips, default 1000 here)")
     a = ap.parse_args(argv)
+    if a.pin:
+        if len(os.sched_getaffinity(0)) < 2:
+            ap.error("--pin needs 2 CPUs (one for the spinner, one for the pairs)")
+        a.busy_core = a.busy_core or 1
     shapes = a.shapes or [s for s in SHAPES if s != "wiring-old" or a.old]
     if "wiring-old" in shapes and not a.old:
         ap.error("wiring-old needs --old DIR")
@@ -297,7 +325,7 @@ def main(argv=None):
             server = ServerProcess(host="127.0.0.1", port=0).start()
         commands = Commands(sys.executable, tools, server.address if server else None, 256)
         if a.busy_core:
-            spinners = Spinners(a.busy_core, sys.executable)
+            spinners = _spinners(a)
             spinners.run(True)
         for rep in range(a.reps):
             order = shapes[rep % len(shapes):] + shapes[:rep % len(shapes)]
@@ -322,7 +350,8 @@ def main(argv=None):
     load1 = os.getloadavg()
     print(f"path_lat: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {cpu_model()}, "
           f"{os.cpu_count()} cores, load {load0[0]:.2f} -> {load1[0]:.2f}, {a.reps} reps of "
-          f"{a.count} round trips, busy-core {a.busy_core}; one-way latency, medians")
+          f"{a.count} round trips, busy-core {a.busy_core}{', pinned' if a.pin else ''}; one-way "
+          "latency, medians")
     for size in a.sizes:
         ref = results.get(("c-reqrep", size))
         ref_med = statistics.median(ref) if ref else None

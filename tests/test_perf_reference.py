@@ -12,6 +12,7 @@ conftest.py and does not import our own ``pyzmq`` package.
 from __future__ import annotations
 
 import importlib.util
+import os
 import re
 import shutil
 import socket
@@ -346,3 +347,20 @@ def test_py_floor_lat_usage_exits_with_the_usage_text():
                           capture_output=True, text=True, timeout=TIMEOUT)
     assert proc.returncode == 1
     assert "py_floor_lat.py local" in proc.stderr
+
+
+def test_path_lat_cpu_mode_prints_cpu_per_round_trip_of_each_side(path_tools):
+    """--cpu (with --pin where there are two CPUs): a line per shape with
+    each side's CPU time per round trip, from wait4's rusage."""
+    pin = ["--pin"] if len(os.sched_getaffinity(0)) >= 2 else []
+    proc = subprocess.run([sys.executable, str(ROOT / "perf" / "path_lat.py"), "--cpu", *pin,
+                           "--reps", "1", "--count", "300", "--sizes", "1",
+                           "--shapes", "c-reqrep", "c-direct"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = re.findall(r"1 B  (c-reqrep|c-direct)\s+local\s+([\d.-]+)\s+remote\s+([\d.-]+)",
+                      proc.stdout)
+    assert [r[0] for r in rows] == ["c-reqrep", "c-direct"], proc.stdout
+    for _, local, remote in rows:
+        assert float(local) > 0 and float(remote) > 0, proc.stdout
+    assert ("pinned" in proc.stdout) == bool(pin)
