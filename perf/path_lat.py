@@ -134,6 +134,22 @@ def _callgrind_pair(p):
     return counts
 
 
+def _per_round_trip(measure, shape, size, n1, n2, tools, directory, old, commands):
+    """[local, remote] per round trip of measure(plan) (a pair's two
+    totals), from runs of n1 and n2 round trips: what is not per round
+    trip (start-up, exit) cancels out."""
+    got = []
+    for n in (n1, n2):
+        if shape.startswith("wiring"):
+            commands.names_gone("lat")
+        p = plan(shape, size, n, tools, directory, old)
+        if p.impl == "wiring":
+            p.local.append("-q")
+            p.remote.append("-q")
+        got.append(measure(p))
+    return [(b - c) / (n2 - n1) for b, c in zip(got[1], got[0])]
+
+
 def callgrind(a, shapes, tools, directory):
     """Instructions per round trip on each side (every thread of each
     process, user space only: what the kernel does for the syscalls is not
@@ -144,16 +160,8 @@ def callgrind(a, shapes, tools, directory):
     commands = Commands(sys.executable, tools, directory, 256)
     for size in a.sizes:
         for shape in shapes:
-            got = []
-            for n in (n1, n2):
-                if shape.startswith("wiring"):
-                    commands.names_gone("lat")
-                p = plan(shape, size, n, tools, directory, a.old)
-                if p.impl == "wiring":
-                    p.local.append("-q")
-                    p.remote.append("-q")
-                got.append(_callgrind_pair(p))
-            per = [(b - c) / (n2 - n1) for b, c in zip(got[1], got[0])]
+            per = _per_round_trip(_callgrind_pair, shape, size, n1, n2, tools, directory,
+                                  a.old, commands)
             print(f"  {size:6d} B  {shape:11s} local {per[0]:7.0f}  remote {per[1]:7.0f}  "
                   f"both {per[0] + per[1]:7.0f}")
 
@@ -209,17 +217,9 @@ def cpu(a, shapes, tools, directory):
             order = shapes[rep % len(shapes):] + shapes[:rep % len(shapes)]
             for size in a.sizes:
                 for shape in order:
-                    runs = []
-                    for n in (n1, n2):
-                        if shape.startswith("wiring"):
-                            commands.names_gone("lat")
-                        p = plan(shape, size, n, tools, directory, a.old)
-                        if p.impl == "wiring":
-                            p.local.append("-q")
-                            p.remote.append("-q")
-                        runs.append(_cpu_pair(p))
-                    got.setdefault((size, shape), []).append(
-                        tuple((b - c) / (n2 - n1) * 1e6 for b, c in zip(runs[1], runs[0])))
+                    per = _per_round_trip(_cpu_pair, shape, size, n1, n2, tools, directory,
+                                          a.old, commands)
+                    got.setdefault((size, shape), []).append(tuple(x * 1e6 for x in per))
             print(f"path_lat: rep {rep + 1}/{a.reps} done", file=sys.stderr)
     finally:
         if spinners:
