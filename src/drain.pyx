@@ -425,8 +425,11 @@ def _drain(_Core self, timeout):
             with nogil:
                 rc = poll(NULL, 0, ms)
                 err = errno if rc < 0 else 0
-            if rc < 0 and err == EINTR:
-                PyErr_CheckSignals()        # Ctrl-C: KeyboardInterrupt here
+            # Ctrl-C: KeyboardInterrupt here.  After every sleep, not only
+            # on EINTR: a signal taken by another thread of the process
+            # (the kernel may pick one; pthread_kill does) only sets
+            # Python's flag, and this thread's sleep goes on undisturbed
+            PyErr_CheckSignals()
         return d.result()
     finally:
         d.release()
