@@ -33,6 +33,11 @@ def client_address(host, port):
     return format_hostport(host, port)
 
 
+# getaddrinfo's answers that the name does not exist (not a lookup that
+# failed for now)
+_NO_SUCH_NAME = {getattr(socket, n) for n in ("EAI_NONAME", "EAI_NODATA") if hasattr(socket, n)}
+
+
 def check_directory_host(hostname):
     """Raise DirectoryUnreachable, saying so, when the host of a directory's
     ``host[:port]`` does not resolve.  libzmq reports a name it cannot
@@ -48,6 +53,8 @@ def check_directory_host(hostname):
     try:
         socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except socket.gaierror as exc:
+        if exc.errno not in _NO_SUCH_NAME:
+            return      # a failure that may pass (EAI_AGAIN...): libzmq keeps trying
         reason = f"host name does not resolve ({exc.strerror})"
         raise DirectoryUnreachable(
             f"cannot reach the directory at {format_hostport(host, port)}: {reason}; "

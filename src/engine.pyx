@@ -90,7 +90,7 @@ cdef class Engine(_Binder):
         load balancing, or waiting for room."""
         cdef double deadline = 0.0 if not block else _deadline(timeout)
         cdef int i, n, rc, ready
-        cdef bint sent
+        cdef bint sent, gone
         if e.npush == 0 and e.xpub == NULL:
             e.dropped += 1          # nothing bound: dropped, as documented
             return True
@@ -116,9 +116,10 @@ cdef class Engine(_Binder):
             # the deadline and the look for moved peers alone
             ready = 0
             for i in range(n):
-                if _can_send(self.sitems[i].socket) and not _peer_gone(e, i):
+                gone = _peer_gone(e, i)
+                if _can_send(self.sitems[i].socket) and not gone:
                     ready += 1
-                elif _peer_gone(e, i):
+                elif gone:
                     self.sitems[i].events = 0
             if ready == n:
                 break
@@ -266,15 +267,23 @@ cdef class Engine(_Binder):
         """
         self._check()
         _check_timeout(timeout)
-        cdef ExchangeSlot *e = self._exchange(_id(eid, "exchange"))
-        cdef void *only = _only(e)
+        cdef Py_ssize_t xid = _id(eid, "exchange")
+        cdef ExchangeSlot *e = self._exchange(xid)
+        cdef void *only
         cdef Py_ssize_t n = 0
         cdef int rc
-        if only == e.xpub:
-            only = NULL             # the listener's sends go through send()
         for m in messages:
-            if only != NULL and e.npeers != 0 and e.peers[0].closing:
-                only = NULL         # the iterator's code closed the queue's owner
+            # the slot and its one socket are read again for every message:
+            # the iterator, a signal handler or a wait's follow hook in the
+            # last send may have run any code (closed this instance or the
+            # queue's owner, re-pointed the PUSH, made exchanges, which
+            # moves the table)
+            if self.closed:
+                self._check()
+            e = _exchange_slot(self, xid)
+            only = _only(e)
+            if only == e.xpub:
+                only = NULL             # the listener's sends go through send()
             if only != NULL and PyBytes_CheckExact(m) and PyBytes_GET_SIZE(m) < _ZERO_COPY_MIN:
                 rc = zmq_send(only, PyBytes_AS_STRING(m), PyBytes_GET_SIZE(m), ZMQ_DONTWAIT)
                 if rc >= 0:

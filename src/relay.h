@@ -172,13 +172,10 @@ static void pzr_run(pzr *r)
     size_t sz;
     int *flag = (int *)calloc(1, sizeof(int));
     long long lost = 0;
-    sigset_t all;
     /* a process's signals (Ctrl-C) are for the threads that run Python:
      * this one runs none until it returns, and a signal the kernel gave it
-     * would only set Python's flag, unseen by the main thread's wait
-     * (sigfillset and pthread_sigmask fail only on a bad argument) */
-    sigfillset(&all);
-    pthread_sigmask(SIG_BLOCK, &all, NULL);
+     * would only set Python's flag, unseen by the main thread's wait */
+    sv_block_signals(NULL);
     if (flag == NULL)
         fail = 1;
     while (!fail) {

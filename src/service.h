@@ -410,12 +410,32 @@ static void *sv_run(void *arg)
 
 /* Under the lock: start the thread if it is not running.  Returns 0 or an
  * errno. */
+
+/* Block every signal in the calling thread but those of a fault in it
+ * (SIGSEGV and the like: blocked, the kernel would kill the process
+ * without running a handler, so no faulthandler trace); the old mask in
+ * *old if not NULL.  For threads that run no Python: a process's signal
+ * then goes to one that does, where Python's handler wakes its wait.
+ * sigfillset, sigdelset and pthread_sigmask fail only on a bad argument. */
+static void sv_block_signals(sigset_t *old)
+{
+    sigset_t all;
+    sigfillset(&all);
+    sigdelset(&all, SIGSEGV);
+    sigdelset(&all, SIGBUS);
+    sigdelset(&all, SIGFPE);
+    sigdelset(&all, SIGILL);
+    sigdelset(&all, SIGABRT);
+    sigdelset(&all, SIGTRAP);
+    pthread_sigmask(SIG_BLOCK, &all, old);
+}
+
 static int sv_start_locked(sv_service *sv)
 {
     int rc;
     pthread_t t;
     pthread_attr_t attr;
-    sigset_t all, old;
+    sigset_t old;
     if (sv->started)
         return 0;
     rc = pthread_attr_init(&attr);
@@ -428,10 +448,9 @@ static int sv_start_locked(sv_service *sv)
      * ends) or on the default stack, and work all the same. */
     (void)pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
     (void)pthread_attr_setstacksize(&attr, 256 * 1024);
-    /* signals (Ctrl-C) are for the threads that run Python; sigfillset and
-     * pthread_sigmask fail only on a bad pointer or `how` (EINVAL) */
-    sigfillset(&all);
-    pthread_sigmask(SIG_BLOCK, &all, &old);
+    /* signals (Ctrl-C) are for the threads that run Python: the new
+     * thread inherits the mask */
+    sv_block_signals(&old);
     rc = pthread_create(&t, &attr, sv_run, sv);
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     pthread_attr_destroy(&attr);

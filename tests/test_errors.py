@@ -322,3 +322,26 @@ def test_batch_calls_take_their_documented_keywords_and_say_what_max_count_is(bo
     for bad in ("5", 2.0, None, True):
         with pytest.raises(TypeError, match=r"max_count must be an int \(how many messages"):
             zmq.receive_many(bad, timeout=0)
+
+
+def test_send_many_survives_an_iterator_that_changes_the_instance(bound):
+    # send_many read its exchange's slot once, before the loop: an
+    # iterator that made exchanges (the slot table is realloc'd) or closed
+    # the instance left it reading and sending through freed memory
+    zmq, eid = bound
+
+    def growing():
+        for i in range(200):
+            zmq.create_exchange(f"X{i}")        # the table moves
+            yield b"%d" % i
+
+    assert zmq.send_many(eid, growing(), timeout=1) == 200
+    assert zmq.receive_many(500, timeout=1) == [b"%d" % i for i in range(200)]
+
+    def closing():
+        yield b"a"
+        zmq.close()
+        yield b"b"
+
+    with pytest.raises(pyzmq.Error, match="closed"):
+        zmq.send_many(eid, closing())
