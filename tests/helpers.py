@@ -316,3 +316,66 @@ def check_watch_bound(watcher, owner):
     again = watcher.subscribe("bound.*")        # what the error says to do: the current records
     assert len(again.records()) == 41
     again.close()
+
+
+class TcpProxy:
+    """A real TCP proxy on a free loopback port (``address``) to
+    ``upstream`` ("host:port"): a thread per direction of each connection,
+    each running ``pump(src, dst, direction, link)`` ("up" is client to
+    server; ``link`` is what ``new_link()`` made for that connection) until
+    it returns or its socket fails, then both sockets are shut down.
+    ``admit()`` False closes a new connection at once."""
+
+    def __init__(self, upstream):
+        self.upstream = upstream
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.address = f"127.0.0.1:{self.listener.getsockname()[1]}"
+        self._acceptor = threading.Thread(target=self._accept, daemon=True)
+        self._acceptor.start()
+
+    def admit(self):
+        return True
+
+    def new_link(self):
+        return None
+
+    def pump(self, src, dst, direction, link):
+        raise NotImplementedError
+
+    def _accept(self):
+        while True:
+            try:
+                down, _ = self.listener.accept()
+            except OSError:
+                return
+            if not self.admit():
+                down.close()
+                continue
+            host, port = self.upstream.rsplit(":", 1)
+            up = socket.create_connection((host, int(port)))
+            link = self.new_link()
+            for src, dst, direction in ((down, up, "up"), (up, down, "down")):
+                threading.Thread(target=self._run, args=(src, dst, direction, link),
+                                 daemon=True).start()
+
+    def _run(self, src, dst, direction, link):
+        try:
+            self.pump(src, dst, direction, link)
+        except OSError:
+            pass
+        finally:
+            for sock in (src, dst):
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def close(self):
+        # shutdown() wakes the accept() blocked in the other thread (close()
+        # alone does not), so the acceptor ends with the proxy
+        try:
+            self.listener.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.listener.close()
+        self._acceptor.join(5)

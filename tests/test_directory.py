@@ -16,7 +16,7 @@ from pyzmq import protocol as p
 from pyzmq.directory import DirectoryClient, DirectoryError, parse_hostname
 from pyzmq.errors import Error, Timeout
 from pyzmq.testing import ServerProcess
-from helpers import child_env, free_port, wait_until
+from helpers import TcpProxy, child_env, free_port, wait_until
 
 KEY = "1/.@})TAeU!GLIwz*kUIbyZ=V!T=?.Y>QSnrwf*="  # a Z85 CURVE public key (40 characters)
 
@@ -270,72 +270,42 @@ def test_unregister_during_outage_succeeds(directory_server):
         client.close()
 
 
-class CuttingProxy:
+class CuttingProxy(TcpProxy):
     """A real TCP proxy between a client and the directory that, once armed
     with some bytes, cuts the connection that carries them: it passes that
     chunk on, drops what the server answers from then on, and closes both
     sides a moment later (the server has handled the request, its reply is
-    lost).  New connections are closed at once until ``reopen()``."""
+    lost).  New connections are closed at once until ``open`` is set again."""
 
     def __init__(self, upstream):
-        self.upstream = upstream
         self.armed = None
         self.cut = threading.Event()
         self.open = threading.Event()
         self.open.set()
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.address = f"127.0.0.1:{self.listener.getsockname()[1]}"
-        self._threads = [threading.Thread(target=self._accept, daemon=True)]
-        self._threads[0].start()
+        super().__init__(upstream)
 
-    def _accept(self):
+    def admit(self):
+        return self.open.is_set()
+
+    def new_link(self):
+        return {"dropping": False}
+
+    def pump(self, src, dst, direction, link):
         while True:
-            try:
-                down, _ = self.listener.accept()
-            except OSError:
-                return
-            if not self.open.is_set():
-                down.close()
+            chunk = src.recv(65536)
+            if not chunk:
+                break
+            if direction == "down" and link["dropping"]:
                 continue
-            host, port = self.upstream.rsplit(":", 1)
-            up = socket.create_connection((host, int(port)))
-            link = {"dropping": False}
-            for src, dst, direction in ((down, up, "up"), (up, down, "down")):
-                threading.Thread(target=self._pump, args=(src, dst, direction, link), daemon=True).start()
-
-    def _pump(self, src, dst, direction, link):
-        try:
-            while True:
-                chunk = src.recv(65536)
-                if not chunk:
-                    break
-                if direction == "down" and link["dropping"]:
-                    continue
-                if direction == "up" and self.armed is not None and self.armed in chunk:
-                    self.armed = None
-                    self.open.clear()
-                    link["dropping"] = True
-                    dst.sendall(chunk)
-                    time.sleep(0.3)     # (the server handles it; its answer is dropped)
-                    self.cut.set()
-                    break
+            if direction == "up" and self.armed is not None and self.armed in chunk:
+                self.armed = None
+                self.open.clear()
+                link["dropping"] = True
                 dst.sendall(chunk)
-        except OSError:
-            pass
-        finally:
-            for sock in (src, dst):
-                try:
-                    sock.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-
-    def close(self):
-        try:
-            self.listener.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-        self.listener.close()
-        self._threads[0].join(5)
+                time.sleep(0.3)     # (the server handles it; its answer is dropped)
+                self.cut.set()
+                break
+            dst.sendall(chunk)
 
 
 def test_an_unregister_sent_again_after_its_reply_was_lost_succeeds(directory):

@@ -22,7 +22,7 @@ import pyzmq
 from pyzmq import protocol as p
 from pyzmq.directory import DirectoryClient, DirectoryError
 from pyzmq.testing import ServerProcess
-from helpers import COMMANDS, ROOT, Peer, child_env, wait_until
+from helpers import COMMANDS, ROOT, Peer, TcpProxy, child_env, wait_until
 
 pytestmark = pytest.mark.skipif(not zmq.has("curve"), reason="libzmq without CURVE")
 
@@ -58,59 +58,25 @@ def alice(server, keys, **kw):
     return DirectoryClient(server.address, server_key=keys["server"][0], secret_key=keys["alice"][1], **kw)
 
 
-class ByteProxy:
+class ByteProxy(TcpProxy):
     """A TCP proxy that records every byte it forwards; ``edit(direction,
     offset, chunk)`` ("up" is client to server) may change a chunk."""
 
     def __init__(self, upstream, edit=None):
-        self.upstream = upstream
         self.edit = edit or (lambda direction, offset, chunk: chunk)
         self.recorded = bytearray()
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.address = f"127.0.0.1:{self.listener.getsockname()[1]}"
-        self._acceptor = threading.Thread(target=self._accept, daemon=True)
-        self._acceptor.start()
+        super().__init__(upstream)
 
-    def _accept(self):
-        while True:
-            try:
-                down, _ = self.listener.accept()
-            except OSError:
-                return
-            host, port = self.upstream.rsplit(":", 1)
-            up = socket.create_connection((host, int(port)))
-            for src, dst, direction in ((down, up, "up"), (up, down, "down")):
-                threading.Thread(target=self._pump, args=(src, dst, direction), daemon=True).start()
-
-    def _pump(self, src, dst, direction):
+    def pump(self, src, dst, direction, link):
         offset = 0
-        try:
-            while True:
-                chunk = src.recv(65536)
-                if not chunk:
-                    break
-                out = self.edit(direction, offset, chunk)
-                offset += len(chunk)
-                self.recorded += out
-                dst.sendall(out)
-        except OSError:
-            pass
-        finally:
-            for s in (src, dst):
-                try:
-                    s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-
-    def close(self):
-        # shutdown() wakes the accept() blocked in the other thread (close()
-        # alone does not), so the acceptor ends with the proxy
-        try:
-            self.listener.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-        self.listener.close()
-        self._acceptor.join(5)
+        while True:
+            chunk = src.recv(65536)
+            if not chunk:
+                break
+            out = self.edit(direction, offset, chunk)
+            offset += len(chunk)
+            self.recorded += out
+            dst.sendall(out)
 
 
 def dealer(ctx, server, server_public, public, secret, routing_id=None):

@@ -597,33 +597,52 @@ def test_a_client_whose_replies_do_not_fit_its_queue_is_disconnected_not_left_wa
     shuts its connection (logged): the client sees the disconnection, and
     a DirectoryClient sends its unanswered requests again on the next
     connection."""
-    import zmq
     with ServerProcess(quiet=True, extra_args=["--max-queued", "200"]) as server:    # (the smallest allowed)
         with DirectoryClient(server.address, timeout=5.0) as owner:
-            for i in range(100):
-                owner.register("E", f"big.{i:03d}." + "x" * 200, "127.0.0.1:1")
-            ctx = zmq.Context()
-            try:
-                sock = ctx.socket(zmq.DEALER)
-                sock.linger = 0
-                sock.sndhwm = 0
-                monitor = sock.get_monitor_socket(zmq.EVENT_DISCONNECTED)
-                sock.connect(f"tcp://{server.address}")
-                for i in range(3000):       # about 25 KB a reply, 75 MB in all: past every buffer
-                    sock.send_multipart([p.encode_header(i + 1), p.encode_request(p.List("big.*", "", 1000))])
-                assert wait_until(lambda: any("fell 200 messages behind (--max-queued): a reply to it was "
-                                              "dropped" in line for line in server.logs()), 20), server.logs()[-5:]
-                # it reads what had come (a stopped client running again), then sees the end
-                got, deadline = 0, time.monotonic() + 30
-                while not monitor.poll(0) and time.monotonic() < deadline:
-                    if sock.poll(100):
-                        sock.recv_multipart()
-                        got += 1
-                assert monitor.poll(0), f"the server kept the connection of a client it could not answer ({got})"
-                assert got < 3000
-            finally:
-                ctx.destroy(linger=0)
-            assert owner.lookup("big.000." + "x" * 200) == ("E", "127.0.0.1:1", "")   # others still served
+            _register_big_names(owner)
+            got, shut = _flood_lists_unread(server, 3000)
+            assert shut, f"the server kept the connection of a client it could not answer ({got})"
+            assert got < 3000
+            assert owner.lookup(BIG_NAME % 0) == ("E", "127.0.0.1:1", "")   # others still served
+
+
+BIG_NAME = "big.%03d." + "x" * 200
+
+
+def _register_big_names(owner):
+    """100 names whose LIST (big.*) is a reply of about 25 KB."""
+    for i in range(100):
+        owner.register("E", BIG_NAME % i, "127.0.0.1:1")
+
+
+def _flood_lists_unread(server, count):
+    """A raw DEALER pipelines count LISTs of the big names and reads none
+    (75 MB for 3,000: past every buffer) until the server logs that it
+    dropped a reply; then it reads what had come, as a stopped client
+    running again would, until it sees its connection end (30 s at most).
+    Returns (replies read, whether the connection was shut)."""
+    import zmq
+    ctx = zmq.Context()
+    try:
+        sock = ctx.socket(zmq.DEALER)
+        sock.linger = 0
+        sock.sndhwm = 0
+        monitor = sock.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+        sock.connect(f"tcp://{server.address}")
+        for i in range(count):
+            sock.send_multipart([p.encode_header(i + 1), p.encode_request(p.List("big.*", "", 1000))])
+        assert wait_until(lambda: any("fell 200 messages behind (--max-queued): a reply to it was "
+                                      "dropped" in line for line in server.logs()), 20), server.logs()[-5:]
+        got, deadline = 0, time.monotonic() + 30
+        while not monitor.poll(0) and time.monotonic() < deadline:
+            if sock.poll(100):
+                sock.recv_multipart()
+                got += 1
+        shut = bool(monitor.poll(0))
+        sock.close(linger=0)    # (before its DEALER connects again and sends the rest)
+        return got, shut
+    finally:
+        ctx.destroy(linger=0)
 
 
 def test_a_max_queued_below_a_clients_window_is_refused_at_the_start():
@@ -669,34 +688,13 @@ def test_every_reply_the_server_does_not_send_is_counted():
     # sees the peer gone before it answers is up to libzmq's timing, so that
     # row is not asserted here).
     import re
-    import zmq
     with ServerProcess(quiet=True, extra_args=["--max-queued", "200", "--metrics", "127.0.0.1:0"]) as server:
         url = re.search(r"(http://\S+)", server.wait_for_log(r"metrics on http://", 5.0)).group(1)
         assert _scrape(url)['zmq_directory_dropped_total{what="reply",why="behind"}'] == 0
         with DirectoryClient(server.address, timeout=5.0) as owner:
-            for i in range(100):
-                owner.register("E", f"big.{i:03d}." + "x" * 200, "127.0.0.1:1")
-            ctx = zmq.Context()
-            try:
-                # behind: a client pipelining big LISTs without reading
-                sock = ctx.socket(zmq.DEALER)
-                sock.linger = 0
-                sock.sndhwm = 0
-                monitor = sock.get_monitor_socket(zmq.EVENT_DISCONNECTED)
-                sock.connect(f"tcp://{server.address}")
-                sent = 3000
-                for i in range(sent):
-                    sock.send_multipart([p.encode_header(i + 1), p.encode_request(p.List("big.*", "", 1000))])
-                assert server.wait_for_log("a reply to it was dropped", 20), server.logs()[-5:]
-                got, deadline = 0, time.monotonic() + 30
-                while not monitor.poll(0) and time.monotonic() < deadline:
-                    if sock.poll(100):
-                        sock.recv_multipart()
-                        got += 1
-                assert monitor.poll(0)
-                sock.close(linger=0)    # (before its DEALER connects again and sends the rest)
-            finally:
-                ctx.destroy(linger=0)
+            _register_big_names(owner)
+            got, shut = _flood_lists_unread(server, 3000)   # behind: big LISTs, none read
+            assert shut
 
             def counts():
                 values = _scrape(url)
@@ -709,4 +707,4 @@ def test_every_reply_the_server_does_not_send_is_counted():
                   f"{gone:.0f} gone, {shut:.0f} connection(s) shut")
             assert behind > shut >= 1               # a connection shut is logged once; each reply counted
             assert got + behind <= handled - gone   # (what was read was sent, not counted)
-            assert owner.lookup("big.000." + "x" * 200) == ("E", "127.0.0.1:1", "")
+            assert owner.lookup(BIG_NAME % 0) == ("E", "127.0.0.1:1", "")
